@@ -1,0 +1,87 @@
+// swift-tools-version:6.1
+// Ferry: carry container images across an air gap.
+//
+// Targets are layered; dependencies point down only (checked by .ci/check-layers.py):
+//   CLibCrypto, CArchive            C libraries from Debian (libssl-dev, libarchive-dev)
+//   OCICore                         spec types, digests, references, platforms. No I/O.
+//   OCITar, OCIStore                streaming tar over libarchive; filesystem content store
+//   OCIRegistryClient               Distribution API client (auth, retries, verified blob streams)
+//   OCIBundle                       the bundle format (OCI image layout in a tar + bundle manifest)
+//   FerryCommands, ApplianceCommands  subcommands as library code
+//   ferry, ferry-appliance          thin executables
+import PackageDescription
+
+let swiftSettings: [SwiftSetting] = [
+    .enableUpcomingFeature("ExistentialAny")
+]
+
+let package = Package(
+    name: "Ferry",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "ferry", targets: ["ferry"]),
+        .executable(name: "ferry-appliance", targets: ["ferry-appliance"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-nio-ssl.git", from: "2.37.6"),
+        .package(url: "https://github.com/swift-server/async-http-client.git", from: "1.37.0"),
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
+        .package(url: "https://github.com/jpsim/Yams.git", from: "6.2.2"),
+    ],
+    targets: [
+        .systemLibrary(name: "CLibCrypto", path: "Sources/CLibCrypto", providers: [.apt(["libssl-dev"])]),
+        .systemLibrary(name: "CArchive", path: "Sources/CArchive", providers: [.apt(["libarchive-dev"])]),
+        .target(name: "OCICore", dependencies: ["CLibCrypto"], swiftSettings: swiftSettings),
+        .target(name: "OCITar", dependencies: ["CArchive"], swiftSettings: swiftSettings),
+        .target(name: "OCIStore", dependencies: ["OCICore"], swiftSettings: swiftSettings),
+        .target(
+            name: "OCIRegistryClient",
+            dependencies: [
+                "OCICore",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .target(name: "OCIBundle", dependencies: ["OCICore", "OCITar"], swiftSettings: swiftSettings),
+        .target(
+            name: "FerryCommands",
+            dependencies: [
+                "OCICore", "OCIStore", "OCIRegistryClient", "OCIBundle",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Yams", package: "Yams"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .target(
+            name: "ApplianceCommands",
+            dependencies: [
+                "OCICore",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .executableTarget(name: "ferry", dependencies: ["FerryCommands"], swiftSettings: swiftSettings),
+        .executableTarget(
+            name: "ferry-appliance", dependencies: ["ApplianceCommands"], swiftSettings: swiftSettings),
+
+        .testTarget(name: "OCICoreTests", dependencies: ["OCICore"], swiftSettings: swiftSettings),
+        .testTarget(name: "OCITarTests", dependencies: ["OCITar"], swiftSettings: swiftSettings),
+        .testTarget(name: "OCIStoreTests", dependencies: ["OCIStore", "OCICore"], swiftSettings: swiftSettings),
+        .testTarget(
+            name: "OCIRegistryClientTests", dependencies: ["OCIRegistryClient", "OCICore"],
+            swiftSettings: swiftSettings),
+        .testTarget(
+            name: "OCIBundleTests", dependencies: ["OCIBundle", "OCICore", "OCITar"], swiftSettings: swiftSettings),
+        .testTarget(
+            name: "FerryCommandsTests", dependencies: ["FerryCommands", "OCICore"], swiftSettings: swiftSettings),
+        .testTarget(
+            name: "EndToEndTests", dependencies: ["OCICore", "OCITar", "OCIBundle"], swiftSettings: swiftSettings),
+    ]
+)

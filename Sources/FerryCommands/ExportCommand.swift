@@ -1,0 +1,177 @@
+import ArgumentParser
+import AsyncHTTPClient
+import Foundation
+import OCICore
+import OCIRegistryClient
+
+/// `ferry export`: images from any registry into one verified bundle.
+public struct ExportCommand: AsyncParsableCommand {
+    public static let configuration = CommandConfiguration(
+        commandName: "export",
+        abstract: "Pull images from registries into one verified bundle (an OCI image-layout tar).",
+        discussion: """
+            Every image is pulled with all its platforms (or the ones --platform names), every byte is
+            checked against its digest while it streams, each blob is fetched once however many images
+            share it, and the bundle appears under its final name only when complete.
+
+            Image lists: a text file (one reference a line, # comments) or YAML, either
+              images: [nginx:1.25, quay.io/coreos/etcd:v3.5.9]
+            or mindthegap's form:
+              docker.io:
+                images:
+                  library/nginx: ["1.25", "1.26"]
+
+            References are read the way docker reads them: `nginx` is docker.io/library/nginx:latest;
+            `name:tag@sha256:...` pins the digest and keeps the tag as the image's name.
+
+            Credentials come from --creds, containers' auth.json ($REGISTRY_AUTH_FILE or
+            $XDG_RUNTIME_DIR/containers/auth.json) and docker's config.json ($DOCKER_CONFIG or
+            ~/.docker). A registry with its own CA is trusted from --ca-file or from
+            /etc/containers/certs.d/HOST:PORT/*.crt and /etc/docker/certs.d/HOST:PORT/*.crt.
+
+            Examples:
+              ferry export -f images.txt -o site.bundle.tar
+              ferry export nginx:1.25 redis:7 --platform linux/amd64,linux/arm64 -o web.tar
+              ferry export -f images.yaml -o site.tar --ca-file corp-ca.pem --json > summary.json
+            """
+    )
+
+    @Option(name: [.short, .customLong("file")], help: "An image list (text or .yaml/.yml); repeatable.")
+    var files: [String] = []
+
+    @Argument(help: "Image references, in addition to any lists.")
+    var references: [String] = []
+
+    @Option(name: .shortAndLong, help: "Where to write the bundle (a .tar file).")
+    var output: String
+
+    @Option(
+        name: .customLong("platform"),
+        help: "Only these platforms of multi-platform images, e.g. linux/amd64,linux/arm64/v8 (repeatable).")
+    var platformArguments: [String] = []
+
+    @Option(help: "Blobs downloaded at once.")
+    var parallel: Int = 6
+
+    @Option(help: "Cache of verified blobs, reused across exports (default: $XDG_CACHE_HOME/ferry or ~/.cache/ferry).")
+    var cache: String?
+
+    @Option(name: .customLong("creds"), help: "Registry credentials, [HOST=]USER:PASSWORD (repeatable).")
+    var credentials: [String] = []
+
+    @Option(name: .customLong("ca-file"), help: "Trust this CA certificate (PEM) for every registry (repeatable).")
+    var caFiles: [String] = []
+
+    @Option(
+        name: .customLong("certs-dir"),
+        help: "Look for HOST:PORT/*.crt here instead of /etc/containers/certs.d and /etc/docker/certs.d (repeatable).")
+    var certsDirectories: [String] = []
+
+    @Option(
+        name: .customLong("insecure-registry"),
+        help: "Do not verify TLS for this HOST:PORT, and fall back to plain HTTP (repeatable).")
+    var insecureRegistries: [String] = []
+
+    @Option(help: "Progress display: auto (a bar on a terminal, plain lines otherwise), bar, plain, none.")
+    var progress: ProgressReporter.Mode = .auto
+
+    @Flag(help: "Print a JSON summary on standard output.")
+    var json = false
+
+    public init() {}
+
+    public func validate() throws {
+        guard parallel >= 1 && parallel <= 64 else { throw ValidationError("--parallel must be between 1 and 64") }
+        guard !output.isEmpty else { throw ValidationError("--output must name a file") }
+    }
+
+    public func run() async throws {
+        try await reportingErrors {
+            let requests = try loadRequests()
+            let platforms = try platformArguments.flatMap { $0.split(separator: ",") }.map {
+                try Platform(parsing: String($0))
+            }
+            var credentialStore = try CredentialStore.load()
+            for argument in credentials { try credentialStore.addExplicit(argument) }
+            let trust = TrustPolicy(
+                caFiles: caFiles,
+                certsDirectories: certsDirectories.isEmpty ? TrustPolicy.defaultCertsDirectories : certsDirectories,
+                insecureRegistries: Set(insecureRegistries))
+            let http = RegistryClient.makeHTTPClient()
+            let client = RegistryClient(
+                http: http,
+                configuration: .init(
+                    credentials: credentialStore, trust: trust, userAgent: "ferry/\(FerryVersion.string)"))
+            let reporter = ProgressReporter(mode: json && progress == .auto ? .plain : progress)
+            let exporter = Exporter(client: client, progress: reporter)
+            let options = Exporter.Options(
+                requests: requests, output: output, platforms: platforms, parallel: parallel,
+                cacheDirectory: cache ?? Self.defaultCacheDirectory(), creationTime: Self.creationTime())
+            let summary: Exporter.Summary
+            do {
+                summary = try await exporter.run(options)
+            } catch {
+                try? await http.shutdown()
+                throw error
+            }
+            try await http.shutdown()
+            if json {
+                let encoder = JSONEncoder()
+                encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+                FileHandle.standardOutput.write(try encoder.encode(summary) + Data("\n".utf8))
+            } else {
+                let mib = Double(summary.bundleSize) / 1_048_576
+                print(
+                    String(
+                        format: "Wrote %@: %d image(s), %d blob(s), %.1f MiB (%d downloaded, %d from cache) in %.1fs",
+                        summary.bundle, summary.images.count, summary.blobs, mib, summary.downloadedBlobs,
+                        summary.cachedBlobs, summary.seconds))
+            }
+        }
+    }
+
+    /// Lists first, then arguments; duplicates (after normalisation) are dropped. Every problem in
+    /// every list is reported before anything is pulled.
+    func loadRequests() throws -> [ImageRequest] {
+        var requests: [ImageRequest] = []
+        var problems: [ImageListError.Problem] = []
+        for file in files {
+            do {
+                requests += try ImageList.load(path: file)
+            } catch {
+                switch error {
+                case .invalid(let found): problems += found
+                default: problems.append(.init(file: file, line: nil, message: error.description))
+                }
+            }
+        }
+        for (i, argument) in references.enumerated() {
+            do {
+                requests.append(ImageRequest(reference: try Reference(argument), origin: "argument \(i + 1)"))
+            } catch {
+                problems.append(.init(file: "argument \(i + 1)", line: nil, message: error.description))
+            }
+        }
+        if !problems.isEmpty { throw ImageListError.invalid(problems) }
+        var seen: Set<Reference> = []
+        requests = requests.filter { seen.insert($0.reference).inserted }
+        if requests.isEmpty { throw ImageListError.empty }
+        return requests
+    }
+
+    static func defaultCacheDirectory() -> String {
+        let environment = ProcessInfo.processInfo.environment
+        if let xdg = environment["XDG_CACHE_HOME"], !xdg.isEmpty { return "\(xdg)/ferry" }
+        return "\(environment["HOME"] ?? NSTemporaryDirectory())/.cache/ferry"
+    }
+
+    /// `SOURCE_DATE_EPOCH` when set (reproducible bundles), else now.
+    static func creationTime() -> Int64 {
+        if let value = ProcessInfo.processInfo.environment["SOURCE_DATE_EPOCH"], let seconds = Int64(value) {
+            return seconds
+        }
+        return Int64(Date().timeIntervalSince1970)
+    }
+}
+
+extension ProgressReporter.Mode: ExpressibleByArgument {}

@@ -1,0 +1,306 @@
+import AsyncHTTPClient
+import Foundation
+import NIOPosix
+import OCIBundle
+import OCICore
+import OCIRegistryClient
+import OCIStore
+
+extension BlobWriter: BlobSink {}
+
+/// Pulls images from registries into a verified blob cache, then writes one bundle.
+///
+/// Phase 1 resolves every reference to its manifests (fetching each once). Phase 2 downloads every
+/// distinct blob not yet in the cache, in parallel, each verified while it streams. Phase 3 writes
+/// the tar in one sequential pass from the cache. The cache doubles as the resume point: an
+/// interrupted export keeps every blob it had completed.
+public struct Exporter: Sendable {
+    public struct Options: Sendable {
+        public var requests: [ImageRequest]
+        public var output: String
+        public var platforms: [Platform]
+        public var parallel: Int
+        public var cacheDirectory: String
+        public var creationTime: Int64
+        public init(
+            requests: [ImageRequest], output: String, platforms: [Platform], parallel: Int, cacheDirectory: String,
+            creationTime: Int64
+        ) {
+            self.requests = requests
+            self.output = output
+            self.platforms = platforms
+            self.parallel = parallel
+            self.cacheDirectory = cacheDirectory
+            self.creationTime = creationTime
+        }
+    }
+
+    public struct Summary: Codable, Sendable {
+        public struct Image: Codable, Sendable {
+            public var reference: String
+            public var digest: String
+            public var platforms: [String]
+            public var size: Int64
+        }
+        public var bundle: String
+        public var bundleSize: Int64
+        public var images: [Image]
+        public var blobs: Int
+        public var blobBytes: Int64
+        public var downloadedBlobs: Int
+        public var downloadedBytes: Int64
+        public var cachedBlobs: Int
+        public var partial: Bool
+        public var seconds: Double
+    }
+
+    let client: RegistryClient
+    let progress: ProgressReporter
+
+    public init(client: RegistryClient, progress: ProgressReporter) {
+        self.client = client
+        self.progress = progress
+    }
+
+    /// A blob to fetch, with the first image that needs it (for error messages).
+    struct BlobSource: Sendable {
+        var descriptor: Descriptor
+        var registry: String
+        var repository: RepositoryName
+        var image: String
+    }
+
+    struct ResolvedImage: Sendable {
+        var request: ImageRequest
+        var top: ManifestDocument
+        /// Every manifest and index of the image that the bundle carries, top first.
+        var documents: [ManifestDocument]
+        /// Configs and layers, in walk order.
+        var blobs: [Descriptor]
+        var platforms: [String]
+    }
+
+    public func run(_ options: Options) async throws -> Summary {
+        let started = Date()
+        let store = try BlobStore(root: options.cacheDirectory)
+        store.removeStaleIngests(olderThan: 24 * 3600)
+        let filter = PlatformFilter(options.platforms)
+
+        // Phase 1: resolve (bounded parallelism, order kept).
+        progress.phase("Resolving \(options.requests.count) image(s)")
+        let resolved = try await withThrowingTaskGroup(of: (Int, ResolvedImage).self) { group in
+            var results = [ResolvedImage?](repeating: nil, count: options.requests.count)
+            var next = 0
+            func addNext() {
+                guard next < options.requests.count else { return }
+                let i = next
+                let request = options.requests[i]
+                group.addTask { (i, try await resolve(request, filter: filter, store: store)) }
+                next += 1
+            }
+            for _ in 0..<min(options.parallel, options.requests.count) { addNext() }
+            while let (i, image) = try await group.next() {
+                results[i] = image
+                progress.imageResolved(image.request.reference.description, digest: image.top.digest.description)
+                addNext()
+            }
+            return results.compactMap { $0 }
+        }
+
+        // Phase 2: download each distinct blob once.
+        var sources: [Digest: BlobSource] = [:]
+        var blobOrder: [Descriptor] = []
+        for image in resolved {
+            for blob in image.blobs where sources[blob.digest] == nil {
+                sources[blob.digest] = BlobSource(
+                    descriptor: blob, registry: image.request.reference.registry,
+                    repository: image.request.reference.repository, image: image.request.reference.description)
+                blobOrder.append(blob)
+            }
+        }
+        let missing = blobOrder.filter { !store.contains($0.digest, size: $0.size) }
+        let missingBytes = missing.reduce(Int64(0)) { $0 + $1.size }
+        let missingDigests = Set(missing.map(\.digest.description))
+        progress.startDownload(
+            blobs: missing.count, bytes: missingBytes, cached: blobOrder.count - missing.count, images: resolved.count,
+            pendingPerImage: resolved.map { Set($0.blobs.map(\.digest.description)).intersection(missingDigests) })
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            var iterator = missing.makeIterator()
+            func addNext() {
+                guard let descriptor = iterator.next(), let source = sources[descriptor.digest] else { return }
+                group.addTask { try await download(source, store: store) }
+            }
+            for _ in 0..<max(1, options.parallel) { addNext() }
+            while try await group.next() != nil { addNext() }
+        }
+        progress.finishDownload()
+
+        // Platforms of single-manifest images come from their config.
+        let images = resolved.map { image -> ResolvedImage in
+            guard image.platforms.isEmpty, case .manifest(let manifest) = image.top.content,
+                let bytes = try? store.read(manifest.config.digest, limit: ManifestDocument.maximumSize),
+                let config = try? JSONDecoder().decode(ConfigPlatform.self, from: Data(bytes)),
+                let os = config.os, let architecture = config.architecture
+            else { return image }
+            var image = image
+            image.platforms = [Platform(os: os, architecture: architecture, variant: config.variant).description]
+            return image
+        }
+
+        // Phase 3: the bundle.
+        var documentOrder: [Digest: Descriptor] = [:]
+        var documents: [Descriptor] = []
+        for image in images {
+            for document in image.documents where documentOrder[document.digest] == nil {
+                documentOrder[document.digest] = document.descriptor
+                documents.append(document.descriptor)
+            }
+        }
+        let allBlobs = documents + blobOrder
+        let entries = images.map { BundleWriter.Entry(reference: $0.request.reference, descriptor: $0.top.descriptor) }
+        let index = try BundleWriter.makeIndex(entries)
+        let manifest = BundleManifest(
+            tool: .init(name: "ferry", version: FerryVersion.string),
+            created: BundleManifest.timestamp(options.creationTime),
+            partial: options.platforms.isEmpty ? nil : .init(platforms: options.platforms.map(\.description)),
+            index: .init(digest: Digest.of(index), size: Int64(index.count)),
+            images: images.map { image in
+                let digests = Set(image.documents.map(\.digest) + image.blobs.map(\.digest))
+                let size = allBlobs.filter { digests.contains($0.digest) }.reduce(Int64(0)) { $0 + $1.size }
+                return .init(
+                    reference: BundleWriter.imageName(image.request.reference), digest: image.top.digest,
+                    mediaType: image.top.mediaType, platforms: image.platforms, size: size)
+            },
+            blobs: allBlobs.map { .init(digest: $0.digest, size: $0.size, mediaType: $0.mediaType) })
+        let totalBytes = allBlobs.reduce(Int64(0)) { $0 + $1.size }
+        progress.startWriting(bytes: totalBytes, path: options.output)
+        let reporter = self.progress
+        try await NIOThreadPool.singleton.runIfActive {
+            do {
+                try BundleWriter().write(
+                    to: options.output, manifest: manifest, index: index, modificationTime: options.creationTime,
+                    blobs: { store.path(of: $0) }, progress: { reporter.wrote($0) })
+            } catch BundleError.corruptSource(let path, let error) {
+                unlink(path)  // drop the bad cache entry so the next run fetches it again
+                throw BundleError.corruptSource(path: path, error)
+            }
+        }
+        progress.finishWriting()
+        return Summary(
+            bundle: options.output, bundleSize: FileSystem.size(of: options.output) ?? 0,
+            images: manifest.images.map {
+                .init(reference: $0.reference, digest: $0.digest.description, platforms: $0.platforms, size: $0.size)
+            },
+            blobs: allBlobs.count, blobBytes: totalBytes, downloadedBlobs: missing.count, downloadedBytes: missingBytes,
+            cachedBlobs: blobOrder.count - missing.count, partial: !options.platforms.isEmpty,
+            seconds: Date().timeIntervalSince(started))
+    }
+
+    struct ConfigPlatform: Decodable {
+        var os: String?
+        var architecture: String?
+        var variant: String?
+    }
+
+    /// Fetches the top document and, recursively, the manifests the platform filter selects.
+    func resolve(_ request: ImageRequest, filter: PlatformFilter, store: BlobStore) async throws -> ResolvedImage {
+        let reference = request.reference
+        let top = try await document(
+            reference: reference.manifestReference, pinned: reference.digest, in: reference, store: store)
+        var documents: [ManifestDocument] = []
+        var blobs: [Descriptor] = []
+        var platforms: [String] = []
+        var seen: Set<Digest> = []
+        func walk(_ document: ManifestDocument, depth: Int) async throws {
+            guard seen.insert(document.digest).inserted else { return }
+            documents.append(document)
+            guard depth < 8 else { throw ExportError.tooDeep(image: reference.description) }
+            let children = filter.selectedChildren(of: document)
+            if document.isIndex {
+                if children.isEmpty {
+                    throw ExportError.noMatchingPlatform(
+                        image: reference.description, requested: filter.platforms.map(\.description),
+                        available: document.children.compactMap { $0.platform?.description })
+                }
+                for child in children {
+                    if let platform = child.platform, depth == 0 { platforms.append(platform.description) }
+                    guard MediaType.manifests.contains(child.mediaType) || MediaType.indexes.contains(child.mediaType)
+                    else {
+                        blobs.append(child)  // an artifact or unknown type listed in an index: carry its bytes
+                        continue
+                    }
+                    let childDocument = try await self.document(
+                        reference: child.digest.description, pinned: child.digest, in: reference, store: store)
+                    try await walk(childDocument, depth: depth + 1)
+                }
+            } else {
+                blobs += children
+            }
+        }
+        try await walk(top, depth: 0)
+        return ResolvedImage(request: request, top: top, documents: documents, blobs: blobs, platforms: platforms)
+    }
+
+    /// A manifest by digest comes from the cache when present; a tag is always asked of the registry.
+    func document(reference manifestReference: String, pinned: Digest?, in reference: Reference, store: BlobStore)
+        async throws -> ManifestDocument
+    {
+        if let pinned, let bytes = try? store.read(pinned, limit: ManifestDocument.maximumSize),
+            let document = try? ManifestDocument(bytes: bytes, algorithm: pinned.algorithm), document.digest == pinned
+        {
+            return document
+        }
+        do {
+            let document = try await client.fetchManifest(
+                registry: reference.registry, repository: reference.repository, reference: manifestReference)
+            try store.put(document.bytes, as: document.digest)
+            return document
+        } catch let error as RegistryError {
+            throw ExportError.registry(image: reference.description, error)
+        }
+    }
+
+    func download(_ source: BlobSource, store: BlobStore) async throws {
+        let writer = try store.makeWriter(for: source.descriptor.digest, size: source.descriptor.size)
+        defer { writer.cancel() }
+        let progress = self.progress
+        do {
+            try await client.fetchBlob(
+                source.descriptor, repository: source.repository, registry: source.registry, into: writer,
+                progress: { progress.downloaded($0) })
+        } catch let error as RegistryError {
+            throw ExportError.blob(image: source.image, digest: source.descriptor.digest, error)
+        }
+        try await NIOThreadPool.singleton.runIfActive { try writer.commit() }
+        progress.blobDone(source.descriptor.digest.description, size: source.descriptor.size)
+    }
+}
+
+public enum ExportError: Error, CustomStringConvertible {
+    case registry(image: String, RegistryError)
+    case blob(image: String, digest: Digest, RegistryError)
+    case noMatchingPlatform(image: String, requested: [String], available: [String])
+    case tooDeep(image: String)
+
+    public var description: String {
+        switch self {
+        case .registry(let image, let error): "\(image): \(error)"
+        case .blob(let image, let digest, let error): "\(image): blob \(digest): \(error)"
+        case .noMatchingPlatform(let image, let requested, let available):
+            "\(image): no manifest for platform \(requested.joined(separator: ",")) (available: \(available.isEmpty ? "none" : available.joined(separator: ", ")))"
+        case .tooDeep(let image): "\(image): indexes nested too deeply"
+        }
+    }
+
+    /// Content that failed verification (as opposed to a registry that could not be reached).
+    public var isVerificationFailure: Bool {
+        switch self {
+        case .registry(_, let error), .blob(_, _, let error):
+            switch error {
+            case .corruptBlob, .manifestDigestMismatch: true
+            default: false
+            }
+        default: false
+        }
+    }
+}

@@ -1,0 +1,57 @@
+import ArgumentParser
+import Foundation
+import OCICore
+
+/// `ferry`: the connected side. Exports images from registries into a bundle.
+public struct FerryCommand: AsyncParsableCommand {
+    public static let configuration = CommandConfiguration(
+        commandName: "ferry",
+        abstract: "Carry container images across an air gap.",
+        discussion: """
+            On the connected side, `ferry export` pulls images from any registry into one bundle: a
+            standard OCI image-layout tar with a bundle manifest. Carry the bundle across; on the
+            isolated side, `ferry-appliance import` serves it as a registry, or load it directly with
+            `ctr images import` or `skopeo copy oci-archive:BUNDLE:REFERENCE ...`.
+
+            Exit codes: 0 success; 1 failure (registry, network, filesystem); 64 bad usage or input
+            (arguments, image list); 65 content failed verification (digest or size mismatch).
+            """,
+        version: FerryVersion.string,
+        subcommands: [ExportCommand.self]
+    )
+
+    public init() {}
+}
+
+/// Exit codes, documented in the README.
+public enum FerryExitCode {
+    public static let failure: Int32 = 1
+    public static let usage: Int32 = 64
+    public static let verification: Int32 = 65
+}
+
+/// Prints `ferry: error: …` (each line of a multi-line error prefixed) and exits with the code
+/// that fits the error.
+func reportingErrors(_ body: () async throws -> Void) async throws {
+    do {
+        try await body()
+    } catch let error as ExitCode {
+        throw error
+    } catch let error as CleanExit {
+        throw error
+    } catch {
+        let text = String(describing: error)
+        for line in text.split(separator: "\n") {
+            FileHandle.standardError.write(Data("ferry: error: \(line)\n".utf8))
+        }
+        throw ExitCode(exitCode(for: error))
+    }
+}
+
+func exitCode(for error: any Error) -> Int32 {
+    switch error {
+    case is ImageListError, is ReferenceError, is PlatformError: FerryExitCode.usage
+    case let error as ExportError where error.isVerificationFailure: FerryExitCode.verification
+    default: FerryExitCode.failure
+    }
+}

@@ -1,0 +1,168 @@
+import Foundation
+import OCICore
+import Yams
+
+/// One image asked for, and where it was asked for (`images.txt:12`, or `argument 2`).
+public struct ImageRequest: Sendable, Hashable {
+    public var reference: Reference
+    public var origin: String
+    public init(reference: Reference, origin: String) {
+        self.reference = reference
+        self.origin = origin
+    }
+}
+
+/// Reads image lists: plain text (one reference a line, `#` comments, blank lines), or YAML, either
+/// a plain `images:` list or mindthegap's form (registry → `images` → repository → list of tags).
+///
+/// Every bad entry is reported, each with its file and line, before anything is pulled.
+public enum ImageList {
+    public static func load(path: String) throws(ImageListError) -> [ImageRequest] {
+        guard let data = FileManager.default.contents(atPath: path) else { throw .unreadable(path) }
+        guard let text = String(data: data, encoding: .utf8) else {
+            throw .invalid([.init(file: path, line: nil, message: "not UTF-8 text")])
+        }
+        if path.hasSuffix(".yaml") || path.hasSuffix(".yml") {
+            return try parseYAML(text, file: path)
+        }
+        return try parseText(text, file: path)
+    }
+
+    public static func parseText(_ text: String, file: String) throws(ImageListError) -> [ImageRequest] {
+        var requests: [ImageRequest] = []
+        var problems: [ImageListError.Problem] = []
+        for (number, rawLine) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
+            var line = Substring(rawLine)
+            if let hash = line.firstIndex(of: "#"),
+                hash == line.startIndex || line[line.index(before: hash)].isWhitespace
+            {
+                line = line[..<hash]
+            }
+            let entry = line.trimmingCharacters(in: .whitespaces)
+            if entry.isEmpty { continue }
+            do {
+                requests.append(ImageRequest(reference: try Reference(entry), origin: "\(file):\(number + 1)"))
+            } catch {
+                problems.append(.init(file: file, line: number + 1, message: error.description))
+            }
+        }
+        if !problems.isEmpty { throw .invalid(problems) }
+        return requests
+    }
+
+    public static func parseYAML(_ text: String, file: String) throws(ImageListError) -> [ImageRequest] {
+        let root: Node?
+        do {
+            root = try Yams.compose(yaml: text)
+        } catch let error as YamlError {
+            throw .invalid([.init(file: file, line: Self.line(of: error), message: "invalid YAML: \(error)")])
+        } catch {
+            throw .invalid([.init(file: file, line: nil, message: "invalid YAML: \(error)")])
+        }
+        guard let root, let mapping = root.mapping else {
+            throw .invalid([.init(file: file, line: root.map(line), message: "expected a mapping at the top level")])
+        }
+        var requests: [ImageRequest] = []
+        var problems: [ImageListError.Problem] = []
+        func add(_ string: String, at node: Node) {
+            do {
+                requests.append(ImageRequest(reference: try Reference(string), origin: "\(file):\(line(node))"))
+            } catch {
+                problems.append(.init(file: file, line: line(node), message: error.description))
+            }
+        }
+        for (key, value) in mapping {
+            guard let keyString = key.string else {
+                problems.append(.init(file: file, line: line(key), message: "keys must be strings"))
+                continue
+            }
+            if keyString == "images" {
+                // Plain form: images: [ref, ref, ...]
+                guard let list = value.sequence else {
+                    problems.append(
+                        .init(file: file, line: line(value), message: "'images' must be a list of references"))
+                    continue
+                }
+                for item in list {
+                    guard let s = item.string, item.scalar != nil else {
+                        problems.append(.init(file: file, line: line(item), message: "expected an image reference"))
+                        continue
+                    }
+                    add(s, at: item)
+                }
+                continue
+            }
+            // mindthegap form: REGISTRY: { images: { REPOSITORY: [TAG, ...] } }
+            guard let registryMap = value.mapping, let images = registryMap["images"] else {
+                problems.append(
+                    .init(file: file, line: line(key), message: "registry '\(keyString)' needs an 'images' mapping"))
+                continue
+            }
+            guard let repositories = images.mapping else {
+                problems.append(
+                    .init(
+                        file: file, line: line(images),
+                        message: "'images' of '\(keyString)' must map repositories to tag lists"))
+                continue
+            }
+            for (repositoryNode, tagsNode) in repositories {
+                guard let repository = repositoryNode.string else {
+                    problems.append(
+                        .init(file: file, line: line(repositoryNode), message: "expected a repository name"))
+                    continue
+                }
+                guard let tags = tagsNode.sequence, !tags.isEmpty else {
+                    problems.append(
+                        .init(
+                            file: file, line: line(tagsNode), message: "'\(repository)' needs a non-empty list of tags")
+                    )
+                    continue
+                }
+                for tagNode in tags {
+                    guard let tag = tagNode.string, !tag.isEmpty else {
+                        problems.append(.init(file: file, line: line(tagNode), message: "expected a tag"))
+                        continue
+                    }
+                    let separator = tag.contains(":") ? "@" : ":"  // a digest given as a "tag"
+                    add("\(keyString)/\(repository)\(separator)\(tag)", at: tagNode)
+                }
+            }
+        }
+        if !problems.isEmpty { throw .invalid(problems) }
+        return requests
+    }
+
+    static func line(_ node: Node) -> Int { (node.mark?.line ?? 0) }
+
+    static func line(of error: YamlError) -> Int? {
+        switch error {
+        case .scanner(_, _, let mark, _), .parser(_, _, let mark, _), .composer(_, _, let mark, _):
+            return mark.line
+        default:
+            return nil
+        }
+    }
+}
+
+public enum ImageListError: Error, Equatable, CustomStringConvertible {
+    public struct Problem: Equatable, Sendable, CustomStringConvertible {
+        public var file: String
+        public var line: Int?
+        public var message: String
+        public var description: String {
+            if let line { return "\(file):\(line): \(message)" }
+            return "\(file): \(message)"
+        }
+    }
+    case unreadable(String)
+    case invalid([Problem])
+    case empty
+
+    public var description: String {
+        switch self {
+        case .unreadable(let path): "cannot read image list \(path)"
+        case .invalid(let problems): problems.map(\.description).joined(separator: "\n")
+        case .empty: "no images given: pass references as arguments or an image list with -f"
+        }
+    }
+}

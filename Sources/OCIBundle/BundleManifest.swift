@@ -1,0 +1,108 @@
+import Foundation
+import OCICore
+
+/// The bundle manifest: `ferry-bundle.json` at the root of a bundle, written before any blob so a
+/// reader can check every blob in one streaming pass.
+///
+/// It names the digest and size of `index.json` and of every blob, each image with its source
+/// reference, and whether the bundle holds only some platforms.
+public struct BundleManifest: Codable, Sendable, Hashable {
+    public static let fileName = "ferry-bundle.json"
+    public static let mediaType = "application/vnd.ferry.bundle.manifest.v1+json"
+    public static let currentFormatVersion = 1
+
+    public struct Tool: Codable, Sendable, Hashable {
+        public var name: String
+        public var version: String
+        public init(name: String, version: String) {
+            self.name = name
+            self.version = version
+        }
+    }
+
+    public struct Image: Codable, Sendable, Hashable {
+        /// The full normalised reference as requested, e.g. `docker.io/library/nginx:1.25`.
+        public var reference: String
+        /// Digest of the top-level manifest or index.
+        public var digest: Digest
+        public var mediaType: String
+        /// Platforms carried (all of an index, or the selected ones).
+        public var platforms: [String]
+        /// Bytes of every distinct blob this image needs that the bundle carries, manifests included.
+        public var size: Int64
+
+        public init(reference: String, digest: Digest, mediaType: String, platforms: [String], size: Int64) {
+            self.reference = reference
+            self.digest = digest
+            self.mediaType = mediaType
+            self.platforms = platforms
+            self.size = size
+        }
+    }
+
+    public struct Blob: Codable, Sendable, Hashable {
+        public var digest: Digest
+        public var size: Int64
+        public var mediaType: String?
+        public init(digest: Digest, size: Int64, mediaType: String?) {
+            self.digest = digest
+            self.size = size
+            self.mediaType = mediaType
+        }
+    }
+
+    public struct Partial: Codable, Sendable, Hashable {
+        /// The platforms the bundle carries; manifests of other platforms are left out on purpose.
+        public var platforms: [String]
+        public init(platforms: [String]) { self.platforms = platforms }
+    }
+
+    public struct FileDigest: Codable, Sendable, Hashable {
+        public var digest: Digest
+        public var size: Int64
+        public init(digest: Digest, size: Int64) {
+            self.digest = digest
+            self.size = size
+        }
+    }
+
+    public var mediaType: String
+    public var formatVersion: Int
+    public var tool: Tool
+    /// RFC 3339, UTC; `SOURCE_DATE_EPOCH` when set.
+    public var created: String
+    public var partial: Partial?
+    /// Digest and size of the bundle's `index.json`.
+    public var index: FileDigest
+    public var images: [Image]
+    /// Every blob in the bundle, in the order the tar holds them.
+    public var blobs: [Blob]
+
+    public init(
+        tool: Tool, created: String, partial: Partial?, index: FileDigest, images: [Image], blobs: [Blob]
+    ) {
+        self.mediaType = Self.mediaType
+        self.formatVersion = Self.currentFormatVersion
+        self.tool = tool
+        self.created = created
+        self.partial = partial
+        self.index = index
+        self.images = images
+        self.blobs = blobs
+    }
+
+    /// Canonical JSON (sorted keys, no escaped slashes): the same manifest always gives the same bytes.
+    public func encoded() throws -> [UInt8] {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes, .prettyPrinted]
+        return Array(try encoder.encode(self)) + [0x0a]
+    }
+
+    /// Formats seconds since the epoch as RFC 3339 UTC.
+    public static func timestamp(_ seconds: Int64) -> String {
+        let formatter = ISO8601DateFormatter()
+        formatter.timeZone = TimeZone(identifier: "UTC")
+        formatter.formatOptions = [.withInternetDateTime]
+        return formatter.string(from: Date(timeIntervalSince1970: TimeInterval(seconds)))
+    }
+}

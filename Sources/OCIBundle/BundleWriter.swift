@@ -1,0 +1,125 @@
+import Foundation
+import OCICore
+import OCITar
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// Writes a bundle: one uncompressed tar holding a standard OCI image layout
+/// (`../shared/specs/oci-image/image-layout.md`) plus the bundle manifest.
+///
+/// Entry order is fixed so one reader pass can verify everything: `oci-layout`,
+/// `ferry-bundle.json`, `index.json`, `blobs/`, `blobs/ALG/`, then the blobs in the bundle
+/// manifest's order. Every entry has owner 0:0 and the bundle's creation time, so the same inputs
+/// give a byte-identical tar. The tar is written to `PATH.partial`, fsynced and renamed: a bundle
+/// under its final name is always complete.
+public struct BundleWriter {
+    /// One image as it goes into `index.json`.
+    public struct Entry: Sendable {
+        public var reference: Reference
+        public var descriptor: Descriptor
+        public init(reference: Reference, descriptor: Descriptor) {
+            self.reference = reference
+            self.descriptor = descriptor
+        }
+    }
+
+    /// Returns the path of a local file holding the verified bytes of a blob.
+    public typealias BlobLocator = (Digest) -> String
+
+    public init() {}
+
+    /// The `index.json` of a bundle: one descriptor per requested reference, named for skopeo
+    /// (`org.opencontainers.image.ref.name`) and containerd (`io.containerd.image.name`).
+    public static func makeIndex(_ entries: [Entry]) throws -> [UInt8] {
+        let manifests = entries.map { entry -> Descriptor in
+            var descriptor = Descriptor(
+                mediaType: entry.descriptor.mediaType, digest: entry.descriptor.digest, size: entry.descriptor.size)
+            let name = Self.imageName(entry.reference)
+            descriptor.annotations = [AnnotationKey.refName: name, AnnotationKey.containerdImageName: name]
+            return descriptor
+        }
+        let index = ImageIndex(mediaType: MediaType.ociIndex, manifests: manifests)
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        return Array(try encoder.encode(index))
+    }
+
+    /// The name an image is stored under: the full reference; a reference with tag and digest
+    /// keeps the tag as its name (the digest is what the descriptor pins).
+    public static func imageName(_ reference: Reference) -> String {
+        if let tag = reference.tag { return "\(reference.name):\(tag)" }
+        return reference.description
+    }
+
+    /// Writes the bundle to `path` atomically. `extraRootFiles` (such as a signature) follow the
+    /// bundle manifest. Each blob is hashed again as it is copied, so the bundle holds exactly the
+    /// bytes its manifest names.
+    public func write(
+        to path: String, manifest: BundleManifest, index: [UInt8], modificationTime: Int64,
+        extraRootFiles: [(name: String, bytes: [UInt8])] = [], blobs: BlobLocator,
+        progress: (Int64) -> Void = { _ in }
+    ) throws {
+        let partialPath = path + ".partial"
+        let fd = open(partialPath, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+        guard fd >= 0 else { throw BundleError.io("create \(partialPath)", errno: errno) }
+        var closed = false
+        var succeeded = false
+        defer {
+            if !closed { close(fd) }
+            if !succeeded { unlink(partialPath) }
+        }
+        let tar = try TarWriter(fileDescriptor: fd, modificationTime: modificationTime)
+        let layoutHeader = try JSONEncoder().encode(ImageLayoutHeader())
+        try tar.addFile("oci-layout", bytes: Array(layoutHeader))
+        try tar.addFile(BundleManifest.fileName, bytes: try manifest.encoded())
+        for file in extraRootFiles { try tar.addFile(file.name, bytes: file.bytes) }
+        try tar.addFile("index.json", bytes: index)
+        try tar.addDirectory("blobs")
+        for algorithm in Set(manifest.blobs.map(\.digest.algorithm)).sorted(by: { $0.rawValue < $1.rawValue }) {
+            try tar.addDirectory("blobs/\(algorithm.rawValue)")
+        }
+        for blob in manifest.blobs {
+            let source = blobs(blob.digest)
+            let sourceFD = open(source, O_RDONLY | O_CLOEXEC)
+            guard sourceFD >= 0 else { throw BundleError.io("open blob \(source)", errno: errno) }
+            defer { close(sourceFD) }
+            var verifier = BlobVerifier(digest: blob.digest, size: blob.size)
+            try tar.addFile(blob.digest.layoutPath, size: blob.size, from: sourceFD) { chunk in
+                try verifier.update(chunk)
+                progress(Int64(chunk.count))
+            }
+            do {
+                try verifier.finish()
+            } catch {
+                throw BundleError.corruptSource(path: source, error)
+            }
+        }
+        try tar.finish()
+        guard fsync(fd) == 0 else { throw BundleError.io("fsync \(partialPath)", errno: errno) }
+        close(fd)
+        closed = true
+        guard rename(partialPath, path) == 0 else { throw BundleError.io("rename to \(path)", errno: errno) }
+        succeeded = true
+        let directory = (path as NSString).deletingLastPathComponent
+        let dirFD = open(directory.isEmpty ? "." : directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        if dirFD >= 0 {
+            fsync(dirFD)
+            close(dirFD)
+        }
+    }
+}
+
+public enum BundleError: Error, CustomStringConvertible {
+    case io(String, errno: Int32)
+    case corruptSource(path: String, BlobVerificationError)
+
+    public var description: String {
+        switch self {
+        case .io(let what, let code): "\(what): \(String(cString: strerror(code)))"
+        case .corruptSource(let path, let error):
+            "cached blob \(path) is corrupt (\(error)); remove it and export again"
+        }
+    }
+}

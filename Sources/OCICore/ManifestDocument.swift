@@ -1,0 +1,109 @@
+import Foundation
+
+/// A manifest or index exactly as received: the raw bytes are the truth, the parsed value a view.
+///
+/// The digest is computed over `bytes`, so a document is never re-encoded and digests never change.
+public struct ManifestDocument: Sendable, Hashable {
+    public enum Content: Sendable, Hashable {
+        case manifest(ImageManifest)
+        case index(ImageIndex)
+    }
+
+    public let bytes: [UInt8]
+    public let mediaType: String
+    public let digest: Digest
+    public let content: Content
+
+    /// The largest manifest Ferry accepts (the distribution registry's default limit is 4 MiB).
+    public static let maximumSize = 4 * 1024 * 1024
+
+    /// Parses `bytes`. `mediaType` is what the registry declared (`Content-Type`), if anything; the
+    /// document's own `mediaType` field wins when present, and must agree with a declared type.
+    public init(bytes: [UInt8], declaredMediaType: String? = nil, algorithm: DigestAlgorithm = .sha256)
+        throws(ManifestError)
+    {
+        guard bytes.count <= Self.maximumSize else { throw .tooLarge(bytes.count) }
+        struct Probe: Decodable {
+            var schemaVersion: Int?
+            var mediaType: String?
+            var manifests: [Descriptor]?
+            var config: Descriptor?
+        }
+        let data = Data(bytes)
+        let probe: Probe
+        do {
+            probe = try JSONDecoder().decode(Probe.self, from: data)
+        } catch {
+            throw .invalidJSON(String(describing: error))
+        }
+        let declared = declaredMediaType.map { Self.stripParameters($0) }
+        let type: String
+        if let own = probe.mediaType {
+            type = own
+        } else if let declared, MediaType.manifests.contains(declared) || MediaType.indexes.contains(declared) {
+            type = declared
+        } else if probe.manifests != nil {
+            type = MediaType.ociIndex
+        } else if probe.config != nil {
+            type = MediaType.ociManifest
+        } else {
+            throw .unsupportedMediaType(declared ?? "none")
+        }
+        guard probe.schemaVersion == 2 else { throw .unsupportedSchemaVersion(probe.schemaVersion ?? 0) }
+        do {
+            if MediaType.indexes.contains(type) {
+                content = .index(try JSONDecoder().decode(ImageIndex.self, from: data))
+            } else if MediaType.manifests.contains(type) {
+                content = .manifest(try JSONDecoder().decode(ImageManifest.self, from: data))
+            } else {
+                throw ManifestError.unsupportedMediaType(type)
+            }
+        } catch let error as ManifestError {
+            throw error
+        } catch {
+            throw .invalidJSON(String(describing: error))
+        }
+        self.bytes = bytes
+        self.mediaType = type
+        self.digest = Digest.of(bytes, algorithm: algorithm)
+    }
+
+    /// A descriptor pointing at this document.
+    public var descriptor: Descriptor {
+        Descriptor(mediaType: mediaType, digest: digest, size: Int64(bytes.count))
+    }
+
+    /// Every descriptor this document references directly: child manifests of an index, or the
+    /// config and layers of a manifest. `subject` is not a child (it points the other way).
+    public var children: [Descriptor] {
+        switch content {
+        case .index(let index): index.manifests
+        case .manifest(let manifest): [manifest.config] + manifest.layers
+        }
+    }
+
+    public var isIndex: Bool {
+        if case .index = content { return true }
+        return false
+    }
+
+    static func stripParameters(_ mediaType: String) -> String {
+        String(mediaType.split(separator: ";", maxSplits: 1).first ?? "").trimmingCharacters(in: .whitespaces)
+    }
+}
+
+public enum ManifestError: Error, Equatable, CustomStringConvertible {
+    case tooLarge(Int)
+    case invalidJSON(String)
+    case unsupportedMediaType(String)
+    case unsupportedSchemaVersion(Int)
+
+    public var description: String {
+        switch self {
+        case .tooLarge(let n): "manifest of \(n) bytes exceeds the \(ManifestDocument.maximumSize)-byte limit"
+        case .invalidJSON(let why): "manifest is not valid JSON: \(why)"
+        case .unsupportedMediaType(let t): "unsupported manifest media type '\(t)'"
+        case .unsupportedSchemaVersion(let v): "unsupported manifest schemaVersion \(v) (only 2 is supported)"
+        }
+    }
+}

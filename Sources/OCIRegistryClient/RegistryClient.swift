@@ -1,0 +1,323 @@
+import AsyncHTTPClient
+import Foundation
+import NIOCore
+import NIOHTTP1
+import NIOSSL
+import OCICore
+
+/// A client of the OCI Distribution API (`../shared/specs/oci-distribution/spec.md`) for any
+/// number of registries: anonymous, basic and bearer-token auth, TLS trust per host, retries with
+/// backoff, redirects that never leak credentials to another origin, and verified blob streams.
+///
+/// The `HTTPClient` is owned by the caller, who shuts it down.
+public final class RegistryClient: Sendable {
+    public struct Configuration: Sendable {
+        public var credentials: CredentialStore
+        public var trust: TrustPolicy
+        public var retry: RetryPolicy
+        public var userAgent: String
+
+        public init(
+            credentials: CredentialStore = CredentialStore(), trust: TrustPolicy = TrustPolicy(),
+            retry: RetryPolicy = RetryPolicy(), userAgent: String = "ferry"
+        ) {
+            self.credentials = credentials
+            self.trust = trust
+            self.retry = retry
+            self.userAgent = userAgent
+        }
+    }
+
+    let http: HTTPClient
+    let configuration: Configuration
+    let tokens = TokenCache()
+    let endpoints = EndpointCache()
+
+    public init(http: HTTPClient, configuration: Configuration) {
+        self.http = http
+        self.configuration = configuration
+    }
+
+    /// An `HTTPClient` set up the way this client needs it: no automatic redirects (they are
+    /// followed here, dropping credentials across origins), bounded connect and read timeouts.
+    public static func makeHTTPClient() -> HTTPClient {
+        var configuration = HTTPClient.Configuration(
+            redirectConfiguration: .disallow,
+            // AsyncHTTPClient retries a failed connection attempt until the connect timeout runs
+            // out, so this bounds each attempt of ours.
+            timeout: .init(connect: .seconds(10), read: .seconds(120)))
+        configuration.connectionPool = .init(idleTimeout: .seconds(60), concurrentHTTP1ConnectionsPerHostSoftLimit: 16)
+        configuration.httpVersion = .automatic
+        return HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
+    }
+
+    /// The host that serves the API for a registry name (`docker.io` is `registry-1.docker.io`).
+    public static func apiHost(for registry: String) -> String {
+        registry == "docker.io" ? "registry-1.docker.io" : registry
+    }
+
+    // MARK: Requests
+
+    struct Response {
+        var head: HTTPClientResponse
+        var registry: String
+    }
+
+    /// Sends a request to `registry` with authentication, following redirects; throws for any
+    /// status but 2xx. `scope` is the token scope the request needs (`repository:NAME:pull`).
+    func send(
+        _ method: HTTPMethod, registry: String, path: String, scope: String?, headers: HTTPHeaders = [:]
+    ) async throws -> HTTPClientResponse {
+        let endpoint = try await endpoint(for: registry)
+        var authorization = try await authorization(registry: registry, scope: scope, challenge: nil)
+        var triedFreshAuth = false
+        while true {
+            let response = try await execute(
+                method, url: endpoint.baseURL + path, registry: registry, endpoint: endpoint,
+                headers: headers, authorization: authorization)
+            let status = Int(response.status.code)
+            if status == 401 && !triedFreshAuth {
+                let challenges = response.headers["WWW-Authenticate"].flatMap(AuthenticationChallenge.parse)
+                _ = try? await response.body.collect(upTo: 64 * 1024)
+                guard let challenge = challenges.first(where: \.isBearer) ?? challenges.first(where: \.isBasic) else {
+                    throw RegistryError.unauthorized(registry: registry, scope: scope, detail: "no usable challenge")
+                }
+                await tokens.setChallenge(challenge, for: registry)
+                if let scope { await tokens.invalidate(registry: registry, scope: scope) }
+                authorization = try await self.authorization(registry: registry, scope: scope, challenge: challenge)
+                triedFreshAuth = true
+                if authorization == nil {
+                    throw RegistryError.unauthorized(registry: registry, scope: scope, detail: "no credentials")
+                }
+                continue
+            }
+            if (200..<300).contains(status) { return response }
+            let body = (try? await response.body.collect(upTo: 64 * 1024)).map { Array($0.readableBytesView) } ?? []
+            let detail = ErrorEnvelope.summary(of: body)
+            switch status {
+            case 401, 403:
+                throw RegistryError.unauthorized(registry: registry, scope: scope, detail: detail)
+            case 404:
+                throw RegistryError.notFound(registry: registry, what: path, detail: detail)
+            default:
+                throw RegistryError.status(
+                    registry: registry, url: endpoint.baseURL + path, status: status, detail: detail,
+                    retryAfter: response.headers.first(name: "Retry-After").flatMap(RetryPolicy.parseRetryAfter))
+            }
+        }
+    }
+
+    /// One request, following redirects by hand: a redirect to another origin drops the
+    /// Authorization header (Docker Hub sends blobs to a CDN with signed URLs).
+    private func execute(
+        _ method: HTTPMethod, url: String, registry: String, endpoint: Endpoint, headers: HTTPHeaders,
+        authorization: String?
+    ) async throws -> HTTPClientResponse {
+        var currentURL = url
+        var sendAuthorization = authorization
+        for _ in 0..<10 {
+            var request = HTTPClientRequest(url: currentURL)
+            request.method = method
+            request.headers = headers
+            request.headers.replaceOrAdd(name: "User-Agent", value: configuration.userAgent)
+            if let sendAuthorization { request.headers.replaceOrAdd(name: "Authorization", value: sendAuthorization) }
+            if currentURL.hasPrefix("https://") {
+                request.tlsConfiguration =
+                    Self.origin(of: currentURL) == Self.origin(of: endpoint.baseURL)
+                    ? endpoint.tls : try configuration.trust.tlsConfiguration(for: Self.hostPort(of: currentURL))
+            }
+            let response: HTTPClientResponse
+            do {
+                // The deadline covers connecting and the response head; a body then streams for
+                // as long as data keeps arriving (the read timeout catches a stall).
+                response = try await http.execute(request, timeout: .seconds(120))
+            } catch {
+                throw Self.connectionError(error, registry: registry, url: currentURL)
+            }
+            let code = response.status.code
+            guard [301, 302, 303, 307, 308].contains(code), let location = response.headers.first(name: "Location")
+            else { return response }
+            _ = try? await response.body.collect(upTo: 64 * 1024)
+            guard let next = URL(string: location, relativeTo: URL(string: currentURL))?.absoluteURL.absoluteString
+            else {
+                throw RegistryError.status(
+                    registry: registry, url: currentURL, status: Int(code), detail: "bad Location '\(location)'",
+                    retryAfter: nil)
+            }
+            if Self.origin(of: next) != Self.origin(of: currentURL) { sendAuthorization = nil }
+            currentURL = next
+        }
+        throw RegistryError.tooManyRedirects(url: url)
+    }
+
+    // MARK: Authentication
+
+    private func authorization(registry: String, scope: String?, challenge: AuthenticationChallenge?) async throws
+        -> String?
+    {
+        let repository = scope.flatMap { Self.repository(inScope: $0) } ?? ""
+        let credential = configuration.credentials.credential(registry: registry, repository: repository)
+        var known = challenge
+        if known == nil { known = await tokens.challenge(for: registry) }
+        guard let challenge = known else { return nil }
+        if challenge.isBasic { return credential?.basicHeader }
+        guard challenge.isBearer, let realm = challenge.realm else { return nil }
+        if case .registryToken(let token) = credential { return "Bearer \(token)" }
+        let tokenScope = scope ?? challenge.scope ?? ""
+        let token = try await tokens.token(registry: registry, scope: tokenScope) { [self] in
+            try await fetchToken(realm: realm, service: challenge.service, scope: tokenScope, credential: credential)
+        }
+        return "Bearer \(token)"
+    }
+
+    /// The Docker token flow (`../shared/specs/docker/auth-token.md`); an identity token is
+    /// exchanged with the OAuth2 refresh-token grant (`auth-oauth.md`).
+    private func fetchToken(realm: String, service: String?, scope: String, credential: Credential?) async throws -> (
+        String, TimeInterval
+    ) {
+        guard var components = URLComponents(string: realm), components.scheme == "https" || components.scheme == "http"
+        else { throw RegistryError.tokenRequest(realm: realm, detail: "realm is not an http(s) URL") }
+        var request: HTTPClientRequest
+        if case .identityToken(let refreshToken) = credential {
+            request = HTTPClientRequest(url: realm)
+            request.method = .POST
+            var form = URLComponents()
+            form.queryItems =
+                [
+                    URLQueryItem(name: "grant_type", value: "refresh_token"),
+                    URLQueryItem(name: "refresh_token", value: refreshToken),
+                    URLQueryItem(name: "client_id", value: configuration.userAgent),
+                    URLQueryItem(name: "scope", value: scope),
+                ] + (service.map { [URLQueryItem(name: "service", value: $0)] } ?? [])
+            request.headers.add(name: "Content-Type", value: "application/x-www-form-urlencoded")
+            request.body = .bytes(ByteBuffer(string: form.percentEncodedQuery ?? ""))
+        } else {
+            var items = components.queryItems ?? []
+            if let service { items.append(URLQueryItem(name: "service", value: service)) }
+            if !scope.isEmpty { items.append(URLQueryItem(name: "scope", value: scope)) }
+            components.queryItems = items
+            request = HTTPClientRequest(url: components.string ?? realm)
+            if let basic = credential?.basicHeader { request.headers.add(name: "Authorization", value: basic) }
+        }
+        request.headers.add(name: "User-Agent", value: configuration.userAgent)
+        if realm.hasPrefix("https://") {
+            request.tlsConfiguration = try configuration.trust.tlsConfiguration(for: Self.hostPort(of: realm))
+        }
+        let response: HTTPClientResponse
+        let body: ByteBuffer
+        do {
+            response = try await http.execute(request, timeout: .seconds(60))
+            body = try await response.body.collect(upTo: 1024 * 1024)
+        } catch {
+            throw RegistryError.tokenRequest(realm: realm, detail: Self.describe(error))
+        }
+        guard response.status == .ok else {
+            throw RegistryError.tokenRequest(
+                realm: realm,
+                detail: "HTTP \(response.status.code)"
+                    + (credential == nil ? " (anonymous; log in or pass --creds)" : " (credentials refused)"))
+        }
+        guard let decoded = try? JSONDecoder().decode(TokenResponse.self, from: Data(body.readableBytesView)),
+            let token = decoded.token ?? decoded.accessToken, !token.isEmpty
+        else { throw RegistryError.tokenRequest(realm: realm, detail: "response has no token") }
+        return (token, TimeInterval(decoded.expiresIn ?? 60))
+    }
+
+    static func repository(inScope scope: String) -> String? {
+        let parts = scope.split(separator: ":")
+        guard parts.count >= 3, parts[0] == "repository" else { return nil }
+        return parts[1..<(parts.count - 1)].joined(separator: ":")
+    }
+
+    // MARK: Endpoints
+
+    struct Endpoint: Sendable {
+        var baseURL: String
+        var tls: TLSConfiguration?
+    }
+
+    /// Finds how to reach `registry` (once, then cached): HTTPS with its trust configuration, or,
+    /// for an insecure registry, HTTPS without verification falling back to plain HTTP. The `/v2/`
+    /// ping also learns the registry's authentication challenge.
+    func endpoint(for registry: String) async throws -> Endpoint {
+        if let cached = await endpoints.get(registry) { return cached }
+        let host = Self.apiHost(for: registry)
+        let tls = try configuration.trust.tlsConfiguration(for: host)
+        var candidates = [Endpoint(baseURL: "https://\(host)", tls: tls)]
+        if configuration.trust.isInsecure(registry) { candidates.append(Endpoint(baseURL: "http://\(host)", tls: nil)) }
+        var lastError: (any Error)?
+        for (position, candidate) in candidates.enumerated() {
+            // With a fallback to try (insecure registries), HTTPS gets one quick attempt: a plain
+            // HTTP server may never answer a TLS handshake.
+            let hasFallback = position < candidates.count - 1
+            let retry = hasFallback ? RetryPolicy(maxAttempts: 1) : configuration.retry
+            let timeout: TimeAmount = hasFallback ? .seconds(3) : .seconds(30)
+            do {
+                try await retry.run { _ in
+                    var request = HTTPClientRequest(url: candidate.baseURL + "/v2/")
+                    request.tlsConfiguration = candidate.tls
+                    request.headers.add(name: "User-Agent", value: configuration.userAgent)
+                    let response: HTTPClientResponse
+                    do {
+                        response = try await http.execute(request, timeout: timeout)
+                    } catch {
+                        throw Self.connectionError(error, registry: registry, url: candidate.baseURL + "/v2/")
+                    }
+                    _ = try? await response.body.collect(upTo: 64 * 1024)
+                    if response.status.code >= 500 {
+                        throw RegistryError.status(
+                            registry: registry, url: candidate.baseURL + "/v2/", status: Int(response.status.code),
+                            detail: "", retryAfter: nil)
+                    }
+                    if response.status == .unauthorized {
+                        let challenges = response.headers["WWW-Authenticate"].flatMap(AuthenticationChallenge.parse)
+                        if let challenge = challenges.first(where: \.isBearer) ?? challenges.first(where: \.isBasic) {
+                            await tokens.setChallenge(challenge, for: registry)
+                        }
+                    }
+                }
+                await endpoints.set(candidate, for: registry)
+                return candidate
+            } catch {
+                lastError = error
+                // Only an insecure registry falls back; a TLS failure elsewhere is final.
+                if candidates.count == 1 { throw error }
+            }
+        }
+        throw lastError ?? RegistryError.connection(registry: registry, url: host, underlying: "unreachable")
+    }
+
+    // MARK: Helpers
+
+    static func origin(of url: String) -> String {
+        guard let u = URL(string: url) else { return url }
+        return "\(u.scheme ?? "")://\(u.host ?? ""):\(u.port ?? (u.scheme == "https" ? 443 : 80))"
+    }
+
+    static func hostPort(of url: String) -> String {
+        guard let u = URL(string: url), let host = u.host else { return url }
+        return u.port.map { "\(host):\($0)" } ?? host
+    }
+
+    /// A failed request: a TLS failure is final (trying again will not change the certificate);
+    /// anything else is a connection error worth retrying.
+    static func connectionError(_ error: any Error, registry: String, url: String) -> RegistryError {
+        if error is NIOSSLError || error is BoringSSLError {
+            return .tls(registry: registry, url: url, underlying: describe(error))
+        }
+        return .connection(registry: registry, url: url, underlying: describe(error))
+    }
+
+    static func describe(_ error: any Error) -> String {
+        if let error = error as? RegistryError { return error.description }
+        if let error = error as? NIOSSLError { return "TLS: \(error)" }
+        if let error = error as? BoringSSLError { return "TLS: \(error)" }
+        return String(describing: error)
+    }
+}
+
+actor EndpointCache {
+    private var endpoints: [String: RegistryClient.Endpoint] = [:]
+    func get(_ registry: String) -> RegistryClient.Endpoint? { endpoints[registry] }
+    func set(_ endpoint: RegistryClient.Endpoint, for registry: String) { endpoints[registry] = endpoint }
+}

@@ -1,0 +1,75 @@
+import Foundation
+import OCICore
+
+/// What can go wrong talking to a registry. Each case names the registry and what was asked for,
+/// and knows whether trying again may help.
+public enum RegistryError: Error, CustomStringConvertible {
+    case unauthorized(registry: String, scope: String?, detail: String)
+    case notFound(registry: String, what: String, detail: String)
+    case status(registry: String, url: String, status: Int, detail: String, retryAfter: Double?)
+    case connection(registry: String, url: String, underlying: String)
+    case tls(registry: String, url: String, underlying: String)
+    case tooManyRedirects(url: String)
+    case invalidManifest(what: String, underlying: ManifestError)
+    case manifestDigestMismatch(what: String, expected: Digest, found: Digest)
+    case corruptBlob(registry: String, repository: String, underlying: BlobVerificationError)
+    case tokenRequest(realm: String, detail: String)
+    case sink(String)
+
+    public var description: String {
+        switch self {
+        case .unauthorized(let registry, let scope, let detail):
+            "\(registry): authentication required or refused\(scope.map { " for \($0)" } ?? "")\(detail.isEmpty ? "" : ": \(detail)")"
+                + " (log in with docker/podman, or pass --creds)"
+        case .notFound(let registry, let what, let detail):
+            "\(registry): \(what) not found\(detail.isEmpty ? "" : " (\(detail))")"
+        case .status(let registry, let url, let status, let detail, _):
+            "\(registry): HTTP \(status) for \(url)\(detail.isEmpty ? "" : ": \(detail)")"
+        case .connection(let registry, let url, let underlying):
+            "\(registry): cannot reach \(url): \(underlying)"
+        case .tls(let registry, let url, let underlying):
+            "\(registry): TLS failed for \(url): \(underlying) (trust its CA with --ca-file or"
+                + " /etc/containers/certs.d/\(registry)/ca.crt; --insecure-registry \(registry) skips verification)"
+        case .tooManyRedirects(let url): "too many redirects fetching \(url)"
+        case .invalidManifest(let what, let underlying): "\(what): \(underlying)"
+        case .manifestDigestMismatch(let what, let expected, let found):
+            "\(what): manifest digest is \(found), expected \(expected)"
+        case .corruptBlob(let registry, let repository, let underlying):
+            "\(registry)/\(repository): corrupt blob: \(underlying)"
+        case .tokenRequest(let realm, let detail): "token request to \(realm) failed: \(detail)"
+        case .sink(let detail): detail
+        }
+    }
+
+    /// Connection errors, 5xx and 429 are worth another try; the rest are final.
+    public var isRetryable: Bool {
+        switch self {
+        case .connection: true
+        case .status(_, _, let status, _, _): status >= 500 || status == 429 || status == 408
+        default: false
+        }
+    }
+
+    var retryAfter: Double? {
+        if case .status(_, _, _, _, let retryAfter) = self { return retryAfter }
+        return nil
+    }
+}
+
+/// The OCI error envelope (`../shared/specs/oci-distribution/spec.md`, "Error Codes").
+struct ErrorEnvelope: Decodable {
+    struct Entry: Decodable {
+        var code: String?
+        var message: String?
+    }
+    var errors: [Entry]?
+
+    /// A one-line summary of an error body, or an empty string when it carries none.
+    static func summary(of body: [UInt8]) -> String {
+        guard let envelope = try? JSONDecoder().decode(ErrorEnvelope.self, from: Data(body)),
+            let errors = envelope.errors, !errors.isEmpty
+        else { return "" }
+        return errors.map { [$0.code, $0.message].compactMap { $0 }.joined(separator: ": ") }
+            .joined(separator: "; ")
+    }
+}

@@ -1,0 +1,160 @@
+import OCICore
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// A filesystem content store: each blob once, at `ROOT/blobs/ALG/HEX`.
+///
+/// Content becomes visible only through ``BlobWriter/commit()``, which checks size and digest,
+/// fsyncs and renames a temporary file from `ROOT/ingest/` into place. Readers therefore never see
+/// a partial or unverified blob, and several processes may share one store.
+public struct BlobStore: Sendable {
+    public let root: String
+
+    /// Opens (creating if needed) a store rooted at `root`.
+    public init(root: String) throws(StoreError) {
+        self.root = root
+        for dir in [root, "\(root)/blobs", "\(root)/ingest"] + DigestAlgorithm.allCases.map({ "\(root)/blobs/\($0)" }) {
+            try FileSystem.makeDirectory(dir)
+        }
+    }
+
+    public func path(of digest: Digest) -> String { "\(root)/\(digest.layoutPath)" }
+
+    /// Whether a blob with this digest is present with the expected size.
+    public func contains(_ digest: Digest, size: Int64) -> Bool {
+        FileSystem.size(of: path(of: digest)) == size
+    }
+
+    /// Starts ingesting the blob `descriptor` names. Write its bytes, then ``BlobWriter/commit()``.
+    public func makeWriter(for digest: Digest, size: Int64) throws(StoreError) -> BlobWriter {
+        try BlobWriter(store: self, digest: digest, size: size)
+    }
+
+    /// Stores a small document (manifest, index) given whole.
+    public func put(_ bytes: [UInt8], as digest: Digest) throws(StoreError) {
+        if contains(digest, size: Int64(bytes.count)) { return }
+        let writer = try makeWriter(for: digest, size: Int64(bytes.count))
+        defer { writer.cancel() }
+        let failure = bytes.withUnsafeBytes { buffer -> StoreError? in
+            do throws(StoreError) { try writer.write(buffer) } catch { return error }
+            return nil
+        }
+        if let failure { throw failure }
+        try writer.commit()
+    }
+
+    /// Reads a small stored document, refusing anything larger than `limit`.
+    public func read(_ digest: Digest, limit: Int) throws(StoreError) -> [UInt8] {
+        try FileSystem.readSmallFile(path(of: digest), limit: limit)
+    }
+
+    /// Removes temporary ingest files older than `age` seconds (left behind by killed processes).
+    public func removeStaleIngests(olderThan age: Int) {
+        let cutoff = time(nil) - age
+        for name in FileSystem.list("\(root)/ingest") {
+            let file = "\(root)/ingest/\(name)"
+            var info = stat()
+            if stat(file, &info) == 0, info.st_mtim.tv_sec < cutoff { unlink(file) }
+        }
+    }
+}
+
+/// A blob being written into a ``BlobStore``; verified against its digest and size as it streams.
+///
+/// Used by one task at a time. ``cancel()`` is idempotent and may sit in a `defer`.
+public final class BlobWriter: @unchecked Sendable {
+    public let digest: Digest
+    public let size: Int64
+    private let store: BlobStore
+    private let temporaryPath: String
+    private var fd: Int32
+    private var verifier: BlobVerifier
+    private var done = false
+
+    init(store: BlobStore, digest: Digest, size: Int64) throws(StoreError) {
+        self.store = store
+        self.digest = digest
+        self.size = size
+        self.verifier = BlobVerifier(digest: digest, size: size)
+        var random = SystemRandomNumberGenerator()
+        temporaryPath = "\(store.root)/ingest/\(digest.encoded.prefix(16))-\(String(random.next(), radix: 36))"
+        fd = open(temporaryPath, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
+        guard fd >= 0 else { throw .io("create \(temporaryPath)", errno: errno) }
+    }
+
+    deinit { cancel() }
+
+    /// Bytes received so far.
+    public var count: Int64 { verifier.count }
+
+    public func write(_ bytes: UnsafeRawBufferPointer) throws(StoreError) {
+        do {
+            try verifier.update(bytes)
+        } catch {
+            throw .verification(error)
+        }
+        try FileSystem.writeAll(fd, bytes, path: temporaryPath)
+    }
+
+    /// Drops what was written so far, to start the blob again (after a broken connection).
+    public func reset() throws(StoreError) {
+        guard ftruncate(fd, 0) == 0, lseek(fd, 0, SEEK_SET) == 0 else {
+            throw .io("truncate \(temporaryPath)", errno: errno)
+        }
+        verifier = BlobVerifier(digest: digest, size: size)
+    }
+
+    /// Verifies size and digest, then makes the blob visible (fsync, rename, fsync directory).
+    /// On a mismatch the temporary file is removed and nothing becomes visible.
+    public func commit() throws(StoreError) {
+        do {
+            try verifier.finish()
+        } catch {
+            cancel()
+            throw .verification(error)
+        }
+        guard fsync(fd) == 0 else {
+            let e = errno
+            cancel()
+            throw .io("fsync \(temporaryPath)", errno: e)
+        }
+        close(fd)
+        fd = -1
+        let destination = store.path(of: digest)
+        guard rename(temporaryPath, destination) == 0 else {
+            let e = errno
+            cancel()
+            throw .io("rename into \(destination)", errno: e)
+        }
+        done = true
+        FileSystem.syncDirectory("\(store.root)/blobs/\(digest.algorithm)")
+    }
+
+    /// Abandons the blob: closes and removes the temporary file. Safe to call more than once.
+    public func cancel() {
+        if fd >= 0 {
+            close(fd)
+            fd = -1
+        }
+        if !done {
+            unlink(temporaryPath)
+            done = true
+        }
+    }
+}
+
+public enum StoreError: Error, Equatable, CustomStringConvertible {
+    case io(String, errno: Int32)
+    case verification(BlobVerificationError)
+    case tooLarge(path: String, limit: Int)
+
+    public var description: String {
+        switch self {
+        case .io(let what, let code): "\(what): \(String(cString: strerror(code)))"
+        case .verification(let error): error.description
+        case .tooLarge(let path, let limit): "\(path) is larger than the \(limit)-byte limit"
+        }
+    }
+}

@@ -1,0 +1,8 @@
+import ApplianceCommands
+
+@main
+struct FerryAppliance {
+    static func main() async {
+        await ApplianceCommand.main()
+    }
+}

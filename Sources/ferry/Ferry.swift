@@ -1,0 +1,8 @@
+import FerryCommands
+
+@main
+struct Ferry {
+    static func main() async {
+        await FerryCommand.main()
+    }
+}
