@@ -1,0 +1,81 @@
+import FerryCommands
+import OCICore
+import Testing
+
+struct ImageListTests {
+    @Test func readsTextWithCommentsAndBlankLines() throws {
+        let text = """
+            # base images
+            nginx:1.25
+
+              quay.io/coreos/etcd:v3.5.9   # pinned
+            registry.local:5000/team/app@sha256:\(String(repeating: "a", count: 64))
+            """
+        let requests = try ImageList.parseText(text, file: "images.txt")
+        #expect(requests.map(\.reference.description) == [
+            "docker.io/library/nginx:1.25", "quay.io/coreos/etcd:v3.5.9",
+            "registry.local:5000/team/app@sha256:\(String(repeating: "a", count: 64))",
+        ])
+        #expect(requests.map(\.origin) == ["images.txt:2", "images.txt:4", "images.txt:5"])
+    }
+
+    @Test func reportsEveryBadLineWithFileAndLine() {
+        let text = "nginx\nlibrary/Bad\nok:1\nx@sha256:abc\n"
+        #expect(throws: ImageListError.self) { try ImageList.parseText(text, file: "l.txt") }
+        do {
+            _ = try ImageList.parseText(text, file: "l.txt")
+        } catch {
+            guard case .invalid(let problems) = error else { Issue.record("wrong error \(error)"); return }
+            #expect(problems.map(\.line) == [2, 4])
+            #expect(problems[0].description.hasPrefix("l.txt:2: "))
+        }
+    }
+
+    @Test func readsPlainYAMLList() throws {
+        let yaml = """
+            images:
+              - nginx:1.25
+              - "ghcr.io/a/b:c"
+            """
+        let requests = try ImageList.parseYAML(yaml, file: "i.yaml")
+        #expect(requests.map(\.reference.description) == ["docker.io/library/nginx:1.25", "ghcr.io/a/b:c"])
+        #expect(requests.map(\.origin) == ["i.yaml:2", "i.yaml:3"])
+    }
+
+    @Test func readsMindthegapForm() throws {
+        let yaml = """
+            docker.io:
+              images:
+                library/nginx:
+                  - "1.25"
+                  - "1.26"
+            quay.io:
+              tlsVerify: true
+              images:
+                coreos/etcd: [v3.5.9]
+            """
+        let requests = try ImageList.parseYAML(yaml, file: "m.yaml")
+        #expect(requests.map(\.reference.description) == [
+            "docker.io/library/nginx:1.25", "docker.io/library/nginx:1.26", "quay.io/coreos/etcd:v3.5.9",
+        ])
+        #expect(requests[0].origin == "m.yaml:4")
+    }
+
+    @Test(arguments: [
+        ("images: nginx", 1),
+        ("images:\n  - nginx\n  - Bad/Name\n", 3),
+        ("docker.io:\n  images:\n    library/nginx: []\n", 3),
+        ("docker.io:\n  other: 1\n", 1),
+        ("images: [\n", nil as Int?),
+        ("- just\n- a list\n", 1),
+    ])
+    func refusesBadYAML(_ yaml: String, _ line: Int?) {
+        do {
+            _ = try ImageList.parseYAML(yaml, file: "y.yaml")
+            Issue.record("accepted bad YAML")
+        } catch {
+            guard case .invalid(let problems) = error else { Issue.record("wrong error \(error)"); return }
+            if let line { #expect(problems.first?.line == line, "\(problems)") }
+        }
+    }
+}
