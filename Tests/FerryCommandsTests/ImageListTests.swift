@@ -12,10 +12,11 @@ struct ImageListTests {
             registry.local:5000/team/app@sha256:\(String(repeating: "a", count: 64))
             """
         let requests = try ImageList.parseText(text, file: "images.txt")
-        #expect(requests.map(\.reference.description) == [
-            "docker.io/library/nginx:1.25", "quay.io/coreos/etcd:v3.5.9",
-            "registry.local:5000/team/app@sha256:\(String(repeating: "a", count: 64))",
-        ])
+        #expect(
+            requests.map(\.reference.description) == [
+                "docker.io/library/nginx:1.25", "quay.io/coreos/etcd:v3.5.9",
+                "registry.local:5000/team/app@sha256:\(String(repeating: "a", count: 64))",
+            ])
         #expect(requests.map(\.origin) == ["images.txt:2", "images.txt:4", "images.txt:5"])
     }
 
@@ -55,9 +56,10 @@ struct ImageListTests {
                 coreos/etcd: [v3.5.9]
             """
         let requests = try ImageList.parseYAML(yaml, file: "m.yaml")
-        #expect(requests.map(\.reference.description) == [
-            "docker.io/library/nginx:1.25", "docker.io/library/nginx:1.26", "quay.io/coreos/etcd:v3.5.9",
-        ])
+        #expect(
+            requests.map(\.reference.description) == [
+                "docker.io/library/nginx:1.25", "docker.io/library/nginx:1.26", "quay.io/coreos/etcd:v3.5.9",
+            ])
         #expect(requests[0].origin == "m.yaml:4")
     }
 

@@ -39,7 +39,9 @@ struct BundleWriterTests {
                 to: "\(dir)/\(name)", manifest: manifest, index: index, modificationTime: 0,
                 blobs: { "\(dir)/\($0.encoded)" })
         }
-        #expect(try Data(contentsOf: URL(fileURLWithPath: "\(dir)/a.tar")) == Data(contentsOf: URL(fileURLWithPath: "\(dir)/b.tar")))
+        #expect(
+            try Data(contentsOf: URL(fileURLWithPath: "\(dir)/a.tar"))
+                == Data(contentsOf: URL(fileURLWithPath: "\(dir)/b.tar")))
         #expect(!FileManager.default.fileExists(atPath: "\(dir)/a.tar.partial"))
 
         // A cached blob that no longer matches its digest fails the write and leaves nothing.

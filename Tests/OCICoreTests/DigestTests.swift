@@ -38,7 +38,10 @@ struct DigestTests {
         ("sha256:" + a64.uppercased(), .notLowercaseHex(a64.uppercased())),
         ("sha256:" + String(repeating: "g", count: 64), .notLowercaseHex(String(repeating: "g", count: 64))),
         ("sha512:" + a64, .wrongLength(algorithm: .sha512, expected: 128, found: 64)),
-        ("sha256:../../etc/passwd/" + String(a64.prefix(47)), .notLowercaseHex("../../etc/passwd/" + String(a64.prefix(47)))),
+        (
+            "sha256:../../etc/passwd/" + String(a64.prefix(47)),
+            .notLowercaseHex("../../etc/passwd/" + String(a64.prefix(47)))
+        ),
     ]
 
     @Test(arguments: Self.invalid)

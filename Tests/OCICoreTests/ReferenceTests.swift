@@ -12,17 +12,32 @@ struct ReferenceTests {
         ("nginx:1.25", "docker.io", "library/nginx", "1.25", nil, "docker.io/library/nginx:1.25"),
         ("bitnami/redis:7", "docker.io", "bitnami/redis", "7", nil, "docker.io/bitnami/redis:7"),
         ("docker.io/nginx", "docker.io", "library/nginx", "latest", nil, "docker.io/library/nginx:latest"),
-        ("index.docker.io/library/nginx", "docker.io", "library/nginx", "latest", nil, "docker.io/library/nginx:latest"),
+        (
+            "index.docker.io/library/nginx", "docker.io", "library/nginx", "latest", nil,
+            "docker.io/library/nginx:latest"
+        ),
         ("localhost/app", "localhost", "app", "latest", nil, "localhost/app:latest"),
         ("localhost:5000/a/b/c:dev", "localhost:5000", "a/b/c", "dev", nil, "localhost:5000/a/b/c:dev"),
-        ("registry.local:5000/team/app:1.0", "registry.local:5000", "team/app", "1.0", nil, "registry.local:5000/team/app:1.0"),
+        (
+            "registry.local:5000/team/app:1.0", "registry.local:5000", "team/app", "1.0", nil,
+            "registry.local:5000/team/app:1.0"
+        ),
         ("quay.io/coreos/etcd:v3.5.9", "quay.io", "coreos/etcd", "v3.5.9", nil, "quay.io/coreos/etcd:v3.5.9"),
         ("127.0.0.1:5000/x", "127.0.0.1:5000", "x", "latest", nil, "127.0.0.1:5000/x:latest"),
         ("[::1]:5000/x:y", "[::1]:5000", "x", "y", nil, "[::1]:5000/x:y"),
         ("ghcr.io/a/b/c/d:e", "ghcr.io", "a/b/c/d", "e", nil, "ghcr.io/a/b/c/d:e"),
-        ("my-app__x.y--z", "docker.io", "library/my-app__x.y--z", "latest", nil, "docker.io/library/my-app__x.y--z:latest"),
-        ("nginx@" + Self.digest, "docker.io", "library/nginx", nil, Self.digest, "docker.io/library/nginx@" + Self.digest),
-        ("nginx:1.25@" + Self.digest, "docker.io", "library/nginx", "1.25", Self.digest, "docker.io/library/nginx:1.25@" + Self.digest),
+        (
+            "my-app__x.y--z", "docker.io", "library/my-app__x.y--z", "latest", nil,
+            "docker.io/library/my-app__x.y--z:latest"
+        ),
+        (
+            "nginx@" + Self.digest, "docker.io", "library/nginx", nil, Self.digest,
+            "docker.io/library/nginx@" + Self.digest
+        ),
+        (
+            "nginx:1.25@" + Self.digest, "docker.io", "library/nginx", "1.25", Self.digest,
+            "docker.io/library/nginx:1.25@" + Self.digest
+        ),
     ]
 
     @Test(arguments: Self.cases)
@@ -44,7 +59,8 @@ struct ReferenceTests {
     }
 
     @Test(arguments: [
-        "", " nginx", "nginx ", "library/Nginx", "nginx:", ":tag", "nginx:-bad", "nginx:" + String(repeating: "a", count: 129),
+        "", " nginx", "nginx ", "library/Nginx", "nginx:", ":tag", "nginx:-bad",
+        "nginx:" + String(repeating: "a", count: 129),
         "a//b", "a/b/", "-a/b", "a_/b", "nginx@sha256:abc", "nginx@md5:" + String(repeating: "a", count: 32),
         "host:port/a", "reg istry/a", "UPPER/lower/Bad",
     ])
@@ -81,10 +97,12 @@ struct PlatformTests {
 }
 
 struct ManifestDocumentTests {
-    let config = #"{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:\#(String(repeating: "b", count: 64))","size":2}"#
+    let config =
+        #"{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:\#(String(repeating: "b", count: 64))","size":2}"#
 
     @Test func keepsBytesAndDigest() throws {
-        let json = #"{ "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json", "config": \#(config), "layers": [] }"#
+        let json =
+            #"{ "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json", "config": \#(config), "layers": [] }"#
         let bytes = Array(json.utf8)
         let document = try ManifestDocument(bytes: bytes)
         #expect(document.bytes == bytes)
@@ -118,13 +136,16 @@ struct ManifestDocumentTests {
 
     @Test func platformFilterSelectsIndexEntries() throws {
         func entry(_ platform: String?) -> String {
-            let p = platform.map { p -> String in
-                let parts = p.split(separator: "/")
-                return #","platform":{"os":"\#(parts[0])","architecture":"\#(parts[1])"}"#
-            } ?? ""
-            return #"{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:\#(String(repeating: "c", count: 64))","size":1\#(p)}"#
+            let p =
+                platform.map { p -> String in
+                    let parts = p.split(separator: "/")
+                    return #","platform":{"os":"\#(parts[0])","architecture":"\#(parts[1])"}"#
+                } ?? ""
+            return
+                #"{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:\#(String(repeating: "c", count: 64))","size":1\#(p)}"#
         }
-        let index = #"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[\#(entry("linux/amd64")),\#(entry("linux/arm64")),\#(entry(nil))]}"#
+        let index =
+            #"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[\#(entry("linux/amd64")),\#(entry("linux/arm64")),\#(entry(nil))]}"#
         let document = try ManifestDocument(bytes: Array(index.utf8))
         #expect(PlatformFilter.all.selectedChildren(of: document).count == 3)
         let arm = PlatformFilter([try Platform(parsing: "linux/arm64/v8")])

@@ -5,7 +5,8 @@ import Testing
 struct AuthenticationChallengeTests {
     @Test func parsesDockerHubBearerChallenge() {
         let challenges = AuthenticationChallenge.parse(
-            #"Bearer realm="https://auth.docker.io/token",service="registry.docker.io",scope="repository:library/nginx:pull""#)
+            #"Bearer realm="https://auth.docker.io/token",service="registry.docker.io",scope="repository:library/nginx:pull""#
+        )
         #expect(challenges.count == 1)
         #expect(challenges[0].isBearer)
         #expect(challenges[0].realm == "https://auth.docker.io/token")
@@ -15,7 +16,8 @@ struct AuthenticationChallengeTests {
 
     @Test func parsesSeveralChallengesQuotedCommasAndEscapes() {
         let challenges = AuthenticationChallenge.parse(
-            #"Basic realm="Registry Realm", Bearer realm="https://x/token?a=1,2",scope="a:b:pull,push", error="say \"hi\"""#)
+            #"Basic realm="Registry Realm", Bearer realm="https://x/token?a=1,2",scope="a:b:pull,push", error="say \"hi\"""#
+        )
         #expect(challenges.map(\.scheme) == ["Basic", "Bearer"])
         #expect(challenges[0].realm == "Registry Realm")
         #expect(challenges[1].realm == "https://x/token?a=1,2")
@@ -49,8 +51,11 @@ struct CredentialStoreTests {
             """
         var store = CredentialStore()
         store.entries = try CredentialStore.parseAuthFile(data: Data(json.utf8), source: "config.json")
-        #expect(store.credential(registry: "docker.io", repository: "library/nginx") == .basic(username: "alice", password: "pa:ss"))
-        #expect(store.credential(registry: "quay.io", repository: "team/app") == .basic(username: "bob", password: "pw"))
+        #expect(
+            store.credential(registry: "docker.io", repository: "library/nginx")
+                == .basic(username: "alice", password: "pa:ss"))
+        #expect(
+            store.credential(registry: "quay.io", repository: "team/app") == .basic(username: "bob", password: "pw"))
         #expect(store.credential(registry: "quay.io", repository: "other/app") == nil)
         #expect(store.credential(registry: "ghcr.io", repository: "x/y") == .identityToken("refresh-me"))
         #expect(store.credential(registry: "example.com", repository: "x") == nil)
@@ -104,7 +109,9 @@ struct RetryPolicyTests {
         }
         #expect(await final.value == 1)
         let value = try await policy.run { attempt in
-            if attempt < 2 { throw RegistryError.status(registry: "r", url: "u", status: 429, detail: "", retryAfter: 0) }
+            if attempt < 2 {
+                throw RegistryError.status(registry: "r", url: "u", status: 429, detail: "", retryAfter: 0)
+            }
             return attempt
         }
         #expect(value == 2)

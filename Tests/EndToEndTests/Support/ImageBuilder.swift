@@ -35,20 +35,15 @@ final class ImageBuilder {
             unlink(content)
             unlink(tarPath)
         }
-        var generator = SystemRandomNumberGenerator()
         _ = FileManager.default.createFile(atPath: content, contents: nil)
         let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: content))
+        let random = try FileHandle(forReadingFrom: URL(fileURLWithPath: "/dev/urandom"))
+        defer { try? random.close() }
         var remaining = size
         while remaining > 0 {
-            let n = min(remaining, 1 << 20)
-            var chunk = [UInt8](repeating: 0, count: n)
-            chunk.withUnsafeMutableBytes { raw in
-                let words = raw.bindMemory(to: UInt64.self)
-                for i in words.indices { words[i] = generator.next() }
-                for i in (words.count * 8)..<n { raw[i] = UInt8.random(in: 0...255, using: &generator) }
-            }
-            handle.write(Data(chunk))
-            remaining -= n
+            let chunk = try random.read(upToCount: min(remaining, 1 << 20)) ?? Data()
+            handle.write(chunk)
+            remaining -= chunk.count
         }
         try handle.close()
         let out = open(tarPath, O_WRONLY | O_CREAT | O_TRUNC, 0o644)

@@ -1,0 +1,118 @@
+import Foundation
+import OCICore
+import Testing
+
+/// Upstreams that fail, redirect, or get interrupted; and memory that stays flat.
+@Suite(.serialized)
+struct ResilienceTests {
+    @Test func retries5xx429AndBrokenStreamsThenSucceeds() throws {
+        let registry = try RegistryFixture()
+        defer { registry.stop() }
+        let seeded = try SeededRegistry.make(registry)
+        let proxy = try UpstreamProxy(backend: registry, options: ["--flaky-blobs"])
+        defer { proxy.stop() }
+        let work = try Shell.temporaryDirectory()
+        defer { Shell.remove(work) }
+        let reference = "\(proxy.host)/test/multi:1.0"
+        try Ferry.run(
+            ["export", reference, "-o", "\(work)/r.tar", "--cache", "\(work)/cache", "--insecure-registry", proxy.host])
+        let raw = try Shell.run(["skopeo", "inspect", "--raw", "oci-archive:\(work)/r.tar:\(reference)"])
+        #expect(Digest.of(Array(raw.stdout.utf8)) == seeded.images["test/multi:1.0"])
+        let log = proxy.requests
+        #expect(log.contains { $0.contains(" 503 ") })
+        #expect(log.contains { $0.contains(" 429 ") })
+        #expect(log.contains { $0.contains("-cut ") })
+        try Shell.run([
+            "skopeo", "copy", "--quiet", "--all", "oci-archive:\(work)/r.tar:\(reference)", "oci:\(work)/out:x",
+        ])
+    }
+
+    @Test func crossOriginRedirectNeverCarriesCredentials() throws {
+        let registry = try RegistryFixture()
+        defer { registry.stop() }
+        let seeded = try SeededRegistry.make(registry)
+        let proxy = try UpstreamProxy(
+            backend: registry, options: ["--require-basic", "carol:pw", "--redirect-blobs"])
+        defer { proxy.stop() }
+        let work = try Shell.temporaryDirectory()
+        defer { Shell.remove(work) }
+        let reference = "\(proxy.host)/test/single:1.0"
+        try Ferry.run(
+            [
+                "export", reference, "-o", "\(work)/r.tar", "--cache", "\(work)/cache", "--insecure-registry",
+                proxy.host,
+                "--creds", "carol:pw",
+            ])
+        let raw = try Shell.run(["skopeo", "inspect", "--raw", "oci-archive:\(work)/r.tar:\(reference)"])
+        #expect(Digest.of(Array(raw.stdout.utf8)) == seeded.images["test/single:1.0"])
+        let cdn = proxy.requests.filter { $0.hasPrefix("cdn ") }
+        #expect(cdn.count >= 2, "blobs went through the redirect: \(proxy.requests)")
+        #expect(cdn.allSatisfy { $0.hasSuffix("auth=no") }, "\(cdn)")
+        #expect(
+            proxy.requests.filter { $0.hasPrefix("front ") && $0.contains(" 307 ") }.allSatisfy {
+                $0.hasSuffix("auth=yes")
+            })
+    }
+
+    @Test func killedExportResumesAndGivesTheSameBundle() throws {
+        let registry = try RegistryFixture(tls: true)
+        defer { registry.stop() }
+        let seeded = try SeededRegistry.make(registry, largeLayer: 96 << 20)
+        let work = try Shell.temporaryDirectory()
+        defer { Shell.remove(work) }
+        let environment = ["SOURCE_DATE_EPOCH": "1700000000"]
+        let arguments =
+            ["export", "--parallel", "1", "--progress", "plain"] + seeded.references + registry.ferryTrustFlags
+        let bundle = "\(work)/resumed.tar"
+
+        // Start, and kill -9 as soon as the first blob is in the cache.
+        let first = try BackgroundProcess(
+            [Shell.ferry] + arguments + ["-o", bundle, "--cache", "\(work)/cache"], logPath: "\(work)/first.log",
+            environment: environment)
+        let deadline = Date().addingTimeInterval(60)
+        while first.isRunning && !first.log.contains("fetched ") && Date() < deadline { usleep(2_000) }
+        first.signal(SIGKILL)
+        first.stop()
+        #expect(!FileManager.default.fileExists(atPath: bundle), "killed before the bundle was complete")
+        let cached = FileSystem.count("\(work)/cache/blobs/sha256")
+        #expect(cached > 0)
+
+        let second = try Ferry.run(
+            arguments + ["-o", bundle, "--cache", "\(work)/cache", "--json"], environment: environment)
+        let summary = try JSONSerialization.jsonObject(with: Data(second.stdout.utf8)) as? [String: Any]
+        #expect((summary?["cachedBlobs"] as? Int ?? 0) > 0, "the second run reused the first run's blobs")
+        try Ferry.run(
+            arguments + ["-o", "\(work)/clean.tar", "--cache", "\(work)/clean-cache"], environment: environment)
+        #expect(
+            try Data(contentsOf: URL(fileURLWithPath: bundle))
+                == Data(contentsOf: URL(fileURLWithPath: "\(work)/clean.tar")))
+    }
+
+    @Test func peakMemoryStaysFlatForALargeLayer() throws {
+        let registry = try RegistryFixture(tls: true)
+        defer { registry.stop() }
+        let seeded = try SeededRegistry.make(registry, largeLayer: 384 << 20)
+        let work = try Shell.temporaryDirectory()
+        defer { Shell.remove(work) }
+        let result = try Shell.run(
+            [
+                "/usr/bin/time", "-f", "maxrss_kib=%M", Shell.ferry, "export", "\(registry.host)/test/large:latest",
+                "-o",
+                "\(work)/large.tar", "--cache", "\(work)/cache", "--progress", "none",
+            ] + registry.ferryTrustFlags)
+        let line = result.stderr.split(separator: "\n").first { $0.hasPrefix("maxrss_kib=") } ?? ""
+        let kib = Int(line.dropFirst("maxrss_kib=".count)) ?? Int.max
+        #expect(kib < 100 * 1024, "peak RSS \(kib) KiB exporting a 384 MiB layer")
+        #expect((FileSystem.size("\(work)/large.tar") ?? 0) > 384 << 20)
+        _ = seeded
+    }
+}
+
+enum FileSystem {
+    static func count(_ directory: String) -> Int {
+        ((try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []).count
+    }
+    static func size(_ path: String) -> Int? {
+        (try? FileManager.default.attributesOfItem(atPath: path)[.size]) as? Int
+    }
+}
