@@ -42,6 +42,7 @@ let package = Package(
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
             ],
             swiftSettings: swiftSettings
@@ -82,6 +83,7 @@ let package = Package(
         .testTarget(
             name: "FerryCommandsTests", dependencies: ["FerryCommands", "OCICore"], swiftSettings: swiftSettings),
         .testTarget(
-            name: "EndToEndTests", dependencies: ["OCICore", "OCITar", "OCIBundle"], swiftSettings: swiftSettings),
+            name: "EndToEndTests", dependencies: ["OCICore", "OCITar", "OCIBundle"],
+            exclude: ["Support/token_server.py", "Support/upstream_proxy.py"], swiftSettings: swiftSettings),
     ]
 )

@@ -82,7 +82,9 @@ public struct Exporter: Sendable {
 
     public func run(_ options: Options) async throws -> Summary {
         let started = Date()
-        let store = try BlobStore(root: options.cacheDirectory)
+        // The cache skips fsync: every blob is hashed again as the bundle writer copies it, and a
+        // cached blob found corrupt there is removed so the next run fetches it again.
+        let store = try BlobStore(root: options.cacheDirectory, durable: false)
         store.removeStaleIngests(olderThan: 24 * 3600)
         let filter = PlatformFilter(options.platforms)
 
@@ -179,7 +181,8 @@ public struct Exporter: Sendable {
             do {
                 try BundleWriter().write(
                     to: options.output, manifest: manifest, index: index, modificationTime: options.creationTime,
-                    blobs: { store.path(of: $0) }, progress: { reporter.wrote($0) })
+                    blobs: { store.path(of: $0) }, verifiedThisRun: Set(missing.map(\.digest)),
+                    progress: { reporter.wrote($0) })
             } catch BundleError.corruptSource(let path, let error) {
                 unlink(path)  // drop the bad cache entry so the next run fetches it again
                 throw BundleError.corruptSource(path: path, error)

@@ -55,11 +55,12 @@ public struct BundleWriter {
 
     /// Writes the bundle to `path` atomically. `extraRootFiles` (such as a signature) follow the
     /// bundle manifest. Each blob is hashed again as it is copied, so the bundle holds exactly the
-    /// bytes its manifest names.
+    /// bytes its manifest names — except those in `verifiedThisRun`, which the caller has just
+    /// verified while writing them (hashing them again would only repeat that work).
     public func write(
         to path: String, manifest: BundleManifest, index: [UInt8], modificationTime: Int64,
         extraRootFiles: [(name: String, bytes: [UInt8])] = [], blobs: BlobLocator,
-        progress: (Int64) -> Void = { _ in }
+        verifiedThisRun: Set<Digest> = [], progress: (Int64) -> Void = { _ in }
     ) throws {
         let partialPath = path + ".partial"
         let fd = open(partialPath, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
@@ -85,14 +86,18 @@ public struct BundleWriter {
             let sourceFD = open(source, O_RDONLY | O_CLOEXEC)
             guard sourceFD >= 0 else { throw BundleError.io("open blob \(source)", errno: errno) }
             defer { close(sourceFD) }
-            var verifier = BlobVerifier(digest: blob.digest, size: blob.size)
-            try tar.addFile(blob.digest.layoutPath, size: blob.size, from: sourceFD) { chunk in
-                try verifier.update(chunk)
-                progress(Int64(chunk.count))
+            if verifiedThisRun.contains(blob.digest) {
+                try tar.addFile(blob.digest.layoutPath, size: blob.size, from: sourceFD) { progress(Int64($0.count)) }
+                continue
             }
+            var verifier = BlobVerifier(digest: blob.digest, size: blob.size)
             do {
+                try tar.addFile(blob.digest.layoutPath, size: blob.size, from: sourceFD) { chunk in
+                    try verifier.update(chunk)
+                    progress(Int64(chunk.count))
+                }
                 try verifier.finish()
-            } catch {
+            } catch let error as BlobVerificationError {
                 throw BundleError.corruptSource(path: source, error)
             }
         }

@@ -1,6 +1,7 @@
 import AsyncHTTPClient
 import NIOCore
 import NIOHTTP1
+import NIOPosix
 import OCICore
 
 /// Where a blob's bytes go while they stream; verification happens in the client before
@@ -57,49 +58,18 @@ extension RegistryClient {
     /// Streams the blob `descriptor` names into `sink`, checking size and digest as it streams.
     /// Connection errors, 5xx and 429 are retried with backoff; content that does not match its
     /// digest is fetched once more, then fails with ``RegistryError/corruptBlob(registry:repository:underlying:)``.
-    /// `progress` receives byte counts as they arrive (negative when a retry discards bytes).
+    /// `progress` receives byte counts as they are written (negative when a retry discards bytes).
     public func fetchBlob(
         _ descriptor: Descriptor, repository: RepositoryName, registry: String, into sink: some BlobSink,
-        progress: @Sendable (Int64) -> Void = { _ in }
+        progress: @escaping @Sendable (Int64) -> Void = { _ in }
     ) async throws {
         var corruptAttempts = 0
         while true {
             do {
                 try await configuration.retry.run { _ in
                     try sink.reset()
-                    var verifier = BlobVerifier(descriptor)
-                    defer { if verifier.count > 0 { progress(-verifier.count) } }
-                    let response: HTTPClientResponse
-                    do {
-                        response = try await send(
-                            .GET, registry: registry, path: "/v2/\(repository)/blobs/\(descriptor.digest)",
-                            scope: "repository:\(repository):pull")
-                    } catch RegistryError.notFound(let registry, _, let detail) {
-                        throw RegistryError.notFound(
-                            registry: registry, what: "blob \(descriptor.digest) in \(repository)", detail: detail)
-                    }
-                    do {
-                        for try await buffer in response.body {
-                            try buffer.withUnsafeReadableBytes { bytes in
-                                try verifier.update(bytes)
-                                try sink.write(bytes)
-                            }
-                            progress(Int64(buffer.readableBytes))
-                        }
-                    } catch let error as BlobVerificationError {
-                        throw error
-                    } catch let error as RegistryError {
-                        throw error
-                    } catch let error where !(error is CancellationError) {
-                        // The connection broke mid-stream: retryable.
-                        if verifier.count == descriptor.size {
-                            throw error
-                        }
-                        throw RegistryError.connection(
-                            registry: registry, url: "blob \(descriptor.digest)", underlying: Self.describe(error))
-                    }
-                    try verifier.finish()
-                    verifier = BlobVerifier(descriptor)  // success: keep the progress
+                    try await streamBlob(
+                        descriptor, repository: repository, registry: registry, into: sink, progress: progress)
                 }
                 return
             } catch let error as BlobVerificationError {
@@ -107,6 +77,66 @@ extension RegistryClient {
                 if corruptAttempts >= 2 {
                     throw RegistryError.corruptBlob(registry: registry, repository: repository.value, underlying: error)
                 }
+            }
+        }
+    }
+
+    /// One attempt: GET the blob with authentication and redirects, streaming a 2xx body through a
+    /// ``BlobStreamDelegate``. Bytes of a failed attempt are taken back from `progress`.
+    private func streamBlob(
+        _ descriptor: Descriptor, repository: RepositoryName, registry: String, into sink: some BlobSink,
+        progress: @escaping @Sendable (Int64) -> Void
+    ) async throws {
+        let endpoint = try await endpoint(for: registry)
+        let scope = "repository:\(repository):pull"
+        let path = "/v2/\(repository)/blobs/\(descriptor.digest)"
+        var authorization = try await self.authorization(registry: registry, scope: scope, challenge: nil)
+        var url = endpoint.baseURL + path
+        var triedFreshAuth = false
+        var redirects = 0
+        while true {
+            var headers = HTTPHeaders([("User-Agent", configuration.userAgent)])
+            if let authorization { headers.add(name: "Authorization", value: authorization) }
+            let request = try HTTPClient.Request(
+                url: url, method: .GET, headers: headers,
+                tlsConfiguration: try tlsConfiguration(for: url, endpoint: endpoint))
+            let delegate = BlobStreamDelegate(
+                descriptor: descriptor, sink: sink, pool: NIOThreadPool.singleton, progress: progress)
+            let outcome: BlobStreamDelegate.Outcome
+            do {
+                outcome = try await http.execute(request: request, delegate: delegate).futureResult.get().get()
+            } catch {
+                await delegate.drain()  // no batch may still write into the sink when it is reset
+                progress(-delegate.count)
+                if error is BlobVerificationError { throw error }
+                throw Self.connectionError(error, registry: registry, url: url)
+            }
+            switch outcome {
+            case .streamed:
+                do {
+                    try delegate.finish()
+                } catch {
+                    progress(-delegate.count)
+                    throw error
+                }
+                return
+            case .other(let head, let body):
+                let status = Int(head.status.code)
+                if let next = Self.redirectTarget(status: head.status.code, headers: head.headers, from: url) {
+                    redirects += 1
+                    guard redirects <= 10 else { throw RegistryError.tooManyRedirects(url: endpoint.baseURL + path) }
+                    if Self.origin(of: next) != Self.origin(of: url) { authorization = nil }
+                    url = next
+                    continue
+                }
+                if status == 401 && !triedFreshAuth && Self.origin(of: url) == Self.origin(of: endpoint.baseURL) {
+                    authorization = try await reauthorize(registry: registry, scope: scope, headers: head.headers)
+                    triedFreshAuth = true
+                    continue
+                }
+                throw statusError(
+                    status: status, headers: head.headers, body: body, registry: registry, scope: scope,
+                    what: "blob \(descriptor.digest) in \(repository)", url: url)
             }
         }
     }

@@ -77,34 +77,64 @@ public final class RegistryClient: Sendable {
                 headers: headers, authorization: authorization)
             let status = Int(response.status.code)
             if status == 401 && !triedFreshAuth {
-                let challenges = response.headers["WWW-Authenticate"].flatMap(AuthenticationChallenge.parse)
                 _ = try? await response.body.collect(upTo: 64 * 1024)
-                guard let challenge = challenges.first(where: \.isBearer) ?? challenges.first(where: \.isBasic) else {
-                    throw RegistryError.unauthorized(registry: registry, scope: scope, detail: "no usable challenge")
-                }
-                await tokens.setChallenge(challenge, for: registry)
-                if let scope { await tokens.invalidate(registry: registry, scope: scope) }
-                authorization = try await self.authorization(registry: registry, scope: scope, challenge: challenge)
+                authorization = try await reauthorize(registry: registry, scope: scope, headers: response.headers)
                 triedFreshAuth = true
-                if authorization == nil {
-                    throw RegistryError.unauthorized(registry: registry, scope: scope, detail: "no credentials")
-                }
                 continue
             }
             if (200..<300).contains(status) { return response }
             let body = (try? await response.body.collect(upTo: 64 * 1024)).map { Array($0.readableBytesView) } ?? []
-            let detail = ErrorEnvelope.summary(of: body)
-            switch status {
-            case 401, 403:
-                throw RegistryError.unauthorized(registry: registry, scope: scope, detail: detail)
-            case 404:
-                throw RegistryError.notFound(registry: registry, what: path, detail: detail)
-            default:
-                throw RegistryError.status(
-                    registry: registry, url: endpoint.baseURL + path, status: status, detail: detail,
-                    retryAfter: response.headers.first(name: "Retry-After").flatMap(RetryPolicy.parseRetryAfter))
-            }
+            throw statusError(
+                status: status, headers: response.headers, body: body, registry: registry, scope: scope,
+                what: path, url: endpoint.baseURL + path)
         }
+    }
+
+    /// After a 401: learns the challenge, drops the cached token and gets a fresh authorization.
+    func reauthorize(registry: String, scope: String?, headers: HTTPHeaders) async throws -> String {
+        let challenges = headers["WWW-Authenticate"].flatMap(AuthenticationChallenge.parse)
+        guard let challenge = challenges.first(where: \.isBearer) ?? challenges.first(where: \.isBasic) else {
+            throw RegistryError.unauthorized(registry: registry, scope: scope, detail: "no usable challenge")
+        }
+        await tokens.setChallenge(challenge, for: registry)
+        if let scope { await tokens.invalidate(registry: registry, scope: scope) }
+        guard let authorization = try await authorization(registry: registry, scope: scope, challenge: challenge) else {
+            throw RegistryError.unauthorized(registry: registry, scope: scope, detail: "no credentials")
+        }
+        return authorization
+    }
+
+    /// The error for a final non-2xx answer, with the OCI error envelope's summary.
+    func statusError(
+        status: Int, headers: HTTPHeaders, body: [UInt8], registry: String, scope: String?, what: String, url: String
+    ) -> RegistryError {
+        let detail = ErrorEnvelope.summary(of: body)
+        switch status {
+        case 401, 403:
+            return .unauthorized(registry: registry, scope: scope, detail: detail)
+        case 404:
+            return .notFound(registry: registry, what: what, detail: detail)
+        default:
+            return .status(
+                registry: registry, url: url, status: status, detail: detail,
+                retryAfter: headers.first(name: "Retry-After").flatMap(RetryPolicy.parseRetryAfter))
+        }
+    }
+
+    /// Where a redirect answer points, resolved against the URL that answered; nil if it is none.
+    static func redirectTarget(status: UInt, headers: HTTPHeaders, from url: String) -> String? {
+        guard [301, 302, 303, 307, 308].contains(status), let location = headers.first(name: "Location") else {
+            return nil
+        }
+        return URL(string: location, relativeTo: URL(string: url))?.absoluteURL.absoluteString
+    }
+
+    /// The TLS configuration for a request to `url`: the endpoint's for its own origin, else the
+    /// trust policy's for that host (a CDN uses the system store plus any configured CAs).
+    func tlsConfiguration(for url: String, endpoint: Endpoint) throws -> TLSConfiguration? {
+        guard url.hasPrefix("https://") else { return nil }
+        if Self.origin(of: url) == Self.origin(of: endpoint.baseURL) { return endpoint.tls }
+        return try configuration.trust.tlsConfiguration(for: Self.hostPort(of: url))
     }
 
     /// One request, following redirects by hand: a redirect to another origin drops the
@@ -121,11 +151,7 @@ public final class RegistryClient: Sendable {
             request.headers = headers
             request.headers.replaceOrAdd(name: "User-Agent", value: configuration.userAgent)
             if let sendAuthorization { request.headers.replaceOrAdd(name: "Authorization", value: sendAuthorization) }
-            if currentURL.hasPrefix("https://") {
-                request.tlsConfiguration =
-                    Self.origin(of: currentURL) == Self.origin(of: endpoint.baseURL)
-                    ? endpoint.tls : try configuration.trust.tlsConfiguration(for: Self.hostPort(of: currentURL))
-            }
+            request.tlsConfiguration = try tlsConfiguration(for: currentURL, endpoint: endpoint)
             let response: HTTPClientResponse
             do {
                 // The deadline covers connecting and the response head; a body then streams for
@@ -134,16 +160,11 @@ public final class RegistryClient: Sendable {
             } catch {
                 throw Self.connectionError(error, registry: registry, url: currentURL)
             }
-            let code = response.status.code
-            guard [301, 302, 303, 307, 308].contains(code), let location = response.headers.first(name: "Location")
+            guard
+                let next = Self.redirectTarget(
+                    status: response.status.code, headers: response.headers, from: currentURL)
             else { return response }
             _ = try? await response.body.collect(upTo: 64 * 1024)
-            guard let next = URL(string: location, relativeTo: URL(string: currentURL))?.absoluteURL.absoluteString
-            else {
-                throw RegistryError.status(
-                    registry: registry, url: currentURL, status: Int(code), detail: "bad Location '\(location)'",
-                    retryAfter: nil)
-            }
             if Self.origin(of: next) != Self.origin(of: currentURL) { sendAuthorization = nil }
             currentURL = next
         }
@@ -152,7 +173,7 @@ public final class RegistryClient: Sendable {
 
     // MARK: Authentication
 
-    private func authorization(registry: String, scope: String?, challenge: AuthenticationChallenge?) async throws
+    func authorization(registry: String, scope: String?, challenge: AuthenticationChallenge?) async throws
         -> String?
     {
         let repository = scope.flatMap { Self.repository(inScope: $0) } ?? ""

@@ -11,10 +11,15 @@ import OCICore
 /// a partial or unverified blob, and several processes may share one store.
 public struct BlobStore: Sendable {
     public let root: String
+    /// Whether a commit fsyncs the blob before renaming it into place. A cache whose every read is
+    /// verified again (the export cache: the bundle writer hashes each blob as it copies it) may
+    /// skip this; a store that serves content must not.
+    public let durable: Bool
 
     /// Opens (creating if needed) a store rooted at `root`.
-    public init(root: String) throws(StoreError) {
+    public init(root: String, durable: Bool = true) throws(StoreError) {
         self.root = root
+        self.durable = durable
         for dir in [root, "\(root)/blobs", "\(root)/ingest"] + DigestAlgorithm.allCases.map({ "\(root)/blobs/\($0)" }) {
             try FileSystem.makeDirectory(dir)
         }
@@ -115,7 +120,7 @@ public final class BlobWriter: @unchecked Sendable {
             cancel()
             throw .verification(error)
         }
-        guard fsync(fd) == 0 else {
+        guard !store.durable || fsync(fd) == 0 else {
             let e = errno
             cancel()
             throw .io("fsync \(temporaryPath)", errno: e)
@@ -129,7 +134,7 @@ public final class BlobWriter: @unchecked Sendable {
             throw .io("rename into \(destination)", errno: e)
         }
         done = true
-        FileSystem.syncDirectory("\(store.root)/blobs/\(digest.algorithm)")
+        if store.durable { FileSystem.syncDirectory("\(store.root)/blobs/\(digest.algorithm)") }
     }
 
     /// Abandons the blob: closes and removes the temporary file. Safe to call more than once.
