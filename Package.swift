@@ -47,7 +47,7 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
-        .target(name: "OCIBundle", dependencies: ["OCICore", "OCITar"], swiftSettings: swiftSettings),
+        .target(name: "OCIBundle", dependencies: ["CLibCrypto", "OCICore", "OCITar"], swiftSettings: swiftSettings),
         .target(
             name: "FerryCommands",
             dependencies: [

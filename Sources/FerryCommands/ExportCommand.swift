@@ -1,6 +1,7 @@
 import ArgumentParser
 import AsyncHTTPClient
 import Foundation
+import OCIBundle
 import OCICore
 import OCIRegistryClient
 
@@ -75,6 +76,9 @@ public struct ExportCommand: AsyncParsableCommand {
     @Option(help: "Progress display: auto (a bar on a terminal, plain lines otherwise), bar, plain, none.")
     var progress: ProgressReporter.Mode = .auto
 
+    @Option(name: .customLong("sign-key"), help: "Sign the bundle with this Ed25519 private key (from `ferry keygen`).")
+    var signKey: String?
+
     @Flag(help: "Print a JSON summary on standard output.")
     var json = false
 
@@ -88,6 +92,7 @@ public struct ExportCommand: AsyncParsableCommand {
     public func run() async throws {
         try await reportingErrors {
             let requests = try loadRequests()
+            let signingKey = try signKey.map { try SigningKey(pemFile: $0) }
             let platforms = try platformArguments.flatMap { $0.split(separator: ",") }.map {
                 try Platform(parsing: String($0))
             }
@@ -106,7 +111,8 @@ public struct ExportCommand: AsyncParsableCommand {
             let exporter = Exporter(client: client, progress: reporter)
             let options = Exporter.Options(
                 requests: requests, output: output, platforms: platforms, parallel: parallel,
-                cacheDirectory: cache ?? Self.defaultCacheDirectory(), creationTime: Self.creationTime())
+                cacheDirectory: cache ?? Self.defaultCacheDirectory(), creationTime: Self.creationTime(),
+                signingKey: signingKey)
             let summary: Exporter.Summary
             do {
                 summary = try await exporter.run(options)
@@ -126,6 +132,8 @@ public struct ExportCommand: AsyncParsableCommand {
                         format: "Wrote %@: %d image(s), %d blob(s), %.1f MiB (%d downloaded, %d from cache) in %.1fs",
                         summary.bundle, summary.images.count, summary.blobs, mib, summary.downloadedBlobs,
                         summary.cachedBlobs, summary.seconds))
+                print("sha256 \(summary.bundleDigest) (also in \(summary.bundle).sha256)")
+                if let signer = summary.signedBy { print("signed by \(signer)") }
             }
         }
     }

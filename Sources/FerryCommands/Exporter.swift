@@ -22,10 +22,12 @@ public struct Exporter: Sendable {
         public var parallel: Int
         public var cacheDirectory: String
         public var creationTime: Int64
+        public var signingKey: SigningKey?
         public init(
             requests: [ImageRequest], output: String, platforms: [Platform], parallel: Int, cacheDirectory: String,
-            creationTime: Int64
+            creationTime: Int64, signingKey: SigningKey? = nil
         ) {
+            self.signingKey = signingKey
             self.requests = requests
             self.output = output
             self.platforms = platforms
@@ -44,6 +46,10 @@ public struct Exporter: Sendable {
         }
         public var bundle: String
         public var bundleSize: Int64
+        /// sha256 of the whole tar, also written to `BUNDLE.sha256`.
+        public var bundleDigest: String
+        /// Key ID of the signing key, when signed.
+        public var signedBy: String?
         public var images: [Image]
         public var blobs: Int
         public var blobBytes: Int64
@@ -177,10 +183,14 @@ public struct Exporter: Sendable {
         let totalBytes = allBlobs.reduce(Int64(0)) { $0 + $1.size }
         progress.startWriting(bytes: totalBytes, path: options.output)
         let reporter = self.progress
-        try await NIOThreadPool.singleton.runIfActive {
+        let signature = try options.signingKey.map {
+            try BundleSignature.sign(manifest: try manifest.encoded(), with: $0)
+        }
+        let bundleDigest = try await NIOThreadPool.singleton.runIfActive {
             do {
-                try BundleWriter().write(
+                return try BundleWriter().write(
                     to: options.output, manifest: manifest, index: index, modificationTime: options.creationTime,
+                    signature: signature,
                     blobs: { store.path(of: $0) }, verifiedThisRun: Set(missing.map(\.digest)),
                     progress: { reporter.wrote($0) })
             } catch BundleError.corruptSource(let path, let error) {
@@ -191,6 +201,7 @@ public struct Exporter: Sendable {
         progress.finishWriting()
         return Summary(
             bundle: options.output, bundleSize: FileSystem.size(of: options.output) ?? 0,
+            bundleDigest: bundleDigest.description, signedBy: signature?.keyID,
             images: manifest.images.map {
                 .init(reference: $0.reference, digest: $0.digest.description, platforms: $0.platforms, size: $0.size)
             },

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import OCIBundle
 import OCICore
 
 /// `ferry`: the connected side. Exports images from registries into a bundle.
@@ -9,15 +10,18 @@ public struct FerryCommand: AsyncParsableCommand {
         abstract: "Carry container images across an air gap.",
         discussion: """
             On the connected side, `ferry export` pulls images from any registry into one bundle: a
-            standard OCI image-layout tar with a bundle manifest. Carry the bundle across; on the
-            isolated side, `ferry-appliance import` serves it as a registry, or load it directly with
-            `ctr images import` or `skopeo copy oci-archive:BUNDLE:REFERENCE ...`.
+            standard OCI image-layout tar with a bundle manifest, optionally signed (`ferry keygen`,
+            `--sign-key`). Carry the bundle across; anywhere, `ferry verify` proves it complete and
+            intact (and signed by a key you trust) and `ferry inspect` shows what it holds. Load it
+            with `ctr images import` or `skopeo copy oci-archive:BUNDLE:REFERENCE ...`.
 
             Exit codes: 0 success; 1 failure (registry, network, filesystem); 64 bad usage or input
             (arguments, image list); 65 content failed verification (digest or size mismatch).
             """,
         version: FerryVersion.string,
-        subcommands: [ExportCommand.self]
+        subcommands: [
+            ExportCommand.self, VerifyCommand.self, InspectCommand.self, KeygenCommand.self, SignCommand.self,
+        ]
     )
 
     public init() {}
@@ -52,6 +56,9 @@ func exitCode(for error: any Error) -> Int32 {
     switch error {
     case is ImageListError, is ReferenceError, is PlatformError: FerryExitCode.usage
     case let error as ExportError where error.isVerificationFailure: FerryExitCode.verification
+    case is BundleVerificationFailed: FerryExitCode.verification
+    case let error as BundleError:
+        if case .invalid = error { FerryExitCode.verification } else { FerryExitCode.failure }
     default: FerryExitCode.failure
     }
 }

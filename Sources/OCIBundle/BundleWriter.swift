@@ -53,15 +53,17 @@ public struct BundleWriter {
         return reference.description
     }
 
-    /// Writes the bundle to `path` atomically. `extraRootFiles` (such as a signature) follow the
-    /// bundle manifest. Each blob is hashed again as it is copied, so the bundle holds exactly the
-    /// bytes its manifest names — except those in `verifiedThisRun`, which the caller has just
-    /// verified while writing them (hashing them again would only repeat that work).
+    /// Writes the bundle to `path` atomically, and `PATH.sha256` beside it (the format
+    /// `sha256sum -c` reads). A `signature` is stored right after the bundle manifest. Each blob is
+    /// hashed again as it is copied, so the bundle holds exactly the bytes its manifest names —
+    /// except those in `verifiedThisRun`, which the caller has just verified while writing them.
+    /// Returns the sha256 of the whole tar.
+    @discardableResult
     public func write(
         to path: String, manifest: BundleManifest, index: [UInt8], modificationTime: Int64,
-        extraRootFiles: [(name: String, bytes: [UInt8])] = [], blobs: BlobLocator,
-        verifiedThisRun: Set<Digest> = [], progress: (Int64) -> Void = { _ in }
-    ) throws {
+        signature: BundleSignature? = nil, blobs: BlobLocator, verifiedThisRun: Set<Digest> = [],
+        progress: (Int64) -> Void = { _ in }
+    ) throws -> Digest {
         let partialPath = path + ".partial"
         let fd = open(partialPath, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
         guard fd >= 0 else { throw BundleError.io("create \(partialPath)", errno: errno) }
@@ -71,11 +73,12 @@ public struct BundleWriter {
             if !closed { close(fd) }
             if !succeeded { unlink(partialPath) }
         }
-        let tar = try TarWriter(fileDescriptor: fd, modificationTime: modificationTime)
+        var tarHasher = DigestHasher(.sha256)
+        let tar = try TarWriter(fileDescriptor: fd, modificationTime: modificationTime) { tarHasher.update($0) }
         let layoutHeader = try JSONEncoder().encode(ImageLayoutHeader())
         try tar.addFile("oci-layout", bytes: Array(layoutHeader))
         try tar.addFile(BundleManifest.fileName, bytes: try manifest.encoded())
-        for file in extraRootFiles { try tar.addFile(file.name, bytes: file.bytes) }
+        if let signature { try tar.addFile(BundleSignature.fileName, bytes: try signature.encoded()) }
         try tar.addFile("index.json", bytes: index)
         try tar.addDirectory("blobs")
         for algorithm in Set(manifest.blobs.map(\.digest.algorithm)).sorted(by: { $0.rawValue < $1.rawValue }) {
@@ -107,6 +110,23 @@ public struct BundleWriter {
         closed = true
         guard rename(partialPath, path) == 0 else { throw BundleError.io("rename to \(path)", errno: errno) }
         succeeded = true
+        let digest = tarHasher.finalize()
+        try Self.writeChecksumFile(for: path, digest: digest)
+        Self.syncDirectory(of: path)
+        return digest
+    }
+
+    /// `PATH.sha256`: `HEX  NAME`, as `sha256sum -c` reads it (run it in the bundle's directory).
+    public static func writeChecksumFile(for path: String, digest: Digest) throws {
+        let name = (path as NSString).lastPathComponent
+        let temporary = path + ".sha256.partial"
+        try Data("\(digest.encoded)  \(name)\n".utf8).write(to: URL(fileURLWithPath: temporary))
+        guard rename(temporary, path + ".sha256") == 0 else {
+            throw BundleError.io("rename to \(path).sha256", errno: errno)
+        }
+    }
+
+    static func syncDirectory(of path: String) {
         let directory = (path as NSString).deletingLastPathComponent
         let dirFD = open(directory.isEmpty ? "." : directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
         if dirFD >= 0 {
@@ -119,12 +139,15 @@ public struct BundleWriter {
 public enum BundleError: Error, CustomStringConvertible {
     case io(String, errno: Int32)
     case corruptSource(path: String, BlobVerificationError)
+    case invalid([VerificationProblem])
 
     public var description: String {
         switch self {
         case .io(let what, let code): "\(what): \(String(cString: strerror(code)))"
         case .corruptSource(let path, let error):
-            "cached blob \(path) is corrupt (\(error)); remove it and export again"
+            "cached blob \(path) was corrupt (\(error)) and is removed from the cache; export again"
+        case .invalid(let problems):
+            (["bundle does not verify:"] + problems.map(\.description)).joined(separator: "\n")
         }
     }
 }

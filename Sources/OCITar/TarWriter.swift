@@ -16,18 +16,35 @@ public final class TarWriter {
     /// Copy buffer size for file contents.
     public static let chunkSize = 1 << 20
 
+    /// Where the archive's bytes go: the descriptor, after an optional observer saw them.
+    final class Output {
+        let fd: Int32
+        let observe: ((UnsafeRawBufferPointer) -> Void)?
+        var error: Int32 = 0
+        init(fd: Int32, observe: ((UnsafeRawBufferPointer) -> Void)?) {
+            self.fd = fd
+            self.observe = observe
+        }
+    }
+    let output: Output
+
     /// - Parameters:
     ///   - fileDescriptor: an open, writable descriptor; the caller keeps ownership and closes it.
     ///   - modificationTime: seconds since the epoch, stamped on every entry.
-    public init(fileDescriptor: Int32, modificationTime: Int64) throws(TarError) {
+    ///   - observeOutput: sees every byte of the archive as it is written (to hash the whole tar).
+    public init(
+        fileDescriptor: Int32, modificationTime: Int64, observeOutput: ((UnsafeRawBufferPointer) -> Void)? = nil
+    ) throws(TarError) {
         guard let archive = archive_write_new() else { throw .libarchive("archive_write_new failed", entry: nil) }
         self.archive = archive
         self.modificationTime = modificationTime
+        self.output = Output(fd: fileDescriptor, observe: observeOutput)
+        let context = Unmanaged.passUnretained(output).toOpaque()
         guard archive_write_set_format_pax_restricted(archive) == ARCHIVE_OK,
             // Unbuffered: each call becomes one write(2); our chunks are already large. No padding
             // beyond the two zero blocks that end the archive.
             archive_write_set_bytes_per_block(archive, 0) == ARCHIVE_OK,
-            archive_write_open_fd(archive, fileDescriptor) == ARCHIVE_OK
+            archive_write_open2(archive, context, nil, tarWriterOutputCallback, nil, nil) == ARCHIVE_OK
         else {
             let message = Self.errorString(archive)
             archive_write_free(archive)
@@ -77,6 +94,17 @@ public final class TarWriter {
         }
     }
 
+    /// Starts a regular file of `size` bytes, to be given with ``writeData(_:)``.
+    public func beginFile(_ path: String, size: Int64) throws(TarError) {
+        try writeHeader(path: path, type: S_IFREG, permissions: 0o644, size: size)
+    }
+
+    public func writeData(_ bytes: UnsafeRawBufferPointer) throws(TarError) {
+        guard !bytes.isEmpty else { return }
+        let written = archive_write_data(archive, bytes.baseAddress, bytes.count)
+        guard written == bytes.count else { throw .libarchive(Self.errorString(archive), entry: nil) }
+    }
+
     /// Writes the end-of-archive marker. The descriptor is not closed.
     public func finish() throws(TarError) {
         guard let archive else { return }
@@ -118,4 +146,24 @@ public enum TarError: Error, Equatable, CustomStringConvertible {
             if let entry { "tar entry '\(entry)': \(message)" } else { "tar: \(message)" }
         }
     }
+}
+
+/// libarchive's write callback: writes to the descriptor, then shows the bytes to the observer.
+private func tarWriterOutputCallback(
+    _ archive: OpaquePointer?, _ context: UnsafeMutableRawPointer?, _ buffer: UnsafeRawPointer?, _ length: Int
+) -> Int {
+    guard let context, let buffer else { return -1 }
+    let output = Unmanaged<TarWriter.Output>.fromOpaque(context).takeUnretainedValue()
+    var offset = 0
+    while offset < length {
+        let n = write(output.fd, buffer + offset, length - offset)
+        if n < 0 {
+            if errno == EINTR { continue }
+            output.error = errno
+            return -1
+        }
+        offset += n
+    }
+    output.observe?(UnsafeRawBufferPointer(start: buffer, count: length))
+    return length
 }

@@ -1,0 +1,84 @@
+import ArgumentParser
+import Foundation
+import OCIBundle
+
+/// `ferry inspect`: what a bundle holds, from its header alone.
+public struct InspectCommand: AsyncParsableCommand {
+    public static let configuration = CommandConfiguration(
+        commandName: "inspect",
+        abstract: "Show a bundle's images, tags, digests, platforms, sizes, creation and signer.",
+        discussion: """
+            Reads only the start of the bundle (the bundle manifest, signature and index.json), so it
+            is instant however large the bundle; `ferry verify` checks the content.
+            """
+    )
+
+    @Argument(help: "The bundle.")
+    var bundle: String
+
+    @Flag(help: "Print JSON on standard output.")
+    var json = false
+
+    public init() {}
+
+    struct Summary: Codable {
+        var bundle: String
+        var formatVersion: Int
+        var tool: String
+        var created: String
+        var partial: [String]?
+        var images: [BundleManifest.Image]
+        var blobs: Int
+        var blobBytes: Int64
+        /// Bytes the images would take if each carried its own copy of every blob, minus the bundle's.
+        var sharedSavings: Int64
+        var signed: Bool
+        var signer: String?
+        var signatureValid: Bool?
+    }
+
+    public func run() async throws {
+        try await reportingErrors {
+            let report = try await VerifyCommand.read(
+                bundle, reader: BundleReader(requireSignature: false), headerOnly: true)
+            guard let manifest = report.manifest else {
+                for problem in report.problems {
+                    FileHandle.standardError.write(Data("ferry: \(bundle): \(problem)\n".utf8))
+                }
+                throw ExitCode(FerryExitCode.verification)
+            }
+            let total = manifest.blobs.reduce(Int64(0)) { $0 + $1.size }
+            let summary = Summary(
+                bundle: bundle, formatVersion: manifest.formatVersion,
+                tool: "\(manifest.tool.name) \(manifest.tool.version)",
+                created: manifest.created, partial: manifest.partial?.platforms, images: manifest.images,
+                blobs: manifest.blobs.count, blobBytes: total,
+                sharedSavings: manifest.images.reduce(Int64(0)) { $0 + $1.size } - total,
+                signed: report.signature != nil, signer: report.signature?.keyID,
+                signatureValid: report.signature.map { _ in !report.problems.contains { $0.kind == .signature } })
+            if json {
+                FileHandle.standardOutput.write(try jsonEncoder().encode(summary) + Data("\n".utf8))
+                return
+            }
+            print("Bundle:   \(bundle)")
+            print("Created:  \(summary.created) by \(summary.tool) (format \(summary.formatVersion))")
+            print(
+                "Content:  \(summary.images.count) image(s), \(summary.blobs) blob(s), \(ProgressReporter.bytes(total))"
+                    + " (shared blobs save \(ProgressReporter.bytes(summary.sharedSavings)))")
+            if let partial = summary.partial { print("Partial:  only \(partial.joined(separator: ", "))") }
+            if let signer = summary.signer {
+                print("Signed:   \(signer)\(summary.signatureValid == true ? "" : " (SIGNATURE DOES NOT MATCH)")")
+            } else {
+                print("Signed:   no")
+            }
+            print("")
+            for image in manifest.images {
+                print(image.reference)
+                print("  digest     \(image.digest)")
+                print("  type       \(image.mediaType)")
+                print("  platforms  \(image.platforms.isEmpty ? "-" : image.platforms.joined(separator: ", "))")
+                print("  size       \(ProgressReporter.bytes(image.size))")
+            }
+        }
+    }
+}
