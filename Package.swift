@@ -84,6 +84,7 @@ let package = Package(
             name: "FerryCommandsTests", dependencies: ["FerryCommands", "OCICore"], swiftSettings: swiftSettings),
         .testTarget(
             name: "EndToEndTests", dependencies: ["OCICore", "OCITar", "OCIBundle"],
-            exclude: ["Support/token_server.py", "Support/upstream_proxy.py"], swiftSettings: swiftSettings),
+            exclude: ["Support/token_server.py", "Support/upstream_proxy.py", "Support/bundle_mutator.py"],
+            swiftSettings: swiftSettings),
     ]
 )
