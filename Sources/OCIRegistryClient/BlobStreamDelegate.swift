@@ -21,21 +21,20 @@ final class BlobStreamDelegate: HTTPClientResponseDelegate, @unchecked Sendable 
     }
     typealias Response = EventLoopFuture<Outcome>
 
-    static let batchSize = 1 << 20
+    static let batchSize = 512 << 10
 
     private let sink: any BlobSink
     private let pool: NIOThreadPool
     private let progress: @Sendable (Int64) -> Void
     private var verifier: BlobVerifier
     private var head: HTTPResponseHead?
-    private var pending: [ByteBuffer] = []
-    private var pendingBytes = 0
+    /// Received bytes not yet handed to the worker, copied out of NIO's read buffers (a slice of
+    /// a read buffer would otherwise pin the whole allocation behind it).
+    private var pending = ByteBuffer()
     private var inFlight: EventLoopFuture<Void>?
     private var errorBody = ByteBuffer()
     private var eventLoop: (any EventLoop)?
     /// Where a batch is gathered for one write; used by the worker jobs only.
-    private var scratch = UnsafeMutableRawBufferPointer.allocate(
-        byteCount: BlobStreamDelegate.batchSize + 65536, alignment: 16)
 
     init(descriptor: Descriptor, sink: any BlobSink, pool: NIOThreadPool, progress: @escaping @Sendable (Int64) -> Void)
     {
@@ -64,9 +63,10 @@ final class BlobStreamDelegate: HTTPClientResponseDelegate, @unchecked Sendable 
             }
             return task.eventLoop.makeSucceededVoidFuture()
         }
-        pending.append(buffer)
-        pendingBytes += buffer.readableBytes
-        guard pendingBytes >= Self.batchSize else { return task.eventLoop.makeSucceededVoidFuture() }
+        var buffer = buffer
+        if pending.capacity == 0 { pending.reserveCapacity(Self.batchSize + buffer.readableBytes) }
+        pending.writeBuffer(&buffer)
+        guard pending.readableBytes >= Self.batchSize else { return task.eventLoop.makeSucceededVoidFuture() }
         // Keep reading while one batch is processed; wait when the one before it is still running.
         let previous = inFlight ?? task.eventLoop.makeSucceededVoidFuture()
         submit(on: task.eventLoop)
@@ -80,42 +80,29 @@ final class BlobStreamDelegate: HTTPClientResponseDelegate, @unchecked Sendable 
         guard isSuccess else {
             return task.eventLoop.makeSucceededFuture(.other(head, Array(errorBody.readableBytesView)))
         }
-        if !pending.isEmpty { submit(on: task.eventLoop) }
+        if pending.readableBytes > 0 { submit(on: task.eventLoop) }
         let last = inFlight ?? task.eventLoop.makeSucceededVoidFuture()
         return last.map { .streamed }
     }
 
     private func submit(on eventLoop: any EventLoop) {
         let batch = pending
-        pending = []
-        pendingBytes = 0
+        pending = ByteBuffer()
         let previous = inFlight ?? eventLoop.makeSucceededVoidFuture()
         inFlight = previous.flatMap { [self] in
             pool.runIfActive(eventLoop: eventLoop) { [self] in try process(batch) }
         }
     }
 
-    /// Runs on a pool thread, after the previous batch: verify, then write the batch with one
-    /// call (many small writes cost far more than one large one), then report.
-    private func process(_ batch: [ByteBuffer]) throws {
-        let total = batch.reduce(0) { $0 + $1.readableBytes }
-        if scratch.count < total {
-            scratch.deallocate()
-            scratch = UnsafeMutableRawBufferPointer.allocate(byteCount: total, alignment: 16)
+    /// Runs on a pool thread, after the previous batch: verify, write (one call per batch: many
+    /// small writes cost far more than one large one), report.
+    private func process(_ batch: ByteBuffer) throws {
+        try batch.withUnsafeReadableBytes { raw in
+            try verifier.update(raw)
+            try sink.write(raw)
         }
-        var offset = 0
-        for buffer in batch {
-            try buffer.withUnsafeReadableBytes { raw in
-                try verifier.update(raw)
-                UnsafeMutableRawBufferPointer(rebasing: scratch[offset..<(offset + raw.count)]).copyMemory(from: raw)
-                offset += raw.count
-            }
-        }
-        try sink.write(UnsafeRawBufferPointer(rebasing: scratch[0..<total]))
-        progress(Int64(total))
+        progress(Int64(batch.readableBytes))
     }
-
-    deinit { scratch.deallocate() }
 
     /// Waits until no batch is being processed (after a failed request).
     func drain() async {
