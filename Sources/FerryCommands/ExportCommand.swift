@@ -98,6 +98,13 @@ public struct ExportCommand: AsyncParsableCommand {
             }
             var credentialStore = try CredentialStore.load()
             for argument in credentials { try credentialStore.addExplicit(argument) }
+            // A password without a host goes to one registry only: never to every registry named.
+            let registries = Set(requests.map(\.reference.registry))
+            if credentialStore.explicitForAll != nil && registries.count > 1 {
+                throw ValidationError(
+                    "--creds without a host, with images from \(registries.count) registries: name it, --creds HOST=USER:PASSWORD"
+                )
+            }
             let trust = TrustPolicy(
                 caFiles: caFiles,
                 certsDirectories: certsDirectories.isEmpty ? TrustPolicy.defaultCertsDirectories : certsDirectories,
@@ -164,6 +171,21 @@ public struct ExportCommand: AsyncParsableCommand {
         var seen: Set<Reference> = []
         requests = requests.filter { seen.insert($0.reference).inserted }
         if requests.isEmpty { throw ImageListError.empty }
+        // Two requests may not be stored under one name (nginx:1.25 and nginx:1.25@sha256:...).
+        var names: [String: ImageRequest] = [:]
+        for request in requests {
+            let name = BundleWriter.imageName(request.reference)
+            if let other = names[name] {
+                problems.append(
+                    .init(
+                        file: request.origin, line: nil,
+                        message:
+                            "\(request.reference) would be stored as \(name), like \(other.reference) (\(other.origin))"
+                    ))
+            }
+            names[name] = request
+        }
+        if !problems.isEmpty { throw ImageListError.invalid(problems) }
         return requests
     }
 

@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import OCIBundle
 import OCICore
+import OCIRegistryClient
 
 /// `ferry`: the connected side. Exports images from registries into a bundle.
 public struct FerryCommand: AsyncParsableCommand {
@@ -54,11 +55,16 @@ func reportingErrors(_ body: () async throws -> Void) async throws {
 
 func exitCode(for error: any Error) -> Int32 {
     switch error {
-    case is ImageListError, is ReferenceError, is PlatformError: FerryExitCode.usage
+    case is ImageListError, is ReferenceError, is PlatformError, is ValidationError, is CredentialError,
+        is SigningError:
+        FerryExitCode.usage
     case let error as ExportError where error.isVerificationFailure: FerryExitCode.verification
     case is BundleVerificationFailed: FerryExitCode.verification
     case let error as BundleError:
-        if case .invalid = error { FerryExitCode.verification } else { FerryExitCode.failure }
+        switch error {
+        case .invalid, .corruptSource, .changedWhileSigning: FerryExitCode.verification
+        case .io: FerryExitCode.failure
+        }
     default: FerryExitCode.failure
     }
 }

@@ -31,7 +31,8 @@ public enum ImageList {
     public static func parseText(_ text: String, file: String) throws(ImageListError) -> [ImageRequest] {
         var requests: [ImageRequest] = []
         var problems: [ImageListError.Problem] = []
-        for (number, rawLine) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
+        for (number, rawLine) in text.split(omittingEmptySubsequences: false, whereSeparator: \.isNewline).enumerated()
+        {
             var line = Substring(rawLine)
             if let hash = line.firstIndex(of: "#"),
                 hash == line.startIndex || line[line.index(before: hash)].isWhitespace

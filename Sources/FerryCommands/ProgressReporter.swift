@@ -125,7 +125,8 @@ public final class ProgressReporter: Sendable {
             + String(repeating: " ", count: max(0, width - filled - 1))
         let elapsed = max(0.001, Date().timeIntervalSince(s.started))
         let rate = Double(s.doneBytes) / elapsed
-        let eta = rate > 0 ? Double(s.totalBytes - s.doneBytes) / rate : 0
+        // Rates over the first half second say little: no ETA until then.
+        let eta = rate > 0 && elapsed >= 0.5 ? Double(s.totalBytes - s.doneBytes) / rate : .infinity
         var text =
             "\r\u{1B}[K\(s.phase) [\(bar)] \(Int(fraction * 100))% \(Self.bytes(s.doneBytes))/\(Self.bytes(s.totalBytes)) "
             + "\(Self.bytes(Int64(rate)))/s ETA \(Self.duration(eta))"

@@ -126,7 +126,10 @@ public struct BundleReader: Sendable {
                 return state.report
             }
             while let entry = try tar.next() {
-                if try !read(entry, from: tar, into: &state, sink: sink) { break }
+                if try !read(entry, from: tar, into: &state, sink: sink) {
+                    // What follows cannot be checked; completeness problems would only be noise.
+                    return state.report
+                }
                 if stopAfterHeader && state.indexBytes != nil { return finishHeaderOnly(state) }
             }
         } catch let error as TarError {
@@ -149,6 +152,7 @@ public struct BundleReader: Sendable {
         var listed: [Digest: BundleManifest.Blob] = [:]
         var present: [Digest: Int64] = [:]
         var documents: [Digest: ManifestDocument] = [:]
+        var signatureChecked = false
 
         mutating func problem(
             _ kind: VerificationProblem.Kind, _ message: String, entry: String? = nil, image: String? = nil,
@@ -259,9 +263,20 @@ public struct BundleReader: Sendable {
             state.problem(.structure, "blob name is not a digest: \(error)", entry: entry.path)
             return true
         }
+        guard path == digest.layoutPath else {
+            state.problem(.structure, "blob name is not written blobs/ALGORITHM/HEX", entry: entry.path)
+            return true
+        }
         guard state.report.manifest != nil else {
             state.problem(.structure, "blob before the bundle manifest: cannot verify in one pass", entry: entry.path)
             return false
+        }
+        // The signature is judged before the first blob, so a sink (an import) never receives the
+        // content of a bundle that is not signed by a trusted key.
+        if !state.signatureChecked {
+            state.signatureChecked = true
+            checkSignature(&state)
+            if requireSignature && state.report.trusted != true { return false }
         }
         guard let listed = state.listed[digest] else {
             state.problem(
@@ -316,7 +331,7 @@ public struct BundleReader: Sendable {
 
     private func finishHeaderOnly(_ state: ReadState) -> VerificationReport {
         var state = state
-        checkSignature(&state)
+        if !state.signatureChecked { checkSignature(&state) }
         return state.report
     }
 
@@ -396,6 +411,10 @@ public struct BundleReader: Sendable {
                 descriptor, image: descriptor.annotations?[AnnotationKey.refName] ?? descriptor.digest.description,
                 depth: 0)
         }
+        let imageNames = Set(manifest.images.map(\.reference))
+        for name in indexNames.keys.sorted() where !imageNames.contains(name) {
+            state.problem(.index, "image in index.json is not in the bundle manifest", image: name)
+        }
         state.report.unreferencedBlobs = state.present.keys.filter { !reached.contains($0) }.map(\.description).sorted()
         // Name the image a broken blob belongs to, where the manifests tell.
         var owners: [String: String] = [:]
@@ -412,7 +431,7 @@ public struct BundleReader: Sendable {
         for i in state.report.problems.indices where state.report.problems[i].image == nil {
             if let digest = state.report.problems[i].digest { state.report.problems[i].image = owners[digest] }
         }
-        checkSignature(&state)
+        if !state.signatureChecked { checkSignature(&state) }
     }
 
     private func checkSignature(_ state: inout ReadState) {
@@ -427,10 +446,17 @@ public struct BundleReader: Sendable {
             return
         }
         guard !trustedKeys.isEmpty else {
-            // No trust anchors: still check the signature against the key it names.
-            if let raw = Data(base64Encoded: signature.publicKey).map(Array.init),
-                !PublicKey(raw: raw).verify(signature: signatureBytes, of: manifestBytes)
-            {
+            // No trust anchors: still check the signature against the key it carries, and that the
+            // key ID it shows is that key's (so a report never names a signer falsely).
+            guard let raw = Data(base64Encoded: signature.publicKey).map(Array.init), raw.count == 32,
+                PublicKey(raw: raw).keyID == signature.keyID
+            else {
+                state.problem(
+                    .signature, "signature names a key ID that is not its key's", entry: BundleSignature.fileName,
+                    found: signature.keyID)
+                return
+            }
+            if !PublicKey(raw: raw).verify(signature: signatureBytes, of: manifestBytes) {
                 state.problem(
                     .signature, "signature does not match the bundle manifest", entry: BundleSignature.fileName)
             }

@@ -22,9 +22,9 @@ public enum BundleSigner {
         let source = open(path, O_RDONLY | O_CLOEXEC)
         guard source >= 0 else { throw BundleError.io("open \(path)", errno: errno) }
         defer { close(source) }
-        let partialPath = path + ".partial"
-        let fd = open(partialPath, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
-        guard fd >= 0 else { throw BundleError.io("create \(partialPath)", errno: errno) }
+        guard let verified = report.manifest else { throw BundleError.invalid([]) }
+        let listed = Dictionary(verified.blobs.map { ($0.digest, $0) }, uniquingKeysWith: { a, _ in a })
+        let (fd, partialPath) = try BundleWriter.createPartial(for: path)
         var closed = false
         var succeeded = false
         defer {
@@ -47,6 +47,10 @@ public enum BundleSigner {
             }
             if entry.path == BundleManifest.fileName {
                 let bytes = try reader.readAll(limit: BundleReader.documentLimit)
+                // The file may have changed since it was verified: sign only what was verified.
+                guard (try? JSONDecoder().decode(BundleManifest.self, from: Data(bytes))) == verified else {
+                    throw BundleError.changedWhileSigning(path)
+                }
                 try tar.addFile(entry.path, bytes: bytes)
                 let signed = try BundleSignature.sign(manifest: bytes, with: key)
                 try tar.addFile(BundleSignature.fileName, bytes: try signed.encoded())
@@ -54,18 +58,32 @@ public enum BundleSigner {
                 continue
             }
             try tar.beginFile(entry.path, size: entry.size)
-            while let block = try reader.nextBlock() { try tar.writeData(block) }
+            // Blobs are checked again as they are copied, for the same reason.
+            let parts = entry.path.split(separator: "/")
+            let blob =
+                parts.count == 3
+                ? DigestAlgorithm(rawValue: String(parts[1])).flatMap {
+                    try? Digest(algorithm: $0, encoded: String(parts[2]))
+                }.flatMap { listed[$0] } : nil
+            var verifier = blob.map { BlobVerifier(digest: $0.digest, size: $0.size) }
+            while let block = try reader.nextBlock() {
+                try verifier?.update(block)
+                try tar.writeData(block)
+            }
+            do {
+                try verifier?.finish()
+            } catch {
+                throw BundleError.changedWhileSigning(path)
+            }
         }
         guard let tar = writer, let signature else { throw BundleError.invalid([]) }
         try tar.finish()
         guard fsync(fd) == 0 else { throw BundleError.io("fsync \(partialPath)", errno: errno) }
         close(fd)
         closed = true
-        guard rename(partialPath, path) == 0 else { throw BundleError.io("rename to \(path)", errno: errno) }
-        succeeded = true
         let digest = hasher.finalize()
-        try BundleWriter.writeChecksumFile(for: path, digest: digest)
-        BundleWriter.syncDirectory(of: path)
+        try BundleWriter.publish(partialPath, as: path, digest: digest)
+        succeeded = true
         return (signature, digest)
     }
 }

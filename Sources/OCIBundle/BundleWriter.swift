@@ -64,9 +64,7 @@ public struct BundleWriter {
         signature: BundleSignature? = nil, blobs: BlobLocator, verifiedThisRun: Set<Digest> = [],
         progress: (Int64) -> Void = { _ in }
     ) throws -> Digest {
-        let partialPath = path + ".partial"
-        let fd = open(partialPath, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
-        guard fd >= 0 else { throw BundleError.io("create \(partialPath)", errno: errno) }
+        let (fd, partialPath) = try Self.createPartial(for: path)
         var closed = false
         var succeeded = false
         defer {
@@ -108,22 +106,49 @@ public struct BundleWriter {
         guard fsync(fd) == 0 else { throw BundleError.io("fsync \(partialPath)", errno: errno) }
         close(fd)
         closed = true
-        guard rename(partialPath, path) == 0 else { throw BundleError.io("rename to \(path)", errno: errno) }
-        succeeded = true
         let digest = tarHasher.finalize()
-        try Self.writeChecksumFile(for: path, digest: digest)
-        Self.syncDirectory(of: path)
+        try Self.publish(partialPath, as: path, digest: digest)
+        succeeded = true
         return digest
     }
 
-    /// `PATH.sha256`: `HEX  NAME`, as `sha256sum -c` reads it (run it in the bundle's directory).
-    public static func writeChecksumFile(for path: String, digest: Digest) throws {
-        let name = (path as NSString).lastPathComponent
-        let temporary = path + ".sha256.partial"
-        try Data("\(digest.encoded)  \(name)\n".utf8).write(to: URL(fileURLWithPath: temporary))
-        guard rename(temporary, path + ".sha256") == 0 else {
-            throw BundleError.io("rename to \(path).sha256", errno: errno)
+    /// A new, unique `PATH.XXXXXX.partial` in the bundle's directory, created exclusively (two
+    /// writers never share one, and a planted symlink is never followed).
+    static func createPartial(for path: String) throws -> (Int32, String) {
+        var random = SystemRandomNumberGenerator()
+        for _ in 0..<16 {
+            let candidate = "\(path).\(String(random.next() % 2_176_782_336, radix: 36)).partial"
+            let fd = open(candidate, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o644)
+            if fd >= 0 { return (fd, candidate) }
+            if errno != EEXIST { throw BundleError.io("create \(candidate)", errno: errno) }
         }
+        throw BundleError.io("create \(path).*.partial", errno: EEXIST)
+    }
+
+    /// Makes a finished (fsynced) partial file the bundle: the checksum file is prepared first and
+    /// any stale one removed, so a bundle under its final name never sits beside a wrong checksum,
+    /// and a failure leaves nothing under the final name.
+    static func publish(_ partialPath: String, as path: String, digest: Digest) throws {
+        let name = (path as NSString).lastPathComponent
+        let checksumPartial = partialPath + ".sha256"
+        do {
+            try Data("\(digest.encoded)  \(name)\n".utf8).write(to: URL(fileURLWithPath: checksumPartial))
+        } catch {
+            throw BundleError.io("write \(checksumPartial)", errno: EIO)
+        }
+        unlink(path + ".sha256")
+        guard rename(partialPath, path) == 0 else {
+            let code = errno
+            unlink(checksumPartial)
+            throw BundleError.io("rename to \(path)", errno: code)
+        }
+        guard rename(checksumPartial, path + ".sha256") == 0 else {
+            let code = errno
+            unlink(path)
+            unlink(checksumPartial)
+            throw BundleError.io("rename to \(path).sha256", errno: code)
+        }
+        syncDirectory(of: path)
     }
 
     static func syncDirectory(of path: String) {
@@ -140,12 +165,14 @@ public enum BundleError: Error, CustomStringConvertible {
     case io(String, errno: Int32)
     case corruptSource(path: String, BlobVerificationError)
     case invalid([VerificationProblem])
+    case changedWhileSigning(String)
 
     public var description: String {
         switch self {
         case .io(let what, let code): "\(what): \(String(cString: strerror(code)))"
         case .corruptSource(let path, let error):
             "cached blob \(path) was corrupt (\(error)) and is removed from the cache; export again"
+        case .changedWhileSigning(let path): "\(path) changed while it was being signed; nothing was written"
         case .invalid(let problems):
             (["bundle does not verify:"] + problems.map(\.description)).joined(separator: "\n")
         }

@@ -99,7 +99,11 @@ final class BlobStreamDelegate: HTTPClientResponseDelegate, @unchecked Sendable 
     private func process(_ batch: ByteBuffer) throws {
         try batch.withUnsafeReadableBytes { raw in
             try verifier.update(raw)
-            try sink.write(raw)
+            do {
+                try sink.write(raw)
+            } catch {
+                throw SinkFailure(underlying: error)
+            }
         }
         progress(Int64(batch.readableBytes))
     }
@@ -112,4 +116,9 @@ final class BlobStreamDelegate: HTTPClientResponseDelegate, @unchecked Sendable 
 
     /// Checks size and digest once everything arrived.
     func finish() throws(BlobVerificationError) { try verifier.finish() }
+}
+
+/// The sink refused bytes (a full disk, say): not the network's fault, so not worth a retry.
+struct SinkFailure: Error {
+    var underlying: any Error
 }

@@ -67,7 +67,11 @@ extension RegistryClient {
         while true {
             do {
                 try await configuration.retry.run { _ in
-                    try sink.reset()
+                    do {
+                        try sink.reset()
+                    } catch {
+                        throw RegistryError.sink("\(descriptor.digest): \(error)")
+                    }
                     try await streamBlob(
                         descriptor, repository: repository, registry: registry, into: sink, progress: progress)
                 }
@@ -104,11 +108,21 @@ extension RegistryClient {
                 descriptor: descriptor, sink: sink, pool: NIOThreadPool.singleton, progress: progress)
             let outcome: BlobStreamDelegate.Outcome
             do {
-                outcome = try await http.execute(request: request, delegate: delegate).futureResult.get().get()
+                let task = http.execute(request: request, delegate: delegate)
+                // A cancelled export (another blob failed) stops this transfer at once.
+                outcome = try await withTaskCancellationHandler {
+                    try await task.futureResult.get().get()
+                } onCancel: {
+                    task.cancel()
+                }
             } catch {
                 await delegate.drain()  // no batch may still write into the sink when it is reset
                 progress(-delegate.count)
                 if error is BlobVerificationError { throw error }
+                if let failure = error as? SinkFailure {
+                    throw RegistryError.sink("\(descriptor.digest): \(failure.underlying)")
+                }
+                if Task.isCancelled { throw CancellationError() }
                 throw Self.connectionError(error, registry: registry, url: url)
             }
             switch outcome {

@@ -72,11 +72,13 @@ public final class RegistryClient: Sendable {
         var authorization = try await authorization(registry: registry, scope: scope, challenge: nil)
         var triedFreshAuth = false
         while true {
-            let response = try await execute(
+            let (response, finalURL) = try await execute(
                 method, url: endpoint.baseURL + path, registry: registry, endpoint: endpoint,
                 headers: headers, authorization: authorization)
             let status = Int(response.status.code)
-            if status == 401 && !triedFreshAuth {
+            // Only the registry itself may ask for credentials: a 401 from the origin a redirect led
+            // to (a CDN, or worse) never gets them.
+            if status == 401 && !triedFreshAuth && Self.origin(of: finalURL) == Self.origin(of: endpoint.baseURL) {
                 _ = try? await response.body.collect(upTo: 64 * 1024)
                 authorization = try await reauthorize(registry: registry, scope: scope, headers: response.headers)
                 triedFreshAuth = true
@@ -142,7 +144,7 @@ public final class RegistryClient: Sendable {
     private func execute(
         _ method: HTTPMethod, url: String, registry: String, endpoint: Endpoint, headers: HTTPHeaders,
         authorization: String?
-    ) async throws -> HTTPClientResponse {
+    ) async throws -> (HTTPClientResponse, String) {
         var currentURL = url
         var sendAuthorization = authorization
         for _ in 0..<10 {
@@ -163,7 +165,7 @@ public final class RegistryClient: Sendable {
             guard
                 let next = Self.redirectTarget(
                     status: response.status.code, headers: response.headers, from: currentURL)
-            else { return response }
+            else { return (response, currentURL) }
             _ = try? await response.body.collect(upTo: 64 * 1024)
             if Self.origin(of: next) != Self.origin(of: currentURL) { sendAuthorization = nil }
             currentURL = next

@@ -20,6 +20,7 @@ public struct BlobStore: Sendable {
     public init(root: String, durable: Bool = true) throws(StoreError) {
         self.root = root
         self.durable = durable
+        try FileSystem.makeDirectories(root)
         for dir in [root, "\(root)/blobs", "\(root)/ingest"] + DigestAlgorithm.allCases.map({ "\(root)/blobs/\($0)" }) {
             try FileSystem.makeDirectory(dir)
         }

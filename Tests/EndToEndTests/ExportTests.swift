@@ -170,7 +170,8 @@ struct ExportTests {
         #expect(result.stderr.contains("test/large:latest"))
         #expect(result.stderr.contains("sha256:\(digest)"))
         #expect(!FileManager.default.fileExists(atPath: bundle))
-        #expect(!FileManager.default.fileExists(atPath: bundle + ".partial"))
+        #expect(try FileManager.default.contentsOfDirectory(atPath: work).filter { $0.hasSuffix(".partial") }.isEmpty)
+        #expect(!FileManager.default.fileExists(atPath: bundle + ".sha256"))
         // Nothing unverified entered the cache.
         #expect(!FileManager.default.fileExists(atPath: "\(work)/cache/blobs/sha256/\(digest)"))
         #expect((try FileManager.default.contentsOfDirectory(atPath: "\(work)/cache/ingest")).isEmpty)
@@ -228,5 +229,20 @@ struct ExportTests {
         #expect(result.stderr.contains("\(work)/list.txt:2:"))
         #expect(result.stderr.contains("\(work)/list.txt:4:"))
         #expect(!FileManager.default.fileExists(atPath: "\(work)/cache"), "nothing was pulled")
+
+        let digest = "sha256:" + String(repeating: "a", count: 64)
+        let clash = try Ferry.run(
+            ["export", "nginx:1.25", "nginx:1.25@\(digest)", "-o", "\(work)/x.tar", "--cache", "\(work)/cache"],
+            check: false)
+        #expect(clash.status == 64)
+        #expect(clash.stderr.contains("would be stored as docker.io/library/nginx:1.25"))
+        let creds = try Ferry.run(
+            [
+                "export", "nginx:1.25", "quay.io/a/b:1", "--creds", "u:p", "-o", "\(work)/x.tar", "--cache",
+                "\(work)/cache",
+            ],
+            check: false)
+        #expect(creds.status == 64)
+        #expect(creds.stderr.contains("--creds HOST=USER:PASSWORD"))
     }
 }

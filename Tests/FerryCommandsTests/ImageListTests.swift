@@ -20,6 +20,12 @@ struct ImageListTests {
         #expect(requests.map(\.origin) == ["images.txt:2", "images.txt:4", "images.txt:5"])
     }
 
+    @Test func readsWindowsLineEndings() throws {
+        let requests = try ImageList.parseText("# list\r\nnginx:1.25\r\n\r\nredis:7\r\n", file: "crlf.txt")
+        #expect(requests.map(\.reference.description) == ["docker.io/library/nginx:1.25", "docker.io/library/redis:7"])
+        #expect(requests.map(\.origin) == ["crlf.txt:2", "crlf.txt:4"])
+    }
+
     @Test func reportsEveryBadLineWithFileAndLine() {
         let text = "nginx\nlibrary/Bad\nok:1\nx@sha256:abc\n"
         #expect(throws: ImageListError.self) { try ImageList.parseText(text, file: "l.txt") }

@@ -117,6 +117,39 @@ struct BundleReaderTests {
         #expect(other.problems.map(\.kind) == [.signature])
     }
 
+    @Test func untrustedBundleGivesTheSinkNothing() throws {
+        let fixture = try Fixture()
+        defer { fixture.remove() }
+        let sink = RecordingSink()
+        let report = fixture.verify(BundleReader(trustedKeys: [try SigningKey.generate().publicKey]), sink: sink)
+        #expect(!report.ok)
+        #expect(report.problems.map(\.message) == ["bundle is not signed"])
+        #expect(sink.committed.isEmpty && sink.bytes == 0)
+    }
+
+    @Test func aSignatureCannotClaimAnotherKeyID() throws {
+        let key = try SigningKey.generate()
+        let victim = try SigningKey.generate()
+        var forged = try BundleSignature.sign(manifest: [1, 2, 3], with: key)
+        forged.keyID = victim.publicKey.keyID
+        // Rewrite a signed bundle's signature entry with the forged one via a re-sign of a copy.
+        let fixture = try Fixture(signingKey: key)
+        defer { fixture.remove() }
+        let original = try Data(contentsOf: URL(fileURLWithPath: fixture.bundle))
+        let genuineID = Data(key.publicKey.keyID.utf8)
+        let forgedID = Data(victim.publicKey.keyID.utf8)
+        guard let range = original.range(of: genuineID) else {
+            Issue.record("key ID not found in the bundle")
+            return
+        }
+        var tampered = original
+        tampered.replaceSubrange(range, with: forgedID)
+        try tampered.write(to: URL(fileURLWithPath: fixture.bundle))
+        let report = fixture.verify()
+        #expect(!report.ok)
+        #expect(report.problems.contains { $0.message.contains("key ID that is not its key's") })
+    }
+
     @Test func keysRoundTripThroughPEM() throws {
         let key = try SigningKey.generate()
         let directory = NSTemporaryDirectory() + "ferry-keys-\(UUID().uuidString)"

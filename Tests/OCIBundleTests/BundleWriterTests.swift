@@ -42,7 +42,8 @@ struct BundleWriterTests {
         #expect(
             try Data(contentsOf: URL(fileURLWithPath: "\(dir)/a.tar"))
                 == Data(contentsOf: URL(fileURLWithPath: "\(dir)/b.tar")))
-        #expect(!FileManager.default.fileExists(atPath: "\(dir)/a.tar.partial"))
+        #expect(try FileManager.default.contentsOfDirectory(atPath: dir).filter { $0.hasSuffix(".partial") }.isEmpty)
+        #expect(FileManager.default.fileExists(atPath: "\(dir)/a.tar.sha256"))
 
         // A cached blob that no longer matches its digest fails the write and leaves nothing.
         try Data("blob bytez".utf8).write(to: URL(fileURLWithPath: "\(dir)/\(digest.encoded)"))
@@ -52,6 +53,7 @@ struct BundleWriterTests {
                 blobs: { "\(dir)/\($0.encoded)" })
         }
         #expect(!FileManager.default.fileExists(atPath: "\(dir)/c.tar"))
-        #expect(!FileManager.default.fileExists(atPath: "\(dir)/c.tar.partial"))
+        #expect(try FileManager.default.contentsOfDirectory(atPath: dir).filter { $0.hasSuffix(".partial") }.isEmpty)
+        #expect(!FileManager.default.fileExists(atPath: "\(dir)/c.tar.sha256"))
     }
 }
