@@ -1,6 +1,10 @@
 import Foundation
 import OCICore
 
+#if canImport(Glibc)
+    import Glibc
+#endif
+
 /// The bundle manifest: `ferry-bundle.json` at the root of a bundle, written before any blob so a
 /// reader can check every blob in one streaming pass.
 ///
@@ -98,11 +102,16 @@ public struct BundleManifest: Codable, Sendable, Hashable {
         return Array(try encoder.encode(self)) + [0x0a]
     }
 
-    /// Formats seconds since the epoch as RFC 3339 UTC.
+    /// Formats seconds since the epoch as RFC 3339 UTC (`2023-11-14T22:13:20Z`), without ICU.
     public static func timestamp(_ seconds: Int64) -> String {
-        let formatter = ISO8601DateFormatter()
-        formatter.timeZone = TimeZone(identifier: "UTC")
-        formatter.formatOptions = [.withInternetDateTime]
-        return formatter.string(from: Date(timeIntervalSince1970: TimeInterval(seconds)))
+        var time = time_t(seconds)
+        var parts = tm()
+        gmtime_r(&time, &parts)
+        func pad(_ value: Int32, _ width: Int) -> String {
+            let digits = String(value)
+            return String(repeating: "0", count: max(0, width - digits.count)) + digits
+        }
+        return "\(pad(parts.tm_year + 1900, 4))-\(pad(parts.tm_mon + 1, 2))-\(pad(parts.tm_mday, 2))T"
+            + "\(pad(parts.tm_hour, 2)):\(pad(parts.tm_min, 2)):\(pad(parts.tm_sec, 2))Z"
     }
 }
