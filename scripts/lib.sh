@@ -7,7 +7,7 @@ install_packages() {
   export DEBIAN_FRONTEND=noninteractive
   sudo_if_needed apt-get update -qq
   sudo_if_needed apt-get install -y -qq --no-install-recommends \
-    libarchive-dev libssl-dev zlib1g-dev docker-registry skopeo containerd apache2-utils time openssl tar \
+    libarchive-dev libssl-dev zlib1g-dev docker-registry skopeo containerd apache2-utils time openssl tar curl \
     ca-certificates >/dev/null
 }
 

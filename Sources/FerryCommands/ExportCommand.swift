@@ -11,8 +11,8 @@ public struct ExportCommand: AsyncParsableCommand {
         commandName: "export",
         abstract: "Pull images from registries into one verified bundle (an OCI image-layout tar).",
         discussion: """
-            Every image is pulled with all its platforms (or the ones --platform names), every byte is
-            checked against its digest while it streams, each blob is fetched once however many images
+            Every image is pulled with all its platforms (or the ones --platform names), every byte is \
+            checked against its digest while it streams, each blob is fetched once however many images \
             share it, and the bundle appears under its final name only when complete.
 
             Image lists: a text file (one reference a line, # comments) or YAML, either
@@ -22,12 +22,12 @@ public struct ExportCommand: AsyncParsableCommand {
                 images:
                   library/nginx: ["1.25", "1.26"]
 
-            References are read the way docker reads them: `nginx` is docker.io/library/nginx:latest;
+            References are read the way docker reads them: `nginx` is docker.io/library/nginx:latest; \
             `name:tag@sha256:...` pins the digest and keeps the tag as the image's name.
 
-            Credentials come from --creds, containers' auth.json ($REGISTRY_AUTH_FILE or
-            $XDG_RUNTIME_DIR/containers/auth.json) and docker's config.json ($DOCKER_CONFIG or
-            ~/.docker). A registry with its own CA is trusted from --ca-file or from
+            Credentials come from --creds, containers' auth.json ($REGISTRY_AUTH_FILE or \
+            $XDG_RUNTIME_DIR/containers/auth.json) and docker's config.json ($DOCKER_CONFIG or \
+            ~/.docker). A registry with its own CA is trusted from --ca-file or from \
             /etc/containers/certs.d/HOST:PORT/*.crt and /etc/docker/certs.d/HOST:PORT/*.crt.
 
             Examples:

@@ -10,13 +10,13 @@ public struct FerryCommand: AsyncParsableCommand {
         commandName: "ferry",
         abstract: "Carry container images across an air gap.",
         discussion: """
-            On the connected side, `ferry export` pulls images from any registry into one bundle: a
-            standard OCI image-layout tar with a bundle manifest, optionally signed (`ferry keygen`,
-            `--sign-key`). Carry the bundle across; anywhere, `ferry verify` proves it complete and
-            intact (and signed by a key you trust) and `ferry inspect` shows what it holds. Load it
+            On the connected side, `ferry export` pulls images from any registry into one bundle: a \
+            standard OCI image-layout tar with a bundle manifest, optionally signed (`ferry keygen`, \
+            `--sign-key`). Carry the bundle across; anywhere, `ferry verify` proves it complete and \
+            intact (and signed by a key you trust) and `ferry inspect` shows what it holds. Load it \
             with `ctr images import` or `skopeo copy oci-archive:BUNDLE:REFERENCE ...`.
 
-            Exit codes: 0 success; 1 failure (registry, network, filesystem); 64 bad usage or input
+            Exit codes: 0 success; 1 failure (registry, network, filesystem); 64 bad usage or input \
             (arguments, image list); 65 content failed verification (digest or size mismatch).
             """,
         version: FerryVersion.string,

@@ -8,7 +8,7 @@ public struct InspectCommand: AsyncParsableCommand {
         commandName: "inspect",
         abstract: "Show a bundle's images, tags, digests, platforms, sizes, creation and signer.",
         discussion: """
-            Reads only the start of the bundle (the bundle manifest, signature and index.json), so it
+            Reads only the start of the bundle (the bundle manifest, signature and index.json), so it \
             is instant however large the bundle; `ferry verify` checks the content.
             """
     )

@@ -8,8 +8,8 @@ public struct KeygenCommand: AsyncParsableCommand {
         commandName: "keygen",
         abstract: "Write an Ed25519 key pair for signing bundles (PREFIX.key, mode 0600, and PREFIX.pub).",
         discussion: """
-            Keep PREFIX.key on the connected side (`ferry export --sign-key`, `ferry sign`); give
-            PREFIX.pub to the isolated side (`ferry verify --trust-key`). Both are PEM files that
+            Keep PREFIX.key on the connected side (`ferry export --sign-key`, `ferry sign`); give \
+            PREFIX.pub to the isolated side (`ferry verify --trust-key`). Both are PEM files that \
             `openssl pkey` reads.
             """
     )

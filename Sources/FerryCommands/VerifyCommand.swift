@@ -19,11 +19,11 @@ public struct VerifyCommand: AsyncParsableCommand {
         commandName: "verify",
         abstract: "Check a bundle offline: structure, every blob's digest, the image graph, the signature.",
         discussion: """
-            Reads the bundle once, from a file or from standard input (`-`), with flat memory.
-            Exits 0 only when everything holds; otherwise prints one line per problem (entry, image,
+            Reads the bundle once, from a file or from standard input (`-`), with flat memory. \
+            Exits 0 only when everything holds; otherwise prints one line per problem (entry, image, \
             digest, what was expected, what was found) and exits 65.
 
-            With --trust-key (a public key from `ferry keygen`, or a directory of *.pub files), the
+            With --trust-key (a public key from `ferry keygen`, or a directory of *.pub files), the \
             bundle must be signed by one of those keys and unchanged since.
 
             Examples:
