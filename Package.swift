@@ -63,7 +63,7 @@ let package = Package(
         .target(
             name: "ApplianceCommands",
             dependencies: [
-                "OCICore",
+                "OCICore", "OCIStore", "OCIBundle",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: swiftSettings

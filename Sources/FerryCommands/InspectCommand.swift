@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import OCIBundle
+import OCICore
 
 /// `ferry inspect`: what a bundle holds, from its header alone.
 public struct InspectCommand: AsyncParsableCommand {
@@ -74,6 +75,9 @@ public struct InspectCommand: AsyncParsableCommand {
             print("")
             for image in manifest.images {
                 print(image.reference)
+                if let served = (try? Reference(image.reference))?.servedRepository {
+                    print("  served as  \(served) (on a ferry-appliance)")
+                }
                 print("  digest     \(image.digest)")
                 print("  type       \(image.mediaType)")
                 print("  platforms  \(image.platforms.isEmpty ? "-" : image.platforms.joined(separator: ", "))")

@@ -55,6 +55,17 @@ public struct VerificationReport: Codable, Sendable {
     public var problems: [VerificationProblem] = []
     /// Blobs present and verified that nothing in `index.json` reaches.
     public var unreferencedBlobs: [String] = []
+    /// sha256 of `ferry-bundle.json` as read: names a bundle (what an import records).
+    public var manifestDigest: Digest?
+    /// For each image name in `index.json`: its top digest and every manifest and blob it reaches
+    /// that the bundle carries (for an importer; not part of the JSON report).
+    public var imageContents: [String: ImageContents] = [:]
+
+    public struct ImageContents: Sendable, Hashable {
+        public var top: Descriptor
+        public var manifests: Set<Digest>
+        public var blobs: Set<Digest>
+    }
 
     enum CodingKeys: String, CodingKey {
         case bundle, ok, manifest, signature, trusted, blobCount, blobBytes, problems, unreferencedBlobs
@@ -214,6 +225,7 @@ public struct BundleReader: Sendable {
         case BundleManifest.fileName:
             let bytes = try tar.readAll(limit: Self.documentLimit)
             state.manifestBytes = bytes
+            state.report.manifestDigest = Digest.of(bytes)
             do {
                 let manifest = try JSONDecoder().decode(BundleManifest.self, from: Data(bytes))
                 guard manifest.formatVersion == BundleManifest.currentFormatVersion else {
@@ -407,9 +419,23 @@ public struct BundleReader: Sendable {
             }
         }
         for descriptor in index.manifests {
-            walk(
-                descriptor, image: descriptor.annotations?[AnnotationKey.refName] ?? descriptor.digest.description,
-                depth: 0)
+            let image = descriptor.annotations?[AnnotationKey.refName] ?? descriptor.digest.description
+            walk(descriptor, image: image, depth: 0)
+            // What this image reaches that the bundle carries (for an importer).
+            var contents = VerificationReport.ImageContents(top: descriptor, manifests: [], blobs: [])
+            var stack = [descriptor]
+            var seen: Set<Digest> = []
+            while let next = stack.popLast() {
+                guard seen.insert(next.digest).inserted, state.present[next.digest] != nil else { continue }
+                if let document = state.documents[next.digest] {
+                    contents.manifests.insert(next.digest)
+                    stack += filter.selectedChildren(of: document)
+                    stack += document.children.filter { MediaType.isNondistributable($0.mediaType) }
+                } else {
+                    contents.blobs.insert(next.digest)
+                }
+            }
+            state.report.imageContents[image] = contents
         }
         let imageNames = Set(manifest.images.map(\.reference))
         for name in indexNames.keys.sorted() where !imageNames.contains(name) {

@@ -212,3 +212,14 @@ public enum ReferenceError: Error, Equatable, CustomStringConvertible {
         }
     }
 }
+
+extension Reference {
+    /// The repository an appliance serves this image under: the source registry stays the first
+    /// component so clients keep their image names through a mirror; a port's `:` is spelled `_`,
+    /// since the name grammar has no colon (`registry.local:5000/team/app` is served as
+    /// `registry.local_5000/team/app`).
+    public var servedRepository: String {
+        let host = String(registry.compactMap { c -> Character? in c == "[" || c == "]" ? nil : (c == ":" ? "_" : c) })
+        return "\(host)/\(repository)"
+    }
+}

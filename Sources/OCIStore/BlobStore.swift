@@ -155,12 +155,14 @@ public enum StoreError: Error, Equatable, CustomStringConvertible {
     case io(String, errno: Int32)
     case verification(BlobVerificationError)
     case tooLarge(path: String, limit: Int)
+    case corrupt(path: String, String)
 
     public var description: String {
         switch self {
         case .io(let what, let code): "\(what): \(String(cString: strerror(code)))"
         case .verification(let error): error.description
         case .tooLarge(let path, let limit): "\(path) is larger than the \(limit)-byte limit"
+        case .corrupt(let path, let why): "\(path) is corrupt: \(why)"
         }
     }
 }

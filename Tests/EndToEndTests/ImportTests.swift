@@ -1,0 +1,105 @@
+import Foundation
+import OCICore
+import Testing
+
+/// `ferry-appliance import` of bundles exported from the real registry.
+@Suite(.serialized)
+struct ImportTests {
+    static var appliance: String { "\(Shell.buildDirectory)/ferry-appliance" }
+
+    func state(_ dataDir: String) throws -> [String: Any] {
+        let out = try Shell.run([Self.appliance, "images", "--json", "--data-dir", dataDir]).stdout
+        return (try JSONSerialization.jsonObject(with: Data(out.utf8)) as? [String: Any]) ?? [:]
+    }
+
+    func tag(_ state: [String: Any], _ repository: String, _ tag: String) -> String? {
+        ((state["repositories"] as? [String: Any])?[repository] as? [String: Any]).flatMap {
+            ($0["tags"] as? [String: String])?[tag]
+        }
+    }
+
+    @Test func importsAtomicallyIsIdempotentAndRefusesBrokenBundles() throws {
+        let registry = try RegistryFixture(tls: true)
+        defer { registry.stop() }
+        let seeded = try SeededRegistry.make(registry, largeLayer: 48 << 20)
+        let work = try Shell.temporaryDirectory()
+        defer { Shell.remove(work) }
+        let bundle = "\(work)/site.tar"
+        try Ferry.run(
+            ["export", "-o", bundle, "--cache", "\(work)/cache"] + seeded.references + registry.ferryTrustFlags)
+        let data = "\(work)/data"
+        let served = registry.host.replacingOccurrences(of: ":", with: "_")
+
+        // A broken bundle first: nothing becomes visible.
+        let broken = "\(work)/broken.tar"
+        try Shell.run(["python3", "\(Shell.supportDirectory)/bundle_mutator.py", bundle, broken, "flip-layer"])
+        let refused = try Shell.run([Self.appliance, "import", broken, "--data-dir", data], check: false)
+        #expect(refused.status == 65)
+        #expect(refused.stderr.contains("not imported, nothing changed"))
+        #expect((try state(data)["repositories"] as? [String: Any])?.isEmpty ?? true)
+
+        // The good bundle: every image under its source name, with the registry's digest.
+        let first = try Shell.run([Self.appliance, "import", bundle, "--data-dir", data])
+        #expect(first.stdout.contains("imported"))
+        let imported = try state(data)
+        for (name, digest) in seeded.images {
+            let parts = name.split(separator: ":")
+            #expect(tag(imported, "\(served)/\(parts[0])", String(parts[1])) == digest.description, "\(name)")
+        }
+        let stateFile = "\(data)/state.json"
+        let before = try Data(contentsOf: URL(fileURLWithPath: stateFile))
+
+        // Again: a fast no-op that changes nothing.
+        let again = try Shell.run([Self.appliance, "import", bundle, "--data-dir", data])
+        #expect(again.stdout.contains("already imported, unchanged"))
+        #expect(try Data(contentsOf: URL(fileURLWithPath: stateFile)) == before)
+        // A broken bundle now leaves what clients see unchanged.
+        _ = try Shell.run([Self.appliance, "import", broken, "--data-dir", data], check: false)
+        #expect(try Data(contentsOf: URL(fileURLWithPath: stateFile)) == before)
+        // From a pipe too (no fast path: it is read and verified, and changes nothing).
+        let piped = try Shell.run(["sh", "-c", "cat '\(bundle)' | '\(Self.appliance)' import - --data-dir '\(data)'"])
+        #expect(piped.stdout.contains("imported"))
+        #expect((try FileManager.default.contentsOfDirectory(atPath: "\(data)/imports")).count == 1)
+    }
+
+    @Test func concurrentAndKilledImportsLeaveAConsistentStore() throws {
+        let registry = try RegistryFixture(tls: true)
+        defer { registry.stop() }
+        let seeded = try SeededRegistry.make(registry, largeLayer: 64 << 20)
+        let work = try Shell.temporaryDirectory()
+        defer { Shell.remove(work) }
+        let served = registry.host.replacingOccurrences(of: ":", with: "_")
+        let names = seeded.images.keys.sorted()
+        var bundles: [String] = []
+        for (i, name) in names.enumerated() {
+            let bundle = "\(work)/b\(i).tar"
+            try Ferry.run(
+                ["export", "-o", bundle, "--cache", "\(work)/cache", "\(registry.host)/\(name)"]
+                    + registry.ferryTrustFlags)
+            bundles.append(bundle)
+        }
+        let data = "\(work)/data"
+        // Kill an import mid-way: the store stays consistent (nothing visible), and a rerun finishes it.
+        let large = bundles[names.firstIndex(of: "test/large:latest") ?? 0]
+        let killed = try BackgroundProcess(
+            [Self.appliance, "import", large, "--data-dir", data], logPath: "\(work)/killed.log")
+        usleep(100_000)
+        killed.signal(SIGKILL)
+        killed.stop()
+        #expect((try state(data)["repositories"] as? [String: Any])?.isEmpty ?? true)
+        // Four imports at once (the large one again among them): all land.
+        let running = try bundles.enumerated().map { i, bundle in
+            try BackgroundProcess(
+                [Self.appliance, "import", bundle, "--data-dir", data], logPath: "\(work)/import\(i).log")
+        }
+        for process in running {
+            process.process.waitUntilExit()
+            #expect(process.process.terminationStatus == 0, "\(process.log)")
+        }
+        let final = try state(data)
+        for (name, digest) in seeded.images {
+            let parts = name.split(separator: ":")
+            #expect(tag(final, "\(served)/\(parts[0])", String(parts[1])) == digest.description, "\(name)")
+        }
+    }
+}
