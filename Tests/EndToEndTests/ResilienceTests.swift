@@ -105,6 +105,11 @@ struct ResilienceTests {
         #expect(kib < 100 * 1024, "peak RSS \(kib) KiB exporting a 384 MiB layer")
         #expect((FileSystem.size("\(work)/large.tar") ?? 0) > 384 << 20)
         _ = seeded
+        // Verifying it keeps memory flat too.
+        let verify = try Shell.run(["/usr/bin/time", "-f", "maxrss_kib=%M", Shell.ferry, "verify", "\(work)/large.tar"])
+        let verifyLine = verify.stderr.split(separator: "\n").first { $0.hasPrefix("maxrss_kib=") } ?? ""
+        let verifyKiB = Int(verifyLine.dropFirst("maxrss_kib=".count)) ?? Int.max
+        #expect(verifyKiB < 64 * 1024, "peak RSS \(verifyKiB) KiB verifying a 384 MiB bundle")
     }
 }
 
