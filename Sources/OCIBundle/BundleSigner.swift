@@ -24,21 +24,12 @@ public enum BundleSigner {
         defer { close(source) }
         guard let verified = report.manifest else { throw BundleError.invalid([]) }
         let listed = Dictionary(verified.blobs.map { ($0.digest, $0) }, uniquingKeysWith: { a, _ in a })
-        let (fd, partialPath) = try BundleWriter.createPartial(for: path)
-        var closed = false
-        var succeeded = false
-        defer {
-            if !closed { close(fd) }
-            if !succeeded { unlink(partialPath) }
-        }
+        let file = try PartialBundleFile(for: path)
         let reader = try TarReader(fileDescriptor: source)
-        var hasher = DigestHasher(.sha256)
         var writer: TarWriter?
         var signature: BundleSignature?
         while let entry = try reader.next() {
-            let tar =
-                try writer
-                ?? TarWriter(fileDescriptor: fd, modificationTime: entry.modificationTime) { hasher.update($0) }
+            let tar = try writer ?? file.makeTarWriter(modificationTime: entry.modificationTime)
             writer = tar
             if entry.path == BundleSignature.fileName { continue }
             if entry.type == .directory {
@@ -78,12 +69,6 @@ public enum BundleSigner {
         }
         guard let tar = writer, let signature else { throw BundleError.invalid([]) }
         try tar.finish()
-        guard fsync(fd) == 0 else { throw BundleError.io("fsync \(partialPath)", errno: errno) }
-        close(fd)
-        closed = true
-        let digest = hasher.finalize()
-        try BundleWriter.publish(partialPath, as: path, digest: digest)
-        succeeded = true
-        return (signature, digest)
+        return (signature, try file.publish())
     }
 }

@@ -64,15 +64,8 @@ public struct BundleWriter {
         signature: BundleSignature? = nil, blobs: BlobLocator, verifiedThisRun: Set<Digest> = [],
         progress: (Int64) -> Void = { _ in }
     ) throws -> Digest {
-        let (fd, partialPath) = try Self.createPartial(for: path)
-        var closed = false
-        var succeeded = false
-        defer {
-            if !closed { close(fd) }
-            if !succeeded { unlink(partialPath) }
-        }
-        var tarHasher = DigestHasher(.sha256)
-        let tar = try TarWriter(fileDescriptor: fd, modificationTime: modificationTime) { tarHasher.update($0) }
+        let file = try PartialBundleFile(for: path)
+        let tar = try file.makeTarWriter(modificationTime: modificationTime)
         let layoutHeader = try JSONEncoder().encode(ImageLayoutHeader())
         try tar.addFile("oci-layout", bytes: Array(layoutHeader))
         try tar.addFile(BundleManifest.fileName, bytes: try manifest.encoded())
@@ -103,52 +96,7 @@ public struct BundleWriter {
             }
         }
         try tar.finish()
-        guard fsync(fd) == 0 else { throw BundleError.io("fsync \(partialPath)", errno: errno) }
-        close(fd)
-        closed = true
-        let digest = tarHasher.finalize()
-        try Self.publish(partialPath, as: path, digest: digest)
-        succeeded = true
-        return digest
-    }
-
-    /// A new, unique `PATH.XXXXXX.partial` in the bundle's directory, created exclusively (two
-    /// writers never share one, and a planted symlink is never followed).
-    static func createPartial(for path: String) throws -> (Int32, String) {
-        var random = SystemRandomNumberGenerator()
-        for _ in 0..<16 {
-            let candidate = "\(path).\(String(random.next() % 2_176_782_336, radix: 36)).partial"
-            let fd = open(candidate, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o644)
-            if fd >= 0 { return (fd, candidate) }
-            if errno != EEXIST { throw BundleError.io("create \(candidate)", errno: errno) }
-        }
-        throw BundleError.io("create \(path).*.partial", errno: EEXIST)
-    }
-
-    /// Makes a finished (fsynced) partial file the bundle: the checksum file is prepared first and
-    /// any stale one removed, so a bundle under its final name never sits beside a wrong checksum,
-    /// and a failure leaves nothing under the final name.
-    static func publish(_ partialPath: String, as path: String, digest: Digest) throws {
-        let name = (path as NSString).lastPathComponent
-        let checksumPartial = partialPath + ".sha256"
-        do {
-            try Data("\(digest.encoded)  \(name)\n".utf8).write(to: URL(fileURLWithPath: checksumPartial))
-        } catch {
-            throw BundleError.io("write \(checksumPartial)", errno: EIO)
-        }
-        unlink(path + ".sha256")
-        guard rename(partialPath, path) == 0 else {
-            let code = errno
-            unlink(checksumPartial)
-            throw BundleError.io("rename to \(path)", errno: code)
-        }
-        guard rename(checksumPartial, path + ".sha256") == 0 else {
-            let code = errno
-            unlink(path)
-            unlink(checksumPartial)
-            throw BundleError.io("rename to \(path).sha256", errno: code)
-        }
-        syncDirectory(of: path)
+        return try file.publish()
     }
 
     static func syncDirectory(of path: String) {
@@ -177,4 +125,81 @@ public enum BundleError: Error, CustomStringConvertible {
             (["bundle does not verify:"] + problems.map(\.description)).joined(separator: "\n")
         }
     }
+}
+
+/// A bundle being written: a unique `PATH.XXXXXX.partial` created exclusively (two writers never
+/// share one, and a planted symlink is never followed), hashed as it is written, then either
+/// published (fsync, checksum file, rename) or removed when dropped.
+final class PartialBundleFile {
+    let path: String
+    let partialPath: String
+    private var fd: Int32
+    private var hasher = DigestHasher(.sha256)
+    private var published = false
+
+    init(for path: String) throws {
+        self.path = path
+        (fd, partialPath) = try Self.createPartial(for: path)
+    }
+
+    deinit {
+        if fd >= 0 { close(fd) }
+        if !published { unlink(partialPath) }
+    }
+
+    /// A tar writer into this file whose every byte is hashed for the checksum file.
+    func makeTarWriter(modificationTime: Int64) throws -> TarWriter {
+        try TarWriter(fileDescriptor: fd, modificationTime: modificationTime) { [self] in hasher.update($0) }
+    }
+
+    /// fsyncs the finished tar and makes it the bundle; returns its sha256.
+    func publish() throws -> Digest {
+        guard fsync(fd) == 0 else { throw BundleError.io("fsync \(partialPath)", errno: errno) }
+        close(fd)
+        fd = -1
+        let digest = hasher.finalize()
+        try Self.publish(partialPath, as: path, digest: digest)
+        published = true
+        return digest
+    }
+
+    /// A new, unique `PATH.XXXXXX.partial` in the bundle's directory, created exclusively (two
+    /// writers never share one, and a planted symlink is never followed).
+    private static func createPartial(for path: String) throws -> (Int32, String) {
+        var random = SystemRandomNumberGenerator()
+        for _ in 0..<16 {
+            let candidate = "\(path).\(String(random.next() % 2_176_782_336, radix: 36)).partial"
+            let fd = open(candidate, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o644)
+            if fd >= 0 { return (fd, candidate) }
+            if errno != EEXIST { throw BundleError.io("create \(candidate)", errno: errno) }
+        }
+        throw BundleError.io("create \(path).*.partial", errno: EEXIST)
+    }
+
+    /// Makes a finished (fsynced) partial file the bundle: the checksum file is prepared first and
+    /// any stale one removed, so a bundle under its final name never sits beside a wrong checksum,
+    /// and a failure leaves nothing under the final name.
+    private static func publish(_ partialPath: String, as path: String, digest: Digest) throws {
+        let name = (path as NSString).lastPathComponent
+        let checksumPartial = partialPath + ".sha256"
+        do {
+            try Data("\(digest.encoded)  \(name)\n".utf8).write(to: URL(fileURLWithPath: checksumPartial))
+        } catch {
+            throw BundleError.io("write \(checksumPartial)", errno: EIO)
+        }
+        unlink(path + ".sha256")
+        guard rename(partialPath, path) == 0 else {
+            let code = errno
+            unlink(checksumPartial)
+            throw BundleError.io("rename to \(path)", errno: code)
+        }
+        guard rename(checksumPartial, path + ".sha256") == 0 else {
+            let code = errno
+            unlink(path)
+            unlink(checksumPartial)
+            throw BundleError.io("rename to \(path).sha256", errno: code)
+        }
+        BundleWriter.syncDirectory(of: path)
+    }
+
 }
