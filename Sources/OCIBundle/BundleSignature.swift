@@ -50,17 +50,7 @@ public struct PublicKey: Sendable, Hashable {
 
     /// Reads a PEM `PUBLIC KEY` file.
     public init(pemFile path: String) throws {
-        guard let data = FileManager.default.contents(atPath: path) else {
-            throw SigningError.unreadableKey(path, "cannot read")
-        }
-        let key = try data.withUnsafeBytes { bytes -> OpaquePointer in
-            let bio = BIO_new_mem_buf(bytes.baseAddress, Int32(bytes.count))
-            defer { BIO_free(bio) }
-            guard let key = PEM_read_bio_PUBKEY(bio, nil, nil, nil) else {
-                throw SigningError.unreadableKey(path, "not a PEM public key")
-            }
-            return key
-        }
+        let key = try readPEMKey(path, kind: "a PEM public key") { PEM_read_bio_PUBKEY($0, nil, nil, nil) }
         defer { EVP_PKEY_free(key) }
         self.raw = try Self.rawPublicKey(key, path: path)
     }
@@ -122,16 +112,8 @@ public final class SigningKey: @unchecked Sendable {
 
     /// Reads a PEM `PRIVATE KEY` file (PKCS #8, unencrypted).
     public convenience init(pemFile path: String) throws {
-        guard let data = FileManager.default.contents(atPath: path) else {
-            throw SigningError.unreadableKey(path, "cannot read")
-        }
-        let key = try data.withUnsafeBytes { bytes -> OpaquePointer in
-            let bio = BIO_new_mem_buf(bytes.baseAddress, Int32(bytes.count))
-            defer { BIO_free(bio) }
-            guard let key = PEM_read_bio_PrivateKey(bio, nil, nil, nil) else {
-                throw SigningError.unreadableKey(path, "not an unencrypted PEM private key")
-            }
-            return key
+        let key = try readPEMKey(path, kind: "an unencrypted PEM private key") {
+            PEM_read_bio_PrivateKey($0, nil, nil, nil)
         }
         try self.init(key: key, path: path)
     }
@@ -172,4 +154,19 @@ public final class SigningKey: @unchecked Sendable {
         else { throw SigningError.openssl("signing failed") }
         return Array(signature.prefix(length))
     }
+}
+
+/// Reads the key file at `path` with one of OpenSSL's PEM readers; the caller frees the key.
+private func readPEMKey(_ path: String, kind: String, read: (OpaquePointer?) -> OpaquePointer?) throws -> OpaquePointer
+{
+    guard let data = FileManager.default.contents(atPath: path) else {
+        throw SigningError.unreadableKey(path, "cannot read")
+    }
+    let key = data.withUnsafeBytes { bytes -> OpaquePointer? in
+        let bio = BIO_new_mem_buf(bytes.baseAddress, Int32(bytes.count))
+        defer { BIO_free(bio) }
+        return read(bio)
+    }
+    guard let key else { throw SigningError.unreadableKey(path, "not \(kind)") }
+    return key
 }

@@ -94,22 +94,26 @@ struct ResilienceTests {
         let seeded = try SeededRegistry.make(registry, largeLayer: 384 << 20)
         let work = try Shell.temporaryDirectory()
         defer { Shell.remove(work) }
-        let result = try Shell.run(
+        let kib = try Self.peakRSS(
             [
-                "/usr/bin/time", "-f", "maxrss_kib=%M", Shell.ferry, "export", "\(registry.host)/test/large:latest",
-                "-o",
-                "\(work)/large.tar", "--cache", "\(work)/cache", "--progress", "none",
+                Shell.ferry, "export", "\(registry.host)/test/large:latest", "-o", "\(work)/large.tar", "--cache",
+                "\(work)/cache", "--progress", "none",
             ] + registry.ferryTrustFlags)
-        let line = result.stderr.split(separator: "\n").first { $0.hasPrefix("maxrss_kib=") } ?? ""
-        let kib = Int(line.dropFirst("maxrss_kib=".count)) ?? Int.max
         #expect(kib < 100 * 1024, "peak RSS \(kib) KiB exporting a 384 MiB layer")
         #expect((FileSystem.size("\(work)/large.tar") ?? 0) > 384 << 20)
         _ = seeded
         // Verifying it keeps memory flat too.
-        let verify = try Shell.run(["/usr/bin/time", "-f", "maxrss_kib=%M", Shell.ferry, "verify", "\(work)/large.tar"])
-        let verifyLine = verify.stderr.split(separator: "\n").first { $0.hasPrefix("maxrss_kib=") } ?? ""
-        let verifyKiB = Int(verifyLine.dropFirst("maxrss_kib=".count)) ?? Int.max
+        let verifyKiB = try Self.peakRSS([Shell.ferry, "verify", "\(work)/large.tar"])
         #expect(verifyKiB < 64 * 1024, "peak RSS \(verifyKiB) KiB verifying a 384 MiB bundle")
+    }
+}
+
+extension ResilienceTests {
+    /// Runs `arguments` under GNU time and returns the peak resident set size in KiB.
+    static func peakRSS(_ arguments: [String]) throws -> Int {
+        let result = try Shell.run(["/usr/bin/time", "-f", "maxrss_kib=%M"] + arguments)
+        let line = result.stderr.split(separator: "\n").first { $0.hasPrefix("maxrss_kib=") } ?? ""
+        return Int(line.dropFirst("maxrss_kib=".count)) ?? Int.max
     }
 }
 
