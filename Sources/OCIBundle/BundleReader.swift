@@ -398,37 +398,33 @@ public struct BundleReader: Sendable {
         // The graph: everything index.json reaches is present.
         let partialPlatforms = try? manifest.partial.map { try $0.platforms.map { try Platform(parsing: $0) } }
         let filter = PlatformFilter(partialPlatforms ?? nil ?? [])
+        // One walk per image: what it reaches that the bundle carries (for an importer), which image
+        // a digest belongs to (to name it in problems), and what is referenced but absent.
         var reached: Set<Digest> = []
-        func walk(_ descriptor: Descriptor, image: String, depth: Int) {
-            guard depth < 16, reached.insert(descriptor.digest).inserted else { return }
-            guard state.present[descriptor.digest] != nil else {
-                if MediaType.isNondistributable(descriptor.mediaType) { return }
-                if !state.report.problems.contains(where: { $0.digest == descriptor.digest.description }) {
-                    state.problem(
-                        .graph, "\(descriptor.mediaType) referenced but not in the bundle", image: image,
-                        digest: descriptor.digest.description)
-                }
-                return
-            }
-            guard let document = state.documents[descriptor.digest] else { return }
-            for child in filter.selectedChildren(of: document) { walk(child, image: image, depth: depth + 1) }
-            // A manifest's non-distributable layers may be absent (selectedChildren leaves them out),
-            // but when carried they count as reached.
-            for child in document.children where MediaType.isNondistributable(child.mediaType) {
-                reached.insert(child.digest)
-            }
-        }
+        var owners: [String: String] = [:]
         for descriptor in index.manifests {
             let image = descriptor.annotations?[AnnotationKey.refName] ?? descriptor.digest.description
-            walk(descriptor, image: image, depth: 0)
-            // What this image reaches that the bundle carries (for an importer).
             var contents = VerificationReport.ImageContents(top: descriptor, manifests: [], blobs: [])
             var stack = [descriptor]
             var seen: Set<Digest> = []
             while let next = stack.popLast() {
-                guard seen.insert(next.digest).inserted, state.present[next.digest] != nil else { continue }
+                guard seen.insert(next.digest).inserted else { continue }
+                if owners[next.digest.description] == nil { owners[next.digest.description] = image }
+                guard state.present[next.digest] != nil else {
+                    // Non-distributable layers may be absent; a blob that failed already has its problem.
+                    if !MediaType.isNondistributable(next.mediaType)
+                        && !state.report.problems.contains(where: { $0.digest == next.digest.description })
+                    {
+                        state.problem(
+                            .graph, "\(next.mediaType) referenced but not in the bundle", image: image,
+                            digest: next.digest.description)
+                    }
+                    continue
+                }
+                reached.insert(next.digest)
                 if let document = state.documents[next.digest] {
                     contents.manifests.insert(next.digest)
+                    // A partial bundle leaves other platforms out on purpose (selectedChildren).
                     stack += filter.selectedChildren(of: document)
                     stack += document.children.filter { MediaType.isNondistributable($0.mediaType) }
                 } else {
@@ -437,26 +433,14 @@ public struct BundleReader: Sendable {
             }
             state.report.imageContents[image] = contents
         }
+        for i in state.report.problems.indices where state.report.problems[i].image == nil {
+            if let digest = state.report.problems[i].digest { state.report.problems[i].image = owners[digest] }
+        }
         let imageNames = Set(manifest.images.map(\.reference))
         for name in indexNames.keys.sorted() where !imageNames.contains(name) {
             state.problem(.index, "image in index.json is not in the bundle manifest", image: name)
         }
         state.report.unreferencedBlobs = state.present.keys.filter { !reached.contains($0) }.map(\.description).sorted()
-        // Name the image a broken blob belongs to, where the manifests tell.
-        var owners: [String: String] = [:]
-        for descriptor in index.manifests {
-            let image = descriptor.annotations?[AnnotationKey.refName] ?? descriptor.digest.description
-            var stack = [descriptor]
-            var seen: Set<Digest> = []
-            while let next = stack.popLast() {
-                guard seen.insert(next.digest).inserted, seen.count < 100_000 else { continue }
-                if owners[next.digest.description] == nil { owners[next.digest.description] = image }
-                if let document = state.documents[next.digest] { stack += document.children }
-            }
-        }
-        for i in state.report.problems.indices where state.report.problems[i].image == nil {
-            if let digest = state.report.problems[i].digest { state.report.problems[i].image = owners[digest] }
-        }
         if !state.signatureChecked { checkSignature(&state) }
     }
 

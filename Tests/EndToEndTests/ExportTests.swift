@@ -124,6 +124,8 @@ struct ExportTests {
         #expect(images?.first?["platforms"] as? [String] == ["linux/arm64/v8"])
         // index + arm64 manifest + config + 2 layers; nothing of amd64.
         #expect((manifest["blobs"] as? [Any])?.count == 5)
+        // A partial bundle verifies: the platforms left out are not missing.
+        #expect(try Ferry.run(["verify", bundle]).stdout.contains("partial: linux/arm64"))
         let inspect = try Shell.run([
             "skopeo", "--override-arch", "arm64", "inspect", "oci-archive:\(bundle):\(reference)",
         ])
