@@ -6,6 +6,7 @@
 //   OCICore                         spec types, digests, references, platforms. No I/O.
 //   OCITar, OCIStore                streaming tar over libarchive; filesystem content store
 //   OCIRegistryClient               Distribution API client (auth, retries, verified blob streams)
+//   OCIRegistryServer               Distribution API server over the store (Hummingbird, TLS, generated CA)
 //   OCIBundle                       the bundle format (OCI image layout in a tar + bundle manifest)
 //   FerryCommands, ApplianceCommands  subcommands as library code
 //   ferry, ferry-appliance          thin executables
@@ -28,6 +29,11 @@ let package = Package(
         .package(url: "https://github.com/swift-server/async-http-client.git", from: "1.37.0"),
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
         .package(url: "https://github.com/jpsim/Yams.git", from: "6.2.2"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.1", traits: []),
+        .package(url: "https://github.com/apple/swift-certificates.git", from: "1.21.1"),
+        .package(url: "https://github.com/apple/swift-crypto.git", "3.12.3"..<"5.0.0"),
+        .package(url: "https://github.com/apple/swift-asn1.git", from: "1.7.4"),
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
     ],
     targets: [
         .systemLibrary(name: "CLibCrypto", path: "Sources/CLibCrypto", providers: [.apt(["libssl-dev"])]),
@@ -47,6 +53,21 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
+        .target(
+            name: "OCIRegistryServer",
+            dependencies: [
+                "OCICore", "OCIStore",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdCore", package: "hummingbird"),
+                .product(name: "HummingbirdTLS", package: "hummingbird"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "X509", package: "swift-certificates"),
+                .product(name: "SwiftASN1", package: "swift-asn1"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings
+        ),
         .target(name: "OCIBundle", dependencies: ["CLibCrypto", "OCICore", "OCITar"], swiftSettings: swiftSettings),
         .target(
             name: "FerryCommands",
@@ -63,8 +84,10 @@ let package = Package(
         .target(
             name: "ApplianceCommands",
             dependencies: [
-                "OCICore", "OCIStore", "OCIBundle",
+                "OCICore", "OCIStore", "OCIBundle", "OCIRegistryServer",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Yams", package: "Yams"),
             ],
             swiftSettings: swiftSettings
         ),
@@ -77,6 +100,14 @@ let package = Package(
         .testTarget(name: "OCIStoreTests", dependencies: ["OCIStore", "OCICore"], swiftSettings: swiftSettings),
         .testTarget(
             name: "OCIRegistryClientTests", dependencies: ["OCIRegistryClient", "OCICore"],
+            swiftSettings: swiftSettings),
+        .testTarget(
+            name: "OCIRegistryServerTests",
+            dependencies: [
+                "OCIRegistryServer", "OCICore", "OCIStore",
+                .product(name: "HummingbirdTesting", package: "hummingbird"),
+                .product(name: "X509", package: "swift-certificates"),
+            ],
             swiftSettings: swiftSettings),
         .testTarget(
             name: "OCIBundleTests", dependencies: ["OCIBundle", "OCICore", "OCITar"], swiftSettings: swiftSettings),

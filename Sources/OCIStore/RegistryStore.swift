@@ -40,7 +40,7 @@ public struct RegistryStore: Sendable {
         try FileSystem.makeDirectory("\(root)/imports", mode: 0o750)
     }
 
-    var statePath: String { "\(root)/state.json" }
+    public var statePath: String { "\(root)/state.json" }
 
     /// The state clients see now.
     public func state() throws(StoreError) -> RegistryState {

@@ -1,0 +1,78 @@
+import Foundation
+import Hummingbird
+import HummingbirdCore
+import HummingbirdTLS
+import Logging
+import NIOCore
+import NIOSSL
+
+/// Serves a registry store over HTTPS (or plain HTTP when asked) until SIGTERM or SIGINT, then
+/// finishes the requests in flight and stops.
+public struct RegistryServer: Sendable {
+    public enum Transport: Sendable {
+        /// TLS 1.2 and 1.3 with this certificate chain (PEM file, leaf first) and private key (PEM file).
+        case tls(certificateChain: String, privateKey: String)
+        case plainHTTP
+    }
+
+    public let content: RegistryContent
+    public let host: String
+    public let port: Int
+    public let transport: Transport
+    public let accessLog: AccessLog?
+    public let logger: Logger
+
+    public init(
+        content: RegistryContent, host: String, port: Int, transport: Transport, accessLog: AccessLog?,
+        logger: Logger
+    ) {
+        self.content = content
+        self.host = host
+        self.port = port
+        self.transport = transport
+        self.accessLog = accessLog
+        self.logger = logger
+    }
+
+    /// The TLS settings for a certificate chain and key in PEM files.
+    public static func tlsConfiguration(certificateChain: String, privateKey: String) throws -> TLSConfiguration {
+        let chain = try NIOSSLCertificate.fromPEMFile(certificateChain)
+        guard !chain.isEmpty else { throw ServerError.noCertificate(certificateChain) }
+        let key = try NIOSSLPrivateKey(file: privateKey, format: .pem)
+        var configuration = TLSConfiguration.makeServerConfiguration(
+            certificateChain: chain.map { .certificate($0) }, privateKey: .privateKey(key))
+        configuration.minimumTLSVersion = .tlsv12
+        configuration.maximumTLSVersion = .tlsv13
+        return configuration
+    }
+
+    /// Runs until a shutdown signal; `onRunning` receives the bound port (useful with port 0).
+    public func run(onRunning: @escaping @Sendable (Int) async -> Void = { _ in }) async throws {
+        let responder = RegistryResponder(content: content, accessLog: accessLog)
+        let server: HTTPServerBuilder
+        switch transport {
+        case .tls(let chain, let key):
+            server = try .tls(
+                .http1(), tlsConfiguration: Self.tlsConfiguration(certificateChain: chain, privateKey: key))
+        case .plainHTTP:
+            server = .http1()
+        }
+        let port = self.port
+        let application = Application(
+            responder: responder, server: server,
+            configuration: ApplicationConfiguration(
+                address: .hostname(host, port: port), serverName: "ferry-appliance", backlog: 1024),
+            onServerRunning: { channel in await onRunning(channel.localAddress?.port ?? port) },
+            logger: logger)
+        try await application.runService()
+    }
+}
+
+public enum ServerError: Error, CustomStringConvertible {
+    case noCertificate(String)
+    public var description: String {
+        switch self {
+        case .noCertificate(let path): "\(path): no PEM certificate in the file"
+        }
+    }
+}

@@ -1,0 +1,90 @@
+import Testing
+
+@testable import OCIRegistryServer
+
+struct DistributionRouteTests {
+    @Test func readsTheEndpointFromThePathsEnd() {
+        #expect(DistributionRoute(path: "/v2/") == .base)
+        #expect(DistributionRoute(path: "/v2") == .base)
+        #expect(DistributionRoute(path: "/v2/_catalog") == .catalog)
+        #expect(DistributionRoute(path: "/healthz") == .health)
+        #expect(
+            DistributionRoute(path: "/v2/library/nginx/manifests/1.25")
+                == .manifest(repository: "library/nginx", reference: "1.25"))
+        #expect(DistributionRoute(path: "/v2/a/b/blobs/sha256:abc") == .blob(repository: "a/b", digest: "sha256:abc"))
+        #expect(DistributionRoute(path: "/v2/a/b/blobs/sha256%3Aabc") == .blob(repository: "a/b", digest: "sha256:abc"))
+        #expect(DistributionRoute(path: "/v2/a/tags/list") == .tags(repository: "a"))
+        #expect(
+            DistributionRoute(path: "/v2/a/referrers/sha256:abc") == .referrers(repository: "a", digest: "sha256:abc"))
+        #expect(DistributionRoute(path: "/v2/a/blobs/uploads/") == .blobUpload(repository: "a"))
+        #expect(DistributionRoute(path: "/v2/a/blobs/uploads/1234") == .blobUpload(repository: "a"))
+    }
+
+    @Test func repositoryComponentsMayBeNamedLikeEndpoints() {
+        #expect(
+            DistributionRoute(path: "/v2/a/manifests/manifests/latest")
+                == .manifest(repository: "a/manifests", reference: "latest"))
+        #expect(
+            DistributionRoute(path: "/v2/blobs/tags/manifests/blobs/sha256:1")
+                == .blob(repository: "blobs/tags/manifests", digest: "sha256:1"))
+        #expect(DistributionRoute(path: "/v2/tags/list/tags/list") == .tags(repository: "tags/list"))
+        #expect(
+            DistributionRoute(path: "/v2/docker.io/library/nginx/manifests/1.25")
+                == .manifest(repository: "docker.io/library/nginx", reference: "1.25"))
+    }
+
+    @Test func badNamesAndUnknownPaths() {
+        #expect(DistributionRoute(path: "/v2/Upper/manifests/1") == .invalidName("Upper"))
+        #expect(DistributionRoute(path: "/v2//manifests/1") == .invalidName(""))
+        #expect(DistributionRoute(path: "/v2/a//b/manifests/1") == .invalidName("a//b"))
+        #expect(DistributionRoute(path: "/v2/a/manifests/") == .notFound)
+        #expect(DistributionRoute(path: "/v2/a") == .notFound)
+        #expect(DistributionRoute(path: "/v3/") == .notFound)
+    }
+}
+
+struct ByteRangeTests {
+    @Test func singleRangesResolveAgainstTheSize() {
+        #expect(ByteRange(header: nil, size: 100) == .whole)
+        #expect(ByteRange(header: "bytes=0-9", size: 100) == .partial(0...9))
+        #expect(ByteRange(header: "bytes=90-", size: 100) == .partial(90...99))
+        #expect(ByteRange(header: "bytes=90-1000", size: 100) == .partial(90...99))
+        #expect(ByteRange(header: "bytes=-10", size: 100) == .partial(90...99))
+        #expect(ByteRange(header: "bytes=-1000", size: 100) == .partial(0...99))
+        #expect(ByteRange(header: "bytes=100-", size: 100) == .unsatisfiable)
+        #expect(ByteRange(header: "bytes=5-4", size: 100) == .unsatisfiable)
+        #expect(ByteRange(header: "bytes=-0", size: 100) == .unsatisfiable)
+        #expect(ByteRange(header: "bytes=abc", size: 100) == .unsatisfiable)
+        #expect(ByteRange(header: "bytes=0-0", size: 0) == .unsatisfiable)
+        // Several ranges or another unit: a server may ignore the header.
+        #expect(ByteRange(header: "bytes=0-1,5-6", size: 100) == .whole)
+        #expect(ByteRange(header: "items=0-1", size: 100) == .whole)
+    }
+}
+
+struct PageTests {
+    let sorted = ["a", "b", "c", "d", "e"]
+
+    @Test func pagesAfterLastWithALinkWhenMoreFollow() throws {
+        #expect(Page(sorted: sorted, n: nil, last: nil) == Page(entries: sorted, nextLast: nil))
+        #expect(Page(sorted: sorted, n: 2, last: nil) == Page(entries: ["a", "b"], nextLast: "b"))
+        #expect(Page(sorted: sorted, n: 2, last: "b") == Page(entries: ["c", "d"], nextLast: "d"))
+        #expect(Page(sorted: sorted, n: 2, last: "d") == Page(entries: ["e"], nextLast: nil))
+        #expect(Page(sorted: sorted, n: 3, last: "c") == Page(entries: ["d", "e"], nextLast: nil))
+        #expect(Page(sorted: sorted, n: nil, last: "bb") == Page(entries: ["c", "d", "e"], nextLast: nil))
+        #expect(Page(sorted: sorted, n: 0, last: nil) == Page(entries: [], nextLast: nil))
+        #expect(Page(sorted: sorted, n: 5, last: nil) == Page(entries: sorted, nextLast: nil))
+        #expect(try Page.parseCount("10") == 10)
+        #expect(try Page.parseCount(nil) == nil)
+        #expect(throws: DistributionError.self) { try Page.parseCount("-1") }
+        #expect(throws: DistributionError.self) { try Page.parseCount("ten") }
+    }
+}
+
+extension Page {
+    init(entries: [String], nextLast: String?) {
+        self.init(sorted: [], n: nil, last: nil)
+        self.entries = entries
+        self.nextLast = nextLast
+    }
+}
