@@ -4,23 +4,34 @@ import OCIBundle
 import OCICore
 import OCIStore
 
-/// `ferry-appliance`: the isolated side. Imports bundles into its registry store; serving them
-/// over TLS follows (issue 4).
+/// `ferry-appliance`: the isolated side. Imports bundles into its registry store and serves it
+/// over TLS with the OCI Distribution API.
 public struct ApplianceCommand: AsyncParsableCommand {
     public static let configuration = CommandConfiguration(
         commandName: "ferry-appliance",
-        abstract: "Import Ferry bundles into a registry store (serving it over TLS is not implemented yet).",
+        abstract: "Import Ferry bundles and serve their images to docker, containerd, podman and Kubernetes.",
         discussion: """
+            Typical use on the isolated host:
+              ferry-appliance import bundles/*.tar      verify and import, all or nothing per bundle
+              ferry-appliance serve                     HTTPS on :5000 with a CA made for you
+              ferry-appliance client-config HOST:5000   what each client needs to trust it
+
             Images keep their source name: docker.io/library/nginx:1.25 is stored as repository \
             docker.io/library/nginx, tag 1.25. A source host with a port is spelled with `_` \
             (registry.local:5000/team/app becomes registry.local_5000/team/app), since repository \
             names cannot hold a colon.
 
-            Exit codes: 0 success; 1 failure; 64 bad usage; 65 a bundle failed verification \
-            (nothing was imported from it).
+            Settings come from flags, then the configuration file (--config, $FERRY_CONFIG, or \
+            /etc/ferry/appliance.yml), then defaults. The data directory is --data-dir, else \
+            $FERRY_DATA_DIR, else dataDir in the file, else /var/lib/ferry.
+
+            Exit codes: 0 success; 1 failure; 64 bad usage or configuration; 65 a bundle failed \
+            verification (nothing was imported from it).
             """,
         version: FerryVersion.string,
-        subcommands: [ImportCommand.self, ImagesCommand.self]
+        subcommands: [
+            ImportCommand.self, ServeCommand.self, ImagesCommand.self, CACommand.self, ClientConfigCommand.self,
+        ]
     )
 
     public init() {}
@@ -30,17 +41,56 @@ public struct ApplianceCommand: AsyncParsableCommand {
 struct StoreOptions: ParsableArguments {
     @Option(
         name: .customLong("data-dir"),
-        help: "The appliance's data directory (default: $FERRY_DATA_DIR, else /var/lib/ferry).")
+        help:
+            "The appliance's data directory (default: $FERRY_DATA_DIR, else dataDir in the config, else /var/lib/ferry)."
+    )
     var dataDirectory: String?
 
-    var resolved: String {
+    @Option(
+        name: .customLong("config"),
+        help: "Configuration file (default: $FERRY_CONFIG, else /etc/ferry/appliance.yml when it exists).")
+    var configPath: String?
+
+    /// The configuration file's settings and where they came from.
+    func configuration() throws(ConfigurationError) -> (ApplianceConfiguration, String?) {
+        try ApplianceConfiguration.load(explicitPath: configPath)
+    }
+
+    func resolved(_ configuration: ApplianceConfiguration) -> String {
         dataDirectory ?? ProcessInfo.processInfo.environment["FERRY_DATA_DIR"].flatMap { $0.isEmpty ? nil : $0 }
-            ?? "/var/lib/ferry"
+            ?? configuration.dataDir ?? ApplianceConfiguration.defaultDataDirectory
+    }
+
+    var resolved: String {
+        get throws { try resolved(configuration().0) }
+    }
+}
+
+/// Runs a command body, printing errors as `ferry-appliance: error: …` lines and mapping them to
+/// the documented exit codes.
+func reportingApplianceErrors(_ body: () async throws -> Void) async throws {
+    do {
+        try await body()
+    } catch let error as ExitCode {
+        throw error
+    } catch let error as CleanExit {
+        throw error
+    } catch {
+        for line in String(describing: error).split(separator: "\n") {
+            FileHandle.standardError.write(Data("ferry-appliance: error: \(line)\n".utf8))
+        }
+        switch error {
+        case let error as ImportError:
+            if case .invalid = error { throw ExitCode(65) }
+            throw ExitCode(1)
+        case is ConfigurationError, is ValidationError: throw ExitCode(64)
+        default: throw ExitCode(1)
+        }
     }
 }
 
 /// `ferry-appliance import`.
-struct ImportCommand: ParsableCommand {
+struct ImportCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "import",
         abstract: "Verify bundles and import them; each bundle's images appear all at once, or not at all.",
@@ -49,7 +99,10 @@ struct ImportCommand: ParsableCommand {
             it is stored, and only when the whole bundle verified do its tags and manifests become \
             visible. A bundle imported before is a fast no-op; a newer bundle moves tags. A killed \
             import leaves the store as it was; run it again to finish. Each import is recorded in \
-            DATA/imports/.
+            DATA/imports/. A running `serve` sees imported images at once.
+
+            With import.requireSignature in the configuration, a bundle must be signed by one of \
+            the trusted keys (import.trustedKeys, --trust-key).
             """
     )
 
@@ -65,10 +118,15 @@ struct ImportCommand: ParsableCommand {
     @Flag(help: "Print the import results as JSON.")
     var json = false
 
-    func run() throws {
-        do {
-            let keys = try trustKeys.flatMap { try PublicKey.load($0) }
-            let registry = try RegistryStore(root: store.resolved)
+    func run() async throws {
+        try await reportingApplianceErrors {
+            let (configuration, configPath) = try store.configuration()
+            let keyPaths = trustKeys + (configuration.import?.trustedKeys ?? [])
+            if configuration.import?.requireSignature == true && keyPaths.isEmpty {
+                throw ConfigurationError.requireSignatureWithoutKeys(configPath)
+            }
+            let keys = try keyPaths.flatMap { try PublicKey.load($0) }
+            let registry = try RegistryStore(root: store.resolved(configuration))
             let importer = Importer(store: registry, reader: BundleReader(trustedKeys: keys))
             var results: [Importer.Result] = []
             for bundle in bundles {
@@ -90,17 +148,6 @@ struct ImportCommand: ParsableCommand {
                 encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
                 FileHandle.standardOutput.write(try encoder.encode(results) + Data("\n".utf8))
             }
-        } catch let error as ImportError {
-            for line in error.description.split(separator: "\n") {
-                FileHandle.standardError.write(Data("ferry-appliance: error: \(line)\n".utf8))
-            }
-            if case .invalid = error { throw ExitCode(65) }
-            throw ExitCode(1)
-        } catch let error as ExitCode {
-            throw error
-        } catch {
-            FileHandle.standardError.write(Data("ferry-appliance: error: \(error)\n".utf8))
-            throw ExitCode(1)
         }
     }
 }
@@ -116,7 +163,7 @@ struct ImagesCommand: ParsableCommand {
     var json = false
 
     func run() throws {
-        let state = try RegistryStore(root: store.resolved).state()
+        let state = try RegistryStore(root: try store.resolved).state()
         if json {
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]

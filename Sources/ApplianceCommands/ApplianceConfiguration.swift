@@ -1,0 +1,121 @@
+import Foundation
+import Yams
+
+/// `appliance.yml`: settings an operator keeps in a file (`--config`, `$FERRY_CONFIG`, or
+/// `/etc/ferry/appliance.yml` when it exists). Command-line flags win over the file; the file wins
+/// over built-in defaults. Every key is optional.
+///
+/// ```yaml
+/// dataDir: /var/lib/ferry
+/// listen: 0.0.0.0:5000
+/// tls:
+///   cert: /etc/ferry/tls/server.crt   # operator's chain (PEM, leaf first); omit for the generated CA
+///   key: /etc/ferry/tls/server.key
+///   san: [registry.plant.example]     # extra names for the generated certificate
+/// accessLog: "-"                      # a file, "-" for standard error, or "off"
+/// import:
+///   requireSignature: true
+///   trustedKeys: [/etc/ferry/keys]    # public keys (PEM), files or directories
+/// ```
+public struct ApplianceConfiguration: Codable, Equatable, Sendable {
+    public struct TLS: Codable, Equatable, Sendable {
+        public var cert: String?
+        public var key: String?
+        public var san: [String]?
+    }
+    public struct Import: Codable, Equatable, Sendable {
+        public var requireSignature: Bool?
+        public var trustedKeys: [String]?
+    }
+
+    public var dataDir: String?
+    public var listen: String?
+    public var tls: TLS?
+    public var accessLog: String?
+    public var `import`: Import?
+
+    public static let defaultPath = "/etc/ferry/appliance.yml"
+    public static let defaultDataDirectory = "/var/lib/ferry"
+    public static let defaultListen = "0.0.0.0:5000"
+
+    public init() {}
+
+    public init(yaml: String, path: String) throws(ConfigurationError) {
+        guard !yaml.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty else {
+            self.init()
+            return
+        }
+        do {
+            self = try YAMLDecoder().decode(ApplianceConfiguration.self, from: yaml)
+        } catch let error as DecodingError {
+            switch error {
+            case .typeMismatch(_, let context), .valueNotFound(_, let context), .keyNotFound(_, let context),
+                .dataCorrupted(let context):
+                throw .invalid(path: path, Self.describe(context))
+            @unknown default:
+                throw .invalid(path: path, "\(error)")
+            }
+        } catch {
+            throw .invalid(path: path, "\(error)")
+        }
+    }
+
+    static func describe(_ context: DecodingError.Context) -> String {
+        let field = context.codingPath.map(\.stringValue).joined(separator: ".")
+        return field.isEmpty ? context.debugDescription : "\(field): \(context.debugDescription)"
+    }
+
+    /// Loads the configuration: an explicit path must exist; the default path is optional.
+    public static func load(explicitPath: String?) throws(ConfigurationError) -> (ApplianceConfiguration, String?) {
+        let environment = ProcessInfo.processInfo.environment["FERRY_CONFIG"].flatMap { $0.isEmpty ? nil : $0 }
+        let path = explicitPath ?? environment
+        guard let path else {
+            guard FileManager.default.fileExists(atPath: defaultPath) else { return (ApplianceConfiguration(), nil) }
+            return (try read(defaultPath), defaultPath)
+        }
+        return (try read(path), path)
+    }
+
+    static func read(_ path: String) throws(ConfigurationError) -> ApplianceConfiguration {
+        guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { throw .unreadable(path) }
+        return try ApplianceConfiguration(yaml: text, path: path)
+    }
+}
+
+public enum ConfigurationError: Error, Equatable, CustomStringConvertible {
+    case unreadable(String)
+    case invalid(path: String, String)
+    case requireSignatureWithoutKeys(String?)
+    case badListen(String)
+
+    public var description: String {
+        switch self {
+        case .unreadable(let path): "\(path): cannot read the configuration file"
+        case .invalid(let path, let why): "\(path): \(why)"
+        case .requireSignatureWithoutKeys(let path):
+            "\(path ?? "configuration"): import.requireSignature is set but no trusted key is configured "
+                + "(import.trustedKeys or --trust-key)"
+        case .badListen(let value): "listen address \(value): expected HOST:PORT, :PORT or [IPV6]:PORT"
+        }
+    }
+}
+
+/// `HOST:PORT`, `:PORT` (all addresses) or `[IPV6]:PORT`.
+public struct ListenAddress: Equatable, Sendable, CustomStringConvertible {
+    public var host: String
+    public var port: Int
+
+    public init(_ text: String) throws(ConfigurationError) {
+        guard let colon = text.lastIndex(of: ":"), let port = Int(text[text.index(after: colon)...]),
+            (0...65535).contains(port)
+        else { throw .badListen(text) }
+        var host = String(text[..<colon])
+        if host.hasPrefix("[") && host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
+        if host.isEmpty { host = "0.0.0.0" }
+        guard !host.contains(":") || text.hasPrefix("[") else { throw .badListen(text) }
+        self.host = host
+        self.port = port
+    }
+
+    public var description: String { host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)" }
+}
