@@ -125,7 +125,8 @@ final class StoreSink: BundleBlobSink {
             present += 1
             writer = nil
         } else {
-            writer = try store.makeWriter(for: blob.digest, size: blob.size)
+            // The bundle reader hashes every byte and commits only blobs that matched.
+            writer = try store.makeWriter(for: blob.digest, size: blob.size, verifiedByCaller: true)
         }
     }
 

@@ -34,8 +34,13 @@ public struct BlobStore: Sendable {
     }
 
     /// Starts ingesting the blob `descriptor` names. Write its bytes, then ``BlobWriter/commit()``.
-    public func makeWriter(for digest: Digest, size: Int64) throws(StoreError) -> BlobWriter {
-        try BlobWriter(store: self, digest: digest, size: size)
+    ///
+    /// `verifiedByCaller`: the caller hashes the same bytes and commits only when they matched (the
+    /// bundle reader does), so the writer checks the size only instead of hashing a second time.
+    public func makeWriter(for digest: Digest, size: Int64, verifiedByCaller: Bool = false) throws(StoreError)
+        -> BlobWriter
+    {
+        try BlobWriter(store: self, digest: digest, size: size, hashing: !verifiedByCaller)
     }
 
     /// Stores a small document (manifest, index) given whole.
@@ -77,50 +82,83 @@ public final class BlobWriter: @unchecked Sendable {
     private let temporaryPath: String
     private var fd: Int32
     private var verifier: BlobVerifier
+    private let hashing: Bool
+    private var written: Int64 = 0
+    /// Large blobs are written on a second thread while the caller hashes (see ``WritePipeline``).
+    private var pipeline: WritePipeline?
     private var done = false
+    static let pipelineThreshold: Int64 = 8 << 20
 
-    init(store: BlobStore, digest: Digest, size: Int64) throws(StoreError) {
+    init(store: BlobStore, digest: Digest, size: Int64, hashing: Bool = true) throws(StoreError) {
         self.store = store
         self.digest = digest
         self.size = size
+        self.hashing = hashing
         self.verifier = BlobVerifier(digest: digest, size: size)
         var random = SystemRandomNumberGenerator()
         temporaryPath = "\(store.root)/ingest/\(digest.encoded.prefix(16))-\(String(random.next(), radix: 36))"
         fd = open(temporaryPath, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
         guard fd >= 0 else { throw .io("create \(temporaryPath)", errno: errno) }
+        if size >= Self.pipelineThreshold {
+            pipeline = WritePipeline(fd: fd, path: temporaryPath, direct: store.durable)
+        }
     }
 
     deinit { cancel() }
 
     /// Bytes received so far.
-    public var count: Int64 { verifier.count }
+    public var count: Int64 { written }
 
     public func write(_ bytes: UnsafeRawBufferPointer) throws(StoreError) {
-        do {
-            try verifier.update(bytes)
-        } catch {
-            throw .verification(error)
+        if hashing {
+            do {
+                try verifier.update(bytes)
+            } catch {
+                throw .verification(error)
+            }
+        } else if written + Int64(bytes.count) > size {
+            throw .verification(.tooLarge(digest: digest, expected: size))
         }
-        try FileSystem.writeAll(fd, bytes, path: temporaryPath)
+        written += Int64(bytes.count)
+        if let pipeline {
+            try pipeline.write(bytes)
+        } else {
+            try FileSystem.writeAll(fd, bytes, path: temporaryPath)
+        }
     }
 
     /// Drops what was written so far, to start the blob again (after a broken connection).
     public func reset() throws(StoreError) {
+        try pipeline?.rewind()
         guard ftruncate(fd, 0) == 0, lseek(fd, 0, SEEK_SET) == 0 else {
             throw .io("truncate \(temporaryPath)", errno: errno)
         }
         verifier = BlobVerifier(digest: digest, size: size)
+        written = 0
     }
 
     /// Verifies size and digest, then makes the blob visible (fsync, rename, fsync directory).
     /// On a mismatch the temporary file is removed and nothing becomes visible.
     public func commit() throws(StoreError) {
-        do {
-            try verifier.finish()
+        if hashing {
+            do {
+                try verifier.finish()
+            } catch {
+                cancel()
+                throw .verification(error)
+            }
+        } else if written != size {
+            cancel()
+            throw .verification(.sizeMismatch(digest: digest, expected: size, found: written))
+        }
+        do throws(StoreError) {
+            try pipeline?.finish()
         } catch {
             cancel()
-            throw .verification(error)
+            throw error
         }
+        pipeline?.stop()
+        pipeline = nil
         guard !store.durable || fsync(fd) == 0 else {
             let e = errno
             cancel()
@@ -140,6 +178,8 @@ public final class BlobWriter: @unchecked Sendable {
 
     /// Abandons the blob: closes and removes the temporary file. Safe to call more than once.
     public func cancel() {
+        pipeline?.stop()
+        pipeline = nil
         if fd >= 0 {
             close(fd)
             fd = -1
