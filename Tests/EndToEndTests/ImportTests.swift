@@ -81,11 +81,22 @@ struct ImportTests {
         let data = "\(work)/data"
         // Kill an import mid-way: the store stays consistent (nothing visible), and a rerun finishes it.
         let large = bundles[names.firstIndex(of: "test/large:latest") ?? 0]
+        // The import reads from a pipe fed half the bundle, so it is surely in the middle of a blob
+        // (a temporary file in the store's ingest directory) when it is killed.
+        let feed = Pipe()
         let killed = try BackgroundProcess(
-            [Self.appliance, "import", large, "--data-dir", data], logPath: "\(work)/killed.log")
-        usleep(100_000)
+            [Self.appliance, "import", "-", "--data-dir", data], logPath: "\(work)/killed.log", standardInput: feed)
+        let bytes = try Data(contentsOf: URL(fileURLWithPath: large))
+        feed.fileHandleForWriting.write(bytes.prefix(bytes.count / 2))
+        func ingesting() -> [String] {
+            (try? FileManager.default.contentsOfDirectory(atPath: "\(data)/store/ingest")) ?? []
+        }
+        let deadline = Date().addingTimeInterval(20)
+        while ingesting().isEmpty && Date() < deadline { usleep(20_000) }
+        #expect(!ingesting().isEmpty, "the import never started a blob")
         killed.signal(SIGKILL)
         killed.stop()
+        try? feed.fileHandleForWriting.close()
         #expect((try state(data)["repositories"] as? [String: Any])?.isEmpty ?? true)
         // Four imports at once (the large one again among them): all land.
         let running = try bundles.enumerated().map { i, bundle in

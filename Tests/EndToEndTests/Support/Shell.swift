@@ -136,7 +136,10 @@ final class BackgroundProcess: @unchecked Sendable {
     let process = Process()
     let logPath: String
 
-    init(_ arguments: [String], logPath: String, environment: [String: String] = [:]) throws {
+    /// `standardInput`: a pipe the test writes to (default: /dev/null).
+    init(_ arguments: [String], logPath: String, environment: [String: String] = [:], standardInput: Pipe? = nil)
+        throws
+    {
         self.logPath = logPath
         process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
         process.arguments = arguments
@@ -147,7 +150,7 @@ final class BackgroundProcess: @unchecked Sendable {
         let log = try FileHandle(forWritingTo: URL(fileURLWithPath: logPath))
         process.standardOutput = log
         process.standardError = log
-        process.standardInput = FileHandle.nullDevice
+        process.standardInput = standardInput ?? FileHandle.nullDevice
         try process.run()
     }
 
