@@ -13,6 +13,7 @@ import Yams
 ///   key: /etc/ferry/tls/server.key
 ///   san: [registry.plant.example]     # extra names for the generated certificate
 /// accessLog: "-"                      # a file, "-" for standard error, or "off"
+/// readOnly: false                     # true: refuse pushes and deletes
 /// import:
 ///   requireSignature: true
 ///   trustedKeys: [/etc/ferry/keys]    # public keys (PEM), files or directories
@@ -32,6 +33,8 @@ public struct ApplianceConfiguration: Codable, Equatable, Sendable {
     public var listen: String?
     public var tls: TLS?
     public var accessLog: String?
+    /// Refuse pushes and deletes over HTTP (imports still work).
+    public var readOnly: Bool?
     public var `import`: Import?
 
     public static let defaultPath = "/etc/ferry/appliance.yml"

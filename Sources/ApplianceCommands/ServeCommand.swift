@@ -48,6 +48,9 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(name: .customLong("access-log"), help: "Access log: a file, - for standard error, or off (default -).")
     var accessLog: String?
 
+    @Flag(name: .customLong("read-only"), help: "Refuse every push and delete (405 UNSUPPORTED); imports still work.")
+    var readOnly = false
+
     func run() async throws {
         try await reportingApplianceErrors {
             let (configuration, _) = try store.configuration()
@@ -86,7 +89,7 @@ struct ServeCommand: AsyncParsableCommand {
             let logger = Logger(label: "ferry-appliance")
             let server = RegistryServer(
                 content: RegistryContent(store: registry), host: listen.host, port: listen.port, transport: transport,
-                accessLog: log, logger: logger)
+                accessLog: log, readOnly: readOnly || configuration.readOnly == true, logger: logger)
             let scheme = plainHTTP ? "http" : "https"
             let description = summary
             try await server.run { port in

@@ -12,7 +12,8 @@ public enum DistributionRoute: Equatable, Sendable {
     case health
     case manifest(repository: String, reference: String)
     case blob(repository: String, digest: String)
-    case blobUpload(repository: String)
+    /// `/v2/<name>/blobs/uploads/` (start) or `/v2/<name>/blobs/uploads/<session>`.
+    case blobUpload(repository: String, session: String?)
     case tags(repository: String)
     case referrers(repository: String, digest: String)
     /// A Distribution API path whose repository name breaks the name grammar.
@@ -36,7 +37,11 @@ public enum DistributionRoute: Equatable, Sendable {
         let nameEnd: Int
         if count >= 4, components[count - 3] == "blobs", components[count - 2] == "uploads" {
             nameEnd = count - 3
-            route = .blobUpload(repository: name(nameEnd))
+            let session = components[count - 1]
+            route = .blobUpload(repository: name(nameEnd), session: session.isEmpty ? nil : session)
+        } else if count >= 3, components[count - 2] == "blobs", components[count - 1] == "uploads" {
+            nameEnd = count - 2
+            route = .blobUpload(repository: name(nameEnd), session: nil)
         } else if count >= 3, components[count - 2] == "manifests", !components[count - 1].isEmpty {
             nameEnd = count - 2
             route = .manifest(repository: name(nameEnd), reference: components[count - 1])
@@ -60,7 +65,7 @@ public enum DistributionRoute: Equatable, Sendable {
     /// The repository a route names, if any.
     public var repository: String? {
         switch self {
-        case .manifest(let name, _), .blob(let name, _), .blobUpload(let name), .tags(let name),
+        case .manifest(let name, _), .blob(let name, _), .blobUpload(let name, _), .tags(let name),
             .referrers(let name, _):
             name
         default: nil

@@ -25,16 +25,20 @@ public struct RegistryResponder: HTTPResponder {
 
     let content: RegistryContent
     let accessLog: AccessLog?
-    let fileIO = FileIO(threadPool: .singleton)
+    /// Refuse every write (push, delete) with 405 UNSUPPORTED.
+    let readOnly: Bool
+    let uploads: UploadTracker
     static let apiVersion = HTTPField.Name("Docker-Distribution-API-Version")!
     static let contentDigest = HTTPField.Name("Docker-Content-Digest")!
     static let filtersApplied = HTTPField.Name("OCI-Filters-Applied")!
     static let link = HTTPField.Name("Link")!
     static let blobChunk = 512 * 1024
 
-    public init(content: RegistryContent, accessLog: AccessLog?) {
+    public init(content: RegistryContent, accessLog: AccessLog?, readOnly: Bool = false) {
         self.content = content
         self.accessLog = accessLog
+        self.readOnly = readOnly
+        self.uploads = UploadTracker()
     }
 
     public func respond(to request: Request, context: Context) async throws -> Response {
@@ -66,39 +70,41 @@ public struct RegistryResponder: HTTPResponder {
     func route(_ request: Request) async throws -> Response {
         let route = DistributionRoute(path: request.uri.path)
         let method = request.method
-        let readOnly = method == .get || method == .head
-        switch route {
-        case .notFound:
-            throw DistributionError(status: 404, code: .unsupported, message: "not found", detail: request.uri.path)
-        case .invalidName(let name):
-            throw DistributionError.nameInvalid(name)
-        case .blobUpload:
-            throw DistributionError.unsupported(
-                "uploads: this appliance takes content from bundles (ferry-appliance import)")
-        default:
-            guard readOnly else {
-                throw DistributionError.unsupported(
-                    "\(method.rawValue): this appliance takes content from bundles (ferry-appliance import)")
-            }
+        if method != .get && method != .head, readOnly, route.repository != nil {
+            throw DistributionError.unsupported("\(method.rawValue): the appliance is read-only")
         }
-        switch route {
-        case .base:
+        switch (route, method) {
+        case (.notFound, _):
+            throw DistributionError(status: 404, code: .unsupported, message: "not found", detail: request.uri.path)
+        case (.invalidName(let name), _):
+            throw DistributionError.nameInvalid(name)
+        case (.base, .get), (.base, .head):
             return Self.json(Array("{}".utf8), for: request)
-        case .health:
+        case (.health, .get), (.health, .head):
             let repositories = try content.current().repositories.count
             return Self.json(Array(#"{"status":"ok","repositories":\#(repositories)}"#.utf8), for: request)
-        case .catalog:
+        case (.catalog, .get):
             return try catalog(request)
-        case .tags(let name):
+        case (.tags(let name), .get):
             return try tags(name, request)
-        case .manifest(let name, let reference):
+        case (.manifest(let name, let reference), .get), (.manifest(let name, let reference), .head):
             return try await manifest(name, reference, request)
-        case .blob(let name, let digest):
+        case (.manifest(let name, let reference), .put):
+            return try await putManifest(name, reference, request)
+        case (.manifest(let name, let reference), .delete):
+            return try await deleteManifest(name, reference)
+        case (.blob(let name, let digest), .get), (.blob(let name, let digest), .head):
             return try await blob(name, digest, request)
-        case .referrers(let name, let digest):
+        case (.blob(let name, let digest), .delete):
+            return try await deleteBlob(name, digest)
+        case (.blobUpload(let name, nil), .post):
+            return try await startUpload(name, request)
+        case (.blobUpload(let name, let session?), _):
+            return try await continueUpload(name, session, request)
+        case (.referrers(let name, let digest), .get):
             return try await referrers(name, digest, request)
-        case .notFound, .invalidName, .blobUpload:
-            throw DistributionError.unsupported(request.uri.path)
+        default:
+            throw DistributionError.unsupported("\(method.rawValue) \(request.uri.path)")
         }
     }
 
@@ -245,8 +251,11 @@ public struct RegistryResponder: HTTPResponder {
 
     // MARK: Helpers
 
+    /// A repository that holds something (a manifest, or a pushed blob).
     func repository(_ name: String) throws -> RepositoryState {
-        guard let repository = try content.current().state.repositories[name], !repository.manifests.isEmpty else {
+        guard let repository = try content.current().state.repositories[name],
+            !repository.manifests.isEmpty || !repository.blobs.isEmpty
+        else {
             throw DistributionError.nameUnknown(name)
         }
         return repository

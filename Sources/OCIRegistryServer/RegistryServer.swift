@@ -20,12 +20,14 @@ public struct RegistryServer: Sendable {
     public let port: Int
     public let transport: Transport
     public let accessLog: AccessLog?
+    public let readOnly: Bool
     public let logger: Logger
 
     public init(
         content: RegistryContent, host: String, port: Int, transport: Transport, accessLog: AccessLog?,
-        logger: Logger
+        readOnly: Bool = false, logger: Logger
     ) {
+        self.readOnly = readOnly
         self.content = content
         self.host = host
         self.port = port
@@ -48,7 +50,7 @@ public struct RegistryServer: Sendable {
 
     /// Runs until a shutdown signal; `onRunning` receives the bound port (useful with port 0).
     public func run(onRunning: @escaping @Sendable (Int) async -> Void = { _ in }) async throws {
-        let responder = RegistryResponder(content: content, accessLog: accessLog)
+        let responder = RegistryResponder(content: content, accessLog: accessLog, readOnly: readOnly)
         let server: HTTPServerBuilder
         switch transport {
         case .tls(let chain, let key):

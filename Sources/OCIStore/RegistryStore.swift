@@ -32,11 +32,14 @@ public struct RegistryState: Codable, Sendable, Hashable {
 public struct RegistryStore: Sendable {
     public let root: String
     public let blobs: BlobStore
+    /// Blob uploads in progress (pushes), on the same filesystem so a finished one is renamed into `blobs`.
+    public let uploads: UploadStore
 
     public init(root: String) throws(StoreError) {
         self.root = root
         try FileSystem.makeDirectories(root, mode: 0o750)
         self.blobs = try BlobStore(root: "\(root)/store", durable: true)
+        self.uploads = try UploadStore(root: "\(root)/uploads")
         try FileSystem.makeDirectory("\(root)/imports", mode: 0o750)
     }
 

@@ -171,9 +171,9 @@ struct ResponderTests {
         defer { fixture.remove() }
         try await fixture.application().test(.router) { client in
             let put = try await client.execute(uri: "/v2/\(Self.repository)/manifests/v2", method: .put)
-            #expect(put.status == .methodNotAllowed && String(buffer: put.body).contains("UNSUPPORTED"))
-            let upload = try await client.execute(uri: "/v2/\(Self.repository)/blobs/uploads/", method: .post)
-            #expect(upload.status == .methodNotAllowed)
+            #expect(put.status == .badRequest && String(buffer: put.body).contains("MANIFEST_INVALID"))
+            let patch = try await client.execute(uri: "/v2/\(Self.repository)/tags/list", method: .patch)
+            #expect(patch.status == .methodNotAllowed && String(buffer: patch.body).contains("UNSUPPORTED"))
             let invalid = try await client.execute(uri: "/v2/Bad/manifests/v1", method: .get)
             #expect(invalid.status == .badRequest && String(buffer: invalid.body).contains("NAME_INVALID"))
             let unknown = try await client.execute(uri: "/v2/\(Self.repository)/manifests/v9", method: .get)

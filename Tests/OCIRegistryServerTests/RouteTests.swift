@@ -16,8 +16,9 @@ struct DistributionRouteTests {
         #expect(DistributionRoute(path: "/v2/a/tags/list") == .tags(repository: "a"))
         #expect(
             DistributionRoute(path: "/v2/a/referrers/sha256:abc") == .referrers(repository: "a", digest: "sha256:abc"))
-        #expect(DistributionRoute(path: "/v2/a/blobs/uploads/") == .blobUpload(repository: "a"))
-        #expect(DistributionRoute(path: "/v2/a/blobs/uploads/1234") == .blobUpload(repository: "a"))
+        #expect(DistributionRoute(path: "/v2/a/blobs/uploads/") == .blobUpload(repository: "a", session: nil))
+        #expect(DistributionRoute(path: "/v2/a/blobs/uploads") == .blobUpload(repository: "a", session: nil))
+        #expect(DistributionRoute(path: "/v2/a/blobs/uploads/1234") == .blobUpload(repository: "a", session: "1234"))
     }
 
     @Test func repositoryComponentsMayBeNamedLikeEndpoints() {

@@ -1,0 +1,354 @@
+import Foundation
+import HTTPTypes
+import Hummingbird
+import NIOCore
+import NIOPosix
+import OCICore
+import OCIStore
+import Synchronization
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// The running hash of each upload this process has received bytes for, so finishing an upload
+/// needs no second read of its data. Lost on restart (the file is hashed again then).
+final class UploadTracker: Sendable {
+    final class Progress: @unchecked Sendable {
+        var hasher = DigestHasher(.sha256)
+        var size: Int64 = 0
+    }
+
+    private let entries = Mutex<[String: Progress]>([:])
+    private let busy = Mutex<Set<String>>([])
+
+    /// The progress of `id` if its hash covers exactly `size` bytes; else a fresh one when `size` is 0.
+    func progress(_ id: String, size: Int64) -> Progress? {
+        entries.withLock { entries in
+            if let progress = entries[id], progress.size == size { return progress }
+            guard size == 0 else {
+                entries[id] = nil
+                return nil
+            }
+            let progress = Progress()
+            entries[id] = progress
+            return progress
+        }
+    }
+
+    func forget(_ id: String) { _ = entries.withLock { $0.removeValue(forKey: id) } }
+
+    /// One request at a time per upload: a second one gets false.
+    func claim(_ id: String) -> Bool { busy.withLock { $0.insert(id).inserted } }
+    func release(_ id: String) { _ = busy.withLock { $0.remove(id) } }
+}
+
+extension RegistryResponder {
+    static let uploadUUID = HTTPField.Name("Docker-Upload-UUID")!
+    static let ociSubject = HTTPField.Name("OCI-Subject")!
+    static let uploadBatch = 1 << 20
+
+    // MARK: Uploads
+
+    /// `POST /v2/<name>/blobs/uploads/`: a cross-repository mount (`?mount=&from=`), a monolithic
+    /// upload (`?digest=` with the body), or a session for PATCH/PUT.
+    func startUpload(_ name: String, _ request: Request) async throws -> Response {
+        let query = request.uri.queryParameters
+        let store = content.store
+        if let mount = query.get("mount"), let from = query.get("from"), let digest = try? Digest(mount),
+            let source = try content.current().state.repositories[from], source.blobs.contains(digest),
+            store.blobs.contains(digest, size: FileSystem.size(of: store.blobs.path(of: digest)) ?? -1)
+        {
+            try await commit { state in
+                state.repositories[name, default: RepositoryState()].blobs.insert(digest)
+            }
+            return Response(
+                status: .created,
+                headers: [.location: "/v2/\(name)/blobs/\(digest)", Self.contentDigest: digest.description])
+        }
+        let id = try await onThreadPool { try store.uploads.create(repository: name) }
+        if let digestString = query.get("digest") {
+            guard let digest = try? Digest(digestString) else {
+                store.uploads.remove(id)
+                throw DistributionError.digestInvalid(digestString)
+            }
+            return try await finishUpload(name, id, digest: digest, body: request.body)
+        }
+        return Response(
+            status: .accepted,
+            headers: [
+                .location: "/v2/\(name)/blobs/uploads/\(id)", .range: "0-0", Self.uploadUUID: id,
+                .contentLength: "0",
+            ])
+    }
+
+    /// PATCH (append a chunk), PUT (finish), GET (status) and DELETE (cancel) on an upload session.
+    func continueUpload(_ name: String, _ id: String, _ request: Request) async throws -> Response {
+        let store = content.store
+        guard let status = store.uploads.status(id), status.repository == name else {
+            throw DistributionError(status: 404, code: .blobUploadUnknown, message: "blob upload unknown", detail: id)
+        }
+        switch request.method {
+        case .get:
+            return Response(status: .noContent, headers: uploadHeaders(name, id, size: status.size))
+        case .delete:
+            uploads.forget(id)
+            store.uploads.remove(id)
+            return Response(status: .noContent, headers: [.contentLength: "0"])
+        case .patch:
+            if let range = request.headers[.contentRange] {
+                guard let start = Self.rangeStart(range), start == status.size else {
+                    var headers = uploadHeaders(name, id, size: status.size)
+                    headers[.contentLength] = nil
+                    let error = DistributionError(
+                        status: 416, code: .blobUploadInvalid, message: "chunk out of order",
+                        detail: "Content-Range \(range), upload holds \(status.size) bytes")
+                    var response = Self.errorResponse(error, for: request)
+                    response.headers.append(contentsOf: headers)
+                    return response
+                }
+            }
+            guard uploads.claim(id) else {
+                throw DistributionError(
+                    status: 409, code: .blobUploadInvalid, message: "another request is writing this upload", detail: id
+                )
+            }
+            defer { uploads.release(id) }
+            let size = try await append(request.body, to: id, from: status.size)
+            return Response(status: .accepted, headers: uploadHeaders(name, id, size: size))
+        case .put:
+            guard let digestString = request.uri.queryParameters.get("digest") else {
+                throw DistributionError(
+                    status: 400, code: .digestInvalid, message: "the digest query parameter is required", detail: id)
+            }
+            guard let digest = try? Digest(digestString) else { throw DistributionError.digestInvalid(digestString) }
+            guard uploads.claim(id) else {
+                throw DistributionError(
+                    status: 409, code: .blobUploadInvalid, message: "another request is writing this upload", detail: id
+                )
+            }
+            defer { uploads.release(id) }
+            return try await finishUpload(name, id, digest: digest, body: request.body, from: status.size)
+        default:
+            throw DistributionError.unsupported("\(request.method.rawValue) on an upload")
+        }
+    }
+
+    func uploadHeaders(_ name: String, _ id: String, size: Int64) -> HTTPFields {
+        [
+            .location: "/v2/\(name)/blobs/uploads/\(id)", .range: "0-\(max(size - 1, 0))", Self.uploadUUID: id,
+            .contentLength: "0",
+        ]
+    }
+
+    /// `Content-Range: START-END` (the OCI chunk form) or `bytes START-END/…`: START.
+    static func rangeStart(_ header: String) -> Int64? {
+        var text = Substring(header.trimmingCharacters(in: .whitespaces))
+        if text.hasPrefix("bytes ") { text = text.dropFirst(6) }
+        guard let dash = text.firstIndex(of: "-") else { return nil }
+        return Int64(text[..<dash])
+    }
+
+    /// Appends a request body to an upload's data in 1 MiB batches written and hashed on the
+    /// thread pool; returns the upload's new size.
+    func append(_ body: RequestBody, to id: String, from offset: Int64) async throws -> Int64 {
+        let path = content.store.uploads.dataPath(id)
+        let progress = uploads.progress(id, size: offset)
+        let fd = open(path, O_WRONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw StoreError.io("open \(path)", errno: errno) }
+        defer { close(fd) }
+        var size = offset
+        var batch = ByteBuffer()
+        func flush() async throws {
+            let chunk = batch
+            let at = size
+            batch = ByteBuffer()
+            try await onThreadPool {
+                try chunk.withUnsafeReadableBytes { bytes in
+                    var done = 0
+                    while done < bytes.count {
+                        let n = pwrite(fd, bytes.baseAddress! + done, bytes.count - done, off_t(at) + off_t(done))
+                        if n < 0 && errno == EINTR { continue }
+                        guard n > 0 else { throw StoreError.io("write \(path)", errno: errno) }
+                        done += n
+                    }
+                    progress?.hasher.update(bytes)
+                }
+            }
+            size += Int64(chunk.readableBytes)
+            progress?.size = size
+        }
+        do {
+            for try await chunk in body {
+                batch.writeImmutableBuffer(chunk)
+                if batch.readableBytes >= Self.uploadBatch { try await flush() }
+            }
+            if batch.readableBytes > 0 { try await flush() }
+        } catch {
+            uploads.forget(id)
+            throw error
+        }
+        return size
+    }
+
+    /// Appends the body, checks the digest, moves the blob into the store and links it to the repository.
+    func finishUpload(
+        _ name: String, _ id: String, digest: Digest, body: RequestBody, from offset: Int64 = 0
+    ) async throws -> Response {
+        let store = content.store
+        let size = try await append(body, to: id, from: offset)
+        let path = store.uploads.dataPath(id)
+        let found: Digest
+        if digest.algorithm == .sha256, let progress = uploads.progress(id, size: size) {
+            found = progress.hasher.finalize()
+        } else {
+            found = try await onThreadPool { try BlobStore.hash(file: path, algorithm: digest.algorithm) }
+        }
+        uploads.forget(id)
+        guard found == digest else {
+            store.uploads.remove(id)
+            throw DistributionError(
+                status: 400, code: .digestInvalid, message: "provided digest did not match uploaded content",
+                detail: "expected \(digest), found \(found)")
+        }
+        try await onThreadPool {
+            try store.blobs.adopt(path, as: digest, size: size)
+            store.uploads.remove(id)
+        }
+        try await commit { state in state.repositories[name, default: RepositoryState()].blobs.insert(digest) }
+        return Response(
+            status: .created,
+            headers: [
+                .location: "/v2/\(name)/blobs/\(digest)", Self.contentDigest: digest.description, .contentLength: "0",
+            ])
+    }
+
+    // MARK: Manifests
+
+    /// `PUT /v2/<name>/manifests/<reference>[?tag=…]`: validated, stored byte for byte, tagged.
+    func putManifest(_ name: String, _ reference: String, _ request: Request) async throws -> Response {
+        let bytes: ByteBuffer
+        do {
+            bytes = try await request.body.collect(upTo: ManifestDocument.maximumSize)
+        } catch {
+            throw DistributionError(
+                status: 413, code: .sizeInvalid, message: "manifest larger than \(ManifestDocument.maximumSize) bytes",
+                detail: name)
+        }
+        let raw = Array(buffer: bytes)
+        var requested: Digest?
+        var tags = request.uri.queryParameters.getAll("tag").map { String($0) }
+        if reference.contains(":") {
+            guard let digest = try? Digest(reference) else { throw DistributionError.digestInvalid(reference) }
+            requested = digest
+        } else {
+            guard (try? Tag(reference)) != nil else {
+                throw DistributionError(status: 400, code: .manifestInvalid, message: "invalid tag", detail: reference)
+            }
+            tags.append(reference)
+        }
+        for tag in tags where (try? Tag(tag)) == nil {
+            throw DistributionError(status: 400, code: .manifestInvalid, message: "invalid tag", detail: tag)
+        }
+        let document: ManifestDocument
+        do {
+            document = try ManifestDocument(
+                bytes: raw, declaredMediaType: request.headers[.contentType],
+                algorithm: requested?.algorithm ?? .sha256)
+        } catch {
+            throw DistributionError(
+                status: 400, code: .manifestInvalid, message: "manifest invalid", detail: "\(error)")
+        }
+        if let declared = request.headers[.contentType].map(Self.bareMediaType), declared != document.mediaType,
+            MediaType.manifests.contains(declared) || MediaType.indexes.contains(declared)
+        {
+            throw DistributionError(
+                status: 400, code: .manifestInvalid, message: "Content-Type differs from the manifest's mediaType",
+                detail: "\(declared) vs \(document.mediaType)")
+        }
+        let digest = document.digest
+        if let requested, requested != digest {
+            throw DistributionError(
+                status: 400, code: .digestInvalid, message: "manifest digest does not match the reference",
+                detail: "expected \(requested), found \(digest)")
+        }
+        // Everything it references must be in this repository (non-distributable layers excepted).
+        let repository = try content.current().state.repositories[name] ?? RepositoryState()
+        for child in document.children {
+            if document.isIndex {
+                guard repository.manifests.contains(child.digest) else {
+                    throw DistributionError(
+                        status: 400, code: .manifestBlobUnknown, message: "manifest references an unknown manifest",
+                        detail: child.digest.description)
+                }
+            } else if !repository.blobs.contains(child.digest) && !MediaType.isNondistributable(child.mediaType) {
+                throw DistributionError(
+                    status: 400, code: .manifestBlobUnknown, message: "manifest references an unknown blob",
+                    detail: child.digest.description)
+            }
+        }
+        let store = content.store
+        let tagsToSet = tags
+        try await onThreadPool { try store.blobs.put(raw, as: digest) }
+        try await commit { state in
+            var repository = state.repositories[name] ?? RepositoryState()
+            repository.manifests.insert(digest)
+            for tag in tagsToSet { repository.tags[tag] = digest }
+            state.repositories[name] = repository
+        }
+        var headers: HTTPFields = [
+            .location: "/v2/\(name)/manifests/\(digest)", Self.contentDigest: digest.description, .contentLength: "0",
+        ]
+        let subject: Descriptor? =
+            switch document.content {
+            case .manifest(let manifest): manifest.subject
+            case .index(let index): index.subject
+            }
+        if let subject { headers[Self.ociSubject] = subject.digest.description }
+        return Response(status: .created, headers: headers)
+    }
+
+    /// `DELETE /v2/<name>/manifests/<digest>` removes the manifest and its tags; `…/<tag>` removes the tag only.
+    func deleteManifest(_ name: String, _ reference: String) async throws -> Response {
+        let repository = try self.repository(name)
+        if reference.contains(":") {
+            guard let digest = try? Digest(reference) else { throw DistributionError.digestInvalid(reference) }
+            guard repository.manifests.contains(digest) else { throw DistributionError.manifestUnknown(reference) }
+            try await commit { state in
+                guard var repository = state.repositories[name] else { return }
+                repository.manifests.remove(digest)
+                repository.tags = repository.tags.filter { $0.value != digest }
+                state.repositories[name] = repository
+            }
+        } else {
+            guard repository.tags[reference] != nil else { throw DistributionError.manifestUnknown(reference) }
+            try await commit { state in state.repositories[name]?.tags[reference] = nil }
+        }
+        return Response(status: .accepted, headers: [.contentLength: "0"])
+    }
+
+    /// `DELETE /v2/<name>/blobs/<digest>`: unlinks the blob from the repository (gc reclaims the space).
+    func deleteBlob(_ name: String, _ digestString: String) async throws -> Response {
+        guard let digest = try? Digest(digestString) else { throw DistributionError.digestInvalid(digestString) }
+        let repository = try self.repository(name)
+        guard repository.blobs.contains(digest) else { throw DistributionError.blobUnknown(digestString) }
+        try await commit { state in state.repositories[name]?.blobs.remove(digest) }
+        return Response(status: .accepted, headers: [.contentLength: "0"])
+    }
+
+    // MARK: Helpers
+
+    /// Changes the visible state (flock, fsync, rename) on the thread pool.
+    func commit(_ change: @escaping @Sendable (inout RegistryState) -> Void) async throws {
+        let store = content.store
+        try await onThreadPool { try store.commit { state in change(&state) } }
+    }
+
+    func onThreadPool<Value: Sendable>(_ work: @escaping @Sendable () throws -> Value) async throws -> Value {
+        try await NIOThreadPool.singleton.runIfActive(work)
+    }
+
+    static func bareMediaType(_ value: String) -> String {
+        String(value.split(separator: ";", maxSplits: 1).first ?? "").trimmingCharacters(in: .whitespaces)
+    }
+}
