@@ -59,7 +59,14 @@ public struct Importer: Sendable {
             throw ImportError.invalid(bundle: path, report.problems)
         }
         let images = try manifest.images.map(Self.imported)
+        let blobs = store.blobs
         try store.commit { state in
+            // Under the state lock: every blob is still in the store (garbage collection removes
+            // only blobs older than its grace period, but a blob found present early in a long
+            // import may be that old).
+            for blob in manifest.blobs where !blobs.contains(blob.digest, size: blob.size) {
+                throw ImportError.storeChanged(path, blob.digest)
+            }
             for (image, imported) in zip(manifest.images, images) {
                 guard let contents = report.imageContents[image.reference] else { continue }
                 var repository = state.repositories[imported.repository] ?? RepositoryState()
@@ -149,6 +156,7 @@ public enum ImportError: Error, CustomStringConvertible {
     case unreadable(String)
     case invalid(bundle: String, [VerificationProblem])
     case badReference(String, ReferenceError)
+    case storeChanged(String, Digest)
 
     public var description: String {
         switch self {
@@ -156,6 +164,8 @@ public enum ImportError: Error, CustomStringConvertible {
         case .invalid(let bundle, let problems):
             (["\(bundle): not imported, nothing changed:"] + problems.map { "  \($0)" }).joined(separator: "\n")
         case .badReference(let reference, let error): "image \(reference): \(error)"
+        case .storeChanged(let bundle, let digest):
+            "\(bundle): blob \(digest) left the store during the import (garbage collection?); nothing changed, import it again"
         }
     }
 }

@@ -60,6 +60,10 @@ extension RegistryResponder {
             store.blobs.contains(digest, size: FileSystem.size(of: store.blobs.path(of: digest)) ?? -1)
         {
             try await commit { state in
+                // Under the lock: the source still links it and garbage collection has not taken it.
+                guard state.repositories[from]?.blobs.contains(digest) == true,
+                    FileSystem.size(of: store.blobs.path(of: digest)) != nil
+                else { throw DistributionError.blobUnknown(digest.description) }
                 state.repositories[name, default: RepositoryState()].blobs.insert(digest)
             }
             return Response(
@@ -272,26 +276,28 @@ extension RegistryResponder {
                 status: 400, code: .digestInvalid, message: "manifest digest does not match the reference",
                 detail: "expected \(requested), found \(digest)")
         }
-        // Everything it references must be in this repository (non-distributable layers excepted).
-        let repository = try content.current().state.repositories[name] ?? RepositoryState()
-        for child in document.children {
-            if document.isIndex {
-                guard repository.manifests.contains(child.digest) else {
-                    throw DistributionError(
-                        status: 400, code: .manifestBlobUnknown, message: "manifest references an unknown manifest",
-                        detail: child.digest.description)
-                }
-            } else if !repository.blobs.contains(child.digest) && !MediaType.isNondistributable(child.mediaType) {
-                throw DistributionError(
-                    status: 400, code: .manifestBlobUnknown, message: "manifest references an unknown blob",
-                    detail: child.digest.description)
-            }
-        }
         let store = content.store
         let tagsToSet = tags
+        let children = document.children
+        let isIndex = document.isIndex
         try await onThreadPool { try store.blobs.put(raw, as: digest) }
         try await commit { state in
             var repository = state.repositories[name] ?? RepositoryState()
+            // Everything it references must be in this repository (non-distributable layers
+            // excepted), checked under the state lock so garbage collection cannot interleave.
+            for child in children {
+                if isIndex {
+                    guard repository.manifests.contains(child.digest) else {
+                        throw DistributionError(
+                            status: 400, code: .manifestBlobUnknown,
+                            message: "manifest references an unknown manifest", detail: child.digest.description)
+                    }
+                } else if !repository.blobs.contains(child.digest) && !MediaType.isNondistributable(child.mediaType) {
+                    throw DistributionError(
+                        status: 400, code: .manifestBlobUnknown, message: "manifest references an unknown blob",
+                        detail: child.digest.description)
+                }
+            }
             repository.manifests.insert(digest)
             for tag in tagsToSet { repository.tags[tag] = digest }
             state.repositories[name] = repository
@@ -339,9 +345,9 @@ extension RegistryResponder {
     // MARK: Helpers
 
     /// Changes the visible state (flock, fsync, rename) on the thread pool.
-    func commit(_ change: @escaping @Sendable (inout RegistryState) -> Void) async throws {
+    func commit(_ change: @escaping @Sendable (inout RegistryState) throws -> Void) async throws {
         let store = content.store
-        try await onThreadPool { try store.commit { state in change(&state) } }
+        try await onThreadPool { try store.commit { state in try change(&state) } }
     }
 
     func onThreadPool<Value: Sendable>(_ work: @escaping @Sendable () throws -> Value) async throws -> Value {

@@ -73,12 +73,15 @@ struct HTTPReply {
     /// The first error code of an OCI error body.
     var errorCode: String? { ((json["errors"] as? [[String: Any]])?.first?["code"]) as? String }
 
-    static func fetch(_ url: String, method: String = "GET", headers: [String] = [], ca: String) throws -> HTTPReply {
+    static func fetch(
+        _ url: String, method: String = "GET", headers: [String] = [], ca: String, bodyFile: String? = nil
+    ) throws -> HTTPReply {
         let work = try Shell.temporaryDirectory("ferry-curl")
         defer { Shell.remove(work) }
         var arguments = ["curl", "-sS", "--http1.1", "--cacert", ca, "-D", "\(work)/headers", "-o", "\(work)/body"]
         arguments += method == "HEAD" ? ["-I"] : ["-X", method]
         for header in headers { arguments += ["-H", header] }
+        if let bodyFile { arguments += ["--data-binary", "@\(bodyFile)"] }
         // 18 (partial body): the distribution registry's 416 keeps the blob's Content-Length.
         let result = try Shell.run(arguments + [url], check: false)
         guard result.status == 0 || result.status == 18 else {

@@ -1,0 +1,93 @@
+import Foundation
+import OCICore
+import Testing
+
+/// Pushing into the appliance with real clients: skopeo copies in and out (digests unchanged),
+/// copies across repositories (mount), deletes; a raw chunked upload with curl; gc reclaims what
+/// the deletes unlinked; `--read-only` refuses pushes.
+@Suite(.serialized)
+struct PushTests {
+    @Test func skopeoPushesPullsDeletesAndGarbageIsCollected() throws {
+        let registry = try RegistryFixture(tls: true)
+        defer { registry.stop() }
+        let seeded = try SeededRegistry.make(registry, largeLayer: 24 << 20)
+        let work = try Shell.temporaryDirectory()
+        defer { Shell.remove(work) }
+        var appliance = try ApplianceFixture(dataDirectory: "\(work)/data")
+        defer { appliance.stop() }
+        let certs = try appliance.certDirectory()
+        let into = ["--dest-cert-dir", certs]
+        for (name, digest) in seeded.images {
+            let target = "docker://\(appliance.host)/ci/\(name)"
+            try Shell.run(
+                ["skopeo", "copy", "-q", "--all", "--preserve-digests"] + registry.skopeoFlags("src") + into + [
+                    "docker://\(registry.host)/\(name)", target,
+                ])
+            let raw = try Shell.run(["skopeo", "inspect", "--raw", "--cert-dir", certs, target]).stdout
+            #expect(Digest.of(Array(raw.utf8)) == digest, "\(name)")
+            try Shell.run(["skopeo", "copy", "-q", "--all", "--src-cert-dir", certs, target, "oci:\(work)/out:x"])
+        }
+        // Across repositories: skopeo mounts the large layer instead of uploading it again.
+        let largeManifest = try appliance.curl("/v2/ci/test/large/manifests/latest").json
+        let layer = try #require(((largeManifest["layers"] as? [[String: Any]])?.first?["digest"]) as? String)
+        try Shell.run(
+            ["skopeo", "copy", "-q", "--all", "--src-cert-dir", certs] + into + [
+                "docker://\(appliance.host)/ci/test/large:latest", "docker://\(appliance.host)/other/large:copy",
+            ])
+        let log = try String(contentsOfFile: appliance.accessLog, encoding: .utf8)
+        let mount =
+            "POST /v2/other/large/blobs/uploads/?from=ci%2Ftest%2Flarge&mount="
+            + layer.replacingOccurrences(of: ":", with: "%3A") + "\" 201"
+        #expect(log.contains(mount))
+
+        // A chunked upload by hand: POST, two PATCHes with Content-Range, PUT with the digest.
+        let chunkA = Data(repeating: 0x61, count: 700_000)
+        let chunkB = Data(repeating: 0x62, count: 300_000)
+        let digest = Digest.of(Array(chunkA + chunkB))
+        try chunkA.write(to: URL(fileURLWithPath: "\(work)/a"))
+        try chunkB.write(to: URL(fileURLWithPath: "\(work)/b"))
+        let start = try appliance.curl("/v2/raw/blob/blobs/uploads/", method: "POST")
+        #expect(start.status == 202)
+        let location = try #require(start.headers["location"])
+        func patch(_ file: String, _ range: String) throws -> HTTPReply {
+            try HTTPReply.fetch(
+                "https://\(appliance.host)\(location)", method: "PATCH",
+                headers: ["Content-Range: \(range)", "Content-Type: application/octet-stream"],
+                ca: appliance.caCertificate, bodyFile: file)
+        }
+        #expect(try patch("\(work)/a", "0-699999").headers["range"] == "0-699999")
+        #expect(try patch("\(work)/a", "0-699999").status == 416, "a repeated chunk is out of order")
+        #expect(try patch("\(work)/b", "700000-999999").headers["range"] == "0-999999")
+        let done = try HTTPReply.fetch(
+            "https://\(appliance.host)\(location)?digest=\(digest)", method: "PUT", ca: appliance.caCertificate)
+        #expect(done.status == 201)
+        #expect(try appliance.curl("/v2/raw/blob/blobs/\(digest)").body == chunkA + chunkB)
+
+        // Delete one image; gc (no grace) reclaims its unshared blobs; the rest still pull.
+        let large = "docker://\(appliance.host)/ci/test/large:latest"
+        try Shell.run(["skopeo", "delete", "--cert-dir", certs, large])
+        try Shell.run(["skopeo", "delete", "--cert-dir", certs, "docker://\(appliance.host)/other/large:copy"])
+        #expect(try Shell.run(["skopeo", "inspect", "--cert-dir", certs, large], check: false).status != 0)
+        let gc = try appliance.command(["gc", "--grace-period", "0", "--json"]).stdout
+        #expect(gc.contains(layer), "the large layer is collected: \(gc)")
+        let layerFile = "\(appliance.dataDirectory)/store/blobs/sha256/\(layer.dropFirst(7))"
+        #expect(!FileManager.default.fileExists(atPath: layerFile))
+        for name in ["test/multi:1.0", "test/single:1.0", "test/nested/docker:v2"] {
+            try Shell.run(
+                [
+                    "skopeo", "copy", "-q", "--all", "--src-cert-dir", certs, "docker://\(appliance.host)/ci/\(name)",
+                    "oci:\(work)/after-gc:x",
+                ])
+        }
+
+        // Read-only: pushes are refused, pulls work.
+        appliance.stop()
+        appliance = try ApplianceFixture(dataDirectory: "\(work)/data", extraArguments: ["--read-only"])
+        let refused = try Shell.run(
+            ["skopeo", "copy", "-q", "--all", "--preserve-digests"] + registry.skopeoFlags("src") + into + [
+                "docker://\(registry.host)/test/single:1.0", "docker://\(appliance.host)/ci/refused:1",
+            ], check: false)
+        #expect(refused.status != 0)
+        try Shell.run(["skopeo", "inspect", "--cert-dir", certs, "docker://\(appliance.host)/ci/test/single:1.0"])
+    }
+}
