@@ -2,7 +2,7 @@
 // Ferry: carry container images across an air gap.
 //
 // Targets are layered; dependencies point down only (checked by .ci/check-layers.py):
-//   CLibCrypto, CArchive            C libraries from Debian (libssl-dev, libarchive-dev)
+//   CLibCrypto, CArchive, CCrypt    C libraries from Debian (libssl-dev, libarchive-dev, libcrypt-dev)
 //   OCICore                         spec types, digests, references, platforms. No I/O.
 //   OCITar, OCIStore                streaming tar over libarchive; filesystem content store
 //   OCIRegistryClient               Distribution API client (auth, retries, verified blob streams)
@@ -38,6 +38,7 @@ let package = Package(
     targets: [
         .systemLibrary(name: "CLibCrypto", path: "Sources/CLibCrypto", providers: [.apt(["libssl-dev"])]),
         .systemLibrary(name: "CArchive", path: "Sources/CArchive", providers: [.apt(["libarchive-dev"])]),
+        .systemLibrary(name: "CCrypt", path: "Sources/CCrypt", providers: [.apt(["libcrypt-dev"])]),
         .target(name: "OCICore", dependencies: ["CLibCrypto"], swiftSettings: swiftSettings),
         .target(name: "OCITar", dependencies: ["CArchive"], swiftSettings: swiftSettings),
         .target(name: "OCIStore", dependencies: ["OCICore"], swiftSettings: swiftSettings),
@@ -56,7 +57,7 @@ let package = Package(
         .target(
             name: "OCIRegistryServer",
             dependencies: [
-                "OCICore", "OCIStore",
+                "OCICore", "OCIStore", "CCrypt",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdCore", package: "hummingbird"),
                 .product(name: "HummingbirdTLS", package: "hummingbird"),

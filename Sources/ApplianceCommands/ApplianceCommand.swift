@@ -30,7 +30,8 @@ public struct ApplianceCommand: AsyncParsableCommand {
             """,
         version: FerryVersion.string,
         subcommands: [
-            ImportCommand.self, ServeCommand.self, ImagesCommand.self, GarbageCommand.self, CACommand.self,
+            ImportCommand.self, ServeCommand.self, ImagesCommand.self, GarbageCommand.self, UserCommand.self,
+            CACommand.self,
             ClientConfigCommand.self,
         ]
     )

@@ -14,6 +14,12 @@ import Yams
 ///   san: [registry.plant.example]     # extra names for the generated certificate
 /// accessLog: "-"                      # a file, "-" for standard error, or "off"
 /// readOnly: false                     # true: refuse pushes and deletes
+/// auth:
+///   anonymous: none                   # none (default): credentials for everything; pull: anyone may pull
+///   htpasswd: /etc/ferry/htpasswd     # bcrypt entries (htpasswd -B), beside `ferry-appliance user`
+///   htpasswdRole: pull                # pull, push, delete or admin, for every htpasswd user
+///   htpasswdRepositories: [apps]      # repository prefixes they may use (default: all)
+///   tokenLifetime: 300                # seconds
 /// import:
 ///   requireSignature: true
 ///   trustedKeys: [/etc/ferry/keys]    # public keys (PEM), files or directories
@@ -23,6 +29,14 @@ public struct ApplianceConfiguration: Codable, Equatable, Sendable {
         public var cert: String?
         public var key: String?
         public var san: [String]?
+    }
+    public struct Auth: Codable, Equatable, Sendable {
+        /// `none` (the default) or `pull`.
+        public var anonymous: String?
+        public var htpasswd: String?
+        public var htpasswdRole: String?
+        public var htpasswdRepositories: [String]?
+        public var tokenLifetime: Int?
     }
     public struct Import: Codable, Equatable, Sendable {
         public var requireSignature: Bool?
@@ -35,6 +49,7 @@ public struct ApplianceConfiguration: Codable, Equatable, Sendable {
     public var accessLog: String?
     /// Refuse pushes and deletes over HTTP (imports still work).
     public var readOnly: Bool?
+    public var auth: Auth?
     public var `import`: Import?
 
     public static let defaultPath = "/etc/ferry/appliance.yml"
@@ -90,6 +105,7 @@ public enum ConfigurationError: Error, Equatable, CustomStringConvertible {
     case invalid(path: String, String)
     case requireSignatureWithoutKeys(String?)
     case badListen(String)
+    case badValue(path: String?, key: String, String)
 
     public var description: String {
         switch self {
@@ -99,6 +115,7 @@ public enum ConfigurationError: Error, Equatable, CustomStringConvertible {
             "\(path ?? "configuration"): import.requireSignature is set but no trusted key is configured "
                 + "(import.trustedKeys or --trust-key)"
         case .badListen(let value): "listen address \(value): expected HOST:PORT, :PORT or [IPV6]:PORT"
+        case .badValue(let path, let key, let why): "\(path ?? "configuration"): \(key): \(why)"
         }
     }
 }

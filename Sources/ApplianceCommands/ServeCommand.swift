@@ -16,12 +16,18 @@ struct ServeCommand: AsyncParsableCommand {
             those names change or it expires within 30 days. Give clients the CA: \\
             `ferry-appliance client-config HOST:PORT` prints what each one needs.
 
+            Access: every request needs credentials unless --anonymous pull (or auth.anonymous in \
+            the configuration); add users with `ferry-appliance user add`. docker, podman, skopeo \
+            and containerd log in through the token flow; Basic credentials work too. CI pushes \
+            with a push-role user; --read-only refuses every push and delete.
+
             Images imported while the server runs are served at once. SIGTERM or SIGINT stops \\
             accepting connections and finishes requests in flight. /healthz answers 200 when the \\
             store is readable.
 
             Examples:
               ferry-appliance serve --data-dir /srv/ferry --listen :5000 --san registry.plant.example
+              ferry-appliance serve --anonymous pull --read-only
               ferry-appliance serve --tls-cert /etc/pki/ferry.crt --tls-key /etc/pki/ferry.key
             """
     )
@@ -51,9 +57,15 @@ struct ServeCommand: AsyncParsableCommand {
     @Flag(name: .customLong("read-only"), help: "Refuse every push and delete (405 UNSUPPORTED); imports still work.")
     var readOnly = false
 
+    @Option(help: "What clients without credentials may do: none (default) or pull.")
+    var anonymous: String?
+
+    @Option(help: "An htpasswd file (bcrypt entries, as `htpasswd -B` writes) whose users get auth.htpasswdRole.")
+    var htpasswd: String?
+
     func run() async throws {
         try await reportingApplianceErrors {
-            let (configuration, _) = try store.configuration()
+            let (configuration, configPath) = try store.configuration()
             let dataDirectory = store.resolved(configuration)
             let listen = try ListenAddress(self.listen ?? configuration.listen ?? ApplianceConfiguration.defaultListen)
             let registry = try RegistryStore(root: dataDirectory)
@@ -87,9 +99,12 @@ struct ServeCommand: AsyncParsableCommand {
                 return handler
             }
             let logger = Logger(label: "ferry-appliance")
+            let policy = try Self.policy(configuration.auth, anonymous: anonymous, htpasswd: htpasswd, path: configPath)
+            let authenticator = try Authenticator(dataDirectory: dataDirectory, policy: policy, logger: logger)
             let server = RegistryServer(
                 content: RegistryContent(store: registry), host: listen.host, port: listen.port, transport: transport,
-                accessLog: log, readOnly: readOnly || configuration.readOnly == true, logger: logger)
+                accessLog: log, readOnly: readOnly || configuration.readOnly == true, authenticator: authenticator,
+                logger: logger)
             let scheme = plainHTTP ? "http" : "https"
             let description = summary
             try await server.run { port in
@@ -99,6 +114,33 @@ struct ServeCommand: AsyncParsableCommand {
                             .utf8))
             }
         }
+    }
+}
+
+extension ServeCommand {
+    /// The access policy from `auth:` in the configuration, overridden by flags.
+    static func policy(
+        _ auth: ApplianceConfiguration.Auth?, anonymous: String?, htpasswd: String?, path: String?
+    ) throws(ConfigurationError) -> AccessPolicy {
+        var policy = AccessPolicy()
+        switch anonymous ?? auth?.anonymous ?? "none" {
+        case "none": policy.anonymous = nil
+        case "pull": policy.anonymous = Grant(role: .pull)
+        case let other: throw .badValue(path: path, key: "auth.anonymous", "\(other): expected none or pull")
+        }
+        policy.htpasswdPath = htpasswd ?? auth?.htpasswd
+        if let role = auth?.htpasswdRole {
+            guard let parsed = Role(rawValue: role) else {
+                throw .badValue(path: path, key: "auth.htpasswdRole", "\(role): expected pull, push, delete or admin")
+            }
+            policy.htpasswdGrant.role = parsed
+        }
+        policy.htpasswdGrant.repositories = auth?.htpasswdRepositories
+        if let lifetime = auth?.tokenLifetime {
+            guard lifetime >= 10 else { throw .badValue(path: path, key: "auth.tokenLifetime", "at least 10 seconds") }
+            policy.tokenLifetime = lifetime
+        }
+        return policy
     }
 }
 

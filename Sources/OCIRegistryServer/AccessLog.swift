@@ -5,7 +5,8 @@ import Foundation
 #endif
 
 /// One line per request, written with a single `write(2)` so lines from concurrent requests never
-/// interleave: `TIME REMOTE "METHOD TARGET" STATUS BYTES SECONDS "USER-AGENT"`.
+/// interleave: `TIME REMOTE USER "METHOD TARGET" STATUS BYTES SECONDS "USER-AGENT"` (USER is `-`
+/// for anonymous requests; passwords and tokens never appear).
 public final class AccessLog: Sendable {
     let fileDescriptor: Int32
     let ownsDescriptor: Bool
@@ -28,11 +29,12 @@ public final class AccessLog: Sendable {
     deinit { if ownsDescriptor { close(fileDescriptor) } }
 
     public func record(
-        remote: String, method: String, target: String, status: Int, bytes: Int?, seconds: Double, userAgent: String?
+        remote: String, user: String? = nil, method: String, target: String, status: Int, bytes: Int?, seconds: Double,
+        userAgent: String?
     ) {
         let agent = (userAgent ?? "-").replacingOccurrences(of: "\"", with: "'")
         let line =
-            "\(Self.timestamp()) \(remote) \"\(method) \(target)\" \(status) \(bytes.map(String.init) ?? "-") "
+            "\(Self.timestamp()) \(remote) \(user ?? "-") \"\(method) \(target)\" \(status) \(bytes.map(String.init) ?? "-") "
             + "\(String(format: "%.4f", seconds)) \"\(agent)\"\n"
         var bytes = Array(line.utf8)
         bytes.withUnsafeMutableBytes { raw in _ = write(fileDescriptor, raw.baseAddress, raw.count) }

@@ -246,12 +246,16 @@ public struct ApplianceCertificates: Sendable {
         return (certificate, key)
     }
 
-    /// Writes through a temporary file created with `mode`, then renames: readers never see half a key.
+    /// Writes through a temporary file created with `mode`, fsyncs, then renames: readers never see
+    /// half a key (also used for the user database and the token secret).
     static func writeFile(_ path: String, _ text: String, mode: mode_t) throws {
+        try writeFile(path, bytes: Array((text.hasSuffix("\n") ? text : text + "\n").utf8), mode: mode)
+    }
+
+    static func writeFile(_ path: String, bytes: [UInt8], mode: mode_t) throws {
         let temporary = "\(path).\(getpid()).tmp"
         let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, mode)
         guard fd >= 0 else { throw CertificateError.write(path: temporary, errno: errno) }
-        let bytes = Array((text.hasSuffix("\n") ? text : text + "\n").utf8)
         let written = bytes.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
         let synced = fsync(fd) == 0
         close(fd)

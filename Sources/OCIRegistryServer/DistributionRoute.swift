@@ -10,6 +10,8 @@ public enum DistributionRoute: Equatable, Sendable {
     case base
     case catalog
     case health
+    /// The token endpoint of the Docker token flow.
+    case token
     case manifest(repository: String, reference: String)
     case blob(repository: String, digest: String)
     /// `/v2/<name>/blobs/uploads/` (start) or `/v2/<name>/blobs/uploads/<session>`.
@@ -27,6 +29,7 @@ public enum DistributionRoute: Equatable, Sendable {
         case "/v2", "/v2/": self = .base; return
         case "/v2/_catalog": self = .catalog; return
         case "/healthz": self = .health; return
+        case "/token": self = .token; return
         default: break
         }
         guard path.hasPrefix("/v2/") else { self = .notFound; return }

@@ -52,10 +52,11 @@ extension RegistryResponder {
 
     /// `POST /v2/<name>/blobs/uploads/`: a cross-repository mount (`?mount=&from=`), a monolithic
     /// upload (`?digest=` with the body), or a session for PATCH/PUT.
-    func startUpload(_ name: String, _ request: Request) async throws -> Response {
+    func startUpload(_ name: String, _ request: Request, caller: Caller) async throws -> Response {
         let query = request.uri.queryParameters
         let store = content.store
         if let mount = query.get("mount"), let from = query.get("from"), let digest = try? Digest(mount),
+            caller.allows(.pull, on: from),
             let source = try content.current().state.repositories[from], source.blobs.contains(digest),
             store.blobs.contains(digest, size: FileSystem.size(of: store.blobs.path(of: digest)) ?? -1)
         {

@@ -28,24 +28,43 @@ public struct RegistryResponder: HTTPResponder {
     /// Refuse every write (push, delete) with 405 UNSUPPORTED.
     let readOnly: Bool
     let uploads: UploadTracker
+    /// Access control; nil serves everyone everything (in-process tests only).
+    let authenticator: Authenticator?
+    /// `https` or `http`: the scheme of the token realm clients are sent to.
+    let realmScheme: String
     static let apiVersion = HTTPField.Name("Docker-Distribution-API-Version")!
     static let contentDigest = HTTPField.Name("Docker-Content-Digest")!
     static let filtersApplied = HTTPField.Name("OCI-Filters-Applied")!
     static let link = HTTPField.Name("Link")!
     static let blobChunk = 512 * 1024
 
-    public init(content: RegistryContent, accessLog: AccessLog?, readOnly: Bool = false) {
+    public init(
+        content: RegistryContent, accessLog: AccessLog?, readOnly: Bool = false, authenticator: Authenticator? = nil,
+        realmScheme: String = "https"
+    ) {
         self.content = content
         self.accessLog = accessLog
         self.readOnly = readOnly
         self.uploads = UploadTracker()
+        self.authenticator = authenticator
+        self.realmScheme = realmScheme
     }
 
     public func respond(to request: Request, context: Context) async throws -> Response {
         let started = ContinuousClock.now
         var response: Response
+        var caller = Caller.open
         do {
-            response = try await route(request)
+            let route = DistributionRoute(path: request.uri.path)
+            let remote = context.remoteAddress?.ipAddress ?? "-"
+            if route == .token {
+                response = try await token(request, remote: remote)
+            } else {
+                caller = try authorize(route, request, remote: remote)
+                response = try await self.route(route, request, caller: caller)
+            }
+        } catch let challenge as Challenge {
+            response = challenge.response(for: request)
         } catch let error as DistributionError {
             response = Self.errorResponse(error, for: request)
         } catch {
@@ -59,7 +78,7 @@ public struct RegistryResponder: HTTPResponder {
             let elapsed = ContinuousClock.now - started
             let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
             accessLog.record(
-                remote: context.remoteAddress?.ipAddress ?? "-", method: request.method.rawValue,
+                remote: context.remoteAddress?.ipAddress ?? "-", user: caller.name, method: request.method.rawValue,
                 target: request.uri.description, status: response.status.code,
                 bytes: request.method == .head ? 0 : response.body.contentLength, seconds: seconds,
                 userAgent: request.headers[.userAgent])
@@ -67,8 +86,7 @@ public struct RegistryResponder: HTTPResponder {
         return response
     }
 
-    func route(_ request: Request) async throws -> Response {
-        let route = DistributionRoute(path: request.uri.path)
+    func route(_ route: DistributionRoute, _ request: Request, caller: Caller) async throws -> Response {
         let method = request.method
         if method != .get && method != .head, readOnly, route.repository != nil {
             throw DistributionError.unsupported("\(method.rawValue): the appliance is read-only")
@@ -84,7 +102,7 @@ public struct RegistryResponder: HTTPResponder {
             let repositories = try content.current().repositories.count
             return Self.json(Array(#"{"status":"ok","repositories":\#(repositories)}"#.utf8), for: request)
         case (.catalog, .get):
-            return try catalog(request)
+            return try catalog(request, caller: caller)
         case (.tags(let name), .get):
             return try tags(name, request)
         case (.manifest(let name, let reference), .get), (.manifest(let name, let reference), .head):
@@ -98,7 +116,7 @@ public struct RegistryResponder: HTTPResponder {
         case (.blob(let name, let digest), .delete):
             return try await deleteBlob(name, digest)
         case (.blobUpload(let name, nil), .post):
-            return try await startUpload(name, request)
+            return try await startUpload(name, request, caller: caller)
         case (.blobUpload(let name, let session?), _):
             return try await continueUpload(name, session, request)
         case (.referrers(let name, let digest), .get):
@@ -110,8 +128,8 @@ public struct RegistryResponder: HTTPResponder {
 
     // MARK: Listing
 
-    func catalog(_ request: Request) throws -> Response {
-        let repositories = try content.current().repositories
+    func catalog(_ request: Request, caller: Caller) throws -> Response {
+        let repositories = try content.current().repositories.filter { caller.allows(.pull, on: $0) }
         let n = try Page.parseCount(request.uri.queryParameters.get("n"))
         let page = Page(sorted: repositories, n: n, last: request.uri.queryParameters.get("last"))
         var response = Self.json(Self.encode(["repositories": page.entries]), for: request)
@@ -297,6 +315,7 @@ public struct RegistryResponder: HTTPResponder {
         let body = error.body
         var headers: HTTPFields = [.contentType: "application/json; charset=utf-8", .contentLength: String(body.count)]
         let status = HTTPResponse.Status(code: error.status)
+        if error.status == 429 { headers[.retryAfter] = String(Authenticator.failureWindow) }
         if request.method == .head { return Response(status: status, headers: headers) }
         headers[.contentLength] = nil
         return Response(status: status, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: body)))

@@ -21,13 +21,15 @@ public struct RegistryServer: Sendable {
     public let transport: Transport
     public let accessLog: AccessLog?
     public let readOnly: Bool
+    public let authenticator: Authenticator?
     public let logger: Logger
 
     public init(
         content: RegistryContent, host: String, port: Int, transport: Transport, accessLog: AccessLog?,
-        readOnly: Bool = false, logger: Logger
+        readOnly: Bool = false, authenticator: Authenticator?, logger: Logger
     ) {
         self.readOnly = readOnly
+        self.authenticator = authenticator
         self.content = content
         self.host = host
         self.port = port
@@ -50,7 +52,11 @@ public struct RegistryServer: Sendable {
 
     /// Runs until a shutdown signal; `onRunning` receives the bound port (useful with port 0).
     public func run(onRunning: @escaping @Sendable (Int) async -> Void = { _ in }) async throws {
-        let responder = RegistryResponder(content: content, accessLog: accessLog, readOnly: readOnly)
+        var scheme = "https"
+        if case .plainHTTP = transport { scheme = "http" }
+        let responder = RegistryResponder(
+            content: content, accessLog: accessLog, readOnly: readOnly, authenticator: authenticator,
+            realmScheme: scheme)
         let server: HTTPServerBuilder
         switch transport {
         case .tls(let chain, let key):

@@ -13,25 +13,29 @@ struct PushTests {
         let seeded = try SeededRegistry.make(registry, largeLayer: 24 << 20)
         let work = try Shell.temporaryDirectory()
         defer { Shell.remove(work) }
-        var appliance = try ApplianceFixture(dataDirectory: "\(work)/data")
+        var appliance = try ApplianceFixture(dataDirectory: "\(work)/data", anonymous: "none")
         defer { appliance.stop() }
+        try appliance.addUser("ci", password: "ci-password", role: "delete")
         let certs = try appliance.certDirectory()
-        let into = ["--dest-cert-dir", certs]
+        let into = ["--dest-cert-dir", certs, "--dest-creds", "ci:ci-password"]
+        let creds = ["--creds", "ci:ci-password"]
+        let from = ["--src-creds", "ci:ci-password"]
         for (name, digest) in seeded.images {
             let target = "docker://\(appliance.host)/ci/\(name)"
             try Shell.run(
                 ["skopeo", "copy", "-q", "--all", "--preserve-digests"] + registry.skopeoFlags("src") + into + [
                     "docker://\(registry.host)/\(name)", target,
                 ])
-            let raw = try Shell.run(["skopeo", "inspect", "--raw", "--cert-dir", certs, target]).stdout
+            let raw = try Shell.run(["skopeo", "inspect", "--raw", "--cert-dir", certs] + creds + [target]).stdout
             #expect(Digest.of(Array(raw.utf8)) == digest, "\(name)")
-            try Shell.run(["skopeo", "copy", "-q", "--all", "--src-cert-dir", certs, target, "oci:\(work)/out:x"])
+            try Shell.run(
+                ["skopeo", "copy", "-q", "--all", "--src-cert-dir", certs] + from + [target, "oci:\(work)/out:x"])
         }
         // Across repositories: skopeo mounts the large layer instead of uploading it again.
-        let largeManifest = try appliance.curl("/v2/ci/test/large/manifests/latest").json
+        let largeManifest = try appliance.curl("/v2/ci/test/large/manifests/latest", user: "ci:ci-password").json
         let layer = try #require(((largeManifest["layers"] as? [[String: Any]])?.first?["digest"]) as? String)
         try Shell.run(
-            ["skopeo", "copy", "-q", "--all", "--src-cert-dir", certs] + into + [
+            ["skopeo", "copy", "-q", "--all", "--src-cert-dir", certs] + from + into + [
                 "docker://\(appliance.host)/ci/test/large:latest", "docker://\(appliance.host)/other/large:copy",
             ])
         let log = try String(contentsOfFile: appliance.accessLog, encoding: .utf8)
@@ -46,28 +50,30 @@ struct PushTests {
         let digest = Digest.of(Array(chunkA + chunkB))
         try chunkA.write(to: URL(fileURLWithPath: "\(work)/a"))
         try chunkB.write(to: URL(fileURLWithPath: "\(work)/b"))
-        let start = try appliance.curl("/v2/raw/blob/blobs/uploads/", method: "POST")
+        let start = try appliance.curl("/v2/raw/blob/blobs/uploads/", method: "POST", user: "ci:ci-password")
         #expect(start.status == 202)
         let location = try #require(start.headers["location"])
         func patch(_ file: String, _ range: String) throws -> HTTPReply {
             try HTTPReply.fetch(
                 "https://\(appliance.host)\(location)", method: "PATCH",
                 headers: ["Content-Range: \(range)", "Content-Type: application/octet-stream"],
-                ca: appliance.caCertificate, bodyFile: file)
+                ca: appliance.caCertificate, bodyFile: file, user: "ci:ci-password")
         }
         #expect(try patch("\(work)/a", "0-699999").headers["range"] == "0-699999")
         #expect(try patch("\(work)/a", "0-699999").status == 416, "a repeated chunk is out of order")
         #expect(try patch("\(work)/b", "700000-999999").headers["range"] == "0-999999")
         let done = try HTTPReply.fetch(
-            "https://\(appliance.host)\(location)?digest=\(digest)", method: "PUT", ca: appliance.caCertificate)
+            "https://\(appliance.host)\(location)?digest=\(digest)", method: "PUT", ca: appliance.caCertificate,
+            user: "ci:ci-password")
         #expect(done.status == 201)
-        #expect(try appliance.curl("/v2/raw/blob/blobs/\(digest)").body == chunkA + chunkB)
+        #expect(try appliance.curl("/v2/raw/blob/blobs/\(digest)", user: "ci:ci-password").body == chunkA + chunkB)
 
         // Delete one image; gc (no grace) reclaims its unshared blobs; the rest still pull.
         let large = "docker://\(appliance.host)/ci/test/large:latest"
-        try Shell.run(["skopeo", "delete", "--cert-dir", certs, large])
-        try Shell.run(["skopeo", "delete", "--cert-dir", certs, "docker://\(appliance.host)/other/large:copy"])
-        #expect(try Shell.run(["skopeo", "inspect", "--cert-dir", certs, large], check: false).status != 0)
+        try Shell.run(["skopeo", "delete", "--cert-dir", certs] + creds + [large])
+        try Shell.run(
+            ["skopeo", "delete", "--cert-dir", certs] + creds + ["docker://\(appliance.host)/other/large:copy"])
+        #expect(try Shell.run(["skopeo", "inspect", "--cert-dir", certs] + creds + [large], check: false).status != 0)
         let gc = try appliance.command(["gc", "--grace-period", "0", "--json"]).stdout
         #expect(gc.contains(layer), "the large layer is collected: \(gc)")
         let layerFile = "\(appliance.dataDirectory)/store/blobs/sha256/\(layer.dropFirst(7))"
@@ -75,19 +81,22 @@ struct PushTests {
         for name in ["test/multi:1.0", "test/single:1.0", "test/nested/docker:v2"] {
             try Shell.run(
                 [
-                    "skopeo", "copy", "-q", "--all", "--src-cert-dir", certs, "docker://\(appliance.host)/ci/\(name)",
+                    "skopeo", "copy", "-q", "--all", "--src-cert-dir", certs, "--src-creds", "ci:ci-password",
+                    "docker://\(appliance.host)/ci/\(name)",
                     "oci:\(work)/after-gc:x",
                 ])
         }
 
         // Read-only: pushes are refused, pulls work.
         appliance.stop()
-        appliance = try ApplianceFixture(dataDirectory: "\(work)/data", extraArguments: ["--read-only"])
+        appliance = try ApplianceFixture(
+            dataDirectory: "\(work)/data", anonymous: "none", extraArguments: ["--read-only"])
         let refused = try Shell.run(
             ["skopeo", "copy", "-q", "--all", "--preserve-digests"] + registry.skopeoFlags("src") + into + [
                 "docker://\(registry.host)/test/single:1.0", "docker://\(appliance.host)/ci/refused:1",
             ], check: false)
         #expect(refused.status != 0)
-        try Shell.run(["skopeo", "inspect", "--cert-dir", certs, "docker://\(appliance.host)/ci/test/single:1.0"])
+        try Shell.run(
+            ["skopeo", "inspect", "--cert-dir", certs] + creds + ["docker://\(appliance.host)/ci/test/single:1.0"])
     }
 }

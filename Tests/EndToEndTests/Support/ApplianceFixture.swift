@@ -12,14 +12,15 @@ final class ApplianceFixture: @unchecked Sendable {
     var caCertificate: String { "\(dataDirectory)/tls/ca.crt" }
     var accessLog: String { "\(dataDirectory)/access.log" }
 
-    init(dataDirectory: String, extraArguments: [String] = []) throws {
+    /// `anonymous`: what clients without credentials may do (`pull` for the pull tests, `none` for access control).
+    init(dataDirectory: String, anonymous: String = "pull", extraArguments: [String] = []) throws {
         self.dataDirectory = dataDirectory
         try FileManager.default.createDirectory(atPath: dataDirectory, withIntermediateDirectories: true)
         port = Shell.freePort()
         process = try BackgroundProcess(
             [
                 Self.binary, "serve", "--data-dir", dataDirectory, "--listen", "127.0.0.1:\(port)", "--access-log",
-                "\(dataDirectory)/access.log",
+                "\(dataDirectory)/access.log", "--anonymous", anonymous,
             ] + extraArguments,
             logPath: "\(dataDirectory)/serve-\(port).log")
         do {
@@ -45,8 +46,18 @@ final class ApplianceFixture: @unchecked Sendable {
     }
 
     /// An HTTPS request with curl, verifying the server against the CA: status, headers (lower-cased names), body.
-    func curl(_ path: String, method: String = "GET", headers: [String] = [], ca: String? = nil) throws -> HTTPReply {
-        try HTTPReply.fetch("https://\(host)\(path)", method: method, headers: headers, ca: ca ?? caCertificate)
+    func curl(
+        _ path: String, method: String = "GET", headers: [String] = [], ca: String? = nil, user: String? = nil
+    ) throws -> HTTPReply {
+        try HTTPReply.fetch(
+            "https://\(host)\(path)", method: method, headers: headers, ca: ca ?? caCertificate, user: user)
+    }
+
+    /// Adds a user with `ferry-appliance user add`.
+    func addUser(_ name: String, password: String, role: String, repositories: [String] = []) throws {
+        try Shell.run(
+            [Self.binary, "user", "add", name, "--password-stdin", "--role", role, "--data-dir", dataDirectory]
+                + repositories.flatMap { ["--repo", $0] }, input: Data(password.utf8))
     }
 
     /// SIGTERM, and the exit status.
@@ -74,7 +85,8 @@ struct HTTPReply {
     var errorCode: String? { ((json["errors"] as? [[String: Any]])?.first?["code"]) as? String }
 
     static func fetch(
-        _ url: String, method: String = "GET", headers: [String] = [], ca: String, bodyFile: String? = nil
+        _ url: String, method: String = "GET", headers: [String] = [], ca: String, bodyFile: String? = nil,
+        user: String? = nil
     ) throws -> HTTPReply {
         let work = try Shell.temporaryDirectory("ferry-curl")
         defer { Shell.remove(work) }
@@ -82,6 +94,7 @@ struct HTTPReply {
         arguments += method == "HEAD" ? ["-I"] : ["-X", method]
         for header in headers { arguments += ["-H", header] }
         if let bodyFile { arguments += ["--data-binary", "@\(bodyFile)"] }
+        if let user { arguments += ["-u", user] }
         // 18 (partial body): the distribution registry's 416 keeps the blob's Content-Length.
         let result = try Shell.run(arguments + [url], check: false)
         guard result.status == 0 || result.status == 18 else {

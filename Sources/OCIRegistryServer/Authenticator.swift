@@ -1,0 +1,258 @@
+import Crypto
+import Foundation
+import Logging
+import Synchronization
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// Who is asking: a user with a grant, or anonymous with what the policy allows anonymous users.
+public struct Identity: Sendable, Equatable {
+    public var name: String?
+    public var grant: Grant?
+
+    public static let nobody = Identity(name: nil, grant: nil)
+
+    public func actions(on repository: String) -> Set<Action> { grant?.actions(on: repository) ?? [] }
+    public var isAdmin: Bool { grant?.role == .admin }
+}
+
+/// Access settings (from `auth:` in appliance.yml and serve's flags).
+public struct AccessPolicy: Sendable {
+    /// What anyone may do without credentials: nothing (nil, the default) or pull.
+    public var anonymous: Grant?
+    /// An htpasswd file whose users get `htpasswdGrant`.
+    public var htpasswdPath: String?
+    public var htpasswdGrant: Grant
+    public var tokenLifetime: Int
+
+    public init(
+        anonymous: Grant? = nil, htpasswdPath: String? = nil, htpasswdGrant: Grant = Grant(role: .pull),
+        tokenLifetime: Int = 300
+    ) {
+        self.anonymous = anonymous
+        self.htpasswdPath = htpasswdPath
+        self.htpasswdGrant = htpasswdGrant
+        self.tokenLifetime = tokenLifetime
+    }
+}
+
+/// Authentication and the Docker token flow (`../shared/specs/docker/token*`): credentials from
+/// the user database or an htpasswd file, short-lived HS256 tokens carrying the granted scopes, a
+/// cache of checked passwords (bcrypt is slow on purpose), and a limit on failed logins.
+public final class Authenticator: Sendable {
+    public static let service = "ferry-appliance"
+    let users: UserDatabase
+    let policy: AccessPolicy
+    let secret: SymmetricKey
+    let logger: Logger
+
+    private struct Failures {
+        var count = 0
+        var since: Int = 0
+        var blockedUntil: Int = 0
+    }
+    private let failures = Mutex<[String: Failures]>([:])
+    private let checked = Mutex<[String: (identity: Identity, until: Int)]>([:])
+    private let loaded = Mutex<(fingerprint: [Int], users: [String: UserDatabase.User], htpasswd: HtpasswdFile)>(
+        ([], [:], HtpasswdFile(text: "")))
+    static let failureLimit = 5
+    static let failureWindow = 60
+
+    public init(dataDirectory: String, policy: AccessPolicy, logger: Logger) throws {
+        users = UserDatabase(dataDirectory: dataDirectory)
+        self.policy = policy
+        self.logger = logger
+        secret = try Self.tokenSecret(path: "\(dataDirectory)/tls/token.secret")
+    }
+
+    /// The key tokens are signed with: made once, kept 0600 beside the CA.
+    static func tokenSecret(path: String) throws -> SymmetricKey {
+        if let data = FileManager.default.contents(atPath: path), data.count == 32 { return SymmetricKey(data: data) }
+        try FileManager.default.createDirectory(
+            atPath: (path as NSString).deletingLastPathComponent, withIntermediateDirectories: true,
+            attributes: [.posixPermissions: 0o700])
+        let key = SymmetricKey(size: .bits256)
+        let bytes = key.withUnsafeBytes { Array($0) }
+        try ApplianceCertificates.writeFile(path, bytes: bytes, mode: 0o600)
+        return key
+    }
+
+    // MARK: Credentials
+
+    /// Checks `Authorization: Basic …`; nil for a wrong user or password (logged, counted).
+    /// Throws when this user and address failed too often lately.
+    public func authenticate(basic header: String, remote: String) throws(DistributionError) -> Identity? {
+        guard let (name, password) = Self.decodeBasic(header) else { return nil }
+        let key = "\(name)@\(remote)"
+        let now = Int(time(nil))
+        if let blocked = failures.withLock({ $0[key]?.blockedUntil }), blocked > now {
+            throw DistributionError(
+                status: 429, code: .tooManyRequests, message: "too many failed logins; try again later",
+                detail: "retry after \(blocked - now) s")
+        }
+        let cacheKey = SHA256.hash(data: Data("\(name):\(password)".utf8)).map { String(format: "%02x", $0) }.joined()
+        if let hit = checked.withLock({ $0[cacheKey] }), hit.until > now { return hit.identity }
+        let (users, htpasswd) = currentUsers()
+        var identity: Identity?
+        if let user = users[name], PasswordHash.verify(password, against: user.passwordHash) {
+            identity = Identity(name: name, grant: user.grant)
+        } else if users[name] == nil, let hash = htpasswd.entries[name], PasswordHash.verify(password, against: hash) {
+            identity = Identity(name: name, grant: policy.htpasswdGrant)
+        }
+        guard let identity else {
+            let blocked = failures.withLock { table -> Bool in
+                var entry = table[key] ?? Failures()
+                if now - entry.since > Self.failureWindow { entry = Failures(count: 0, since: now) }
+                entry.count += 1
+                if entry.count >= Self.failureLimit { entry.blockedUntil = now + Self.failureWindow }
+                table[key] = entry
+                return entry.blockedUntil > now
+            }
+            logger.warning(
+                "failed login for user \(name) from \(remote)\(blocked ? "; further attempts refused for \(Self.failureWindow) s" : "")"
+            )
+            return nil
+        }
+        failures.withLock { $0[key] = nil }
+        checked.withLock { cache in
+            if cache.count > 10_000 { cache = [:] }
+            cache[cacheKey] = (identity, now + 300)
+        }
+        return identity
+    }
+
+    /// The anonymous identity the policy allows.
+    public var anonymous: Identity { Identity(name: nil, grant: policy.anonymous) }
+
+    static func decodeBasic(_ header: String) -> (String, String)? {
+        guard header.lowercased().hasPrefix("basic "),
+            let data = Data(base64Encoded: String(header.dropFirst(6)).trimmingCharacters(in: .whitespaces)),
+            let text = String(data: data, encoding: .utf8), let colon = text.firstIndex(of: ":")
+        else { return nil }
+        return (String(text[..<colon]), String(text[text.index(after: colon)...]))
+    }
+
+    func currentUsers() -> ([String: UserDatabase.User], HtpasswdFile) {
+        let fingerprint =
+            RegistryContent.fingerprint(of: users.path)
+            + (policy.htpasswdPath.map { RegistryContent.fingerprint(of: $0) } ?? [])
+        if let cached = loaded.withLock({ $0.fingerprint == fingerprint ? ($0.users, $0.htpasswd) : nil }) {
+            return cached
+        }
+        var table: [String: UserDatabase.User] = [:]
+        do {
+            table = try users.load()
+        } catch {
+            logger.error("\(error)")
+        }
+        var htpasswd = HtpasswdFile(text: "")
+        if let path = policy.htpasswdPath {
+            if let text = try? String(contentsOfFile: path, encoding: .utf8) {
+                htpasswd = HtpasswdFile(text: text)
+                if !htpasswd.ignored.isEmpty {
+                    logger.warning(
+                        "\(path): entries that are not bcrypt are ignored: \(htpasswd.ignored.joined(separator: ", "))")
+                }
+            } else {
+                logger.error("\(path): cannot read the htpasswd file")
+            }
+        }
+        loaded.withLock { $0 = (fingerprint, table, htpasswd) }
+        return (table, htpasswd)
+    }
+
+    // MARK: Tokens
+
+    /// One `repository:NAME:ACTIONS` scope of a token request, and what was granted of it.
+    public struct Access: Codable, Sendable, Equatable {
+        public var type: String
+        public var name: String
+        public var actions: [String]
+    }
+
+    /// Parses `repository:NAME:pull,push` (NAME may hold a port-less host; the actions follow the last colon).
+    static func parseScope(_ scope: String) -> Access? {
+        guard let last = scope.lastIndex(of: ":"), let first = scope.firstIndex(of: ":"), first < last else {
+            return nil
+        }
+        let type = String(scope[..<first])
+        let name = String(scope[scope.index(after: first)..<last])
+        let actions = scope[scope.index(after: last)...].split(separator: ",").map(String.init)
+        return Access(type: type, name: name, actions: actions)
+    }
+
+    /// Issues a token for `identity` holding the requested scopes it is allowed (possibly none).
+    public func issueToken(for identity: Identity, scopes: [String], now: Int = Int(time(nil))) -> [String: Any] {
+        var granted: [Access] = []
+        for scope in scopes.flatMap({ $0.split(separator: " ").map(String.init) }) {
+            guard var access = Self.parseScope(scope) else { continue }
+            if access.type == "repository" {
+                let allowed = identity.actions(on: access.name)
+                // "*" (skopeo asks for it to delete) means every action: granted to whoever may delete.
+                access.actions = access.actions.filter { action in
+                    action == "*" ? allowed.contains(.delete) : Action(rawValue: action).map(allowed.contains) ?? false
+                }
+            } else if access.type == "registry" && access.name == "catalog" {
+                access.actions = identity.isAdmin ? access.actions : []
+            } else {
+                continue
+            }
+            if !access.actions.isEmpty { granted.append(access) }
+        }
+        let claims = Claims(
+            iss: Self.service, sub: identity.name ?? "", aud: Self.service, exp: now + policy.tokenLifetime,
+            nbf: now - 5, iat: now, jti: UUID().uuidString, access: granted)
+        let token = sign(claims)
+        return [
+            "token": token, "access_token": token, "expires_in": policy.tokenLifetime,
+            "issued_at": ISO8601DateFormatter().string(from: Date(timeIntervalSince1970: TimeInterval(now))),
+        ]
+    }
+
+    struct Claims: Codable {
+        var iss: String
+        var sub: String
+        var aud: String
+        var exp: Int
+        var nbf: Int
+        var iat: Int
+        var jti: String
+        var access: [Access]
+    }
+
+    func sign(_ claims: Claims) -> String {
+        let header = Self.base64URL(Data(#"{"alg":"HS256","typ":"JWT"}"#.utf8))
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        let payload = Self.base64URL((try? encoder.encode(claims)) ?? Data())
+        let input = "\(header).\(payload)"
+        let mac = HMAC<SHA256>.authenticationCode(for: Data(input.utf8), using: secret)
+        return "\(input).\(Self.base64URL(Data(mac)))"
+    }
+
+    /// The identity and granted scopes of a token this appliance signed and that has not expired.
+    public func verify(token: String, now: Int = Int(time(nil))) -> (subject: String, access: [Access])? {
+        let parts = token.split(separator: ".", omittingEmptySubsequences: false)
+        guard parts.count == 3, let signature = Self.decodeBase64URL(String(parts[2])),
+            HMAC<SHA256>.isValidAuthenticationCode(
+                signature, authenticating: Data("\(parts[0]).\(parts[1])".utf8), using: secret),
+            let payload = Self.decodeBase64URL(String(parts[1])),
+            let claims = try? JSONDecoder().decode(Claims.self, from: payload),
+            claims.aud == Self.service, claims.exp > now, claims.nbf <= now
+        else { return nil }
+        return (claims.sub, claims.access)
+    }
+
+    static func base64URL(_ data: Data) -> String {
+        data.base64EncodedString().replacingOccurrences(of: "+", with: "-").replacingOccurrences(of: "/", with: "_")
+            .replacingOccurrences(of: "=", with: "")
+    }
+
+    static func decodeBase64URL(_ text: String) -> Data? {
+        var base64 = text.replacingOccurrences(of: "-", with: "+").replacingOccurrences(of: "_", with: "/")
+        while base64.count % 4 != 0 { base64 += "=" }
+        return Data(base64Encoded: base64)
+    }
+}
