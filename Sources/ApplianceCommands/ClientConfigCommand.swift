@@ -9,7 +9,7 @@ struct ClientConfigCommand: AsyncParsableCommand {
         commandName: "client-config",
         abstract: "Print, ready to paste, what docker, containerd, podman and the system trust store need.",
         discussion: """
-            Run it on the appliance host; paste each part on the client hosts (as root). With the \\
+            Run it on the appliance host; paste each part on the client hosts (as root). With the \
             operator's own certificate (--tls-cert), give --ca with the CA that issued it.
 
             Example: ferry-appliance client-config registry.plant.example:5000 --for containerd

@@ -8,9 +8,9 @@ struct GarbageCommand: AsyncParsableCommand {
         commandName: "gc",
         abstract: "Remove blobs no manifest references (safe while serve, imports and pushes run).",
         discussion: """
-            Deleting a manifest or a tag only unlinks it; gc reclaims the space. It holds the \\
-            store's lock while it decides, and keeps anything younger than the grace period: an \\
-            import writes its blobs before it commits them, and a push uploads blobs before the \\
+            Deleting a manifest or a tag only unlinks it; gc reclaims the space. It holds the \
+            store's lock while it decides, and keeps anything younger than the grace period: an \
+            import writes its blobs before it commits them, and a push uploads blobs before the \
             manifest that references them. Uploads untouched for a day are dropped too.
 
             Examples:

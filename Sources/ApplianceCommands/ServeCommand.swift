@@ -8,12 +8,12 @@ import OCIStore
 struct ServeCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "serve",
-        abstract: "Serve the store over HTTPS with the OCI Distribution API (pull side).",
+        abstract: "Serve the store over HTTPS with the OCI Distribution API: pulls, and pushes from CI.",
         discussion: """
-            With no certificate given, the appliance makes a CA once (DATA/tls/ca.crt, its key \\
-            0600) and a server certificate signed by it for this host's name, FQDN and addresses, \\
-            localhost, 127.0.0.1, ::1 and every --san. The certificate is remade at start when \\
-            those names change or it expires within 30 days. Give clients the CA: \\
+            With no certificate given, the appliance makes a CA once (DATA/tls/ca.crt, its key \
+            0600) and a server certificate signed by it for this host's name, FQDN and addresses, \
+            localhost, 127.0.0.1, ::1 and every --san. The certificate is remade at start when \
+            those names change or it expires within 30 days. Give clients the CA: \
             `ferry-appliance client-config HOST:PORT` prints what each one needs.
 
             Access: every request needs credentials unless --anonymous pull (or auth.anonymous in \
@@ -21,8 +21,8 @@ struct ServeCommand: AsyncParsableCommand {
             and containerd log in through the token flow; Basic credentials work too. CI pushes \
             with a push-role user; --read-only refuses every push and delete.
 
-            Images imported while the server runs are served at once. SIGTERM or SIGINT stops \\
-            accepting connections and finishes requests in flight. /healthz answers 200 when the \\
+            Images imported while the server runs are served at once. SIGTERM or SIGINT stops \
+            accepting connections and finishes requests in flight. /healthz answers 200 when the \
             store is readable.
 
             Examples:

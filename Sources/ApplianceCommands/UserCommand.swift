@@ -8,8 +8,8 @@ struct UserCommand: AsyncParsableCommand {
         commandName: "user",
         abstract: "Manage the appliance's users (DATA/users.json; a running serve picks changes up at once).",
         discussion: """
-            Roles, each including the one before: pull; push (pull and push); delete (pull, push and \\
-            delete); admin (everything on every repository, and the catalog). --repo limits a user to \\
+            Roles, each including the one before: pull; push (pull and push); delete (pull, push and \
+            delete); admin (everything on every repository, and the catalog). --repo limits a user to \
             repositories under the given prefixes (apps covers apps and apps/...).
 
             Examples:

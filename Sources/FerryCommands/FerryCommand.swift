@@ -14,14 +14,16 @@ public struct FerryCommand: AsyncParsableCommand {
             standard OCI image-layout tar with a bundle manifest, optionally signed (`ferry keygen`, \
             `--sign-key`). Carry the bundle across; anywhere, `ferry verify` proves it complete and \
             intact (and signed by a key you trust) and `ferry inspect` shows what it holds. Load it \
-            with `ctr images import` or `skopeo copy oci-archive:BUNDLE:REFERENCE ...`.
+            with `ctr images import` or `skopeo copy oci-archive:BUNDLE:REFERENCE ...`, or push it into \
+            any registry (an existing Harbor, a distribution registry, a Ferry appliance) with `ferry push`.
 
             Exit codes: 0 success; 1 failure (registry, network, filesystem); 64 bad usage or input \
             (arguments, image list); 65 content failed verification (digest or size mismatch).
             """,
         version: FerryVersion.string,
         subcommands: [
-            ExportCommand.self, VerifyCommand.self, InspectCommand.self, KeygenCommand.self, SignCommand.self,
+            ExportCommand.self, VerifyCommand.self, InspectCommand.self, PushCommand.self, KeygenCommand.self,
+            SignCommand.self,
         ]
     )
 
@@ -60,6 +62,7 @@ func exitCode(for error: any Error) -> Int32 {
         FerryExitCode.usage
     case let error as ExportError where error.isVerificationFailure: FerryExitCode.verification
     case is BundleVerificationFailed: FerryExitCode.verification
+    case let error as PushError where error.isVerification: FerryExitCode.verification
     case let error as BundleError:
         switch error {
         case .invalid, .corruptSource, .changedWhileSigning: FerryExitCode.verification

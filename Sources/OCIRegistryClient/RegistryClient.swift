@@ -65,8 +65,11 @@ public final class RegistryClient: Sendable {
 
     /// Sends a request to `registry` with authentication, following redirects; throws for any
     /// status but 2xx. `scope` is the token scope the request needs (`repository:NAME:pull`).
+    /// A `body` is sent once: a request with one should follow one that already authenticated
+    /// for the same scope (a 401 then fails instead of being retried with fresh credentials).
     func send(
-        _ method: HTTPMethod, registry: String, path: String, scope: String?, headers: HTTPHeaders = [:]
+        _ method: HTTPMethod, registry: String, path: String, scope: String?, headers: HTTPHeaders = [:],
+        body: HTTPClientRequest.Body? = nil
     ) async throws -> HTTPClientResponse {
         let endpoint = try await endpoint(for: registry)
         var authorization = try await authorization(registry: registry, scope: scope, challenge: nil)
@@ -74,11 +77,15 @@ public final class RegistryClient: Sendable {
         while true {
             let (response, finalURL) = try await execute(
                 method, url: endpoint.baseURL + path, registry: registry, endpoint: endpoint,
-                headers: headers, authorization: authorization)
+                headers: headers, authorization: authorization, body: body)
             let status = Int(response.status.code)
             // Only the registry itself may ask for credentials: a 401 from the origin a redirect led
             // to (a CDN, or worse) never gets them.
-            if status == 401 && !triedFreshAuth && Self.origin(of: finalURL) == Self.origin(of: endpoint.baseURL) {
+            var sendsBody = false
+            if case .some = body { sendsBody = true }
+            if status == 401 && !triedFreshAuth && !sendsBody
+                && Self.origin(of: finalURL) == Self.origin(of: endpoint.baseURL)
+            {
                 _ = try? await response.body.collect(upTo: 64 * 1024)
                 authorization = try await reauthorize(registry: registry, scope: scope, headers: response.headers)
                 triedFreshAuth = true
@@ -143,7 +150,7 @@ public final class RegistryClient: Sendable {
     /// Authorization header (Docker Hub sends blobs to a CDN with signed URLs).
     private func execute(
         _ method: HTTPMethod, url: String, registry: String, endpoint: Endpoint, headers: HTTPHeaders,
-        authorization: String?
+        authorization: String?, body: HTTPClientRequest.Body? = nil
     ) async throws -> (HTTPClientResponse, String) {
         var currentURL = url
         var sendAuthorization = authorization
@@ -154,6 +161,7 @@ public final class RegistryClient: Sendable {
             request.headers.replaceOrAdd(name: "User-Agent", value: configuration.userAgent)
             if let sendAuthorization { request.headers.replaceOrAdd(name: "Authorization", value: sendAuthorization) }
             request.tlsConfiguration = try tlsConfiguration(for: currentURL, endpoint: endpoint)
+            request.body = body
             let response: HTTPClientResponse
             do {
                 // The deadline covers connecting and the response head; a body then streams for

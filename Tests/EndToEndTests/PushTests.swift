@@ -100,3 +100,81 @@ struct PushTests {
             ["skopeo", "inspect", "--cert-dir", certs] + creds + ["docker://\(appliance.host)/ci/test/single:1.0"])
     }
 }
+
+/// `ferry push` of a bundle into the real distribution registry and into the appliance.
+@Suite(.serialized)
+struct FerryPushTests {
+    @Test func ferryPushIntoTheDistributionRegistryAndTheApplianceKeepsDigests() throws {
+        let source = try RegistryFixture(tls: true)
+        defer { source.stop() }
+        let seeded = try SeededRegistry.make(source, largeLayer: 16 << 20)
+        let work = try Shell.temporaryDirectory()
+        defer { Shell.remove(work) }
+        let bundle = "\(work)/site.tar"
+        try Ferry.run(
+            ["export", "-o", bundle, "--cache", "\(work)/cache"] + seeded.references + source.ferryTrustFlags)
+        let served = source.host.replacingOccurrences(of: ":", with: "_")
+
+        // Into a distribution registry with htpasswd auth, names without the source host.
+        let target = try RegistryFixture(tls: true, auth: .htpasswd(user: "ci", password: "ci-password"))
+        defer { target.stop() }
+        let first = try Ferry.run(
+            [
+                "push", bundle, "--to", "\(target.host)/mirror", "--drop-registry-host", "--creds", "ci:ci-password",
+                "--json",
+            ] + target.ferryTrustFlags)
+        let summary = try #require(
+            (try? JSONSerialization.jsonObject(with: Data(first.stdout.utf8))) as? [String: Any])
+        #expect((summary["images"] as? [Any])?.count == seeded.images.count)
+        #expect((summary["blobsMounted"] as? Int ?? 0) > 0, "blobs shared across repositories are mounted")
+        for (name, digest) in seeded.images {
+            let raw = try Shell.run(
+                ["skopeo", "inspect", "--raw", "--creds", "ci:ci-password"]
+                    + target.skopeoFlags("src").map { $0.replacingOccurrences(of: "--src-", with: "--") }
+                    + ["docker://\(target.host)/mirror/\(name)"]
+            ).stdout
+            #expect(Digest.of(Array(raw.utf8)) == digest, "\(name)")
+            try Shell.run(
+                ["skopeo", "copy", "-q", "--all", "--src-creds", "ci:ci-password"] + target.skopeoFlags("src")
+                    + ["docker://\(target.host)/mirror/\(name)", "oci:\(work)/pulled:x"])
+        }
+        // Again: everything is there already.
+        let again = try Ferry.run(
+            [
+                "push", bundle, "--to", "\(target.host)/mirror", "--drop-registry-host", "--creds", "ci:ci-password",
+                "--json",
+            ] + target.ferryTrustFlags)
+        let second = try #require((try? JSONSerialization.jsonObject(with: Data(again.stdout.utf8))) as? [String: Any])
+        #expect(second["blobsUploaded"] as? Int == 0)
+
+        // A corrupted bundle: exit 65, and no manifest of it reaches the registry.
+        let broken = "\(work)/broken.tar"
+        try Shell.run(["python3", "\(Shell.supportDirectory)/bundle_mutator.py", bundle, broken, "flip-layer"])
+        let refused = try Ferry.run(
+            ["push", broken, "--to", "\(target.host)/broken", "--creds", "ci:ci-password"] + target.ferryTrustFlags,
+            check: false)
+        #expect(refused.status == 65, "\(refused.stderr)")
+        let catalog = try Shell.run(
+            [
+                "curl", "-s", "-u", "ci:ci-password", "--cacert", try #require(target.tls?.caCertificate),
+                "https://\(target.host)/v2/_catalog",
+            ]).stdout
+        #expect(!catalog.contains("broken/\(served)/test/multi"), "\(catalog)")
+
+        // Into the appliance, keeping the source host: the names the appliance would serve after an import.
+        let appliance = try ApplianceFixture(dataDirectory: "\(work)/data", anonymous: "none")
+        defer { appliance.stop() }
+        try appliance.addUser("ci", password: "ci-password", role: "push")
+        try Ferry.run(
+            ["push", bundle, "--to", appliance.host, "--ca-file", appliance.caCertificate, "--creds", "ci:ci-password"])
+        let certs = try appliance.certDirectory()
+        for (name, digest) in seeded.images {
+            let raw = try Shell.run(
+                [
+                    "skopeo", "inspect", "--raw", "--cert-dir", certs, "--creds", "ci:ci-password",
+                    "docker://\(appliance.host)/\(served)/\(name)",
+                ]).stdout
+            #expect(Digest.of(Array(raw.utf8)) == digest, "\(name)")
+        }
+    }
+}

@@ -1,0 +1,325 @@
+import AsyncHTTPClient
+import Dispatch
+import Foundation
+import NIOCore
+import OCIBundle
+import OCICore
+import OCIRegistryClient
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// `ferry push`: every image of a bundle into a registry, verified as it is read.
+///
+/// 1. The bundle header names the images; each goes to `TARGET/[PREFIX/]NAME`, where NAME keeps the
+///    source registry as its first component (as the appliance serves it) unless asked not to.
+/// 2. Blobs the first image's repository already has are skipped (HEAD).
+/// 3. One pass over the bundle: each other blob streams to the registry while the bundle reader
+///    hashes it; a blob that does not match its digest is never finished (its upload is cancelled),
+///    and nothing else is published when the bundle fails verification.
+/// 4. Each other repository gets its blobs by cross-repository mount from the first one.
+/// 5. Manifests go last, children before indexes, the tagged top manifest last of all, bytes unchanged.
+struct BundlePusher {
+    struct Options {
+        var bundle: String
+        /// HOST[:PORT]
+        var registry: String
+        var prefix: String?
+        var keepRegistryHost: Bool
+        var trustedKeys: [PublicKey]
+    }
+
+    struct Summary: Codable {
+        struct Image: Codable {
+            var source: String
+            var target: String
+            var digest: String
+        }
+        var bundle: String
+        var registry: String
+        var images: [Image] = []
+        var blobsUploaded = 0
+        var bytesUploaded: Int64 = 0
+        var blobsAlreadyThere = 0
+        var blobsMounted = 0
+        var manifestsPushed = 0
+        var seconds = 0.0
+    }
+
+    let client: RegistryClient
+    let progress: ProgressReporter
+
+    /// The repository an image goes to.
+    static func targetRepository(_ reference: Reference, prefix: String?, keepRegistryHost: Bool) throws -> String {
+        let name = keepRegistryHost ? reference.servedRepository : reference.repository.value
+        let full = [prefix, name].compactMap { $0?.isEmpty == false ? $0 : nil }.joined(separator: "/")
+        return try RepositoryName(full).value
+    }
+
+    func run(_ options: Options) async throws -> Summary {
+        let started = Date()
+        var summary = Summary(bundle: options.bundle, registry: options.registry)
+        let reader = BundleReader(trustedKeys: options.trustedKeys)
+        let header = try await NIOThreadPoolRunner.run { try Self.read(options.bundle, reader: reader, sink: nil) }
+        guard let manifest = header.manifest, header.problems.isEmpty else {
+            throw PushError.invalid(options.bundle, header.problems)
+        }
+        var targets: [String: String] = [:]  // image reference → target repository
+        for image in manifest.images {
+            targets[image.reference] = try Self.targetRepository(
+                try Reference(image.reference), prefix: options.prefix, keepRegistryHost: options.keepRegistryHost)
+        }
+        guard let staging = manifest.images.first.flatMap({ targets[$0.reference] }) else {
+            throw PushError.invalid(options.bundle, [])
+        }
+        // What the staging repository already has.
+        let uploadable = manifest.blobs.filter { !Self.isManifest($0) }
+        progress.phase("checking \(uploadable.count) blob(s) in \(options.registry)/\(staging)")
+        let present = try await withThrowingTaskGroup(of: (Digest, Bool).self) { group in
+            var found = Set<Digest>()
+            var pending = uploadable[...]
+            for _ in 0..<8 {
+                guard let blob = pending.popFirst() else { break }
+                group.addTask {
+                    (
+                        blob.digest,
+                        try await client.blobExists(blob.digest, repository: staging, registry: options.registry)
+                    )
+                }
+            }
+            while let (digest, exists) = try await group.next() {
+                if exists { found.insert(digest) }
+                if let blob = pending.popFirst() {
+                    group.addTask {
+                        (
+                            blob.digest,
+                            try await client.blobExists(blob.digest, repository: staging, registry: options.registry)
+                        )
+                    }
+                }
+            }
+            return found
+        }
+        summary.blobsAlreadyThere = present.count
+        let toUpload = uploadable.filter { !present.contains($0.digest) }
+        progress.startWriting(bytes: toUpload.reduce(0) { $0 + $1.size }, path: "\(options.registry)/\(staging)")
+        // One verifying pass, uploading as it reads.
+        let sink = PushSink(
+            client: client, registry: options.registry, repository: staging, skip: present, progress: progress)
+        let report = try await NIOThreadPoolRunner.run { try Self.read(options.bundle, reader: reader, sink: sink) }
+        progress.finishWriting()
+        if let failure = sink.failure { throw failure }
+        guard report.ok else { throw PushError.invalid(options.bundle, report.problems) }
+        summary.blobsUploaded = sink.uploaded
+        summary.bytesUploaded = sink.bytes
+        // Other repositories: mount from the staging one.
+        for image in manifest.images {
+            guard let target = targets[image.reference], target != staging,
+                let contents = report.imageContents[image.reference]
+            else { continue }
+            for digest in contents.blobs.sorted() {
+                if try await client.blobExists(digest, repository: target, registry: options.registry) { continue }
+                guard try await client.mountBlob(digest, from: staging, repository: target, registry: options.registry)
+                else {
+                    throw PushError.mountRefused(registry: options.registry, digest: digest, from: staging, to: target)
+                }
+                summary.blobsMounted += 1
+            }
+        }
+        // Manifests: children first, then the top one under its tag (or digest).
+        for image in manifest.images {
+            guard let target = targets[image.reference], let contents = report.imageContents[image.reference] else {
+                continue
+            }
+            let documents = try contents.manifests.map { digest -> ManifestDocument in
+                guard let document = sink.manifests[digest] else { throw PushError.missingManifest(digest) }
+                return document
+            }
+            let children = documents.filter { $0.digest != image.digest }.sorted {
+                ($0.isIndex ? 1 : 0, $0.digest) < ($1.isIndex ? 1 : 0, $1.digest)
+            }
+            for document in children {
+                try await client.putManifest(
+                    document, reference: document.digest.description, repository: target, registry: options.registry)
+                summary.manifestsPushed += 1
+            }
+            guard let top = sink.manifests[image.digest] else { throw PushError.missingManifest(image.digest) }
+            let reference = try Reference(image.reference)
+            try await client.putManifest(
+                top, reference: reference.tag?.value ?? image.digest.description, repository: target,
+                registry: options.registry)
+            summary.manifestsPushed += 1
+            let targetName = "\(options.registry)/\(target)" + (reference.tag.map { ":\($0.value)" } ?? "")
+            progress.phase("pushed \(targetName)@\(image.digest)")
+            summary.images.append(.init(source: image.reference, target: targetName, digest: image.digest.description))
+        }
+        summary.seconds = Date().timeIntervalSince(started)
+        return summary
+    }
+
+    static func isManifest(_ blob: BundleManifest.Blob) -> Bool {
+        guard let type = blob.mediaType else { return false }
+        return MediaType.manifests.contains(type) || MediaType.indexes.contains(type)
+    }
+
+    static func read(_ path: String, reader: BundleReader, sink: (any BundleBlobSink)?) throws -> VerificationReport {
+        let fd = path == "-" ? STDIN_FILENO : open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw PushError.unreadable(path, String(cString: strerror(errno))) }
+        defer { if path != "-" { close(fd) } }
+        return reader.verify(
+            fileDescriptor: fd, name: path == "-" ? "(stdin)" : path, sink: sink, stopAfterHeader: sink == nil)
+    }
+}
+
+/// Receives the bundle's blobs from the reader's thread: manifests are kept (small, bounded by
+/// the manifest limit), other blobs stream to the registry as the reader verifies them, a few
+/// 256 KiB buffers ahead of the network at most.
+final class PushSink: BundleBlobSink, @unchecked Sendable {
+    let client: RegistryClient
+    let registry: String
+    let repository: String
+    let skip: Set<Digest>
+    let progress: ProgressReporter
+    private(set) var manifests: [Digest: ManifestDocument] = [:]
+    private(set) var uploaded = 0
+    private(set) var bytes: Int64 = 0
+    private(set) var failure: (any Error)?
+
+    private var current: BundleManifest.Blob?
+    private var kept: [UInt8]?
+    private var upload: Upload?
+    private var batch = ByteBuffer()
+    static let batchSize = 256 * 1024
+
+    /// One blob in flight: a stream the HTTP body reads, with a bound on buffers queued.
+    final class Upload: @unchecked Sendable {
+        let continuation: AsyncThrowingStream<ByteBuffer, any Error>.Continuation
+        let credits = DispatchSemaphore(value: 8)
+        let finished = DispatchSemaphore(value: 0)
+        private let lock = NSLock()
+        private var result: Result<Void, any Error>?
+
+        init(continuation: AsyncThrowingStream<ByteBuffer, any Error>.Continuation) { self.continuation = continuation }
+
+        func complete(_ outcome: Result<Void, any Error>) {
+            lock.withLock { result = outcome }
+            finished.signal()
+            for _ in 0..<16 { credits.signal() }  // release a producer waiting for room
+        }
+
+        var outcome: Result<Void, any Error>? { lock.withLock { result } }
+    }
+
+    init(client: RegistryClient, registry: String, repository: String, skip: Set<Digest>, progress: ProgressReporter) {
+        self.client = client
+        self.registry = registry
+        self.repository = repository
+        self.skip = skip
+        self.progress = progress
+    }
+
+    func begin(_ blob: BundleManifest.Blob) throws {
+        current = blob
+        kept = nil
+        if BundlePusher.isManifest(blob) || blob.mediaType == nil, blob.size <= Int64(ManifestDocument.maximumSize) {
+            kept = []
+        }
+        guard !BundlePusher.isManifest(blob), !skip.contains(blob.digest), failure == nil else { return }
+        let (stream, continuation) = AsyncThrowingStream<ByteBuffer, any Error>.makeStream()
+        let upload = Upload(continuation: continuation)
+        self.upload = upload
+        let (client, registry, repository) = (self.client, self.registry, self.repository)
+        let body = stream.map { buffer -> ByteBuffer in
+            upload.credits.signal()
+            return buffer
+        }
+        Task {
+            do {
+                try await client.uploadBlob(
+                    blob.digest, size: blob.size, repository: repository, registry: registry,
+                    body: .stream(body, length: .known(blob.size)))
+                upload.complete(.success(()))
+            } catch {
+                upload.complete(.failure(error))
+            }
+        }
+    }
+
+    func write(_ bytes: UnsafeRawBufferPointer) throws {
+        if kept != nil { kept?.append(contentsOf: bytes) }
+        guard upload != nil else { return }
+        batch.writeBytes(bytes)
+        if batch.readableBytes >= Self.batchSize { try send() }
+    }
+
+    private func send() throws {
+        guard let upload, batch.readableBytes > 0 else { return }
+        if case .failure(let error) = upload.outcome { throw error }
+        upload.credits.wait()
+        if case .failure(let error) = upload.outcome { throw error }
+        let count = Int64(batch.readableBytes)
+        upload.continuation.yield(batch)
+        batch = ByteBuffer()
+        progress.wrote(count)
+    }
+
+    func commit() throws {
+        defer {
+            upload = nil
+            current = nil
+        }
+        if let kept, let blob = current,
+            let document = try? ManifestDocument(
+                bytes: kept, declaredMediaType: blob.mediaType, algorithm: blob.digest.algorithm)
+        {
+            manifests[blob.digest] = document
+        }
+        guard let upload, let blob = current else { return }
+        do {
+            try send()
+            upload.continuation.finish()
+            upload.finished.wait()
+            if case .failure(let error) = upload.outcome { throw error }
+            uploaded += 1
+            bytes += blob.size
+        } catch {
+            failure = failure ?? error
+            throw error
+        }
+    }
+
+    func abort() {
+        batch = ByteBuffer()
+        guard let upload else { return }
+        upload.continuation.finish(throwing: PushError.abandoned)
+        upload.finished.wait()
+        self.upload = nil
+    }
+}
+
+enum PushError: Error, CustomStringConvertible {
+    case unreadable(String, String)
+    case mountRefused(registry: String, digest: Digest, from: String, to: String)
+    case missingManifest(Digest)
+    case abandoned
+    case invalid(String, [VerificationProblem])
+
+    var isVerification: Bool {
+        if case .invalid = self { return true }
+        return false
+    }
+
+    var description: String {
+        switch self {
+        case .unreadable(let path, let why): "cannot read bundle \(path): \(why)"
+        case .mountRefused(let registry, let digest, let from, let to):
+            "\(registry) would not mount \(digest) from \(from) into \(to) (give the pushing user pull rights on \(from))"
+        case .missingManifest(let digest): "manifest \(digest) is not in the bundle"
+        case .abandoned: "upload abandoned: the blob did not verify"
+        case .invalid(let bundle, let problems):
+            (["\(bundle): does not verify; no manifest was pushed:"] + problems.map { "  \($0)" }).joined(
+                separator: "\n")
+        }
+    }
+}
