@@ -57,21 +57,7 @@ public struct ExportCommand: AsyncParsableCommand {
     @Option(help: "Cache of verified blobs, reused across exports (default: $XDG_CACHE_HOME/ferry or ~/.cache/ferry).")
     var cache: String?
 
-    @Option(name: .customLong("creds"), help: "Registry credentials, [HOST=]USER:PASSWORD (repeatable).")
-    var credentials: [String] = []
-
-    @Option(name: .customLong("ca-file"), help: "Trust this CA certificate (PEM) for every registry (repeatable).")
-    var caFiles: [String] = []
-
-    @Option(
-        name: .customLong("certs-dir"),
-        help: "Look for HOST:PORT/*.crt here instead of /etc/containers/certs.d and /etc/docker/certs.d (repeatable).")
-    var certsDirectories: [String] = []
-
-    @Option(
-        name: .customLong("insecure-registry"),
-        help: "Do not verify TLS for this HOST:PORT, and fall back to plain HTTP (repeatable).")
-    var insecureRegistries: [String] = []
+    @OptionGroup var registryOptions: RegistryOptions
 
     @Option(help: "Progress display: auto (a bar on a terminal, plain lines otherwise), bar, plain, none.")
     var progress: ProgressReporter.Mode = .auto
@@ -96,8 +82,7 @@ public struct ExportCommand: AsyncParsableCommand {
             let platforms = try platformArguments.flatMap { $0.split(separator: ",") }.map {
                 try Platform(parsing: String($0))
             }
-            var credentialStore = try CredentialStore.load()
-            for argument in credentials { try credentialStore.addExplicit(argument) }
+            let credentialStore = try registryOptions.credentialStore()
             // A password without a host goes to one registry only: never to every registry named.
             let registries = Set(requests.map(\.reference.registry))
             if credentialStore.explicitForAll != nil && registries.count > 1 {
@@ -105,15 +90,7 @@ public struct ExportCommand: AsyncParsableCommand {
                     "--creds without a host, with images from \(registries.count) registries: name it, --creds HOST=USER:PASSWORD"
                 )
             }
-            let trust = TrustPolicy(
-                caFiles: caFiles,
-                certsDirectories: certsDirectories.isEmpty ? TrustPolicy.defaultCertsDirectories : certsDirectories,
-                insecureRegistries: Set(insecureRegistries))
-            let http = RegistryClient.makeHTTPClient()
-            let client = RegistryClient(
-                http: http,
-                configuration: .init(
-                    credentials: credentialStore, trust: trust, userAgent: "ferry/\(FerryVersion.string)"))
+            let (client, http) = registryOptions.makeClient(credentials: credentialStore)
             let reporter = ProgressReporter(mode: json && progress == .auto ? .plain : progress)
             let exporter = Exporter(client: client, progress: reporter)
             let options = Exporter.Options(

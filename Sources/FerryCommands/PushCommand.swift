@@ -39,17 +39,7 @@ public struct PushCommand: AsyncParsableCommand {
         name: .customLong("trust-key"), help: "Require a signature by this key, or one in this directory (repeatable).")
     var trustKeys: [String] = []
 
-    @Option(name: .customLong("creds"), help: "Registry credentials, [HOST=]USER:PASSWORD (repeatable).")
-    var credentials: [String] = []
-
-    @Option(name: .customLong("ca-file"), help: "Trust this CA certificate (PEM) (repeatable).")
-    var caFiles: [String] = []
-
-    @Option(name: .customLong("certs-dir"), help: "Look for HOST:PORT/*.crt here (repeatable).")
-    var certsDirectories: [String] = []
-
-    @Option(name: .customLong("insecure-registry"), help: "Do not verify TLS for this HOST:PORT; allow plain HTTP.")
-    var insecureRegistries: [String] = []
+    @OptionGroup var registryOptions: RegistryOptions
 
     @Option(help: "Progress display: auto, bar, plain, none.")
     var progress: ProgressReporter.Mode = .auto
@@ -62,17 +52,7 @@ public struct PushCommand: AsyncParsableCommand {
     public func run() async throws {
         try await reportingErrors {
             let target = try Self.parseTarget(to)
-            var credentialStore = try CredentialStore.load()
-            for argument in credentials { try credentialStore.addExplicit(argument) }
-            let trust = TrustPolicy(
-                caFiles: caFiles,
-                certsDirectories: certsDirectories.isEmpty ? TrustPolicy.defaultCertsDirectories : certsDirectories,
-                insecureRegistries: Set(insecureRegistries))
-            let http = RegistryClient.makeHTTPClient()
-            let client = RegistryClient(
-                http: http,
-                configuration: .init(
-                    credentials: credentialStore, trust: trust, userAgent: "ferry/\(FerryVersion.string)"))
+            let (client, http) = registryOptions.makeClient(credentials: try registryOptions.credentialStore())
             let reporter = ProgressReporter(mode: json && progress == .auto ? .plain : progress)
             let pusher = BundlePusher(client: client, progress: reporter)
             let summary: BundlePusher.Summary

@@ -1,0 +1,43 @@
+import ArgumentParser
+import AsyncHTTPClient
+import OCICore
+import OCIRegistryClient
+
+/// How `ferry` reaches registries: credentials and TLS trust (shared by export and push).
+struct RegistryOptions: ParsableArguments {
+    @Option(name: .customLong("creds"), help: "Registry credentials, [HOST=]USER:PASSWORD (repeatable).")
+    var credentials: [String] = []
+
+    @Option(name: .customLong("ca-file"), help: "Trust this CA certificate (PEM) for every registry (repeatable).")
+    var caFiles: [String] = []
+
+    @Option(
+        name: .customLong("certs-dir"),
+        help: "Look for HOST:PORT/*.crt here instead of /etc/containers/certs.d and /etc/docker/certs.d (repeatable).")
+    var certsDirectories: [String] = []
+
+    @Option(
+        name: .customLong("insecure-registry"),
+        help: "Do not verify TLS for this HOST:PORT, and fall back to plain HTTP (repeatable).")
+    var insecureRegistries: [String] = []
+
+    /// The credential store: files, then --creds.
+    func credentialStore() throws -> CredentialStore {
+        var store = try CredentialStore.load()
+        for argument in credentials { try store.addExplicit(argument) }
+        return store
+    }
+
+    /// A registry client over a new HTTP client (shut it down when done).
+    func makeClient(credentials: CredentialStore) -> (RegistryClient, HTTPClient) {
+        let trust = TrustPolicy(
+            caFiles: caFiles,
+            certsDirectories: certsDirectories.isEmpty ? TrustPolicy.defaultCertsDirectories : certsDirectories,
+            insecureRegistries: Set(insecureRegistries))
+        let http = RegistryClient.makeHTTPClient()
+        let client = RegistryClient(
+            http: http,
+            configuration: .init(credentials: credentials, trust: trust, userAgent: "ferry/\(FerryVersion.string)"))
+        return (client, http)
+    }
+}
