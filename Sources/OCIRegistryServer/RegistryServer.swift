@@ -38,6 +38,9 @@ public struct RegistryServer: Sendable {
         self.logger = logger
     }
 
+    /// Seconds after which an upload nobody touched is removed.
+    public static let uploadExpiry = 86400
+
     /// The TLS settings for a certificate chain and key in PEM files.
     public static func tlsConfiguration(certificateChain: String, privateKey: String) throws -> TLSConfiguration {
         let chain = try NIOSSLCertificate.fromPEMFile(certificateChain)
@@ -72,6 +75,17 @@ public struct RegistryServer: Sendable {
                 address: .hostname(host, port: port), serverName: "ferry-appliance", backlog: 1024),
             onServerRunning: { channel in await onRunning(channel.localAddress?.port ?? port) },
             logger: logger)
+        // Abandoned uploads expire: checked at start and every hour while serving.
+        let uploads = content.store.uploads
+        let logger = self.logger
+        let expiry = Task.detached {
+            while !Task.isCancelled {
+                let removed = uploads.expire(olderThan: Self.uploadExpiry)
+                if removed > 0 { logger.info("removed \(removed) upload(s) untouched for a day") }
+                try? await Task.sleep(for: .seconds(3600))
+            }
+        }
+        defer { expiry.cancel() }
         try await application.runService()
     }
 }
