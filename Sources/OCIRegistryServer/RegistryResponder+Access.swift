@@ -76,11 +76,16 @@ extension RegistryResponder {
         guard let authenticator else { return .open }
         if route == .health || route == .notFound { return .open }
         let realm = "\(realmScheme)://\(request.head.authority ?? "localhost")/token"
+        let requirement = Self.requirement(route, request.method)
+        let requiredScope = requirement.map { repository, action in
+            "repository:\(repository):" + (action == .pull ? "pull" : (action == .push ? "pull,push" : "delete"))
+        }
         let caller: Caller
         if let header = request.headers[.authorization] {
             if header.lowercased().hasPrefix("bearer ") {
                 guard let verified = authenticator.verify(token: String(header.dropFirst(7))) else {
-                    throw Challenge(realm: realm, scope: nil, denied: false, detail: "invalid or expired token")
+                    throw Challenge(
+                        realm: realm, scope: requiredScope, denied: false, detail: "invalid or expired token")
                 }
                 caller = .token(subject: verified.subject, access: verified.access)
             } else {
@@ -92,16 +97,25 @@ extension RegistryResponder {
         } else {
             caller = .identity(authenticator.anonymous, basic: false)
         }
-        if let (repository, action) = Self.requirement(route, request.method) {
+        if let (repository, action) = requirement {
             guard caller.allows(action, on: repository) else {
-                let needed = action == .pull ? "pull" : (action == .push ? "pull,push" : "delete")
                 if case .identity(_, true) = caller {
                     throw Challenge(
                         realm: realm, scope: nil, denied: true, detail: "\(action.rawValue) on \(repository)")
                 }
                 throw Challenge(
-                    realm: realm, scope: "repository:\(repository):\(needed)", denied: false,
-                    detail: "\(action.rawValue) on \(repository)")
+                    realm: realm, scope: requiredScope, denied: false, detail: "\(action.rawValue) on \(repository)")
+            }
+            // A mount also reads the source repository: a token that never asked for it is sent
+            // back for one that does (one that asked and was refused gets a plain upload instead).
+            if case .blobUpload(_, nil) = route, request.method == .post,
+                let from = request.uri.queryParameters.get("from"), request.uri.queryParameters.get("mount") != nil,
+                case .token(_, let access) = caller, !access.contains(where: { $0.name == String(from) }),
+                let requiredScope
+            {
+                throw Challenge(
+                    realm: realm, scope: "\(requiredScope) repository:\(from):pull", denied: false,
+                    detail: "mount from \(from)")
             }
             return caller
         }
@@ -136,6 +150,12 @@ extension RegistryResponder {
             scopes += (form["scope"] ?? "").split(separator: " ").map(String.init)
         } else if request.method != .get {
             throw DistributionError.unsupported("\(request.method.rawValue) /token")
+        }
+        // Empty Basic credentials (some clients always send them) mean anonymous.
+        if let given = credentials, let (user, password) = Authenticator.decodeBasic(given), user.isEmpty,
+            password.isEmpty
+        {
+            credentials = nil
         }
         if let credentials {
             guard let known = try authenticator.authenticate(basic: credentials, remote: remote) else {

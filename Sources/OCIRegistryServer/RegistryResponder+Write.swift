@@ -46,6 +46,7 @@ final class UploadTracker: Sendable {
 extension RegistryResponder {
     static let uploadUUID = HTTPField.Name("Docker-Upload-UUID")!
     static let ociSubject = HTTPField.Name("OCI-Subject")!
+    static let ociTag = HTTPField.Name("OCI-Tag")!
     static let uploadBatch = 1 << 20
 
     // MARK: Uploads
@@ -101,18 +102,7 @@ extension RegistryResponder {
             store.uploads.remove(id)
             return Response(status: .noContent, headers: [.contentLength: "0"])
         case .patch:
-            if let range = request.headers[.contentRange] {
-                guard let start = Self.rangeStart(range), start == status.size else {
-                    var headers = uploadHeaders(name, id, size: status.size)
-                    headers[.contentLength] = nil
-                    let error = DistributionError(
-                        status: 416, code: .blobUploadInvalid, message: "chunk out of order",
-                        detail: "Content-Range \(range), upload holds \(status.size) bytes")
-                    var response = Self.errorResponse(error, for: request)
-                    response.headers.append(contentsOf: headers)
-                    return response
-                }
-            }
+            if let refused = outOfOrder(request, name, id, size: status.size) { return refused }
             guard uploads.claim(id) else {
                 throw DistributionError(
                     status: 409, code: .blobUploadInvalid, message: "another request is writing this upload", detail: id
@@ -127,6 +117,8 @@ extension RegistryResponder {
                     status: 400, code: .digestInvalid, message: "the digest query parameter is required", detail: id)
             }
             guard let digest = try? Digest(digestString) else { throw DistributionError.digestInvalid(digestString) }
+            // A last chunk given with the PUT must follow on too; the upload stays as it was.
+            if let refused = outOfOrder(request, name, id, size: status.size) { return refused }
             guard uploads.claim(id) else {
                 throw DistributionError(
                     status: 409, code: .blobUploadInvalid, message: "another request is writing this upload", detail: id
@@ -137,6 +129,20 @@ extension RegistryResponder {
         default:
             throw DistributionError.unsupported("\(request.method.rawValue) on an upload")
         }
+    }
+
+    /// 416 with the upload's current Range when a `Content-Range` does not start where the upload ends.
+    func outOfOrder(_ request: Request, _ name: String, _ id: String, size: Int64) -> Response? {
+        guard let range = request.headers[.contentRange] else { return nil }
+        if let start = Self.rangeStart(range), start == size { return nil }
+        var headers = uploadHeaders(name, id, size: size)
+        headers[.contentLength] = nil
+        let error = DistributionError(
+            status: 416, code: .blobUploadInvalid, message: "chunk out of order",
+            detail: "Content-Range \(range), upload holds \(size) bytes")
+        var response = Self.errorResponse(error, for: request)
+        response.headers.append(contentsOf: headers)
+        return response
     }
 
     func uploadHeaders(_ name: String, _ id: String, size: Int64) -> HTTPFields {
@@ -312,6 +318,7 @@ extension RegistryResponder {
             case .index(let index): index.subject
             }
         if let subject { headers[Self.ociSubject] = subject.digest.description }
+        for tag in tags { headers.append(HTTPField(name: Self.ociTag, value: tag)) }
         return Response(status: .created, headers: headers)
     }
 

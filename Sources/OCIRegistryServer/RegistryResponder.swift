@@ -251,7 +251,8 @@ public struct RegistryResponder: HTTPResponder {
 
     func referrers(_ name: String, _ digestString: String, _ request: Request) async throws -> Response {
         guard let digest = try? Digest(digestString) else { throw DistributionError.digestInvalid(digestString) }
-        let repository = try self.repository(name)
+        // Never 404 (spec, "Listing Referrers"): an unknown repository has no referrers.
+        let repository = try content.current().state.repositories[name] ?? RepositoryState()
         let filter = request.uri.queryParameters.get("artifactType")
         var descriptors: [Descriptor] = []
         for candidate in repository.manifests.sorted() {

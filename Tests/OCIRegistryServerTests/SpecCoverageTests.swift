@@ -94,6 +94,23 @@ struct SpecCoverageTests {
             let closed = try await client.execute(uri: "\(location)?digest=\(Digest.of(bytes))", method: .put)
             #expect(closed.status == .created)
 
+            // A last chunk sent with the PUT out of order: 416, and the upload is kept as it was.
+            let chunked = try await client.execute(uri: "/v2/push/repo/blobs/uploads/", method: .post)
+            let chunkedLocation = try #require(chunked.headers[.location])
+            _ = try await client.execute(
+                uri: chunkedLocation, method: .patch, headers: [.contentRange: "0-99999"],
+                body: ByteBuffer(bytes: bytes[0..<100_000]))
+            let skipped = try await client.execute(
+                uri: "\(chunkedLocation)?digest=\(Digest.of(bytes))", method: .put,
+                headers: [.contentRange: "150000-199999"], body: ByteBuffer(bytes: bytes[150_000...]))
+            #expect(skipped.status == .rangeNotSatisfiable)
+            let kept = try await client.execute(uri: chunkedLocation, method: .get)
+            #expect(kept.status == .noContent && kept.headers[.range] == "0-99999")
+            let finished = try await client.execute(
+                uri: "\(chunkedLocation)?digest=\(Digest.of(bytes))", method: .put,
+                headers: [.contentRange: "100000-199999"], body: ByteBuffer(bytes: bytes[100_000...]))
+            #expect(finished.status == .created)
+
             // sha512: announced with digest-algorithm, proven at the PUT.
             let sha512 = Digest.of(bytes, algorithm: .sha512)
             let announced = try await client.execute(
@@ -118,9 +135,11 @@ struct SpecCoverageTests {
                 "layers": [Self.descriptor(MediaType.ociNondistributableLayerGzip, foreign)],
             ])
             let manifest512 = Digest.of(manifest, algorithm: .sha512)
-            let stored = try await Self.putManifest(
-                manifest, manifest512.description, in: "push/repo", type: MediaType.ociManifest, client)
+            let stored = try await client.execute(
+                uri: "/v2/push/repo/manifests/\(manifest512)?tag=win&tag=latest", method: .put,
+                headers: [.contentType: MediaType.ociManifest], body: ByteBuffer(bytes: manifest))
             #expect(stored.status == .created)
+            #expect(stored.headers[values: HTTPField.Name("OCI-Tag")!] == ["win", "latest"])
             let fetched = try await client.execute(uri: "/v2/push/repo/manifests/\(manifest512)", method: .get)
             #expect(Array(buffer: fetched.body) == manifest)
 
@@ -170,6 +189,11 @@ struct SpecCoverageTests {
             #expect(String(buffer: none.body) == #"{"name":"disc/repo","tags":[]}"#)
             let unknown = try await client.execute(uri: "/v2/disc/nothing/tags/list", method: .get)
             #expect(unknown.status == .notFound && String(buffer: unknown.body).contains("NAME_UNKNOWN"))
+            // Referrers never 404, even for a repository nobody pushed to.
+            let noReferrers = try await client.execute(
+                uri: "/v2/disc/nothing/referrers/\(Digest.of(manifest))", method: .get)
+            #expect(noReferrers.status == .ok && noReferrers.headers[.contentType] == MediaType.ociIndex)
+            #expect(String(buffer: noReferrers.body).contains(#""manifests":[]"#))
 
             // An index can refer to a manifest through `subject`; it is listed without artifactType.
             let subject = Self.descriptor(MediaType.ociManifest, manifest)

@@ -1,0 +1,79 @@
+import Foundation
+import HTTPTypes
+import Hummingbird
+import HummingbirdTesting
+import Logging
+import NIOCore
+import OCICore
+import OCIStore
+import Testing
+
+@testable import OCIRegistryServer
+
+/// The token flow in process: challenges carry the scope a client needs (also after a token
+/// expired, and for the source of a mount), empty Basic credentials are anonymous.
+struct AccessTests {
+    func withServer(_ body: @Sendable @escaping (any TestClientProtocol, Authenticator) async throws -> Void)
+        async throws
+    {
+        let root = NSTemporaryDirectory() + "ferry-access-\(UUID().uuidString.prefix(8))"
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let store = try RegistryStore(root: root)
+        try UserDatabase(dataDirectory: root).add(
+            name: "ci", password: "ci-password", grant: Grant(role: .push))
+        let authenticator = try Authenticator(
+            dataDirectory: root, policy: AccessPolicy(), logger: Logger(label: "test"))
+        let application = Application(
+            responder: RegistryResponder(
+                content: RegistryContent(store: store), accessLog: nil, authenticator: authenticator))
+        try await application.test(.router) { client in try await body(client, authenticator) }
+    }
+
+    static func basic(_ user: String, _ password: String) -> String {
+        "Basic " + Data("\(user):\(password)".utf8).base64EncodedString()
+    }
+
+    static func token(_ client: any TestClientProtocol, scope: String) async throws -> String {
+        let reply = try await client.execute(
+            uri: "/token?service=ferry-appliance&scope=\(scope)", method: .get,
+            headers: [.authorization: basic("ci", "ci-password")])
+        let json = try JSONSerialization.jsonObject(with: Data(buffer: reply.body)) as? [String: Any]
+        return try #require(json?["token"] as? String)
+    }
+
+    @Test func challengesNameTheScopeNeeded() async throws {
+        try await withServer { client, authenticator in
+            // An expired token: the challenge names the scope, so the client asks for the right one.
+            let expired =
+                authenticator.issueToken(
+                    for: Identity(name: "ci", grant: Grant(role: .push)), scopes: ["repository:a/b:pull"],
+                    now: Int(Date().timeIntervalSince1970) - 3600)["token"] as? String
+            let stale = try await client.execute(
+                uri: "/v2/a/b/manifests/1", method: .get, headers: [.authorization: "Bearer \(expired ?? "")"])
+            #expect(stale.status == .unauthorized)
+            #expect(stale.headers[.wwwAuthenticate]?.contains(#"scope="repository:a/b:pull""#) == true)
+
+            // A mount with a token that never asked for the source: sent back for both scopes.
+            let pushOnly = try await Self.token(client, scope: "repository:a/b:pull,push")
+            let mount = try await client.execute(
+                uri: "/v2/a/b/blobs/uploads/?mount=sha256:\(String(repeating: "1", count: 64))&from=c/d",
+                method: .post, headers: [.authorization: "Bearer \(pushOnly)"])
+            #expect(mount.status == .unauthorized)
+            #expect(
+                mount.headers[.wwwAuthenticate]?.contains(#"scope="repository:a/b:pull,push repository:c/d:pull""#)
+                    == true)
+            // With both scopes the request goes through (nothing to mount there: an upload session).
+            let both = try await Self.token(client, scope: "repository:a/b:pull,push%20repository:c/d:pull")
+            let session = try await client.execute(
+                uri: "/v2/a/b/blobs/uploads/?mount=sha256:\(String(repeating: "1", count: 64))&from=c/d",
+                method: .post, headers: [.authorization: "Bearer \(both)"])
+            #expect(session.status == .accepted)
+
+            // Empty Basic credentials at the token endpoint are anonymous, not a failed login.
+            let anonymous = try await client.execute(
+                uri: "/token?service=ferry-appliance&scope=repository:a/b:pull", method: .get,
+                headers: [.authorization: Self.basic("", "")])
+            #expect(anonymous.status == .ok)
+        }
+    }
+}
