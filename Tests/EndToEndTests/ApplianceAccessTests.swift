@@ -60,6 +60,20 @@ struct ApplianceAccessTests {
         #expect(try deleteAs("ci:ci-password") != 0, "push does not include delete")
         #expect(try push("apps/multi:1", "ci:ci-password") == 0)
 
+        // skopeo login (token flow) into an auth file, then a pull with it.
+        let skopeoAuth = "\(work)/skopeo-auth.json"
+        try Shell.run(
+            [
+                "skopeo", "login", "--authfile", skopeoAuth, "--cert-dir", certs, "-u", "reader", "--password-stdin",
+                appliance.host,
+            ], input: Data("reader-password".utf8))
+        let viaLogin = try Shell.run(
+            [
+                "skopeo", "inspect", "--raw", "--authfile", skopeoAuth, "--cert-dir", certs,
+                "docker://\(appliance.host)/apps/multi:1",
+            ])
+        #expect(Digest.of(Array(viaLogin.stdout.utf8)) == seeded.images["test/multi:1.0"])
+
         // podman: login (token flow), then pull.
         let podman = [
             "podman", "--storage-driver", "vfs", "--root", "\(work)/podman", "--runroot", "\(work)/podman-run",
