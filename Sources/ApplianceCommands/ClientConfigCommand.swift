@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import OCIRegistryServer
+import OCIStore
 
 /// `ferry-appliance client-config HOST:PORT`: what each client needs to trust the appliance,
 /// ready to paste.
@@ -12,6 +13,13 @@ struct ClientConfigCommand: AsyncParsableCommand {
             Run it on the appliance host; paste each part on the client hosts (as root). With the \
             operator's own certificate (--tls-cert), give --ca with the CA that issued it.
 
+            Clients keep their image names: for every source registry the store holds (docker.io, \
+            registry.k8s.io, ...; add others with --upstream) the output also makes the appliance \
+            that registry's mirror, so docker.io/library/nginx:1.25 in a manifest pulls from the \
+            appliance unchanged: containerd hosts.toml per registry, podman/CRI-O registries.conf \
+            mirrors, k3s/rke2 registries.yaml, and docker's registry-mirrors (Docker Hub only; the \
+            appliance answers library/nginx from docker.io/library/nginx).
+
             Example: ferry-appliance client-config registry.plant.example:5000 --for containerd
             """)
 
@@ -20,14 +28,17 @@ struct ClientConfigCommand: AsyncParsableCommand {
 
     @OptionGroup var store: StoreOptions
 
-    @Option(name: .customLong("for"), help: "Only this client: docker, containerd, podman or system.")
+    @Option(name: .customLong("for"), help: "Only this client: docker, containerd, podman, k3s, rke2 or system.")
     var client: Client?
+
+    @Option(name: .customLong("upstream"), help: "Another source registry to mirror, HOST[:PORT] (repeatable).")
+    var upstreams: [String] = []
 
     @Option(help: "The CA certificate to hand out (default: the appliance's own CA).")
     var ca: String?
 
     enum Client: String, ExpressibleByArgument, CaseIterable {
-        case docker, containerd, podman, system
+        case docker, containerd, podman, k3s, rke2, system
     }
 
     func run() async throws {
@@ -45,16 +56,41 @@ struct ClientConfigCommand: AsyncParsableCommand {
                 pem = try ApplianceCertificates(dataDirectory: store.resolved).authorityPEM()
             }
             let clients = client.map { [$0] } ?? Client.allCases
+            let registries = Set(try ClientConfiguration.upstreams(in: RegistryStore(root: store.resolved).state()))
+                .union(upstreams).sorted()
             print(
-                clients.map { ClientConfiguration.snippet(for: $0.rawValue, address: address, caPEM: pem) }
-                    .joined(separator: "\n"))
+                clients.map {
+                    ClientConfiguration.snippet(for: $0.rawValue, address: address, caPEM: pem, upstreams: registries)
+                }.joined(separator: "\n"))
         }
     }
 }
 
 /// The text of each client's configuration (pure, for tests).
 enum ClientConfiguration {
-    static func snippet(for client: String, address: String, caPEM: String) -> String {
+    /// The source registries of the store's repositories (first components), `_` turned back into `:`.
+    static func upstreams(in state: RegistryState) -> [String] {
+        Set(
+            state.repositories.keys.compactMap { name -> String? in
+                guard let first = name.split(separator: "/").first.map(String.init), name.contains("/"),
+                    first.contains(".") || first.contains("_") || first == "localhost"
+                else { return nil }
+                return Self.upstream(served: first)
+            }
+        ).sorted()
+    }
+
+    /// `registry.local_5000` → `registry.local:5000`.
+    static func upstream(served: String) -> String {
+        guard let underscore = served.lastIndex(of: "_"), Int(served[served.index(after: underscore)...]) != nil
+        else { return served }
+        return served[..<underscore] + ":" + served[served.index(after: underscore)...]
+    }
+
+    /// `registry.local:5000` → `registry.local_5000` (the appliance's spelling).
+    static func served(_ upstream: String) -> String { upstream.replacingOccurrences(of: ":", with: "_") }
+
+    static func snippet(for client: String, address: String, caPEM: String, upstreams: [String] = []) -> String {
         let pem = caPEM.hasSuffix("\n") ? caPEM : caPEM + "\n"
         func install(_ path: String) -> String {
             "mkdir -p \(directory(path)) && cat > \(path) <<'EOF'\n\(pem)EOF\n"
@@ -64,6 +100,12 @@ enum ClientConfiguration {
             return """
                 # docker: trust the appliance's CA for \(address) (no daemon restart needed)
                 \(install("/etc/docker/certs.d/\(address)/ca.crt"))
+                # docker: the appliance as Docker Hub mirror (docker mirrors Docker Hub only); merge
+                # into an existing /etc/docker/daemon.json, then restart docker
+                cat > /etc/docker/daemon.json <<'EOF'
+                {"registry-mirrors": ["https://\(address)"]}
+                EOF
+
                 """
         case "containerd":
             return """
@@ -80,6 +122,20 @@ enum ClientConfiguration {
                 EOF
 
                 """
+                    + upstreams.map { upstream in
+                        """
+                        # the appliance as \(upstream)'s mirror: \(upstream)/NAME pulls from \(address)/\(served(upstream))/NAME
+                        mkdir -p /etc/containerd/certs.d/\(upstream) && cat > /etc/containerd/certs.d/\(upstream)/hosts.toml <<'EOF'
+                        server = "https://\(upstream)"
+
+                        [host."https://\(address)/v2/\(served(upstream))"]
+                          capabilities = ["pull", "resolve"]
+                          ca = "/etc/containerd/certs.d/\(address)/ca.crt"
+                          override_path = true
+                        EOF
+
+                        """
+                    }.joined()
         case "podman":
             return """
                 # podman, buildah, skopeo and CRI-O: the CA, and the registry entry
@@ -88,6 +144,36 @@ enum ClientConfiguration {
                 [[registry]]
                 location = "\(address)"
                 insecure = false
+                """
+                    + upstreams.map { upstream in
+                        """
+
+                        [[registry]]
+                        prefix = "\(upstream)"
+                        location = "\(upstream)"
+                        [[registry.mirror]]
+                        location = "\(address)/\(served(upstream))"
+                        """
+                    }.joined() + "\nEOF\n"
+        case "k3s", "rke2":
+            let mirrors = upstreams.map { upstream in
+                """
+                  "\(upstream)":
+                    endpoint:
+                      - "https://\(address)"
+                    rewrite:
+                      "^(.*)$": "\(served(upstream))/$1"
+
+                """
+            }.joined()
+            return """
+                # \(client): the appliance as mirror of every source registry (restart \(client) after)
+                \(install("/etc/rancher/\(client)/ferry-ca.crt"))cat > /etc/rancher/\(client)/registries.yaml <<'EOF'
+                mirrors:
+                \(mirrors)configs:
+                  "\(address)":
+                    tls:
+                      ca_file: /etc/rancher/\(client)/ferry-ca.crt
                 EOF
 
                 """

@@ -65,7 +65,33 @@ public enum DistributionRoute: Equatable, Sendable {
         self = (try? RepositoryName(repository)) == nil ? .invalidName(repository) : route
     }
 
-    /// The repository a route names, if any.
+    /// The same endpoint on another repository.
+    public func renamed(_ repository: String) -> DistributionRoute {
+        switch self {
+        case .manifest(_, let reference): .manifest(repository: repository, reference: reference)
+        case .blob(_, let digest): .blob(repository: repository, digest: digest)
+        case .blobUpload(_, let session): .blobUpload(repository: repository, session: session)
+        case .tags: .tags(repository: repository)
+        case .referrers(_, let digest): .referrers(repository: repository, digest: digest)
+        default: self
+        }
+    }
+
+    /// Where a mirror request goes, for names that keep their source registry as first component
+    /// (as the appliance stores them): containerd and its kin send `?ns=REGISTRY` with the path a
+    /// registry would see (`library/nginx`), docker's `registry-mirrors` sends Docker Hub paths
+    /// without it. nil when the name needs no rewriting.
+    public static func mirroredName(_ name: String, namespace: String?) -> String? {
+        if let namespace, !namespace.isEmpty {
+            let host = String(namespace.compactMap { $0 == ":" ? "_" : ($0 == "[" || $0 == "]" ? nil : $0) })
+            let served = host == "docker.io" && !name.contains("/") ? "docker.io/library/\(name)" : "\(host)/\(name)"
+            return name.hasPrefix(host + "/") ? nil : served
+        }
+        let first = name.split(separator: "/").first.map(String.init) ?? name
+        guard !first.contains("."), !first.contains("_"), first != "localhost" else { return nil }
+        return name.contains("/") ? "docker.io/\(name)" : "docker.io/library/\(name)"
+    }
+
     public var repository: String? {
         switch self {
         case .manifest(let name, _), .blob(let name, _), .blobUpload(let name, _), .tags(let name),

@@ -55,7 +55,7 @@ public struct RegistryResponder: HTTPResponder {
         var response: Response
         var caller = Caller.open
         do {
-            let route = DistributionRoute(path: request.uri.path)
+            let route = try mirrorAware(DistributionRoute(path: request.uri.path), request)
             let remote = context.remoteAddress?.ipAddress ?? "-"
             if route == .token {
                 response = try await token(request, remote: remote)
@@ -124,6 +124,18 @@ public struct RegistryResponder: HTTPResponder {
         default:
             throw DistributionError.unsupported("\(method.rawValue) \(request.uri.path)")
         }
+    }
+
+    /// Reads through a mirror configuration: a repository that does not exist as named but does
+    /// under its source registry's name (`library/nginx` or `?ns=docker.io` → `docker.io/library/nginx`)
+    /// is served from there. Writes always go to the name given.
+    func mirrorAware(_ route: DistributionRoute, _ request: Request) throws -> DistributionRoute {
+        guard request.method == .get || request.method == .head, let name = route.repository,
+            let mirrored = DistributionRoute.mirroredName(name, namespace: request.uri.queryParameters.get("ns"))
+        else { return route }
+        let repositories = try content.current().state.repositories
+        if repositories[name] != nil && request.uri.queryParameters.get("ns") == nil { return route }
+        return repositories[mirrored] != nil ? route.renamed(mirrored) : route
     }
 
     // MARK: Listing

@@ -89,3 +89,19 @@ extension Page {
         self.nextLast = nextLast
     }
 }
+
+struct MirroredNameTests {
+    @Test func dockerHubAndNamespacedPathsMapToStoredNames() {
+        #expect(DistributionRoute.mirroredName("library/nginx", namespace: nil) == "docker.io/library/nginx")
+        #expect(DistributionRoute.mirroredName("nginx", namespace: nil) == "docker.io/library/nginx")
+        #expect(DistributionRoute.mirroredName("bitnami/redis", namespace: nil) == "docker.io/bitnami/redis")
+        #expect(DistributionRoute.mirroredName("docker.io/library/nginx", namespace: nil) == nil)
+        #expect(DistributionRoute.mirroredName("registry.local_5000/app", namespace: nil) == nil)
+        #expect(DistributionRoute.mirroredName("pause", namespace: "registry.k8s.io") == "registry.k8s.io/pause")
+        #expect(DistributionRoute.mirroredName("nginx", namespace: "docker.io") == "docker.io/library/nginx")
+        #expect(
+            DistributionRoute.mirroredName("team/app", namespace: "registry.local:5000")
+                == "registry.local_5000/team/app")
+        #expect(DistributionRoute.mirroredName("quay.io/x", namespace: "quay.io") == nil)
+    }
+}
