@@ -113,4 +113,52 @@ struct ImportTests {
             #expect(tag(final, "\(served)/\(parts[0])", String(parts[1])) == digest.description, "\(name)")
         }
     }
+
+    /// gc while an import is half-way: with the default grace period the import's blobs stay and it
+    /// lands; with none, gc takes them and the import fails without publishing anything, and a
+    /// rerun finishes it.
+    @Test func garbageCollectionDuringAnImportNeverPublishesMissingBlobs() throws {
+        let registry = try RegistryFixture(tls: true)
+        defer { registry.stop() }
+        let seeded = try SeededRegistry.make(registry, largeLayer: 32 << 20)
+        let work = try Shell.temporaryDirectory()
+        defer { Shell.remove(work) }
+        let bundle = "\(work)/site.tar"
+        try Ferry.run(
+            ["export", "-o", bundle, "--cache", "\(work)/cache"] + seeded.references + registry.ferryTrustFlags)
+        let bytes = try Data(contentsOf: URL(fileURLWithPath: bundle))
+        signal(SIGPIPE, SIG_IGN)  // an import that failed closes the pipe the test still writes to
+        for (grace, lands) in [("1h", true), ("0", false)] {
+            let data = "\(work)/data-\(grace)"
+            let feed = Pipe()
+            let importer = try BackgroundProcess(
+                [Self.appliance, "import", "-", "--data-dir", data], logPath: "\(work)/import-\(grace).log",
+                standardInput: feed)
+            // Most of the bundle (several blobs stored, none visible), then gc, then the rest.
+            try? feed.fileHandleForWriting.write(contentsOf: bytes.prefix(bytes.count * 3 / 4))
+            let deadline = Date().addingTimeInterval(20)
+            func stored() -> Int {
+                ((try? FileManager.default.contentsOfDirectory(atPath: "\(data)/store/blobs/sha256")) ?? []).count
+            }
+            while stored() < 2 && Date() < deadline { usleep(20_000) }
+            usleep(1_100_000)  // modification times have one-second resolution in the grace check
+            let gc = try Shell.run([Self.appliance, "gc", "--grace-period", grace, "--json", "--data-dir", data])
+            #expect(gc.status == 0)
+            try? feed.fileHandleForWriting.write(contentsOf: bytes.dropFirst(bytes.count * 3 / 4))
+            try? feed.fileHandleForWriting.close()
+            importer.process.waitUntilExit()
+            let state = try self.state(data)
+            if lands {
+                #expect(importer.process.terminationStatus == 0, "\(importer.log)")
+                #expect((state["repositories"] as? [String: Any])?.count == seeded.images.count)
+            } else {
+                // gc took its blobs (or, with no grace at all, the blob it was writing): it fails.
+                #expect(importer.process.terminationStatus != 0, "\(importer.log)")
+                #expect(importer.log.contains("nothing changed"), "\(importer.log)")
+                #expect((state["repositories"] as? [String: Any])?.isEmpty ?? true, "nothing published")
+                try Shell.run([Self.appliance, "import", bundle, "--data-dir", data])
+                #expect((try self.state(data)["repositories"] as? [String: Any])?.count == seeded.images.count)
+            }
+        }
+    }
 }
