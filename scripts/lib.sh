@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # Shared by scripts/quickstart.sh and Benchmarks/*.sh: packages, ports, a local registry with TLS.
+# shellcheck disable=SC2034 # REGISTRY* are set here for the scripts that source this file
 
 sudo_if_needed() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 

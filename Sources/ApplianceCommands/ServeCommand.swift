@@ -149,13 +149,33 @@ struct CACommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "ca",
         abstract: "Print the appliance's CA certificate (PEM), making the CA first if there is none.",
-        discussion: "Example: ferry-appliance ca --data-dir /srv/ferry > ferry-ca.crt")
+        discussion: """
+            With --server-certificate it also makes (or renews, as serve would) the server \
+            certificate for this host and the configured and given --san names, so an installer \
+            can set everything up before the first start.
+
+            Example: ferry-appliance ca --data-dir /srv/ferry > ferry-ca.crt
+            """)
 
     @OptionGroup var store: StoreOptions
 
+    @Flag(name: .customLong("server-certificate"), help: "Also make the server certificate now.")
+    var serverCertificate = false
+
+    @Option(name: .customLong("san"), help: "Another name or address for the server certificate (repeatable).")
+    var subjectAlternativeNames: [String] = []
+
     func run() async throws {
         try await reportingApplianceErrors {
-            let pem = try ApplianceCertificates(dataDirectory: store.resolved).authorityPEM()
+            let (configuration, _) = try store.configuration()
+            let certificates = ApplianceCertificates(dataDirectory: store.resolved(configuration))
+            let pem = try certificates.authorityPEM()
+            if serverCertificate {
+                let names = SubjectNames.thisHost(extra: subjectAlternativeNames + (configuration.tls?.san ?? []))
+                let outcome = try certificates.ensureServerCertificate(for: names)
+                FileHandle.standardError.write(
+                    Data("ferry-appliance: server certificate \(outcome) for \(names)\n".utf8))
+            }
             FileHandle.standardOutput.write(Data(pem.utf8))
         }
     }
