@@ -63,6 +63,8 @@ struct InstallerTests {
         let keyMode = try FileManager.default.attributesOfItem(atPath: "\(data)/tls/ca.key")[.posixPermissions] as? Int
         #expect(keyMode == 0o600)
         #expect(first.stdout.contains("hosts.toml"), "client configuration printed")
+        let clients = try String(contentsOfFile: "\(root)/etc/ferry/clients.txt", encoding: .utf8)
+        #expect(clients.contains("registries.conf.d") && clients.contains("registry-mirrors"))
 
         // Served over TLS with the generated CA, credentials required, every bundled image pullable.
         let ca = "\(data)/tls/ca.crt"
