@@ -66,6 +66,18 @@ struct InstallerTests {
         let clients = try String(contentsOfFile: "\(root)/etc/ferry/clients.txt", encoding: .utf8)
         #expect(clients.contains("registries.conf.d") && clients.contains("registry-mirrors"))
 
+        // The systemd unit, rendered for this installation, is one systemd accepts (no systemd runs
+        // here to start it; systemd-analyze only parses, and is part of this machine kind's base).
+        if FileManager.default.isExecutableFile(atPath: "/usr/bin/systemd-analyze") {
+            let unit = try String(contentsOfFile: "\(installer)/appliance/ferry-appliance.service", encoding: .utf8)
+                .replacingOccurrences(of: "@PREFIX@", with: "\(root)/opt/ferry")
+                .replacingOccurrences(of: "@DATA_DIR@", with: data)
+            try unit.write(toFile: "\(work)/ferry-appliance.service", atomically: true, encoding: .utf8)
+            let verified = try Shell.run(
+                ["systemd-analyze", "verify", "\(work)/ferry-appliance.service"], check: false)
+            #expect(verified.status == 0 && verified.stderr.isEmpty, "\(verified.stderr)")
+        }
+
         // Served over TLS with the generated CA, credentials required, every bundled image pullable.
         let ca = "\(data)/tls/ca.crt"
         let anonymous = try HTTPReply.fetch("https://127.0.0.1:\(port)/v2/", ca: ca)
