@@ -55,6 +55,9 @@ public struct Importer: Sendable {
         }
         let sink = StoreSink(store: store.blobs)
         guard let report = try read(path, headerOnly: false, sink: sink) else { throw ImportError.unreadable(path) }
+        if let failure = report.problems.first(where: { $0.kind == .sink }) {
+            throw ImportError.store(bundle: path, failure.message)
+        }
         guard report.ok, let manifest = report.manifest, let manifestDigest = report.manifestDigest else {
             throw ImportError.invalid(bundle: path, report.problems)
         }
@@ -157,6 +160,7 @@ public enum ImportError: Error, CustomStringConvertible {
     case invalid(bundle: String, [VerificationProblem])
     case badReference(String, ReferenceError)
     case storeChanged(String, Digest)
+    case store(bundle: String, String)
 
     public var description: String {
         switch self {
@@ -164,6 +168,7 @@ public enum ImportError: Error, CustomStringConvertible {
         case .invalid(let bundle, let problems):
             (["\(bundle): not imported, nothing changed:"] + problems.map { "  \($0)" }).joined(separator: "\n")
         case .badReference(let reference, let error): "image \(reference): \(error)"
+        case .store(let bundle, let why): "\(bundle): not imported, nothing changed: the store failed: \(why)"
         case .storeChanged(let bundle, let digest):
             "\(bundle): blob \(digest) left the store during the import (garbage collection?); nothing changed, import it again"
         }

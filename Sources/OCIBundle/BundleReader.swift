@@ -6,6 +6,8 @@ import OCITar
 public struct VerificationProblem: Codable, Sendable, Hashable, CustomStringConvertible {
     public enum Kind: String, Codable, Sendable {
         case structure, layout, manifest, index, blob, graph, signature
+        /// The receiving side (an import's store, a push's registry) failed; the bundle may be fine.
+        case sink
     }
     public var kind: Kind
     public var message: String
@@ -99,6 +101,11 @@ public struct VerificationReport: Codable, Sendable {
     }
 }
 
+/// An error thrown by a ``BundleBlobSink``: reported as a `.sink` problem, not as bad content.
+struct SinkFailure: Error {
+    let underlying: any Error
+}
+
 /// Receives each blob as the reader verifies it, so an importer can store while it verifies.
 /// `commit` is called only after the blob's size and digest held; otherwise `abort`.
 public protocol BundleBlobSink: AnyObject {
@@ -145,6 +152,9 @@ public struct BundleReader: Sendable {
             }
         } catch let error as TarError {
             state.problem(.structure, error.description)
+            return state.report
+        } catch let error as SinkFailure {
+            state.problem(.sink, String(describing: error.underlying))
             return state.report
         } catch {
             state.problem(.structure, String(describing: error))
@@ -306,12 +316,20 @@ public struct BundleReader: Sendable {
             && (listed.mediaType.map { MediaType.manifests.contains($0) || MediaType.indexes.contains($0) } ?? false)
         var verifier = BlobVerifier(digest: digest, size: listed.size)
         var kept: [UInt8] = []
-        try sink?.begin(listed)
+        do {
+            try sink?.begin(listed)
+        } catch {
+            throw SinkFailure(underlying: error)
+        }
         do {
             while let block = try tar.nextBlock() {
                 try verifier.update(block)
                 if keep { kept.append(contentsOf: block) }
-                try sink?.write(block)
+                do {
+                    try sink?.write(block)
+                } catch {
+                    throw SinkFailure(underlying: error)
+                }
             }
             try verifier.finish()
         } catch let error as BlobVerificationError {
@@ -329,7 +347,11 @@ public struct BundleReader: Sendable {
             sink?.abort()
             throw error
         }
-        try sink?.commit()
+        do {
+            try sink?.commit()
+        } catch {
+            throw SinkFailure(underlying: error)
+        }
         state.present[digest] = listed.size
         state.report.blobCount += 1
         state.report.blobBytes += listed.size
