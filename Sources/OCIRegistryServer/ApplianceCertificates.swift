@@ -1,5 +1,6 @@
 import Crypto
 import Foundation
+import OCIStore
 import SwiftASN1
 import X509
 
@@ -253,28 +254,22 @@ public struct ApplianceCertificates: Sendable {
     }
 
     static func writeFile(_ path: String, bytes: [UInt8], mode: mode_t) throws {
-        let temporary = "\(path).\(getpid()).tmp"
-        let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, mode)
-        guard fd >= 0 else { throw CertificateError.write(path: temporary, errno: errno) }
-        let written = bytes.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
-        let synced = fsync(fd) == 0
-        close(fd)
-        guard written == bytes.count, synced, rename(temporary, path) == 0 else {
-            let code = errno
-            unlink(temporary)
-            throw CertificateError.write(path: path, errno: code)
+        do {
+            try FileSystem.replace(path, with: bytes, mode: mode)
+        } catch {
+            throw CertificateError.write(path: path, error.description)
         }
     }
 }
 
 public enum CertificateError: Error, CustomStringConvertible {
     case unreadable(path: String, String)
-    case write(path: String, errno: Int32)
+    case write(path: String, String)
 
     public var description: String {
         switch self {
         case .unreadable(let path, let why): "cannot read the appliance CA in \(path): \(why)"
-        case .write(let path, let code): "cannot write \(path): \(String(cString: strerror(code)))"
+        case .write(let path, let why): "cannot write \(path): \(why)"
         }
     }
 }

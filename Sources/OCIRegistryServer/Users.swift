@@ -1,5 +1,6 @@
 import CCrypt
 import Foundation
+import OCIStore
 
 #if canImport(Glibc)
     import Glibc
@@ -133,9 +134,9 @@ public struct UserDatabase: Sendable {
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
         let data = try encoder.encode(users.values.sorted { $0.name < $1.name })
         do {
-            try ApplianceCertificates.writeFile(path, bytes: Array(data), mode: 0o600)
+            try FileSystem.replace(path, with: Array(data), mode: 0o600)
         } catch {
-            throw AccessError.unwritable(path, errno)
+            throw AccessError.unwritable(path, error.description)
         }
     }
 
@@ -168,7 +169,7 @@ public struct HtpasswdFile: Sendable {
 public enum AccessError: Error, CustomStringConvertible {
     case hashing(String)
     case unreadable(String, String)
-    case unwritable(String, Int32)
+    case unwritable(String, String)
     case badUserName(String)
     case weakPassword
 
@@ -176,7 +177,7 @@ public enum AccessError: Error, CustomStringConvertible {
         switch self {
         case .hashing(let why): "cannot hash the password: \(why)"
         case .unreadable(let path, let why): "\(path): \(why)"
-        case .unwritable(let path, let code): "cannot write \(path): \(String(cString: strerror(code)))"
+        case .unwritable(let path, let why): "cannot write \(path): \(why)"
         case .badUserName(let name): "user name \"\(name)\": use 1-64 letters, digits, '.', '_', '-' or '@'"
         case .weakPassword: "the password must have at least 8 characters"
         }

@@ -1,3 +1,5 @@
+import Foundation
+
 #if canImport(Glibc)
     import Glibc
 #endif
@@ -68,6 +70,30 @@ public enum FileSystem {
             if result.count > limit { throw .tooLarge(path: path, limit: limit) }
         }
         return result
+    }
+
+    /// Replaces `path` with `bytes` all at once: a temporary file beside it created with `mode`,
+    /// written, fsynced, renamed over `path`, and the directory fsynced. Readers see the old
+    /// content or the new, never a part; a failure leaves the old file and no temporary.
+    public static func replace(_ path: String, with bytes: [UInt8], mode: mode_t) throws(StoreError) {
+        let temporary = "\(path).\(getpid()).tmp"
+        let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, mode)
+        guard fd >= 0 else { throw .io("create \(temporary)", errno: errno) }
+        let failure = bytes.withUnsafeBytes { raw -> StoreError? in
+            do throws(StoreError) { try writeAll(fd, raw, path: temporary) } catch { return error }
+            return fsync(fd) == 0 ? nil : .io("fsync \(temporary)", errno: errno)
+        }
+        close(fd)
+        if let failure {
+            unlink(temporary)
+            throw failure
+        }
+        guard rename(temporary, path) == 0 else {
+            let code = errno
+            unlink(temporary)
+            throw .io("rename to \(path)", errno: code)
+        }
+        syncDirectory(URL(fileURLWithPath: path).deletingLastPathComponent().path)
     }
 
     public static func syncDirectory(_ path: String) {

@@ -71,27 +71,7 @@ public struct RegistryStore: Sendable {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys]
         let bytes = try encoder.encode(state)
-        let temporary = "\(statePath).\(getpid()).tmp"
-        let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o640)
-        guard fd >= 0 else { throw StoreError.io("create \(temporary)", errno: errno) }
-        do {
-            let written = bytes.withUnsafeBytes { raw -> Bool in
-                (try? FileSystem.writeAll(fd, raw, path: temporary)) != nil
-            }
-            guard written else { throw StoreError.io("write \(temporary)", errno: errno) }
-            guard fsync(fd) == 0 else { throw StoreError.io("fsync \(temporary)", errno: errno) }
-            close(fd)
-        } catch {
-            close(fd)
-            unlink(temporary)
-            throw error
-        }
-        guard rename(temporary, statePath) == 0 else {
-            let code = errno
-            unlink(temporary)
-            throw StoreError.io("rename to \(statePath)", errno: code)
-        }
-        FileSystem.syncDirectory(root)
+        try FileSystem.replace(statePath, with: Array(bytes), mode: 0o640)
         return state
     }
 
@@ -99,9 +79,7 @@ public struct RegistryStore: Sendable {
     public func record<Record: Encodable>(_ record: Record, as name: String) throws {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys, .prettyPrinted, .withoutEscapingSlashes]
-        let path = "\(root)/imports/\(name).json"
-        try encoder.encode(record).write(to: URL(fileURLWithPath: path + ".tmp"))
-        guard rename(path + ".tmp", path) == 0 else { throw StoreError.io("rename to \(path)", errno: errno) }
+        try FileSystem.replace("\(root)/imports/\(name).json", with: Array(try encoder.encode(record)), mode: 0o640)
     }
 
     /// Whether an import with this name was recorded.
