@@ -113,11 +113,11 @@ public struct Importer: Sendable {
     }
 
     private func read(_ path: String, headerOnly: Bool, sink: (any BundleBlobSink)?) throws -> VerificationReport? {
-        let fd = path == "-" ? STDIN_FILENO : open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { throw ImportError.unreadable(path) }
-        defer { if path != "-" { close(fd) } }
-        return reader.verify(
-            fileDescriptor: fd, name: path == "-" ? "(stdin)" : path, sink: sink, stopAfterHeader: headerOnly)
+        do {
+            return try reader.verify(path: path, sink: sink, stopAfterHeader: headerOnly)
+        } catch {
+            throw ImportError.unreadable(path)
+        }
     }
 }
 

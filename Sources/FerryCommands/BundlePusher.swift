@@ -158,17 +158,10 @@ struct BundlePusher {
         return summary
     }
 
-    static func isManifest(_ blob: BundleManifest.Blob) -> Bool {
-        guard let type = blob.mediaType else { return false }
-        return MediaType.manifests.contains(type) || MediaType.indexes.contains(type)
-    }
+    static func isManifest(_ blob: BundleManifest.Blob) -> Bool { MediaType.isManifestOrIndex(blob.mediaType) }
 
     static func read(_ path: String, reader: BundleReader, sink: (any BundleBlobSink)?) throws -> VerificationReport {
-        let fd = path == "-" ? STDIN_FILENO : open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { throw PushError.unreadable(path, String(cString: strerror(errno))) }
-        defer { if path != "-" { close(fd) } }
-        return reader.verify(
-            fileDescriptor: fd, name: path == "-" ? "(stdin)" : path, sink: sink, stopAfterHeader: sink == nil)
+        try reader.verify(path: path, sink: sink, stopAfterHeader: sink == nil)
     }
 }
 
@@ -299,7 +292,6 @@ final class PushSink: BundleBlobSink, @unchecked Sendable {
 }
 
 enum PushError: Error, CustomStringConvertible {
-    case unreadable(String, String)
     case mountRefused(registry: String, digest: Digest, from: String, to: String)
     case missingManifest(Digest)
     case abandoned
@@ -312,7 +304,6 @@ enum PushError: Error, CustomStringConvertible {
 
     var description: String {
         switch self {
-        case .unreadable(let path, let why): "cannot read bundle \(path): \(why)"
         case .mountRefused(let registry, let digest, let from, let to):
             "\(registry) would not mount \(digest) from \(from) into \(to) (give the pushing user pull rights on \(from))"
         case .missingManifest(let digest): "manifest \(digest) is not in the bundle"

@@ -88,11 +88,8 @@ public struct VerifyCommand: AsyncParsableCommand {
     /// Reads `path` (or standard input for `-`) with `reader` on a thread-pool thread.
     static func read(_ path: String, reader: BundleReader, headerOnly: Bool = false) async throws -> VerificationReport
     {
-        let fd = path == "-" ? STDIN_FILENO : open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { throw BundleError.io("open \(path)", errno: errno) }
-        defer { if path != "-" { close(fd) } }
-        return try await NIOThreadPool.singleton.runIfActive {
-            reader.verify(fileDescriptor: fd, name: path == "-" ? "(stdin)" : path, stopAfterHeader: headerOnly)
+        try await NIOThreadPool.singleton.runIfActive {
+            try reader.verify(path: path, stopAfterHeader: headerOnly)
         }
     }
 }

@@ -130,6 +130,17 @@ public struct BundleReader: Sendable {
     /// Largest small file (bundle manifest, index.json, signature) read whole.
     public static let documentLimit = 64 << 20
 
+    /// Reads the bundle at `path`, or standard input for `-` (blocking; run it off the event loop).
+    public func verify(path: String, sink: (any BundleBlobSink)? = nil, stopAfterHeader: Bool = false)
+        throws(BundleError) -> VerificationReport
+    {
+        let fd = path == "-" ? STDIN_FILENO : open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw .io("open \(path)", errno: errno) }
+        defer { if path != "-" { close(fd) } }
+        return verify(
+            fileDescriptor: fd, name: path == "-" ? "(stdin)" : path, sink: sink, stopAfterHeader: stopAfterHeader)
+    }
+
     /// Reads the whole bundle from `fileDescriptor`. `name` is what reports call it.
     public func verify(
         fileDescriptor: Int32, name: String, sink: (any BundleBlobSink)? = nil, stopAfterHeader: Bool = false
@@ -313,7 +324,7 @@ public struct BundleReader: Sendable {
         }
         let keep =
             entry.size <= ManifestDocument.maximumSize
-            && (listed.mediaType.map { MediaType.manifests.contains($0) || MediaType.indexes.contains($0) } ?? false)
+            && MediaType.isManifestOrIndex(listed.mediaType)
         var verifier = BlobVerifier(digest: digest, size: listed.size)
         var kept: [UInt8] = []
         do {

@@ -29,6 +29,12 @@ public enum MediaType {
     public static let acceptedManifestTypes: [String] = [ociIndex, dockerManifestList, ociManifest, dockerManifest]
 
     /// Layers the spec lets registries and tools skip ("non-distributable" / "foreign").
+    /// Whether a descriptor's media type names a manifest or an index (nil: not known to).
+    public static func isManifestOrIndex(_ mediaType: String?) -> Bool {
+        guard let mediaType else { return false }
+        return manifests.contains(mediaType) || indexes.contains(mediaType)
+    }
+
     public static func isNondistributable(_ mediaType: String) -> Bool {
         mediaType == dockerForeignLayerGzip || mediaType.hasPrefix("application/vnd.oci.image.layer.nondistributable.")
     }

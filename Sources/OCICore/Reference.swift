@@ -218,8 +218,19 @@ extension Reference {
     /// component so clients keep their image names through a mirror; a port's `:` is spelled `_`,
     /// since the name grammar has no colon (`registry.local:5000/team/app` is served as
     /// `registry.local_5000/team/app`).
-    public var servedRepository: String {
-        let host = String(registry.compactMap { c -> Character? in c == "[" || c == "]" ? nil : (c == ":" ? "_" : c) })
-        return "\(host)/\(repository)"
+    public var servedRepository: String { "\(Self.servedHost(registry))/\(repository)" }
+
+    /// A registry host as the first component of a served name: `registry.local:5000` →
+    /// `registry.local_5000` (brackets of an IPv6 address dropped).
+    public static func servedHost(_ registry: String) -> String {
+        String(registry.compactMap { c -> Character? in c == "[" || c == "]" ? nil : (c == ":" ? "_" : c) })
+    }
+
+    /// The registry a served first component stands for: `registry.local_5000` → `registry.local:5000`.
+    public static func registry(servedHost: String) -> String {
+        guard let underscore = servedHost.lastIndex(of: "_"),
+            Int(servedHost[servedHost.index(after: underscore)...]) != nil
+        else { return servedHost }
+        return servedHost[..<underscore] + ":" + servedHost[servedHost.index(after: underscore)...]
     }
 }
