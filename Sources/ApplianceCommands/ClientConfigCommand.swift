@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import OCICore
 import OCIRegistryServer
 import OCIStore
 
@@ -80,15 +81,8 @@ enum ClientConfiguration {
         ).sorted()
     }
 
-    /// `registry.local_5000` → `registry.local:5000`.
-    static func upstream(served: String) -> String {
-        guard let underscore = served.lastIndex(of: "_"), Int(served[served.index(after: underscore)...]) != nil
-        else { return served }
-        return served[..<underscore] + ":" + served[served.index(after: underscore)...]
-    }
-
-    /// `registry.local:5000` → `registry.local_5000` (the appliance's spelling).
-    static func served(_ upstream: String) -> String { upstream.replacingOccurrences(of: ":", with: "_") }
+    static func upstream(served: String) -> String { Reference.registry(servedHost: served) }
+    static func served(_ upstream: String) -> String { Reference.servedHost(upstream) }
 
     static func snippet(for client: String, address: String, caPEM: String, upstreams: [String] = []) -> String {
         let pem = caPEM.hasSuffix("\n") ? caPEM : caPEM + "\n"

@@ -90,21 +90,14 @@ public struct ExportCommand: AsyncParsableCommand {
                     "--creds without a host, with images from \(registries.count) registries: name it, --creds HOST=USER:PASSWORD"
                 )
             }
-            let (client, http) = registryOptions.makeClient(credentials: credentialStore)
             let reporter = ProgressReporter(mode: json && progress == .auto ? .plain : progress)
-            let exporter = Exporter(client: client, progress: reporter)
             let options = Exporter.Options(
                 requests: requests, output: output, platforms: platforms, parallel: parallel,
                 cacheDirectory: cache ?? Self.defaultCacheDirectory(), creationTime: Self.creationTime(),
                 signingKey: signingKey)
-            let summary: Exporter.Summary
-            do {
-                summary = try await exporter.run(options)
-            } catch {
-                try? await http.shutdown()
-                throw error
+            let summary = try await registryOptions.withClient(credentials: credentialStore) { client in
+                try await Exporter(client: client, progress: reporter).run(options)
             }
-            try await http.shutdown()
             if json {
                 let encoder = JSONEncoder()
                 encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]

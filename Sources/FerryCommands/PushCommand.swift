@@ -52,21 +52,13 @@ public struct PushCommand: AsyncParsableCommand {
     public func run() async throws {
         try await reportingErrors {
             let target = try Self.parseTarget(to)
-            let (client, http) = registryOptions.makeClient(credentials: try registryOptions.credentialStore())
             let reporter = ProgressReporter(mode: json && progress == .auto ? .plain : progress)
-            let pusher = BundlePusher(client: client, progress: reporter)
-            let summary: BundlePusher.Summary
-            do {
-                summary = try await pusher.run(
-                    .init(
-                        bundle: bundle, registry: target.registry, prefix: target.prefix,
-                        keepRegistryHost: !dropRegistryHost,
-                        trustedKeys: try trustKeys.flatMap { try PublicKey.load($0) }))
-            } catch {
-                try? await http.shutdown()
-                throw error
+            let options = BundlePusher.Options(
+                bundle: bundle, registry: target.registry, prefix: target.prefix, keepRegistryHost: !dropRegistryHost,
+                trustedKeys: try trustKeys.flatMap { try PublicKey.load($0) })
+            let summary = try await registryOptions.withClient(credentials: try registryOptions.credentialStore()) {
+                client in try await BundlePusher(client: client, progress: reporter).run(options)
             }
-            try await http.shutdown()
             if json {
                 let encoder = JSONEncoder()
                 encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]

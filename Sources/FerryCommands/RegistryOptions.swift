@@ -28,8 +28,10 @@ struct RegistryOptions: ParsableArguments {
         return store
     }
 
-    /// A registry client over a new HTTP client (shut it down when done).
-    func makeClient(credentials: CredentialStore) -> (RegistryClient, HTTPClient) {
+    /// Runs `body` with a registry client over a new HTTP client, shut down afterwards whatever happens.
+    func withClient<Result: Sendable>(
+        credentials: CredentialStore, _ body: (RegistryClient) async throws -> Result
+    ) async throws -> Result {
         let trust = TrustPolicy(
             caFiles: caFiles,
             certsDirectories: certsDirectories.isEmpty ? TrustPolicy.defaultCertsDirectories : certsDirectories,
@@ -38,6 +40,14 @@ struct RegistryOptions: ParsableArguments {
         let client = RegistryClient(
             http: http,
             configuration: .init(credentials: credentials, trust: trust, userAgent: "ferry/\(FerryVersion.string)"))
-        return (client, http)
+        let result: Result
+        do {
+            result = try await body(client)
+        } catch {
+            try? await http.shutdown()
+            throw error
+        }
+        try await http.shutdown()
+        return result
     }
 }

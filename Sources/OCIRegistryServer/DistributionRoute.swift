@@ -83,7 +83,7 @@ public enum DistributionRoute: Equatable, Sendable {
     /// without it. nil when the name needs no rewriting.
     public static func mirroredName(_ name: String, namespace: String?) -> String? {
         if let namespace, !namespace.isEmpty {
-            let host = String(namespace.compactMap { $0 == ":" ? "_" : ($0 == "[" || $0 == "]" ? nil : $0) })
+            let host = Reference.servedHost(namespace)
             let served = host == "docker.io" && !name.contains("/") ? "docker.io/library/\(name)" : "\(host)/\(name)"
             return name.hasPrefix(host + "/") ? nil : served
         }
