@@ -2,9 +2,10 @@
 // Ferry: carry container images across an air gap.
 //
 // Targets are layered; dependencies point down only (checked by .ci/check-layers.py):
-//   CLibCrypto, CArchive, CCrypt    C libraries from Debian (libssl-dev, libarchive-dev, libcrypt-dev)
+//   CLibCrypto, CArchive, CCrypt, CSQLite   C libraries from Debian (libssl-dev, libarchive-dev, libcrypt-dev,
+//                                           libsqlite3-dev)
 //   OCICore                         spec types, digests, references, platforms. No I/O.
-//   OCITar, OCIStore                streaming tar over libarchive; filesystem content store
+//   OCITar, OCIStore                streaming tar over libarchive; the registry store (blob files + SQLite)
 //   OCIRegistryClient               Distribution API client (auth, retries, verified blob streams)
 //   OCIRegistryServer               Distribution API server over the store (Hummingbird, TLS, generated CA)
 //   OCIBundle                       the bundle format (OCI image layout in a tar + bundle manifest)
@@ -39,9 +40,10 @@ let package = Package(
         .systemLibrary(name: "CLibCrypto", path: "Sources/CLibCrypto", providers: [.apt(["libssl-dev"])]),
         .systemLibrary(name: "CArchive", path: "Sources/CArchive", providers: [.apt(["libarchive-dev"])]),
         .systemLibrary(name: "CCrypt", path: "Sources/CCrypt", providers: [.apt(["libcrypt-dev"])]),
+        .systemLibrary(name: "CSQLite", path: "Sources/CSQLite", providers: [.apt(["libsqlite3-dev"])]),
         .target(name: "OCICore", dependencies: ["CLibCrypto"], swiftSettings: swiftSettings),
         .target(name: "OCITar", dependencies: ["CArchive"], swiftSettings: swiftSettings),
-        .target(name: "OCIStore", dependencies: ["OCICore"], swiftSettings: swiftSettings),
+        .target(name: "OCIStore", dependencies: ["OCICore", "CSQLite"], swiftSettings: swiftSettings),
         .target(
             name: "OCIRegistryClient",
             dependencies: [

@@ -26,11 +26,12 @@ public struct ApplianceCommand: AsyncParsableCommand {
             $FERRY_DATA_DIR, else dataDir in the file, else /var/lib/ferry.
 
             Exit codes: 0 success; 1 failure; 64 bad usage or configuration; 65 a bundle failed \
-            verification (nothing was imported from it).
+            verification (nothing was imported from it), or `check` found a problem.
             """,
         version: FerryVersion.string,
         subcommands: [
-            ImportCommand.self, ServeCommand.self, ImagesCommand.self, GarbageCommand.self, UserCommand.self,
+            ImportCommand.self, ServeCommand.self, ImagesCommand.self, GarbageCommand.self, CheckCommand.self,
+            UserCommand.self,
             CACommand.self,
             ClientConfigCommand.self,
         ]
@@ -86,6 +87,7 @@ func reportingApplianceErrors(_ body: () async throws -> Void) async throws {
             if case .invalid = error { throw ExitCode(65) }
             throw ExitCode(1)
         case is ConfigurationError, is ValidationError: throw ExitCode(64)
+        case is CheckFailed: throw ExitCode(65)
         default: throw ExitCode(1)
         }
     }
@@ -101,7 +103,7 @@ struct ImportCommand: AsyncParsableCommand {
             it is stored, and only when the whole bundle verified do its tags and manifests become \
             visible. A bundle imported before is a fast no-op; a newer bundle moves tags. A killed \
             import leaves the store as it was; run it again to finish. Each import is recorded in \
-            DATA/imports/. A running `serve` sees imported images at once.
+            DATA/imports/; the registry's metadata is in DATA/registry.db (SQLite). A running `serve` sees imported images at once.
 
             With import.requireSignature in the configuration, a bundle must be signed by one of \
             the trusted keys (import.trustedKeys, --trust-key).
@@ -155,7 +157,7 @@ struct ImportCommand: AsyncParsableCommand {
 }
 
 /// `ferry-appliance images`: what the store serves.
-struct ImagesCommand: ParsableCommand {
+struct ImagesCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "images", abstract: "List the repositories, tags and digests the store serves.")
 
@@ -164,16 +166,23 @@ struct ImagesCommand: ParsableCommand {
     @Flag(help: "Print JSON.")
     var json = false
 
-    func run() throws {
-        let state = try RegistryStore(root: try store.resolved).state()
-        if json {
-            let encoder = JSONEncoder()
-            encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
-            FileHandle.standardOutput.write(try encoder.encode(state) + Data("\n".utf8))
-            return
-        }
-        for (name, repository) in state.repositories.sorted(by: { $0.key < $1.key }) {
-            for (tag, digest) in repository.tags.sorted(by: { $0.key < $1.key }) { print("\(name):\(tag)  \(digest)") }
+    func run() async throws {
+        try await reportingApplianceErrors {
+            let listing = try RegistryStore(root: try store.resolved).listing()
+            if json {
+                struct Listing: Encodable { var repositories: [String: RepositoryListing] }
+                let encoder = JSONEncoder()
+                encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+                let document = Listing(
+                    repositories: Dictionary(uniqueKeysWithValues: listing.map { ($0.name.value, $0) }))
+                FileHandle.standardOutput.write(try encoder.encode(document) + Data("\n".utf8))
+                return
+            }
+            for repository in listing {
+                for (tag, digest) in repository.tags.sorted(by: { $0.key < $1.key }) {
+                    print("\(repository.name):\(tag)  \(digest)")
+                }
+            }
         }
     }
 }

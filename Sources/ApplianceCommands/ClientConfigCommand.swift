@@ -57,7 +57,8 @@ struct ClientConfigCommand: AsyncParsableCommand {
                 pem = try ApplianceCertificates(dataDirectory: store.resolved).authorityPEM()
             }
             let clients = client.map { [$0] } ?? Client.allCases
-            let registries = Set(try ClientConfiguration.upstreams(in: RegistryStore(root: store.resolved).state()))
+            let repositories = try RegistryStore(root: store.resolved).repositories(after: nil, limit: nil)
+            let registries = Set(ClientConfiguration.upstreams(in: repositories.map(\.value)))
                 .union(upstreams).sorted()
             print(
                 clients.map {
@@ -70,9 +71,9 @@ struct ClientConfigCommand: AsyncParsableCommand {
 /// The text of each client's configuration (pure, for tests).
 enum ClientConfiguration {
     /// The source registries of the store's repositories (first components), `_` turned back into `:`.
-    static func upstreams(in state: RegistryState) -> [String] {
+    static func upstreams(in repositories: [String]) -> [String] {
         Set(
-            state.repositories.keys.compactMap { name -> String? in
+            repositories.compactMap { name -> String? in
                 guard let first = name.split(separator: "/").first.map(String.init), name.contains("/"),
                     first.contains(".") || first.contains("_") || first == "localhost"
                 else { return nil }

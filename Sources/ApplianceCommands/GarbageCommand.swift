@@ -8,10 +8,11 @@ struct GarbageCommand: AsyncParsableCommand {
         commandName: "gc",
         abstract: "Remove blobs no manifest references (safe while serve, imports and pushes run).",
         discussion: """
-            Deleting a manifest or a tag only unlinks it; gc reclaims the space. It holds the \
-            store's lock while it decides, and keeps anything younger than the grace period: an \
-            import writes its blobs before it commits them, and a push uploads blobs before the \
-            manifest that references them. Uploads untouched for a day are dropped too.
+            Deleting a manifest or a tag only unlinks it; gc reclaims the space. It sweeps in short \
+            transactions (pushes and imports wait for one batch at most, downloads not at all), \
+            and keeps anything younger than the grace period: an import writes its blobs before \
+            it commits them, and a push uploads blobs before the manifest that references them. \
+            Uploads untouched for a day are dropped too.
 
             Examples:
               ferry-appliance gc --dry-run          what would go, and how many bytes
@@ -61,4 +62,60 @@ struct GarbageCommand: AsyncParsableCommand {
         }
         return Int(text).flatMap { $0 >= 0 ? $0 : nil }
     }
+}
+
+/// `ferry-appliance check`.
+struct CheckCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "check",
+        abstract: "Re-hash every stored blob and check every manifest's references (exit 65 on any problem).",
+        discussion: """
+            Reads every blob file and compares its bytes with its digest, and checks that every \
+            manifest the registry serves has its file, that an image's config and layers are linked \
+            to its repository and present, and that every tag points at a manifest its repository \
+            holds. Safe while serve runs; it reads every byte once, so it takes as long as reading \
+            the store.
+
+            --repair removes blob files whose bytes are corrupt and lists the images (repository:tag) \
+            that now need a re-import of their bundle.
+
+            Examples:
+              ferry-appliance check
+              ferry-appliance check --json | jq '.problems[]'
+              ferry-appliance check --repair
+            """)
+
+    @OptionGroup var store: StoreOptions
+
+    @Flag(help: "Remove corrupt blob files and report the images that need a re-import.")
+    var repair = false
+
+    @Flag(help: "Print the report as JSON.")
+    var json = false
+
+    func run() async throws {
+        try await reportingApplianceErrors {
+            let registry = try RegistryStore(root: store.resolved)
+            let report = try registry.check(repair: repair)
+            if json {
+                let encoder = JSONEncoder()
+                encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+                FileHandle.standardOutput.write(try encoder.encode(report) + Data("\n".utf8))
+            } else {
+                print(
+                    "checked \(report.blobsChecked) blob(s) (\(report.bytesChecked) bytes) and "
+                        + "\(report.manifestsChecked) manifest(s): \(report.problems.count) problem(s)")
+                for problem in report.problems { print("  \(problem)") }
+                for digest in report.removed { print("removed corrupt blob \(digest)") }
+                for image in report.needReimport { print("needs a re-import: \(image)") }
+            }
+            if !report.problems.isEmpty { throw CheckFailed(count: report.problems.count) }
+        }
+    }
+}
+
+/// `check` found problems (exit 65).
+struct CheckFailed: Error, CustomStringConvertible {
+    var count: Int
+    var description: String { "the store has \(count) problem(s)" }
 }

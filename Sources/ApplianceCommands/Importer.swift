@@ -31,10 +31,10 @@ public struct Importer: Sendable {
         public var seconds: Double
     }
 
-    let store: RegistryStore
+    let store: any RegistryStorage
     let reader: BundleReader
 
-    public init(store: RegistryStore, reader: BundleReader) {
+    public init(store: any RegistryStorage, reader: BundleReader) {
         self.store = store
         self.reader = reader
     }
@@ -44,7 +44,7 @@ public struct Importer: Sendable {
         let started = Date()
         // Fast path: a bundle imported before whose tags are unchanged needs no second read.
         if path != "-", let header = try read(path, headerOnly: true, sink: nil), let digest = header.manifestDigest,
-            let manifest = header.manifest, store.hasRecord(digest.encoded), try isCurrent(manifest)
+            let manifest = header.manifest, store.hasImportRecord(digest.encoded), try isCurrent(manifest)
         {
             return Result(
                 bundle: path, manifestDigest: digest.description, signer: header.signature?.keyID,
@@ -62,29 +62,32 @@ public struct Importer: Sendable {
             throw ImportError.invalid(bundle: path, report.problems)
         }
         let images = try manifest.images.map(Self.imported)
-        let blobs = store.blobs
-        try store.commit { state in
-            // Under the state lock: every blob is still in the store (garbage collection removes
-            // only blobs older than its grace period, but a blob found present early in a long
-            // import may be that old).
-            for blob in manifest.blobs where !blobs.contains(blob.digest, size: blob.size) {
-                throw ImportError.storeChanged(path, blob.digest)
-            }
-            for (image, imported) in zip(manifest.images, images) {
-                guard let contents = report.imageContents[image.reference] else { continue }
-                var repository = state.repositories[imported.repository] ?? RepositoryState()
-                repository.manifests.formUnion(contents.manifests)
-                repository.blobs.formUnion(contents.blobs)
-                if let tag = imported.tag { repository.tags[tag] = image.digest }
-                state.repositories[imported.repository] = repository
-            }
+        var plan = ImportPlan(images: [])
+        if let platforms = manifest.partial?.platforms {
+            plan.platforms = PlatformFilter(platforms.compactMap { try? Platform(parsing: $0) })
+        }
+        for (image, imported) in zip(manifest.images, images) {
+            guard let contents = report.imageContents[image.reference] else { continue }
+            plan.images.append(
+                ImportPlan.Image(
+                    repository: try Self.repositoryName(imported), tag: try imported.tag.map { try Tag($0) },
+                    top: image.digest, manifests: contents.manifests, blobs: contents.blobs))
+        }
+        do {
+            try store.importImages(plan)
+        } catch RegistryRuleError.contentMissing(let digest) {
+            throw ImportError.storeChanged(path, digest)
+        } catch let error as RegistryRuleError {
+            throw ImportError.store(bundle: path, error.description)
         }
         let result = Result(
             bundle: path, manifestDigest: manifestDigest.description, signer: report.signature?.keyID, images: images,
             blobsWritten: sink.written, blobsAlreadyPresent: sink.present, unchanged: false,
             time: BundleManifest.timestamp(Int64(Date().timeIntervalSince1970)),
             seconds: Date().timeIntervalSince(started))
-        try store.record(result, as: manifestDigest.encoded)
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .prettyPrinted, .withoutEscapingSlashes]
+        try store.recordImport(Array(try encoder.encode(result)), id: manifestDigest.encoded)
         return result
     }
 
@@ -100,14 +103,24 @@ public struct Importer: Sendable {
             digest: image.digest.description)
     }
 
+    static func repositoryName(_ image: ImportedImage) throws -> RepositoryName {
+        do {
+            return try RepositoryName(image.repository)
+        } catch {
+            throw ImportError.badReference(image.reference, error)
+        }
+    }
+
     func isCurrent(_ manifest: BundleManifest) throws -> Bool {
-        let state = try store.state()
         for image in manifest.images {
             let imported = try Self.imported(image)
-            guard let repository = state.repositories[imported.repository],
-                repository.manifests.contains(image.digest)
-            else { return false }
-            if let tag = imported.tag, repository.tags[tag] != image.digest { return false }
+            let repository = try Self.repositoryName(imported)
+            guard try store.resolve(.digest(image.digest), in: repository) != nil else { return false }
+            if let tag = imported.tag {
+                guard let tag = try? Tag(tag), try store.resolve(.tag(tag), in: repository) == image.digest else {
+                    return false
+                }
+            }
         }
         return true
     }

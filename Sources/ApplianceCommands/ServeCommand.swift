@@ -102,7 +102,7 @@ struct ServeCommand: AsyncParsableCommand {
             let policy = try Self.policy(configuration.auth, anonymous: anonymous, htpasswd: htpasswd, path: configPath)
             let authenticator = try Authenticator(dataDirectory: dataDirectory, policy: policy, logger: logger)
             let server = RegistryServer(
-                content: RegistryContent(store: registry), host: listen.host, port: listen.port, transport: transport,
+                content: RegistryContent(storage: registry), host: listen.host, port: listen.port, transport: transport,
                 accessLog: log, readOnly: readOnly || configuration.readOnly == true, authenticator: authenticator,
                 logger: logger)
             let scheme = plainHTTP ? "http" : "https"

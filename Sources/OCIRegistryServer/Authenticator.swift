@@ -136,8 +136,8 @@ public final class Authenticator: Sendable {
 
     func currentUsers() -> ([String: UserDatabase.User], HtpasswdFile) {
         let fingerprint =
-            RegistryContent.fingerprint(of: users.path)
-            + (policy.htpasswdPath.map { RegistryContent.fingerprint(of: $0) } ?? [])
+            Self.fingerprint(of: users.path)
+            + (policy.htpasswdPath.map { Self.fingerprint(of: $0) } ?? [])
         if let cached = loaded.withLock({ $0.fingerprint == fingerprint ? ($0.users, $0.htpasswd) : nil }) {
             return cached
         }
@@ -254,5 +254,16 @@ public final class Authenticator: Sendable {
         var base64 = text.replacingOccurrences(of: "-", with: "+").replacingOccurrences(of: "_", with: "/")
         while base64.count % 4 != 0 { base64 += "=" }
         return Data(base64Encoded: base64)
+    }
+}
+
+extension Authenticator {
+    /// Identifies a file's current version (device, inode, size, modification time), so it is re-read only after a change.
+    static func fingerprint(of path: String) -> [Int] {
+        var info = stat()
+        guard stat(path, &info) == 0 else { return [0] }
+        return [
+            Int(info.st_dev), Int(info.st_ino), Int(info.st_size), Int(info.st_mtim.tv_sec), Int(info.st_mtim.tv_nsec),
+        ]
     }
 }

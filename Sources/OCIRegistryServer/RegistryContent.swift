@@ -1,4 +1,5 @@
 import Foundation
+import NIOPosix
 import OCICore
 import OCIStore
 import Synchronization
@@ -42,60 +43,63 @@ public struct StoredManifest: Sendable {
     }
 }
 
-/// What the server reads from the store: the visible state, reloaded whenever `state.json` is
-/// replaced (an import, or later a push, shows up on the next request without a restart), and
-/// manifests, which are immutable and so cached by digest.
-public final class RegistryContent: Sendable {
-    public let store: RegistryStore
+/// Thread pools for the server's blocking work, kept apart so one kind never starves another:
+/// blob streaming and upload writes (file I/O), metadata reads, and commits (which may wait for
+/// the database's write lock while gc or an import in another process holds it).
+public enum BlockingPools {
+    public static let files = started(threads: 4)
+    public static let reads = started(threads: 4)
+    public static let commits = started(threads: 4)
+    /// bcrypt: tens of milliseconds of CPU per check.
+    public static let crypto = started(threads: 2)
 
-    private struct Snapshot {
-        var fingerprint: [Int] = []
-        var state = RegistryState()
-        var sortedRepositories: [String] = []
+    static func started(threads: Int) -> NIOThreadPool {
+        let pool = NIOThreadPool(numberOfThreads: threads)
+        pool.start()
+        return pool
     }
+}
 
-    private let snapshot = Mutex(Snapshot())
+/// What the server reads from the store: metadata through the ``RegistryStorage`` (on the reads
+/// pool), and manifests, which are immutable and so cached by digest.
+public final class RegistryContent: Sendable {
+    public let storage: any RegistryStorage
+
     private let manifests = Mutex<(entries: [Digest: StoredManifest], bytes: Int)>(([:], 0))
     private static let manifestCacheLimit = 64 << 20
 
-    public init(store: RegistryStore) { self.store = store }
+    public init(storage: any RegistryStorage) { self.storage = storage }
 
-    /// The current state (re-read when `state.json` changed since the last call), and the sorted repository names.
-    public func current() throws(StoreError) -> (state: RegistryState, repositories: [String]) {
-        let fingerprint = Self.fingerprint(of: store.statePath)
-        let cached = snapshot.withLock { snapshot -> (RegistryState, [String])? in
-            snapshot.fingerprint == fingerprint ? (snapshot.state, snapshot.sortedRepositories) : nil
-        }
-        if let cached { return cached }
-        let state = try store.state()
-        let sorted = state.repositories.filter { !$0.value.manifests.isEmpty }.keys.sorted()
-        snapshot.withLock { $0 = Snapshot(fingerprint: fingerprint, state: state, sortedRepositories: sorted) }
-        return (state, sorted)
+    /// Runs a metadata read on the reads pool.
+    public func read<Value: Sendable>(_ body: @escaping @Sendable (any RegistryStorage) throws -> Value) async throws
+        -> Value
+    {
+        let storage = self.storage
+        return try await BlockingPools.reads.runIfActive { try body(storage) }
     }
 
-    /// A manifest's stored bytes and what they say. Blocking on a cache miss: call it off the event loop.
-    public func manifest(_ digest: Digest) throws -> StoredManifest {
+    /// Runs a change on the commits pool.
+    public func commit<Value: Sendable>(_ body: @escaping @Sendable (any RegistryStorage) throws -> Value) async throws
+        -> Value
+    {
+        let storage = self.storage
+        return try await BlockingPools.commits.runIfActive { try body(storage) }
+    }
+
+    /// A manifest's stored bytes and what they say (read on the reads pool on a cache miss).
+    public func manifest(_ digest: Digest) async throws -> StoredManifest {
         if let hit = manifests.withLock({ $0.entries[digest] }) { return hit }
-        let bytes = try store.blobs.read(digest, limit: ManifestDocument.maximumSize)
-        let manifest = try StoredManifest(digest: digest, bytes: bytes)
+        let blobs = storage.blobs
+        let manifest = try await BlockingPools.reads.runIfActive {
+            try StoredManifest(digest: digest, bytes: blobs.read(digest, limit: ManifestDocument.maximumSize))
+        }
         manifests.withLock { cache in
-            if cache.bytes + bytes.count > Self.manifestCacheLimit { cache = ([:], 0) }
+            if cache.bytes + manifest.bytes.count > Self.manifestCacheLimit { cache = ([:], 0) }
             cache.entries[digest] = manifest
-            cache.bytes += bytes.count
+            cache.bytes += manifest.bytes.count
         }
         return manifest
     }
 
-    /// Whether a manifest is cached (so it can be served without leaving the event loop).
-    public func cachedManifest(_ digest: Digest) -> StoredManifest? { manifests.withLock { $0.entries[digest] } }
-
-    public func blobPath(_ digest: Digest) -> String { store.blobs.path(of: digest) }
-
-    static func fingerprint(of path: String) -> [Int] {
-        var info = stat()
-        guard stat(path, &info) == 0 else { return [0] }
-        return [
-            Int(info.st_dev), Int(info.st_ino), Int(info.st_size), Int(info.st_mtim.tv_sec), Int(info.st_mtim.tv_nsec),
-        ]
-    }
+    public func blobPath(_ digest: Digest) -> String { storage.blobs.path(of: digest) }
 }

@@ -53,26 +53,18 @@ extension RegistryResponder {
 
     /// `POST /v2/<name>/blobs/uploads/`: a cross-repository mount (`?mount=&from=`), a monolithic
     /// upload (`?digest=` with the body), or a session for PATCH/PUT.
-    func startUpload(_ name: String, _ request: Request, caller: Caller) async throws -> Response {
+    func startUpload(_ name: RepositoryName, _ request: Request, caller: Caller) async throws -> Response {
         let query = request.uri.queryParameters
-        let store = content.store
+        let store = content.storage
         if let mount = query.get("mount"), let from = query.get("from"), let digest = try? Digest(mount),
-            caller.allows(.pull, on: from),
-            let source = try content.current().state.repositories[from], source.blobs.contains(digest),
-            store.blobs.contains(digest, size: FileSystem.size(of: store.blobs.path(of: digest)) ?? -1)
+            let source = try? RepositoryName(from), caller.allows(.pull, on: source.value),
+            try await content.commit({ try $0.mountBlob(digest, from: source, to: name) })
         {
-            try await commit { state in
-                // Under the lock: the source still links it and garbage collection has not taken it.
-                guard state.repositories[from]?.blobs.contains(digest) == true,
-                    FileSystem.size(of: store.blobs.path(of: digest)) != nil
-                else { throw DistributionError.blobUnknown(digest.description) }
-                state.repositories[name, default: RepositoryState()].blobs.insert(digest)
-            }
             return Response(
                 status: .created,
                 headers: [.location: "/v2/\(name)/blobs/\(digest)", Self.contentDigest: digest.description])
         }
-        let id = try await onThreadPool { try store.uploads.create(repository: name) }
+        let id = try await onFilesPool { try store.uploads.create(repository: name.value) }
         if let digestString = query.get("digest") {
             guard let digest = try? Digest(digestString) else {
                 store.uploads.remove(id)
@@ -89,9 +81,9 @@ extension RegistryResponder {
     }
 
     /// PATCH (append a chunk), PUT (finish), GET (status) and DELETE (cancel) on an upload session.
-    func continueUpload(_ name: String, _ id: String, _ request: Request) async throws -> Response {
-        let store = content.store
-        guard let status = store.uploads.status(id), status.repository == name else {
+    func continueUpload(_ name: RepositoryName, _ id: String, _ request: Request) async throws -> Response {
+        let store = content.storage
+        guard let status = try await onFilesPool({ store.uploads.status(id) }), status.repository == name.value else {
             throw DistributionError(status: 404, code: .blobUploadUnknown, message: "blob upload unknown", detail: id)
         }
         switch request.method {
@@ -99,7 +91,7 @@ extension RegistryResponder {
             return Response(status: .noContent, headers: uploadHeaders(name, id, size: status.size))
         case .delete:
             uploads.forget(id)
-            store.uploads.remove(id)
+            try await onFilesPool { store.uploads.remove(id) }
             return Response(status: .noContent, headers: [.contentLength: "0"])
         case .patch:
             if let refused = outOfOrder(request, name, id, size: status.size) { return refused }
@@ -132,7 +124,7 @@ extension RegistryResponder {
     }
 
     /// 416 with the upload's current Range when a `Content-Range` does not start where the upload ends.
-    func outOfOrder(_ request: Request, _ name: String, _ id: String, size: Int64) -> Response? {
+    func outOfOrder(_ request: Request, _ name: RepositoryName, _ id: String, size: Int64) -> Response? {
         guard let range = request.headers[.contentRange] else { return nil }
         if let start = Self.rangeStart(range), start == size { return nil }
         var headers = uploadHeaders(name, id, size: size)
@@ -145,7 +137,7 @@ extension RegistryResponder {
         return response
     }
 
-    func uploadHeaders(_ name: String, _ id: String, size: Int64) -> HTTPFields {
+    func uploadHeaders(_ name: RepositoryName, _ id: String, size: Int64) -> HTTPFields {
         [
             .location: "/v2/\(name)/blobs/uploads/\(id)", .range: "0-\(max(size - 1, 0))", Self.uploadUUID: id,
             .contentLength: "0",
@@ -163,7 +155,7 @@ extension RegistryResponder {
     /// Appends a request body to an upload's data in 1 MiB batches written and hashed on the
     /// thread pool; returns the upload's new size.
     func append(_ body: RequestBody, to id: String, from offset: Int64) async throws -> Int64 {
-        let path = content.store.uploads.dataPath(id)
+        let path = content.storage.uploads.dataPath(id)
         let progress = uploads.progress(id, size: offset)
         let fd = open(path, O_WRONLY | O_CLOEXEC)
         guard fd >= 0 else { throw StoreError.io("open \(path)", errno: errno) }
@@ -174,11 +166,12 @@ extension RegistryResponder {
             let chunk = batch
             let at = size
             batch = ByteBuffer()
-            try await onThreadPool {
+            try await onFilesPool {
                 try chunk.withUnsafeReadableBytes { bytes in
+                    guard let base = bytes.baseAddress else { return }
                     var done = 0
                     while done < bytes.count {
-                        let n = pwrite(fd, bytes.baseAddress! + done, bytes.count - done, off_t(at) + off_t(done))
+                        let n = pwrite(fd, base + done, bytes.count - done, off_t(at) + off_t(done))
                         if n < 0 && errno == EINTR { continue }
                         guard n > 0 else { throw StoreError.io("write \(path)", errno: errno) }
                         done += n
@@ -204,29 +197,30 @@ extension RegistryResponder {
 
     /// Appends the body, checks the digest, moves the blob into the store and links it to the repository.
     func finishUpload(
-        _ name: String, _ id: String, digest: Digest, body: RequestBody, from offset: Int64 = 0
+        _ name: RepositoryName, _ id: String, digest: Digest, body: RequestBody, from offset: Int64 = 0
     ) async throws -> Response {
-        let store = content.store
+        let store = content.storage
         let size = try await append(body, to: id, from: offset)
         let path = store.uploads.dataPath(id)
         let found: Digest
         if digest.algorithm == .sha256, let progress = uploads.progress(id, size: size) {
             found = progress.hasher.finalize()
         } else {
-            found = try await onThreadPool { try BlobStore.hash(file: path, algorithm: digest.algorithm) }
+            found = try await onFilesPool { try BlobStore.hash(file: path, algorithm: digest.algorithm) }
         }
         uploads.forget(id)
         guard found == digest else {
-            store.uploads.remove(id)
+            try await onFilesPool { store.uploads.remove(id) }
             throw DistributionError(
                 status: 400, code: .digestInvalid, message: "provided digest did not match uploaded content",
                 detail: "expected \(digest), found \(found)")
         }
-        try await onThreadPool {
+        try await onFilesPool {
             try store.blobs.adopt(path, as: digest, size: size)
             store.uploads.remove(id)
         }
-        try await commit { state in state.repositories[name, default: RepositoryState()].blobs.insert(digest) }
+        // The link re-checks, inside its transaction, that gc has not taken the file meanwhile.
+        try await commit { try $0.linkBlob(digest, to: name) }
         return Response(
             status: .created,
             headers: [
@@ -237,30 +231,27 @@ extension RegistryResponder {
     // MARK: Manifests
 
     /// `PUT /v2/<name>/manifests/<reference>[?tag=…]`: validated, stored byte for byte, tagged.
-    func putManifest(_ name: String, _ reference: String, _ request: Request) async throws -> Response {
+    func putManifest(_ name: RepositoryName, _ reference: String, _ request: Request) async throws -> Response {
         let bytes: ByteBuffer
         do {
             bytes = try await request.body.collect(upTo: ManifestDocument.maximumSize)
         } catch {
             throw DistributionError(
                 status: 413, code: .sizeInvalid, message: "manifest larger than \(ManifestDocument.maximumSize) bytes",
-                detail: name)
+                detail: name.value)
         }
         let raw = Array(buffer: bytes)
         var requested: Digest?
-        var tags = request.uri.queryParameters.getAll("tag").map { String($0) }
-        if reference.contains(":") {
-            guard let digest = try? Digest(reference) else { throw DistributionError.digestInvalid(reference) }
-            requested = digest
-        } else {
-            guard (try? Tag(reference)) != nil else {
-                throw DistributionError(status: 400, code: .manifestInvalid, message: "invalid tag", detail: reference)
+        var tags: [Tag] = []
+        for text in request.uri.queryParameters.getAll("tag").map({ String($0) })
+            + (reference.contains(":") ? [] : [reference])
+        {
+            guard let tag = try? Tag(text) else {
+                throw DistributionError(status: 400, code: .manifestInvalid, message: "invalid tag", detail: text)
             }
-            tags.append(reference)
+            tags.append(tag)
         }
-        for tag in tags where (try? Tag(tag)) == nil {
-            throw DistributionError(status: 400, code: .manifestInvalid, message: "invalid tag", detail: tag)
-        }
+        if reference.contains(":") { requested = try Self.digest(reference) }
         let document: ManifestDocument
         do {
             document = try ManifestDocument(
@@ -283,31 +274,14 @@ extension RegistryResponder {
                 status: 400, code: .digestInvalid, message: "manifest digest does not match the reference",
                 detail: "expected \(requested), found \(digest)")
         }
-        let store = content.store
+        // The storage checks that everything it references is in the repository, inside the
+        // transaction that adds it (the same rule an import follows).
         let tagsToSet = tags
-        let children = document.children
-        let isIndex = document.isIndex
-        try await onThreadPool { try store.blobs.put(raw, as: digest) }
-        try await commit { state in
-            var repository = state.repositories[name] ?? RepositoryState()
-            // Everything it references must be in this repository (non-distributable layers
-            // excepted), checked under the state lock so garbage collection cannot interleave.
-            for child in children {
-                if isIndex {
-                    guard repository.manifests.contains(child.digest) else {
-                        throw DistributionError(
-                            status: 400, code: .manifestBlobUnknown,
-                            message: "manifest references an unknown manifest", detail: child.digest.description)
-                    }
-                } else if !repository.blobs.contains(child.digest) && !MediaType.isNondistributable(child.mediaType) {
-                    throw DistributionError(
-                        status: 400, code: .manifestBlobUnknown, message: "manifest references an unknown blob",
-                        detail: child.digest.description)
-                }
-            }
-            repository.manifests.insert(digest)
-            for tag in tagsToSet { repository.tags[tag] = digest }
-            state.repositories[name] = repository
+        do {
+            try await commit { try $0.putManifest(document, in: name, tags: tagsToSet) }
+        } catch let error as RegistryRuleError {
+            throw DistributionError(
+                status: 400, code: .manifestBlobUnknown, message: error.description, detail: nil)
         }
         var headers: HTTPFields = [
             .location: "/v2/\(name)/manifests/\(digest)", Self.contentDigest: digest.description, .contentLength: "0",
@@ -318,48 +292,47 @@ extension RegistryResponder {
             case .index(let index): index.subject
             }
         if let subject { headers[Self.ociSubject] = subject.digest.description }
-        for tag in tags { headers.append(HTTPField(name: Self.ociTag, value: tag)) }
+        for tag in tags { headers.append(HTTPField(name: Self.ociTag, value: tag.value)) }
         return Response(status: .created, headers: headers)
     }
 
     /// `DELETE /v2/<name>/manifests/<digest>` removes the manifest and its tags; `…/<tag>` removes the tag only.
-    func deleteManifest(_ name: String, _ reference: String) async throws -> Response {
-        let repository = try self.repository(name)
-        if reference.contains(":") {
-            guard let digest = try? Digest(reference) else { throw DistributionError.digestInvalid(reference) }
-            guard repository.manifests.contains(digest) else { throw DistributionError.manifestUnknown(reference) }
-            try await commit { state in
-                guard var repository = state.repositories[name] else { return }
-                repository.manifests.remove(digest)
-                repository.tags = repository.tags.filter { $0.value != digest }
-                state.repositories[name] = repository
-            }
-        } else {
-            guard repository.tags[reference] != nil else { throw DistributionError.manifestUnknown(reference) }
-            try await commit { state in state.repositories[name]?.tags[reference] = nil }
+    func deleteManifest(_ name: RepositoryName, _ reference: ManifestReference) async throws -> Response {
+        let removed = try await commit { storage -> Bool? in
+            let done =
+                switch reference {
+                case .digest(let digest): try storage.deleteManifest(digest, in: name)
+                case .tag(let tag): try storage.deleteTag(tag, in: name)
+                }
+            return done ? true : (try storage.contains(repository: name) ? false : nil)
         }
+        guard let removed else { throw DistributionError.nameUnknown(name.value) }
+        guard removed else { throw DistributionError.manifestUnknown(reference.description) }
         return Response(status: .accepted, headers: [.contentLength: "0"])
     }
 
     /// `DELETE /v2/<name>/blobs/<digest>`: unlinks the blob from the repository (gc reclaims the space).
-    func deleteBlob(_ name: String, _ digestString: String) async throws -> Response {
-        guard let digest = try? Digest(digestString) else { throw DistributionError.digestInvalid(digestString) }
-        let repository = try self.repository(name)
-        guard repository.blobs.contains(digest) else { throw DistributionError.blobUnknown(digestString) }
-        try await commit { state in state.repositories[name]?.blobs.remove(digest) }
+    func deleteBlob(_ name: RepositoryName, _ digest: Digest) async throws -> Response {
+        let removed = try await commit { storage -> Bool? in
+            try storage.unlinkBlob(digest, from: name) ? true : (try storage.contains(repository: name) ? false : nil)
+        }
+        guard let removed else { throw DistributionError.nameUnknown(name.value) }
+        guard removed else { throw DistributionError.blobUnknown(digest.description) }
         return Response(status: .accepted, headers: [.contentLength: "0"])
     }
 
     // MARK: Helpers
 
-    /// Changes the visible state (flock, fsync, rename) on the thread pool.
-    func commit(_ change: @escaping @Sendable (inout RegistryState) throws -> Void) async throws {
-        let store = content.store
-        try await onThreadPool { try store.commit { state in try change(&state) } }
+    /// A change through the storage, on the commits pool.
+    func commit<Value: Sendable>(_ change: @escaping @Sendable (any RegistryStorage) throws -> Value) async throws
+        -> Value
+    {
+        try await content.commit(change)
     }
 
-    func onThreadPool<Value: Sendable>(_ work: @escaping @Sendable () throws -> Value) async throws -> Value {
-        try await NIOThreadPool.singleton.runIfActive(work)
+    /// Upload file I/O, on the files pool.
+    func onFilesPool<Value: Sendable>(_ work: @escaping @Sendable () throws -> Value) async throws -> Value {
+        try await BlockingPools.files.runIfActive(work)
     }
 
     static func bareMediaType(_ value: String) -> String {

@@ -55,7 +55,7 @@ public struct RegistryResponder: HTTPResponder {
         var response: Response
         var caller = Caller.open
         do {
-            let route = try mirrorAware(DistributionRoute(path: request.uri.path), request)
+            let route = try await mirrorAware(DistributionRoute(path: request.uri.path), request)
             let remote = context.remoteAddress?.ipAddress ?? "-"
             if route == .token {
                 response = try await token(request, remote: remote)
@@ -91,94 +91,143 @@ public struct RegistryResponder: HTTPResponder {
         if method != .get && method != .head, readOnly, route.repository != nil {
             throw DistributionError.unsupported("\(method.rawValue): the appliance is read-only")
         }
-        switch (route, method) {
-        case (.notFound, _):
+        // The name is parsed once here (the route checked its grammar); handlers get the type.
+        var name = RepositoryName?.none
+        if let repository = route.repository {
+            do {
+                name = try RepositoryName(repository)
+            } catch {
+                throw DistributionError.nameInvalid(repository)
+            }
+        }
+        switch (route, method, name) {
+        case (.notFound, _, _):
             throw DistributionError(status: 404, code: .unsupported, message: "not found", detail: request.uri.path)
-        case (.invalidName(let name), _):
+        case (.invalidName(let name), _, _):
             throw DistributionError.nameInvalid(name)
-        case (.base, .get), (.base, .head):
+        case (.base, .get, _), (.base, .head, _):
             return Self.json(Array("{}".utf8), for: request)
-        case (.health, .get), (.health, .head):
-            let repositories = try content.current().repositories.count
+        case (.health, .get, _), (.health, .head, _):
+            let repositories = try await content.read { try $0.repositoryCount() }
             return Self.json(Array(#"{"status":"ok","repositories":\#(repositories)}"#.utf8), for: request)
-        case (.catalog, .get):
-            return try catalog(request, caller: caller)
-        case (.tags(let name), .get):
-            return try tags(name, request)
-        case (.manifest(let name, let reference), .get), (.manifest(let name, let reference), .head):
-            return try await manifest(name, reference, request)
-        case (.manifest(let name, let reference), .put):
+        case (.catalog, .get, _):
+            return try await catalog(request, caller: caller)
+        case (.tags, .get, let name?):
+            return try await tags(name, request)
+        case (.manifest(_, let reference), .get, let name?), (.manifest(_, let reference), .head, let name?):
+            return try await manifest(name, Self.manifestReference(reference), request)
+        case (.manifest(_, let reference), .put, let name?):
             return try await putManifest(name, reference, request)
-        case (.manifest(let name, let reference), .delete):
-            return try await deleteManifest(name, reference)
-        case (.blob(let name, let digest), .get), (.blob(let name, let digest), .head):
-            return try await blob(name, digest, request)
-        case (.blob(let name, let digest), .delete):
-            return try await deleteBlob(name, digest)
-        case (.blobUpload(let name, nil), .post):
+        case (.manifest(_, let reference), .delete, let name?):
+            return try await deleteManifest(name, Self.manifestReference(reference))
+        case (.blob(_, let digest), .get, let name?), (.blob(_, let digest), .head, let name?):
+            return try await blob(name, Self.digest(digest), request)
+        case (.blob(_, let digest), .delete, let name?):
+            return try await deleteBlob(name, Self.digest(digest))
+        case (.blobUpload(_, nil), .post, let name?):
             return try await startUpload(name, request, caller: caller)
-        case (.blobUpload(let name, let session?), _):
+        case (.blobUpload(_, let session?), _, let name?):
             return try await continueUpload(name, session, request)
-        case (.referrers(let name, let digest), .get):
-            return try await referrers(name, digest, request)
+        case (.referrers(_, let digest), .get, let name?):
+            return try await referrers(name, Self.digest(digest), request)
         default:
             throw DistributionError.unsupported("\(method.rawValue) \(request.uri.path)")
+        }
+    }
+
+    static func digest(_ text: String) throws(DistributionError) -> Digest {
+        do {
+            return try Digest(text)
+        } catch {
+            throw DistributionError.digestInvalid(text)
+        }
+    }
+
+    static func manifestReference(_ text: String) throws(DistributionError) -> ManifestReference {
+        do {
+            return try ManifestReference(text)
+        } catch {
+            if text.contains(":") { throw DistributionError.digestInvalid(text) }
+            throw DistributionError.manifestUnknown(text)
         }
     }
 
     /// Reads through a mirror configuration: a repository that does not exist as named but does
     /// under its source registry's name (`library/nginx` or `?ns=docker.io` → `docker.io/library/nginx`)
     /// is served from there. Writes always go to the name given.
-    func mirrorAware(_ route: DistributionRoute, _ request: Request) throws -> DistributionRoute {
+    func mirrorAware(_ route: DistributionRoute, _ request: Request) async throws -> DistributionRoute {
         guard request.method == .get || request.method == .head, let name = route.repository,
-            let mirrored = DistributionRoute.mirroredName(name, namespace: request.uri.queryParameters.get("ns"))
+            let mirrored = DistributionRoute.mirroredName(name, namespace: request.uri.queryParameters.get("ns")),
+            let mirroredName = try? RepositoryName(mirrored)
         else { return route }
-        let repositories = try content.current().state.repositories
-        if repositories[name] != nil && request.uri.queryParameters.get("ns") == nil { return route }
-        return repositories[mirrored] != nil ? route.renamed(mirrored) : route
+        let asGiven = try? RepositoryName(name)
+        let namespaced = request.uri.queryParameters.get("ns") != nil
+        let useMirror = try await content.read { storage in
+            if let asGiven, !namespaced, try storage.contains(repository: asGiven) { return false }
+            return try storage.contains(repository: mirroredName)
+        }
+        return useMirror ? route.renamed(mirrored) : route
     }
 
     // MARK: Listing
 
-    func catalog(_ request: Request, caller: Caller) throws -> Response {
-        let repositories = try content.current().repositories.filter { caller.allows(.pull, on: $0) }
+    func catalog(_ request: Request, caller: Caller) async throws -> Response {
         let n = try Page.parseCount(request.uri.queryParameters.get("n"))
-        let page = Page(sorted: repositories, n: n, last: request.uri.queryParameters.get("last"))
-        var response = Self.json(Self.encode(["repositories": page.entries]), for: request)
+        let last = request.uri.queryParameters.get("last").map { String($0) }
+        // Up to n + 1 names the caller may see, so the page knows whether another follows.
+        let visible = try await content.read { storage in
+            var names: [String] = []
+            var cursor = last.flatMap { try? RepositoryName($0) }
+            let batch = 1000
+            while true {
+                let found = try storage.repositories(after: cursor, limit: batch)
+                names += found.map(\.value).filter { caller.allows(.pull, on: $0) }
+                if let n, names.count > n { break }
+                guard found.count == batch, let next = found.last else { break }
+                cursor = next
+            }
+            return names
+        }
+        let page = Page(sorted: visible, n: n, last: nil)
+        var response = Self.json(Self.encode(["repositories": page.entries] as [String: [String]]), for: request)
         if let next = page.nextLast, let n {
             response.headers[Self.link] = "</v2/_catalog?last=\(Self.queryEscaped(next))&n=\(n)>; rel=\"next\""
         }
         return response
     }
 
-    func tags(_ name: String, _ request: Request) throws -> Response {
-        let repository = try self.repository(name)
+    func tags(_ name: RepositoryName, _ request: Request) async throws -> Response {
         let n = try Page.parseCount(request.uri.queryParameters.get("n"))
-        let page = Page(sorted: repository.tags.keys.sorted(), n: n, last: request.uri.queryParameters.get("last"))
+        let last = request.uri.queryParameters.get("last").map { String($0) }
+        let tags = try await content.read { storage -> [String]? in
+            guard try storage.contains(repository: name) else { return nil }
+            return try storage.tags(in: name, after: last, limit: n.map { $0 + 1 }).map(\.value)
+        }
+        guard let tags else { throw DistributionError.nameUnknown(name.value) }
+        let page = Page(sorted: tags, n: n, last: nil)
         struct TagList: Encodable {
             var name: String
             var tags: [String]
         }
-        var response = Self.json(Self.encode(TagList(name: name, tags: page.entries)), for: request)
+        var response = Self.json(Self.encode(TagList(name: name.value, tags: page.entries)), for: request)
         if let next = page.nextLast, let n {
-            response.headers[Self.link] = "</v2/\(name)/tags/list?last=\(Self.queryEscaped(next))&n=\(n)>; rel=\"next\""
+            response.headers[Self.link] =
+                "</v2/\(name)/tags/list?last=\(Self.queryEscaped(next))&n=\(n)>; rel=\"next\""
         }
         return response
     }
 
     // MARK: Manifests
 
-    func manifest(_ name: String, _ reference: String, _ request: Request) async throws -> Response {
-        let repository = try self.repository(name)
-        let digest: Digest
-        if reference.contains(":") {
-            guard let parsed = try? Digest(reference) else { throw DistributionError.digestInvalid(reference) }
-            guard repository.manifests.contains(parsed) else { throw DistributionError.manifestUnknown(reference) }
-            digest = parsed
-        } else {
-            guard let tagged = repository.tags[reference] else { throw DistributionError.manifestUnknown(reference) }
-            digest = tagged
+    func manifest(_ name: RepositoryName, _ reference: ManifestReference, _ request: Request) async throws -> Response {
+        let resolved = try await content.read { storage -> Digest?? in
+            guard let digest = try storage.resolve(reference, in: name) else {
+                return try storage.contains(repository: name) ? .some(nil) : nil
+            }
+            return digest
         }
+        guard let found = resolved else { throw DistributionError.nameUnknown(name.value) }
+        guard let digest = found else { throw DistributionError.manifestUnknown(reference.description) }
         let manifest = try await load(digest)
         var headers: HTTPFields = [
             .contentType: manifest.mediaType,
@@ -196,12 +245,15 @@ public struct RegistryResponder: HTTPResponder {
 
     // MARK: Blobs
 
-    func blob(_ name: String, _ digestString: String, _ request: Request) async throws -> Response {
-        guard let digest = try? Digest(digestString) else { throw DistributionError.digestInvalid(digestString) }
-        let repository = try self.repository(name)
-        guard repository.blobs.contains(digest) || repository.manifests.contains(digest),
-            let size = FileSystem.size(of: content.blobPath(digest))
-        else { throw DistributionError.blobUnknown(digestString) }
+    func blob(_ name: RepositoryName, _ digest: Digest, _ request: Request) async throws -> Response {
+        let path = content.blobPath(digest)
+        let served = try await content.read { storage -> (known: Bool, size: Int64?) in
+            guard try storage.contains(repository: name) else { return (false, nil) }
+            guard try storage.servesBlob(digest, in: name) else { return (true, nil) }
+            return (true, FileSystem.size(of: path))
+        }
+        guard served.known else { throw DistributionError.nameUnknown(name.value) }
+        guard let size = served.size else { throw DistributionError.blobUnknown(digest.description) }
         var headers: HTTPFields = [
             .contentType: "application/octet-stream",
             Self.contentDigest: digest.description,
@@ -225,7 +277,8 @@ public struct RegistryResponder: HTTPResponder {
         case .unsatisfiable:
             headers[.contentRange] = "bytes */\(size)"
             let error = DistributionError(
-                status: 416, code: .blobUnknown, message: "requested range not satisfiable", detail: digestString)
+                status: 416, code: .blobUnknown, message: "requested range not satisfiable",
+                detail: digest.description)
             var response = Self.errorResponse(error, for: request)
             response.headers.append(contentsOf: headers.filter { $0.name == .contentRange })
             return response
@@ -233,7 +286,6 @@ public struct RegistryResponder: HTTPResponder {
         let length = range.map { $0.upperBound - $0.lowerBound + 1 } ?? 0
         headers[.contentLength] = String(length)
         guard request.method != .head, let range else { return Response(status: status, headers: headers) }
-        let path = content.blobPath(digest)
         let body = ResponseBody(contentLength: Int(length)) { writer in
             try await Self.stream(path: path, range: range, to: &writer)
         }
@@ -243,7 +295,8 @@ public struct RegistryResponder: HTTPResponder {
     /// Streams `range` of a file in fixed chunks read on the thread pool: memory per transfer
     /// stays at one chunk however large the blob.
     static func stream(path: String, range: ClosedRange<Int64>, to writer: inout any ResponseBodyWriter) async throws {
-        let io = NonBlockingFileIO(threadPool: .singleton)
+        // Its own pool: commits waiting for the database's write lock never hold up a download.
+        let io = NonBlockingFileIO(threadPool: BlockingPools.files)
         let allocator = ByteBufferAllocator()
         try await io.withFileHandle(path: path, mode: .read) { file in
             var offset = range.lowerBound
@@ -251,7 +304,7 @@ public struct RegistryResponder: HTTPResponder {
                 let count = Int(min(Int64(blobChunk), range.upperBound - offset + 1))
                 let buffer = try await io.read(
                     fileHandle: file, fromOffset: offset, byteCount: count, allocator: allocator)
-                guard buffer.readableBytes > 0 else { throw DistributionError.blobUnknown("\(path): short read") }
+                guard buffer.readableBytes > 0 else { throw StoreError.io("read \(path): short read", errno: EIO) }
                 offset += Int64(buffer.readableBytes)
                 try await writer.write(buffer)
             }
@@ -261,18 +314,12 @@ public struct RegistryResponder: HTTPResponder {
 
     // MARK: Referrers
 
-    func referrers(_ name: String, _ digestString: String, _ request: Request) async throws -> Response {
-        guard let digest = try? Digest(digestString) else { throw DistributionError.digestInvalid(digestString) }
+    func referrers(_ name: RepositoryName, _ digest: Digest, _ request: Request) async throws -> Response {
         // Never 404 (spec, "Listing Referrers"): an unknown repository has no referrers.
-        let repository = try content.current().state.repositories[name] ?? RepositoryState()
-        let filter = request.uri.queryParameters.get("artifactType")
+        let filter = request.uri.queryParameters.get("artifactType").map { String($0) }
+        let found = try await content.read { try $0.referrers(of: digest, in: name, artifactType: filter) }
         var descriptors: [Descriptor] = []
-        for candidate in repository.manifests.sorted() {
-            let manifest = try await load(candidate)
-            guard manifest.subject == digest else { continue }
-            if let filter, manifest.artifactType != filter { continue }
-            descriptors.append(manifest.descriptor)
-        }
+        for candidate in found { descriptors.append(try await load(candidate).descriptor) }
         let index = ImageIndex(mediaType: MediaType.ociIndex, manifests: descriptors)
         var response = Self.json(Self.encode(index), for: request)
         response.headers[.contentType] = MediaType.ociIndex
@@ -282,24 +329,14 @@ public struct RegistryResponder: HTTPResponder {
 
     // MARK: Helpers
 
-    /// A repository that holds something (a manifest, or a pushed blob).
-    func repository(_ name: String) throws -> RepositoryState {
-        guard let repository = try content.current().state.repositories[name],
-            !repository.manifests.isEmpty || !repository.blobs.isEmpty
-        else {
-            throw DistributionError.nameUnknown(name)
-        }
-        return repository
-    }
-
     func load(_ digest: Digest) async throws -> StoredManifest {
-        if let cached = content.cachedManifest(digest) { return cached }
-        let content = self.content
         do {
-            return try await NIOThreadPool.singleton.runIfActive { try content.manifest(digest) }
-        } catch let error as StoreError {
+            return try await content.manifest(digest)
+        } catch {
+            // Never a server path on the wire: the detail names the digest only.
             throw DistributionError(
-                status: 404, code: .manifestUnknown, message: "manifest missing from store", detail: "\(error)")
+                status: 404, code: .manifestUnknown, message: "manifest missing from store",
+                detail: digest.description)
         }
     }
 

@@ -76,7 +76,7 @@ public struct RegistryServer: Sendable {
             onServerRunning: { channel in await onRunning(channel.localAddress?.port ?? port) },
             logger: logger)
         // Abandoned uploads expire: checked at start and every hour while serving.
-        let uploads = content.store.uploads
+        let uploads = content.storage.uploads
         let logger = self.logger
         let expiry = Task.detached {
             while !Task.isCancelled {

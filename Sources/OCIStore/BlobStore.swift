@@ -45,7 +45,11 @@ public struct BlobStore: Sendable {
 
     /// Stores a small document (manifest, index) given whole.
     public func put(_ bytes: [UInt8], as digest: Digest) throws(StoreError) {
-        if contains(digest, size: Int64(bytes.count)) { return }
+        if contains(digest, size: Int64(bytes.count)) {
+            // Fresh again, so garbage collection's grace period covers the commit that follows.
+            utimensat(AT_FDCWD, path(of: digest), nil, 0)
+            return
+        }
         let writer = try makeWriter(for: digest, size: Int64(bytes.count))
         defer { writer.cancel() }
         let failure = bytes.withUnsafeBytes { buffer -> StoreError? in
@@ -196,6 +200,10 @@ public enum StoreError: Error, Equatable, CustomStringConvertible {
     case verification(BlobVerificationError)
     case tooLarge(path: String, limit: Int)
     case corrupt(path: String, String)
+    /// The metadata database cannot be opened or used.
+    case database(path: String, String)
+    /// The metadata database is missing while blobs are stored: never initialised anew over them.
+    case databaseMissing(path: String, blobs: String)
 
     public var description: String {
         switch self {
@@ -203,6 +211,9 @@ public enum StoreError: Error, Equatable, CustomStringConvertible {
         case .verification(let error): error.description
         case .tooLarge(let path, let limit): "\(path) is larger than the \(limit)-byte limit"
         case .corrupt(let path, let why): "\(path) is corrupt: \(why)"
+        case .database(let path, let why): "registry database \(path): \(why)"
+        case .databaseMissing(let path, let blobs):
+            "registry database \(path) is missing but \(blobs) holds blobs; restore the database from a backup (it is never re-created over existing content)"
         }
     }
 }

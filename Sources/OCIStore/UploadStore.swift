@@ -88,6 +88,8 @@ extension BlobStore {
     public func adopt(_ path: String, as digest: Digest, size: Int64) throws(StoreError) {
         if contains(digest, size: size) {
             unlink(path)
+            // Fresh again, so garbage collection's grace period covers the link that follows.
+            utimensat(AT_FDCWD, self.path(of: digest), nil, 0)
             return
         }
         let fd = open(path, O_RDONLY | O_CLOEXEC)

@@ -25,7 +25,7 @@ struct AccessTests {
             dataDirectory: root, policy: AccessPolicy(), logger: Logger(label: "test"))
         let application = Application(
             responder: RegistryResponder(
-                content: RegistryContent(store: store), accessLog: nil, authenticator: authenticator))
+                content: RegistryContent(storage: store), accessLog: nil, authenticator: authenticator))
         try await application.test(.router) { client in try await body(client, authenticator) }
     }
 

@@ -70,17 +70,20 @@ struct ResponderTests {
                 ]))
             (self.image, self.imageBytes, self.layer, self.layerBytes) = (image, imageBytes, layer, layerBytes)
             (self.sbom, self.signature) = (sbom, signature)
-            try store.commit { state in
-                var repository = RepositoryState()
-                repository.tags = ["v1": image]
-                repository.manifests = [image, sbom, signature]
-                repository.blobs = [configDigest, layer, emptyDigest]
-                state.repositories[Self.repository] = repository
+            let name = try RepositoryName(Self.repository)
+            for blob in [configDigest, layer, emptyDigest] { try store.linkBlob(blob, to: name) }
+            try store.putManifest(try Self.document(image, store), in: name, tags: [try Tag("v1")])
+            for referrer in [sbom, signature] {
+                try store.putManifest(try Self.document(referrer, store), in: name, tags: [])
             }
         }
 
+        static func document(_ digest: Digest, _ store: RegistryStore) throws -> ManifestDocument {
+            try ManifestDocument(bytes: store.blobs.read(digest, limit: 1 << 20))
+        }
+
         func application() -> some ApplicationProtocol {
-            Application(responder: RegistryResponder(content: RegistryContent(store: store), accessLog: nil))
+            Application(responder: RegistryResponder(content: RegistryContent(storage: store), accessLog: nil))
         }
 
         func remove() { try? FileManager.default.removeItem(atPath: root) }
@@ -126,12 +129,10 @@ struct ResponderTests {
             #expect(beyond.status == .rangeNotSatisfiable)
             #expect(beyond.headers[.contentRange] == "bytes */\(fixture.layerBytes.count)")
             // The blob exists in the store, but this repository does not reference it.
-            try fixture.store.commit { state in
-                var other = RepositoryState()
-                other.tags = ["x": fixture.sbom]
-                other.manifests = [fixture.sbom]
-                state.repositories["other/repo"] = other
-            }
+            let other = try RepositoryName("other/repo")
+            let sbom = try Fixture.document(fixture.sbom, fixture.store)
+            for child in sbom.children { try fixture.store.linkBlob(child.digest, to: other) }
+            try fixture.store.putManifest(sbom, in: other, tags: [try Tag("x")])
             let foreign = try await client.execute(uri: "/v2/other/repo/blobs/\(fixture.layer)", method: .get)
             #expect(foreign.status == .notFound)
             #expect(String(buffer: foreign.body).contains("BLOB_UNKNOWN"))
@@ -182,7 +183,9 @@ struct ResponderTests {
             #expect(base.headers[HTTPField.Name("Docker-Distribution-API-Version")!] == "registry/2.0")
 
             // A commit (as an import does) is visible on the next request.
-            try fixture.store.commit { state in state.repositories[Self.repository]?.tags["v2"] = fixture.image }
+            try fixture.store.putManifest(
+                try Fixture.document(fixture.image, fixture.store), in: try RepositoryName(Self.repository),
+                tags: [try Tag("v2")])
             let tags = try await client.execute(uri: "/v2/\(Self.repository)/tags/list", method: .get)
             let expectedTags = "{\"name\":\"\(Self.repository)\",\"tags\":[\"v1\",\"v2\"]}"
             #expect(String(buffer: tags.body) == expectedTags)

@@ -58,7 +58,7 @@ struct SpecCoverageTests {
         defer { try? FileManager.default.removeItem(atPath: root) }
         let store = try RegistryStore(root: root)
         let application = Application(
-            responder: RegistryResponder(content: RegistryContent(store: store), accessLog: nil))
+            responder: RegistryResponder(content: RegistryContent(storage: store), accessLog: nil))
         try await application.test(.router) { client in try await body(client, store) }
     }
 

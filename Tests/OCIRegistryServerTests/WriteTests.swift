@@ -23,7 +23,8 @@ struct WriteTests {
 
         func application(readOnly: Bool = false) -> some ApplicationProtocol {
             Application(
-                responder: RegistryResponder(content: RegistryContent(store: store), accessLog: nil, readOnly: readOnly)
+                responder: RegistryResponder(
+                    content: RegistryContent(storage: store), accessLog: nil, readOnly: readOnly)
             )
         }
 

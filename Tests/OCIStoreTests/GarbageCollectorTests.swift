@@ -36,13 +36,11 @@ struct GarbageCollectorTests {
                 """)
             let unreferencedDigest = try put("pushed, never used")
             let orphanDigest = try put("left by a failed import")
-            try store.commit { state in
-                var repository = RepositoryState()
-                repository.tags = ["1": manifestDigest]
-                repository.manifests = [manifestDigest]
-                repository.blobs = [configDigest, layerDigest, unreferencedDigest]
-                state.repositories["app"] = repository
-            }
+            let app = try RepositoryName("app")
+            for blob in [configDigest, layerDigest, unreferencedDigest] { try store.linkBlob(blob, to: app) }
+            try store.putManifest(
+                try ManifestDocument(bytes: store.blobs.read(manifestDigest, limit: 1 << 20)), in: app,
+                tags: [try Tag("1")])
             config = configDigest
             layer = layerDigest
             manifest = manifestDigest
@@ -85,16 +83,16 @@ struct GarbageCollectorTests {
         for gone in [fixture.orphan, fixture.unreferenced] {
             #expect(!FileManager.default.fileExists(atPath: store.blobs.path(of: gone)))
         }
-        #expect(try store.state().repositories["app"]?.blobs == [fixture.config, fixture.layer])
+        let app = try RepositoryName("app")
+        #expect(try store.servesBlob(fixture.config, in: app) && store.servesBlob(fixture.layer, in: app))
+        #expect(try !store.servesBlob(fixture.unreferenced, in: app))
 
         // A deleted manifest: its blobs go on the next run.
-        try store.commit { state in
-            state.repositories["app"]?.manifests = []
-            state.repositories["app"]?.tags = [:]
-        }
+        #expect(try store.deleteManifest(fixture.manifest, in: app))
         let after = try store.collectGarbage(dryRun: false, gracePeriod: 0)
         #expect(Set(after.blobsRemoved) == Set([fixture.manifest, fixture.config, fixture.layer].map(\.description)))
-        #expect(try store.state().repositories["app"] == nil)
+        #expect(try !store.contains(repository: app))
+        #expect(try store.listing().isEmpty)
     }
 
     @Test func expiresAbandonedUploads() throws {

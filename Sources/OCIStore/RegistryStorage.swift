@@ -1,0 +1,125 @@
+import OCICore
+
+/// The registry's storage: blobs as content-addressed files, and the metadata clients see
+/// (repositories, tags, manifests and what they reference, per-repository blob links, the referrers
+/// index). It owns the registry's rules, so the server, imports, gc and the commands all call it
+/// and never edit state themselves:
+/// - a manifest enters a repository only when everything it references is there (an index's
+///   child manifests, an image's config and layers as blobs linked to the repository, whose files
+///   exist); non-distributable layers are exempt;
+/// - a blob is served only from a repository that links it or whose manifest it is;
+/// - each write is one transaction: a bundle's images appear at once, a killed writer changes
+///   nothing, and two writers (in one process or several) never lose each other's changes.
+///
+/// Every call blocks (database, file I/O): run it off the event loops.
+public protocol RegistryStorage: Sendable {
+    /// The content-addressed blob files (manifests are stored there too, byte for byte).
+    var blobs: BlobStore { get }
+    /// Blob uploads in progress.
+    var uploads: UploadStore { get }
+
+    // MARK: Reading
+
+    /// Repositories holding at least one manifest, in name order, after `last`, at most `limit`.
+    func repositories(after last: RepositoryName?, limit: Int?) throws -> [RepositoryName]
+    /// How many repositories hold at least one manifest.
+    func repositoryCount() throws -> Int
+    /// Whether the repository holds anything (a manifest, or a pushed blob).
+    func contains(repository: RepositoryName) throws -> Bool
+    /// The repository's tags in order, after `last`, at most `limit`.
+    func tags(in repository: RepositoryName, after last: String?, limit: Int?) throws -> [Tag]
+    /// The manifest a tag points at, or the digest itself when the repository holds that manifest.
+    func resolve(_ reference: ManifestReference, in repository: RepositoryName) throws -> Digest?
+    /// Whether the repository may serve this blob (it links it, or it is one of its manifests).
+    func servesBlob(_ digest: Digest, in repository: RepositoryName) throws -> Bool
+    /// The repository's manifests whose `subject` is `digest` (optionally of one artifact type), in digest order.
+    func referrers(of digest: Digest, in repository: RepositoryName, artifactType: String?) throws -> [Digest]
+    /// Every repository with its tags and manifests (for `images` and the client configuration).
+    func listing() throws -> [RepositoryListing]
+
+    // MARK: Writing
+
+    /// Links a stored blob to a repository (a finished upload). The blob's file must exist.
+    func linkBlob(_ digest: Digest, to repository: RepositoryName) throws
+    /// Links a blob `source` links to `target` too (a cross-repository mount); false when `source`
+    /// does not link it or its file is gone.
+    func mountBlob(_ digest: Digest, from source: RepositoryName, to target: RepositoryName) throws -> Bool
+    /// Stores a manifest's bytes and adds it to the repository under `tags`, if everything it references is there.
+    func putManifest(_ document: ManifestDocument, in repository: RepositoryName, tags: [Tag]) throws
+    /// Removes a manifest and every tag pointing at it; false when the repository does not hold it.
+    func deleteManifest(_ digest: Digest, in repository: RepositoryName) throws -> Bool
+    /// Removes a tag; false when there was none.
+    func deleteTag(_ tag: Tag, in repository: RepositoryName) throws -> Bool
+    /// Unlinks a blob from a repository (gc reclaims the file); false when it was not linked.
+    func unlinkBlob(_ digest: Digest, from repository: RepositoryName) throws -> Bool
+    /// Makes a verified bundle's images visible, all in one transaction, under the same rules as
+    /// ``putManifest(_:in:tags:)``; blobs and manifests must already be stored.
+    func importImages(_ plan: ImportPlan) throws
+
+    /// Import records (one per bundle, keyed by the bundle manifest's digest).
+    func recordImport(_ record: [UInt8], id: String) throws
+    func hasImportRecord(_ id: String) -> Bool
+}
+
+/// One repository's tags and manifests.
+public struct RepositoryListing: Encodable, Sendable, Equatable {
+    public var name: RepositoryName
+    public var tags: [String: Digest]
+    public var manifests: [Digest]
+
+    enum CodingKeys: String, CodingKey { case tags, manifests }
+
+    public init(name: RepositoryName, tags: [String: Digest], manifests: [Digest]) {
+        self.name = name
+        self.tags = tags
+        self.manifests = manifests
+    }
+}
+
+/// What an import makes visible: per image, the repository, its tag, and everything it reaches
+/// that the bundle carries (manifests and blobs, all already in the blob store).
+public struct ImportPlan: Sendable {
+    public struct Image: Sendable {
+        public var repository: RepositoryName
+        public var tag: Tag?
+        public var top: Digest
+        public var manifests: Set<Digest>
+        public var blobs: Set<Digest>
+
+        public init(repository: RepositoryName, tag: Tag?, top: Digest, manifests: Set<Digest>, blobs: Set<Digest>) {
+            self.repository = repository
+            self.tag = tag
+            self.top = top
+            self.manifests = manifests
+            self.blobs = blobs
+        }
+    }
+
+    public var images: [Image]
+    /// A partial bundle carries only these platforms of its indexes; the other children may be absent.
+    public var platforms: PlatformFilter
+
+    public init(images: [Image], platforms: PlatformFilter = .all) {
+        self.images = images
+        self.platforms = platforms
+    }
+}
+
+/// A registry rule a write would break; nothing was changed.
+public enum RegistryRuleError: Error, Equatable, CustomStringConvertible {
+    /// An index references a manifest the repository does not hold.
+    case unknownManifest(Digest)
+    /// An image references a blob the repository does not link.
+    case unknownBlob(Digest)
+    /// A blob or manifest the change needs left the store (garbage collection) before it committed.
+    case contentMissing(Digest)
+
+    public var description: String {
+        switch self {
+        case .unknownManifest(let digest): "manifest references an unknown manifest \(digest)"
+        case .unknownBlob(let digest): "manifest references an unknown blob \(digest)"
+        case .contentMissing(let digest):
+            "\(digest) left the store before the change committed (garbage collection?); nothing changed, try again"
+        }
+    }
+}
