@@ -6,9 +6,12 @@
 #   ./install.sh package          write dist/ferry-offline-installer-VERSION-linux-ARCH.tar.gz
 #   ./install.sh --uninstall [--purge]
 #
-# From a source checkout it installs the Debian packages it needs and builds release binaries with
-# the Swift runtime linked in. From the offline tarball it uses the binaries and libraries it
-# carries and needs no network and no Swift toolchain.
+# From a source checkout it installs the Debian packages it needs (as root; anyone else gets the one
+# apt-get line to run) and builds release binaries with the Swift runtime linked in, the same build
+# scripts/quickstart.sh makes (so after the quickstart nothing is compiled again). From the offline
+# tarball it uses the binaries and libraries it carries and needs no network and no Swift toolchain.
+# It ends with a short summary: URLs, the admin password (first install only), the CA file, the
+# command that prints each client's configuration, and pull commands for an imported image.
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -28,8 +31,10 @@ Usage: ./install.sh [package | --uninstall [--purge]] [options]
 
 Install (or upgrade) the Ferry appliance: binaries, /etc/ferry/appliance.yml, a data directory
 with its own CA and server certificate, an admin user (password printed once), a systemd service
-where systemd runs (else a background process), then import every bundle in bundles/ and print
-what clients need. A second run upgrades the binaries and keeps data, certificates and users.
+where systemd runs (else a background process), then import every bundle in bundles/ and end with
+a summary: URLs, admin password (first install only), CA file, the command that prints each
+client's configuration (all of it is saved in /etc/ferry/clients.txt), and ready-to-paste pull
+commands. A second run upgrades the binaries and keeps data, certificates and users.
 
 Options:
   --prefix DIR     where bin/ and lib/ferry/ go (default /usr/local)
@@ -73,7 +78,7 @@ data="$root$data_dir"
 unit="$root/etc/systemd/system/ferry-appliance.service"
 pid_file="$data/ferry-appliance.pid"
 
-say() { printf '== %s\n' "$*"; }
+say() { printf '== [%dm%02ds] %s\n' $((SECONDS / 60)) $((SECONDS % 60)) "$*"; }
 as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 # Runs "$@" in the background holding no descriptor of ours beyond stdio (a caller that waits for
 # its own pipes or sockets to close would otherwise wait for the appliance too).
@@ -101,18 +106,17 @@ version() {
   sed -n 's/.*string = "\([^"]*\)".*/\1/p' "$here/Sources/OCICore/FerryVersion.swift" 2>/dev/null | head -1
 }
 
-# The static build: the Swift runtime and Foundation linked in; other libraries found next to the
-# binary ($ORIGIN/../lib/ferry) or on the system.
+# The static build (from a checkout; scripts/lib.sh has the package lists and the build command):
+# the Swift runtime and Foundation linked in; other libraries found next to the binary
+# ($ORIGIN/../lib/ferry) or on the system. After scripts/quickstart.sh it is up to date already.
 build_release() {
-  say "installing build dependencies"
-  export DEBIAN_FRONTEND=noninteractive
-  as_root apt-get update -qq
-  as_root apt-get install -y -qq --no-install-recommends libarchive-dev libssl-dev libcrypt-dev zlib1g-dev \
-    >/dev/null
-  say "building release binaries (Swift runtime linked statically)"
-  # shellcheck disable=SC2016 # $ORIGIN is for the linker, not the shell
-  (cd "$here" && swift build -c release --static-swift-stdlib --scratch-path .build-static \
-    -Xlinker -rpath -Xlinker '$ORIGIN/../lib/ferry' 2>&1 | tail -1)
+  # shellcheck source=scripts/lib.sh
+  . "$here/scripts/lib.sh"
+  say "checking Debian packages (the Swift toolchain's prerequisites, the C libraries)"
+  ensure_packages "${SWIFT_TOOLCHAIN_PACKAGES[@]}" "${FERRY_BUILD_PACKAGES[@]}" curl openssl
+  require_swift
+  say "building release binaries in .build-static/release (Swift runtime linked in; compiles only what changed)"
+  build_ferry "$here"
   built="$here/.build-static/release"
 }
 
@@ -216,15 +220,11 @@ install_appliance() {
   local appliance=("$bin_dir/ferry-appliance")
   say "CA and server certificate in $data/tls"
   "${appliance[@]}" ca --server-certificate --config "$config" >/dev/null
+  local password=
   if [ ! -f "$data/users.json" ]; then
-    local password
     password=$(tr -dc 'A-Za-z0-9' </dev/urandom | head -c 24 || true)
     printf '%s' "$password" | "${appliance[@]}" user add admin --password-stdin --role admin --config "$config" >/dev/null
-    echo
-    echo "   admin user: admin"
-    echo "   password:   $password"
-    echo "   (shown once; add more users with: ferry-appliance user add NAME --password-stdin --role ROLE)"
-    echo
+    say "created the admin user (its password is in the summary at the end, shown this once)"
   else
     say "keeping users"
   fi
@@ -236,9 +236,18 @@ install_appliance() {
     imported=$((imported + 1))
   done
   [ "$imported" -eq 0 ] && say "no bundles in $here/bundles"
-  "${appliance[@]}" images --config "$config" >/dev/null  # creates the store's directories
+  local images
+  images=$("${appliance[@]}" images --config "$config")  # also creates the store's directories
   if [ -n "$owner" ]; then chown -R "$owner:$owner" "$data"; fi
+  # The CA where anyone on this host can read it (the data directory is 0750), in a directory of
+  # its own that skopeo's and podman's --cert-dir can use.
+  local ca_dir="$etc_dir/ca"
+  if [ -f "$data/tls/ca.crt" ]; then
+    install -d -m 0755 "$ca_dir"
+    install -m 0644 "$data/tls/ca.crt" "$ca_dir/ca.crt"
+  fi
 
+  local answered=-1
   if [ "$start" -eq 1 ]; then
     if uses_systemd; then
       say "installing and starting ferry-appliance.service"
@@ -255,18 +264,116 @@ install_appliance() {
       echo $! >"$pid_file"
       echo "   pid $(cat "$pid_file"), log $data/serve.log; stop it with: kill \$(cat $pid_file)"
     fi
+    answered=0
     for _ in $(seq 100); do
-      curl -s -o /dev/null --cacert "$data/tls/ca.crt" "https://127.0.0.1:$port/healthz" 2>/dev/null && break
+      if answers "$port" "$data/tls/ca.crt"; then answered=1; break; fi
       sleep 0.1
     done
   fi
 
-  local host
-  host=$(hostname -f 2>/dev/null || hostname)
-  say "clients: trust $data/tls/ca.crt; for each client, as root (also in $etc_dir/clients.txt):"
+  # The URL: the host's FQDN, else its name; a name that does not resolve here is replaced by an
+  # address from the server certificate (whose names and addresses are listed too).
+  local host fqdn dns=() ips=() entry
+  fqdn=$(hostname -f 2>/dev/null) || fqdn=
+  host=${fqdn:-$(hostname 2>/dev/null || cat /proc/sys/kernel/hostname)}
+  while read -r entry; do
+    case "$entry" in
+      DNS:*) dns+=("${entry#DNS:}") ;;
+      "IP Address:"*) ips+=("$(short_address "${entry#IP Address:}")") ;;
+    esac
+  done < <(certificate_names "$data/tls/server.crt")
+  local unresolved=
+  if ! getent hosts "$host" >/dev/null 2>&1; then
+    unresolved=$host
+    host=127.0.0.1
+    for entry in "${ips[@]+"${ips[@]}"}"; do
+      case "$entry" in 127.*|*:*) ;; *) host=$entry; break ;; esac
+    done
+  fi
   "${appliance[@]}" client-config "$host:$port" --config "$config" >"$etc_dir/clients.txt"
-  sed 's/^/   /' "$etc_dir/clients.txt"
-  say "done: https://$host:$port"
+
+  # The summary: what a person needs next, and nothing else.
+  local also=() name
+  for entry in "${ips[@]+"${ips[@]}"}"; do
+    [ "$entry" = "$host" ] && continue
+    case "$entry" in *:*) also+=("https://[$entry]:$port") ;; *) also+=("https://$entry:$port") ;; esac
+  done
+  local image
+  image=$(printf '%s\n' "$images" | awk '$1 ~ /\/demo\/web:/ { print $1; exit }')
+  [ -n "$image" ] || image=$(printf '%s\n' "$images" | awk 'NF { print $1; exit }')
+  local count
+  count=$(printf '%s\n' "$images" | awk 'NF' | wc -l)
+  local creds="admin:${password:-PASSWORD}"
+  case "$answered" in
+    1) say "done: the Ferry appliance serves https://$host:$port" ;;
+    0) say "done, but the Ferry appliance does not answer on port $port yet" ;;
+    *) say "done: the Ferry appliance is installed (not started)" ;;
+  esac
+  echo
+  echo "   URL           https://$host:$port"
+  if [ -n "$unresolved" ]; then echo "                 (this host's name, $unresolved, does not resolve here: an address is used)"; fi
+  if [ ${#also[@]} -gt 0 ]; then echo "                 also ${also[*]}"; fi
+  if [ ${#dns[@]} -gt 0 ]; then
+    local names=""
+    for name in "${dns[@]}"; do names="${names:+$names, }$name"; done
+    echo "                 names in its certificate: $names"
+  fi
+  case "$answered" in
+    0) echo "   NOT ANSWERING after 10 s: see $(uses_systemd && echo "journalctl -u ferry-appliance" || echo "$data/serve.log")" ;;
+    -1) echo "   (not started: --no-start)" ;;
+  esac
+  if [ -n "$password" ]; then
+    echo "   admin user    admin   (its password is shown this once, here: save it now)"
+    echo "   password:     $password"
+  else
+    echo "   admin user    admin   (its password was shown by the first install; more users:"
+    echo "                 ferry-appliance user add NAME --password-stdin --role ROLE)"
+  fi
+  echo "   CA file       $ca_dir/ca.crt   (a copy of $data/tls/ca.crt; clients trust it)"
+  echo "   clients       ferry-appliance client-config $host:$port --for docker|containerd|podman|k3s|rke2|system"
+  echo "                 prints what one client needs (CA file, containerd hosts.toml, podman registries.conf.d,"
+  echo "                 docker daemon.json, k3s registries.yaml); all of it is in $etc_dir/clients.txt"
+  if [ -n "$image" ]; then
+    echo "   images        $count served (ferry-appliance images); pull one from this host:"
+    echo
+    echo "   skopeo copy --src-cert-dir $ca_dir --src-creds '$creds' docker://$host:$port/$image oci-archive:/tmp/ferry-pull.tar"
+    echo "   podman pull --cert-dir $ca_dir --creds '$creds' $host:$port/$image"
+    echo "   ctr images pull --tlscacert $ca_dir/ca.crt --user '$creds' $host:$port/$image"
+  else
+    echo "   images        none yet: ferry-appliance import BUNDLE.tar --config $config"
+  fi
+}
+
+# answers PORT CA: the appliance answers on 127.0.0.1:PORT: over TLS with curl (verified with the
+# generated CA, else with an operator's own certificate), or without curl the port is open.
+answers() {
+  if command -v curl >/dev/null; then
+    curl -s -o /dev/null --cacert "$2" "https://127.0.0.1:$1/healthz" 2>/dev/null ||
+      curl -s -o /dev/null -k "https://127.0.0.1:$1/healthz" 2>/dev/null
+  else
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
+  fi
+}
+
+# certificate_names FILE: the server certificate's subjectAltName entries, one a line ("DNS:name",
+# "IP Address:addr"); without openssl, this host's addresses.
+certificate_names() {
+  if command -v openssl >/dev/null && [ -f "$1" ]; then
+    openssl x509 -in "$1" -noout -ext subjectAltName 2>/dev/null | tail -n +2 | tr ',' '\n' | sed 's/^ *//'
+  else
+    local address
+    for address in $(hostname -I 2>/dev/null); do echo "IP Address:$address"; done
+    echo "IP Address:127.0.0.1"
+  fi
+}
+
+# short_address ADDRESS: an IPv6 address as openssl prints it (FD00:0:0:0:0:0:0:2) written short
+# (fd00::2); anything else unchanged.
+short_address() {
+  case "$1" in
+    *:*) printf '%s\n' "$1" | sed -E 's/(^|:)0(:0)+(:|$)/::/' | tr 'A-F' 'a-f' ;;
+    *) printf '%s\n' "$1" ;;
+  esac
 }
 
 uninstall() {

@@ -1,22 +1,111 @@
 #!/usr/bin/env bash
-# Shared by scripts/quickstart.sh and Benchmarks/*.sh: packages, ports, a local registry with TLS.
-# shellcheck disable=SC2034 # REGISTRY* are set here for the scripts that source this file
+# Shared by scripts/quickstart.sh, install.sh (from a checkout), .ci/run, scripts/fresh-machine-trial.sh
+# and Benchmarks/*.sh: Debian package lists, progress lines, the build, a local registry with TLS.
+# shellcheck disable=SC2034 # the lists and REGISTRY* are set here for the scripts that source this file
+
+# swift.org's prerequisites of the Swift toolchain on Debian 12: without them `swift` does not start.
+SWIFT_TOOLCHAIN_PACKAGES=(
+  binutils git gnupg2 libc6-dev libcurl4-openssl-dev libedit2 libgcc-12-dev libpython3-dev libsqlite3-0
+  libstdc++-12-dev libxml2-dev libncurses-dev libz3-dev pkg-config python3-lldb-13 tzdata unzip zlib1g-dev
+)
+# The C libraries Ferry links: libarchive, OpenSSL's libcrypto, libxcrypt, SQLite, zlib; the TLS roots.
+FERRY_BUILD_PACKAGES=(libarchive-dev libssl-dev libcrypt-dev libsqlite3-dev zlib1g-dev ca-certificates)
+# What the quickstart and install.sh run besides ferry: Debian's python3 (scripts/make-images.py),
+# the distribution registry, skopeo, openssl, curl.
+FERRY_QUICKSTART_PACKAGES=(python3 docker-registry skopeo openssl curl tar)
+# What the tests run: Debian's python3 with python3-cryptography (the token server fixture), the real
+# peers (distribution registry, skopeo, podman, containerd), htpasswd (apache2-utils), GNU time (peak
+# RSS), openssl, curl, tar, and the shell scripts' linter.
+FERRY_TEST_PACKAGES=(
+  python3 python3-cryptography docker-registry skopeo podman containerd apache2-utils time openssl tar
+  curl shellcheck
+)
+# Debian's python3 (with Debian's python3-* modules), whatever python3 comes first on PATH.
+PYTHON=/usr/bin/python3
 
 sudo_if_needed() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 
-install_packages() {
+# stage TEXT: one progress line with the time since the script started.
+stage() { printf '== [%dm%02ds] %s\n' $((SECONDS / 60)) $((SECONDS % 60)) "$*"; }
+
+# ensure_packages PACKAGE...: installs the Debian packages that are missing (apt-get, as root); a
+# user other than root gets the one apt-get line to run instead, and the script stops there.
+ensure_packages() {
+  if ! command -v dpkg-query >/dev/null; then
+    echo "warning: not a Debian system (no dpkg-query): make sure these are installed: $*" >&2
+    return 0
+  fi
+  local missing=() package
+  for package in "$@"; do
+    case " ${missing[*]-} " in *" $package "*) continue ;; esac
+    dpkg-query -W -f='${Status}\n' "$package" 2>/dev/null | grep -q '^install ok installed$' ||
+      missing+=("$package")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "Missing Debian packages. Install them, then run this again:" >&2
+    echo >&2
+    echo "  sudo apt-get update && sudo apt-get install -y --no-install-recommends ${missing[*]}" >&2
+    exit 1
+  fi
+  stage "installing ${#missing[@]} Debian packages: ${missing[*]}"
+  local log
+  log=$(mktemp -t ferry-apt-XXXXXX.log)
   export DEBIAN_FRONTEND=noninteractive
-  sudo_if_needed apt-get update -qq
-  sudo_if_needed apt-get install -y -qq --no-install-recommends \
-    libarchive-dev libssl-dev zlib1g-dev docker-registry skopeo containerd apache2-utils time openssl tar curl \
-    ca-certificates >/dev/null
+  if ! { apt-get update -q && apt-get install -y -q --no-install-recommends "${missing[@]}"; } >"$log" 2>&1; then
+    tail -n 30 "$log" >&2
+    echo "apt-get failed (whole log: $log)" >&2
+    exit 1
+  fi
+  rm -f "$log"
+  stage "installed the Debian packages"
+}
+
+# require_swift: stops with a clear message when the Swift toolchain is not on PATH or does not start.
+require_swift() {
+  if ! command -v swift >/dev/null; then
+    echo "swift is not on PATH: install the Swift 6 toolchain from swift.org (e.g. in /opt/swift) and" >&2
+    echo "  export PATH=/opt/swift/usr/bin:\$PATH" >&2
+    exit 1
+  fi
+  local out
+  if ! out=$(swift --version 2>&1); then
+    echo "$(command -v swift) does not start:" >&2
+    echo "$out" | tail -n 5 >&2
+    echo "swift.org's Debian 12 prerequisites: ${SWIFT_TOOLCHAIN_PACKAGES[*]}" >&2
+    exit 1
+  fi
+}
+
+# build_ferry CHECKOUT: the release build that install.sh installs and packages and the quickstart
+# runs: the Swift runtime and Foundation linked in (--static-swift-stdlib), other libraries found
+# next to the binary ($ORIGIN/../lib/ferry) or on the system. Built once into
+# CHECKOUT/.build-static/release; a second call with nothing changed compiles nothing. The
+# compiler's own progress lines are shown.
+build_ferry() {
+  # shellcheck disable=SC2016 # $ORIGIN is for the linker, not the shell
+  (cd "$1" && swift build -c release --static-swift-stdlib --scratch-path .build-static \
+    -Xlinker -rpath -Xlinker '$ORIGIN/../lib/ferry')
 }
 
 free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+  "$PYTHON" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
 
-# start_registry DIR: a distribution registry on 127.0.0.1 with TLS from a CA made here.
+# port_is_free PORT: nothing listens on 127.0.0.1:PORT.
+port_is_free() {
+  "$PYTHON" -c '
+import socket, sys
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+try:
+    s.bind(("127.0.0.1", int(sys.argv[1])))
+except OSError:
+    sys.exit(1)' "$1"
+}
+
+# start_registry DIR [PORT]: a distribution registry on 127.0.0.1 (PORT, else a free port) with TLS
+# from a CA made here.
 # Sets REGISTRY (host:port), REGISTRY_CA (CA file), REGISTRY_CERTS (a skopeo --cert-dir), REGISTRY_PID.
 start_registry() {
   local dir=$1
@@ -30,8 +119,8 @@ start_registry() {
   openssl x509 -req -in "$dir/tls/server.csr" -CA "$dir/tls/ca.crt" -CAkey "$dir/tls/ca.key" \
     -CAcreateserial -out "$dir/tls/server.crt" -days 2 -extfile "$dir/tls/san.ext" 2>/dev/null
   cp "$dir/tls/ca.crt" "$dir/certs/ca.crt"
-  local port
-  port=$(free_port)
+  local port=${2:-}
+  [ -n "$port" ] || port=$(free_port)
   cat >"$dir/registry.yml" <<YAML
 version: 0.1
 log:
@@ -54,6 +143,7 @@ YAML
   REGISTRY_CERTS="$dir/certs"
   for _ in $(seq 100); do
     curl -s --cacert "$REGISTRY_CA" "https://$REGISTRY/v2/" >/dev/null && return 0
+    kill -0 "$REGISTRY_PID" 2>/dev/null || break
     sleep 0.1
   done
   echo "registry did not start: $(cat "$dir/registry.log")" >&2
