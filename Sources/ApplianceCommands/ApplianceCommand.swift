@@ -101,7 +101,9 @@ struct ImportCommand: AsyncParsableCommand {
         discussion: """
             Each bundle is read once (a file, or - for standard input): every blob is verified as \
             it is stored, and only when the whole bundle verified do its tags and manifests become \
-            visible. A bundle imported before is a fast no-op; a newer bundle moves tags. A killed \
+            visible. A bundle imported before is verified again and changes nothing (--skip-known \
+            skips reading a known bundle past its header: fast, but an altered copy goes unnoticed); \
+            a newer bundle moves tags. A killed \
             import leaves the store as it was; run it again to finish. Each import is recorded in \
             DATA/imports/; the registry's metadata is in DATA/registry.db (SQLite). A running `serve` sees imported images at once.
 
@@ -119,6 +121,11 @@ struct ImportCommand: AsyncParsableCommand {
         name: .customLong("trust-key"), help: "Require a signature by this key, or one in this directory (repeatable).")
     var trustKeys: [String] = []
 
+    @Flag(
+        name: .customLong("skip-known"),
+        help: "Do not re-read a bundle already imported whose tags are unchanged (only its header and signature).")
+    var skipKnown = false
+
     @Flag(help: "Print the import results as JSON.")
     var json = false
 
@@ -134,10 +141,13 @@ struct ImportCommand: AsyncParsableCommand {
             let importer = Importer(store: registry, reader: BundleReader(trustedKeys: keys))
             var results: [Importer.Result] = []
             for bundle in bundles {
-                let result = try importer.importBundle(bundle)
+                let result = try importer.importBundle(bundle, skipKnown: skipKnown)
                 results.append(result)
                 if !json {
-                    let what = result.unchanged ? "already imported, unchanged" : "imported"
+                    let what =
+                        result.skippedUnread
+                        ? "already imported, unchanged; the file was not re-read (--skip-known)"
+                        : (result.unchanged ? "already imported, unchanged (verified again)" : "imported")
                     print(
                         "\(bundle): \(what): \(result.images.count) image(s), \(result.blobsWritten) blob(s) stored, "
                             + "\(result.blobsAlreadyPresent) already present"

@@ -27,6 +27,8 @@ public struct Importer: Sendable {
         public var blobsAlreadyPresent: Int
         /// The same bundle was imported before and its tags still point where it put them.
         public var unchanged: Bool
+        /// With `skipKnown`: the bundle was known, so only its header was read (nothing else verified).
+        public var skippedUnread: Bool
         public var time: String
         public var seconds: Double
     }
@@ -40,17 +42,22 @@ public struct Importer: Sendable {
     }
 
     /// Imports the bundle at `path`, or standard input for `-`. Blocking; run it off the event loop.
-    public func importBundle(_ path: String) throws -> Result {
+    ///
+    /// A bundle imported before is verified again like any other (a copy may have been altered since);
+    /// with `skipKnown`, one whose header names a recorded import with unchanged tags is not read
+    /// past its header (whose signature is still checked against the trusted keys).
+    public func importBundle(_ path: String, skipKnown: Bool = false) throws -> Result {
         let started = Date()
-        // Fast path: a bundle imported before whose tags are unchanged needs no second read.
-        if path != "-", let header = try read(path, headerOnly: true, sink: nil), let digest = header.manifestDigest,
-            let manifest = header.manifest, store.hasImportRecord(digest.encoded), try isCurrent(manifest)
+        if skipKnown, path != "-", let header = try read(path, headerOnly: true, sink: nil), header.ok,
+            let digest = header.manifestDigest, let manifest = header.manifest, store.hasImportRecord(digest.encoded),
+            try isCurrent(manifest)
         {
             return Result(
                 bundle: path, manifestDigest: digest.description, signer: header.signature?.keyID,
                 images: try manifest.images.map(Self.imported), blobsWritten: 0,
                 blobsAlreadyPresent: manifest.blobs.count,
-                unchanged: true, time: BundleManifest.timestamp(Int64(Date().timeIntervalSince1970)),
+                unchanged: true, skippedUnread: true,
+                time: BundleManifest.timestamp(Int64(Date().timeIntervalSince1970)),
                 seconds: Date().timeIntervalSince(started))
         }
         let sink = StoreSink(store: store.blobs)
@@ -62,6 +69,7 @@ public struct Importer: Sendable {
             throw ImportError.invalid(bundle: path, report.problems)
         }
         let images = try manifest.images.map(Self.imported)
+        let unchanged = try store.hasImportRecord(manifestDigest.encoded) && isCurrent(manifest)
         var plan = ImportPlan(images: [])
         if let platforms = manifest.partial?.platforms {
             plan.platforms = PlatformFilter(platforms.compactMap { try? Platform(parsing: $0) })
@@ -82,7 +90,7 @@ public struct Importer: Sendable {
         }
         let result = Result(
             bundle: path, manifestDigest: manifestDigest.description, signer: report.signature?.keyID, images: images,
-            blobsWritten: sink.written, blobsAlreadyPresent: sink.present, unchanged: false,
+            blobsWritten: sink.written, blobsAlreadyPresent: sink.present, unchanged: unchanged, skippedUnread: false,
             time: BundleManifest.timestamp(Int64(Date().timeIntervalSince1970)),
             seconds: Date().timeIntervalSince(started))
         let encoder = JSONEncoder()

@@ -28,6 +28,7 @@ public struct ManifestDocument: Sendable, Hashable {
             var mediaType: String?
             var manifests: [Descriptor]?
             var config: Descriptor?
+            var layers: [Descriptor]?
         }
         let data = Data(bytes)
         let probe: Probe
@@ -36,6 +37,9 @@ public struct ManifestDocument: Sendable, Hashable {
         } catch {
             throw .invalidJSON(String(describing: error))
         }
+        // Both an index's and an image's fields: which one it is would be a guess, and a wrong guess
+        // hides what it references from garbage collection (image-spec: refuse ambiguous documents).
+        if probe.manifests != nil && (probe.config != nil || probe.layers != nil) { throw .ambiguous }
         let declared = declaredMediaType.map { Self.stripParameters($0) }
         let type: String
         if let own = probe.mediaType {
@@ -97,6 +101,7 @@ public enum ManifestError: Error, Equatable, CustomStringConvertible {
     case invalidJSON(String)
     case unsupportedMediaType(String)
     case unsupportedSchemaVersion(Int)
+    case ambiguous
 
     public var description: String {
         switch self {
@@ -104,6 +109,7 @@ public enum ManifestError: Error, Equatable, CustomStringConvertible {
         case .invalidJSON(let why): "manifest is not valid JSON: \(why)"
         case .unsupportedMediaType(let t): "unsupported manifest media type '\(t)'"
         case .unsupportedSchemaVersion(let v): "unsupported manifest schemaVersion \(v) (only 2 is supported)"
+        case .ambiguous: "manifest holds both an index's `manifests` and an image's `config`/`layers`"
         }
     }
 }

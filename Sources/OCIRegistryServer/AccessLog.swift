@@ -32,12 +32,26 @@ public final class AccessLog: Sendable {
         remote: String, user: String? = nil, method: String, target: String, status: Int, bytes: Int?, seconds: Double,
         userAgent: String?
     ) {
-        let agent = (userAgent ?? "-").replacingOccurrences(of: "\"", with: "'")
+        let agent = Self.escaped(userAgent ?? "-").replacingOccurrences(of: "\"", with: "'")
         let line =
-            "\(Self.timestamp()) \(remote) \(user ?? "-") \"\(method) \(target)\" \(status) \(bytes.map(String.init) ?? "-") "
-            + "\(String(format: "%.4f", seconds)) \"\(agent)\"\n"
+            "\(Self.timestamp()) \(remote) \(Self.escaped(user ?? "-")) \"\(Self.escaped(method)) \(Self.escaped(target))\" "
+            + "\(status) \(bytes.map(String.init) ?? "-") \(String(format: "%.4f", seconds)) \"\(agent)\"\n"
         var bytes = Array(line.utf8)
         bytes.withUnsafeMutableBytes { raw in _ = write(fileDescriptor, raw.baseAddress, raw.count) }
+    }
+
+    /// Control characters (a newline in a user name would start a forged line) as `\xHH`.
+    static func escaped(_ field: String) -> String {
+        guard field.unicodeScalars.contains(where: { $0.value < 0x20 || $0.value == 0x7f }) else { return field }
+        var out = ""
+        for scalar in field.unicodeScalars {
+            if scalar.value < 0x20 || scalar.value == 0x7f {
+                out += String(format: "\\x%02x", scalar.value)
+            } else {
+                out.unicodeScalars.append(scalar)
+            }
+        }
+        return out
     }
 
     /// `2026-11-23T12:00:00Z`

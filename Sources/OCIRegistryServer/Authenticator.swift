@@ -54,7 +54,8 @@ public final class Authenticator: Sendable {
         var blockedUntil: Int = 0
     }
     private let failures = Mutex<[String: Failures]>([:])
-    private let checked = Mutex<[String: (identity: Identity, until: Int)]>([:])
+    /// Credentials checked lately, each with the version of the user files it was checked against.
+    private let checked = Mutex<[String: (identity: Identity, until: Int, files: [Int])]>([:])
     private let loaded = Mutex<(fingerprint: [Int], users: [String: UserDatabase.User], htpasswd: HtpasswdFile)>(
         ([], [:], HtpasswdFile(text: "")))
     static let failureLimit = 5
@@ -82,8 +83,10 @@ public final class Authenticator: Sendable {
     // MARK: Credentials
 
     /// Checks `Authorization: Basic …`; nil for a wrong user or password (logged, counted).
-    /// Throws when this user and address failed too often lately.
-    public func authenticate(basic header: String, remote: String) throws(DistributionError) -> Identity? {
+    /// Throws when this user and address failed too often lately. A credential checked in the
+    /// last five minutes answers at once; otherwise bcrypt (and re-reading the user files) runs on
+    /// the crypto pool, never on the caller's thread.
+    public func authenticate(basic header: String, remote: String) async throws(DistributionError) -> Identity? {
         guard let (name, password) = Self.decodeBasic(header) else { return nil }
         let key = "\(name)@\(remote)"
         let now = Int(time(nil))
@@ -93,15 +96,11 @@ public final class Authenticator: Sendable {
                 detail: "retry after \(blocked - now) s")
         }
         let cacheKey = SHA256.hash(data: Data("\(name):\(password)".utf8)).map { String(format: "%02x", $0) }.joined()
-        if let hit = checked.withLock({ $0[cacheKey] }), hit.until > now { return hit.identity }
-        let (users, htpasswd) = currentUsers()
-        var identity: Identity?
-        if let user = users[name], PasswordHash.verify(password, against: user.passwordHash) {
-            identity = Identity(name: name, grant: user.grant)
-        } else if users[name] == nil, let hash = htpasswd.entries[name], PasswordHash.verify(password, against: hash) {
-            identity = Identity(name: name, grant: policy.htpasswdGrant)
-        }
-        guard let identity else {
+        // A user deleted or changed in users.json (or the htpasswd file) loses a cached check at once.
+        let files = userFilesFingerprint()
+        if let hit = checked.withLock({ $0[cacheKey] }), hit.until > now, hit.files == files { return hit.identity }
+        let verified = try? await BlockingPools.crypto.runIfActive { self.verify(name: name, password: password) }
+        guard let identity = verified ?? nil else {
             let blocked = failures.withLock { table -> Bool in
                 var entry = table[key] ?? Failures()
                 if now - entry.since > Self.failureWindow { entry = Failures(count: 0, since: now) }
@@ -111,17 +110,36 @@ public final class Authenticator: Sendable {
                 return entry.blockedUntil > now
             }
             logger.warning(
-                "failed login for user \(name) from \(remote)\(blocked ? "; further attempts refused for \(Self.failureWindow) s" : "")"
+                "failed login for user \(AccessLog.escaped(name)) from \(remote)\(blocked ? "; further attempts refused for \(Self.failureWindow) s" : "")"
             )
             return nil
         }
         failures.withLock { $0[key] = nil }
         checked.withLock { cache in
             if cache.count > 10_000 { cache = [:] }
-            cache[cacheKey] = (identity, now + 300)
+            cache[cacheKey] = (identity, now + 300, files)
         }
         return identity
     }
+
+    /// The user's identity when the password is right (bcrypt: blocking, tens of milliseconds).
+    func verify(name: String, password: String) -> Identity? {
+        let (users, htpasswd) = currentUsers()
+        if let user = users[name] {
+            return PasswordHash.verify(password, against: user.passwordHash)
+                ? Identity(name: name, grant: user.grant) : nil
+        }
+        if let hash = htpasswd.entries[name] {
+            return PasswordHash.verify(password, against: hash)
+                ? Identity(name: name, grant: policy.htpasswdGrant) : nil
+        }
+        // An unknown name costs what a known one costs, so timing does not tell which names exist.
+        _ = PasswordHash.verify(password, against: Self.decoyHash)
+        return nil
+    }
+
+    /// A bcrypt hash (cost 10) of a random password, made once.
+    static let decoyHash: String = (try? PasswordHash.make(UUID().uuidString)) ?? ""
 
     /// The anonymous identity the policy allows.
     public var anonymous: Identity { Identity(name: nil, grant: policy.anonymous) }
@@ -134,10 +152,13 @@ public final class Authenticator: Sendable {
         return (String(text[..<colon]), String(text[text.index(after: colon)...]))
     }
 
+    /// The versions of users.json and the htpasswd file (two stat calls).
+    func userFilesFingerprint() -> [Int] {
+        Self.fingerprint(of: users.path) + (policy.htpasswdPath.map { Self.fingerprint(of: $0) } ?? [])
+    }
+
     func currentUsers() -> ([String: UserDatabase.User], HtpasswdFile) {
-        let fingerprint =
-            Self.fingerprint(of: users.path)
-            + (policy.htpasswdPath.map { Self.fingerprint(of: $0) } ?? [])
+        let fingerprint = userFilesFingerprint()
         if let cached = loaded.withLock({ $0.fingerprint == fingerprint ? ($0.users, $0.htpasswd) : nil }) {
             return cached
         }

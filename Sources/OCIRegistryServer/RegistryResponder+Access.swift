@@ -40,6 +40,8 @@ struct Challenge: Error {
     var scope: String?
     var denied: Bool
     var detail: String
+    /// The authenticated caller who was refused (for the access log), if any.
+    var user: String? = nil
 
     func response(for request: Request) -> Response {
         if denied {
@@ -72,7 +74,7 @@ extension RegistryResponder {
     }
 
     /// Identifies the caller and checks the route's requirement; throws a ``Challenge`` when not allowed.
-    func authorize(_ route: DistributionRoute, _ request: Request, remote: String) throws -> Caller {
+    func authorize(_ route: DistributionRoute, _ request: Request, remote: String) async throws -> Caller {
         guard let authenticator else { return .open }
         if route == .health || route == .notFound { return .open }
         let realm = "\(realmScheme)://\(request.head.authority ?? "localhost")/token"
@@ -89,7 +91,7 @@ extension RegistryResponder {
                 }
                 caller = .token(subject: verified.subject, access: verified.access)
             } else {
-                guard let identity = try authenticator.authenticate(basic: header, remote: remote) else {
+                guard let identity = try await authenticator.authenticate(basic: header, remote: remote) else {
                     throw Challenge(realm: realm, scope: nil, denied: false, detail: "wrong user name or password")
                 }
                 caller = .identity(identity, basic: true)
@@ -101,10 +103,12 @@ extension RegistryResponder {
             guard caller.allows(action, on: repository) else {
                 if case .identity(_, true) = caller {
                     throw Challenge(
-                        realm: realm, scope: nil, denied: true, detail: "\(action.rawValue) on \(repository)")
+                        realm: realm, scope: nil, denied: true, detail: "\(action.rawValue) on \(repository)",
+                        user: caller.name)
                 }
                 throw Challenge(
-                    realm: realm, scope: requiredScope, denied: false, detail: "\(action.rawValue) on \(repository)")
+                    realm: realm, scope: requiredScope, denied: false, detail: "\(action.rawValue) on \(repository)",
+                    user: caller.name)
             }
             // A mount also reads the source repository: a token that never asked for it is sent
             // back for one that does (one that asked and was refused gets a plain upload instead).
@@ -158,7 +162,7 @@ extension RegistryResponder {
             credentials = nil
         }
         if let credentials {
-            guard let known = try authenticator.authenticate(basic: credentials, remote: remote) else {
+            guard let known = try await authenticator.authenticate(basic: credentials, remote: remote) else {
                 var response = Self.errorResponse(
                     DistributionError(status: 401, code: .unauthorized, message: "wrong user name or password"),
                     for: request)

@@ -32,9 +32,17 @@ public struct RegistryResponder: HTTPResponder {
     let authenticator: Authenticator?
     /// `https` or `http`: the scheme of the token realm clients are sent to.
     let realmScheme: String
+    // swift-format-ignore: NeverForceUnwrap
+    // A literal token: valid by construction.
     static let apiVersion = HTTPField.Name("Docker-Distribution-API-Version")!
+    // swift-format-ignore: NeverForceUnwrap
+    // A literal token: valid by construction.
     static let contentDigest = HTTPField.Name("Docker-Content-Digest")!
+    // swift-format-ignore: NeverForceUnwrap
+    // A literal token: valid by construction.
     static let filtersApplied = HTTPField.Name("OCI-Filters-Applied")!
+    // swift-format-ignore: NeverForceUnwrap
+    // A literal token: valid by construction.
     static let link = HTTPField.Name("Link")!
     static let blobChunk = 512 * 1024
 
@@ -60,18 +68,20 @@ public struct RegistryResponder: HTTPResponder {
             if route == .token {
                 response = try await token(request, remote: remote)
             } else {
-                caller = try authorize(route, request, remote: remote)
+                caller = try await authorize(route, request, remote: remote)
                 response = try await self.route(route, request, caller: caller)
             }
         } catch let challenge as Challenge {
+            // A refused request is logged with who was refused.
+            if let user = challenge.user { caller = .identity(Identity(name: user, grant: nil), basic: false) }
             response = challenge.response(for: request)
         } catch let error as DistributionError {
             response = Self.errorResponse(error, for: request)
         } catch {
             context.logger.error("\(request.method) \(request.uri): \(error)")
+            // The cause goes to the server's log only: it may name paths under the data directory.
             response = Self.errorResponse(
-                DistributionError(status: 500, code: .unknown, message: "internal error", detail: "\(error)"),
-                for: request)
+                DistributionError(status: 500, code: .unknown, message: "internal error", detail: nil), for: request)
         }
         response.headers[Self.apiVersion] = "registry/2.0"
         if let accessLog {

@@ -20,7 +20,7 @@ public enum Role: String, Codable, Sendable, CaseIterable, Comparable {
     }
 
     public static func < (a: Role, b: Role) -> Bool {
-        allCases.firstIndex(of: a)! < allCases.firstIndex(of: b)!
+        (allCases.firstIndex(of: a) ?? 0) < (allCases.firstIndex(of: b) ?? 0)
     }
 }
 
@@ -134,6 +134,8 @@ public struct UserDatabase: Sendable {
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
         let data = try encoder.encode(users.values.sorted { $0.name < $1.name })
         do {
+            // A new data directory is made the way serve and import make it (0750).
+            try FileSystem.makeDirectories((path as NSString).deletingLastPathComponent, mode: 0o750)
             try FileSystem.replace(path, with: Array(data), mode: 0o600)
         } catch {
             throw AccessError.unwritable(path, error.description)

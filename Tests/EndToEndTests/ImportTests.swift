@@ -51,13 +51,17 @@ struct ImportTests {
             try Shell.run([Self.appliance, "images", "--json", "--data-dir", data]).stdout
         }
 
-        // Again: a fast no-op that changes nothing.
+        // Again: verified again, and it changes nothing.
         let again = try Shell.run([Self.appliance, "import", bundle, "--data-dir", data])
         #expect(again.stdout.contains("already imported, unchanged"))
         #expect(try listing() == before)
-        // A broken bundle now leaves what clients see unchanged.
-        _ = try Shell.run([Self.appliance, "import", broken, "--data-dir", data], check: false)
+        // A tampered copy of the imported bundle (same header, one layer byte flipped) is read
+        // and refused, and leaves what clients see unchanged; --skip-known says it did not read it.
+        let tampered = try Shell.run([Self.appliance, "import", broken, "--data-dir", data], check: false)
+        #expect(tampered.status == 65, "\(tampered.stdout)\(tampered.stderr)")
         #expect(try listing() == before)
+        let skipped = try Shell.run([Self.appliance, "import", broken, "--skip-known", "--data-dir", data])
+        #expect(skipped.stdout.contains("the file was not re-read"), "\(skipped.stdout)")
         // From a pipe too (no fast path: it is read and verified, and changes nothing).
         let piped = try Shell.run(["sh", "-c", "cat '\(bundle)' | '\(Self.appliance)' import - --data-dir '\(data)'"])
         #expect(piped.stdout.contains("imported"))

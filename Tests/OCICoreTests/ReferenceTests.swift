@@ -132,6 +132,16 @@ struct ManifestDocumentTests {
         #expect(throws: ManifestError.self) {
             try ManifestDocument(bytes: [UInt8](repeating: 0x20, count: ManifestDocument.maximumSize + 1))
         }
+        // An image's and an index's fields at once, with or without a mediaType: refused.
+        #expect(throws: ManifestError.ambiguous) {
+            try ManifestDocument(
+                bytes: Array(#"{"schemaVersion":2,"config":\#(config),"layers":[],"manifests":[]}"#.utf8))
+        }
+        #expect(throws: ManifestError.ambiguous) {
+            try ManifestDocument(
+                bytes: Array(
+                    #"{"schemaVersion":2,"mediaType":"\#(MediaType.ociIndex)","manifests":[],"layers":[]}"#.utf8))
+        }
     }
 
     @Test func platformFilterSelectsIndexEntries() throws {

@@ -76,4 +76,66 @@ struct AccessTests {
             #expect(anonymous.status == .ok)
         }
     }
+
+    /// A deleted user, or one whose role was lowered, loses a cached credential check at once.
+    @Test func changesToUsersApplyAtOnceDespiteTheCredentialCache() async throws {
+        let root = NSTemporaryDirectory() + "ferry-users-\(UUID().uuidString.prefix(8))"
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let users = UserDatabase(dataDirectory: root)
+        try users.add(name: "ci", password: "ci-password", grant: Grant(role: .push))
+        let authenticator = try Authenticator(
+            dataDirectory: root, policy: AccessPolicy(), logger: Logger(label: "test"))
+        let header = Self.basic("ci", "ci-password")
+        #expect(try await authenticator.authenticate(basic: header, remote: "127.0.0.1")?.grant?.role == .push)
+        // The same second as the check: the file's size and inode change even if its time does not.
+        try users.add(name: "ci", password: "ci-password", grant: Grant(role: .pull))
+        #expect(try await authenticator.authenticate(basic: header, remote: "127.0.0.1")?.grant?.role == .pull)
+        #expect(try users.remove(name: "ci"))
+        #expect(try await authenticator.authenticate(basic: header, remote: "127.0.0.1") == nil)
+    }
+
+    /// The access log cannot be forged through a user name, names who was refused, and an unknown
+    /// user costs the time a known one does (no user enumeration by timing).
+    @Test func logsEscapeNamesAndUnknownUsersCostWhatKnownOnesDo() async throws {
+        let root = NSTemporaryDirectory() + "ferry-log-\(UUID().uuidString.prefix(8))"
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let store = try RegistryStore(root: root)
+        try UserDatabase(dataDirectory: root).add(
+            name: "reader", password: "reader-password", grant: Grant(role: .pull))
+        let authenticator = try Authenticator(
+            dataDirectory: root, policy: AccessPolicy(), logger: Logger(label: "test"))
+        let log = "\(root)/access.log"
+        let application = Application(
+            responder: RegistryResponder(
+                content: RegistryContent(storage: store), accessLog: try AccessLog(path: log),
+                authenticator: authenticator))
+        try await application.test(.router) { client in
+            func timed(_ user: String, _ password: String) async throws -> Duration {
+                let started = ContinuousClock.now
+                let reply = try await client.execute(
+                    uri: "/v2/", method: .get, headers: [.authorization: Self.basic(user, password)])
+                #expect(reply.status == .unauthorized)
+                return ContinuousClock.now - started
+            }
+            // The fastest of three each (other tests share the cores), after one of each to warm up.
+            _ = try await timed("reader", "wrong")
+            _ = try await timed("nobody-warm", "wrong")
+            var known = Duration.seconds(1000)
+            var unknown = Duration.seconds(1000)
+            for attempt in 0..<3 {
+                known = min(known, try await timed("reader", "wrong-\(attempt)"))
+                unknown = min(unknown, try await timed("nobody-\(attempt)", "wrong"))
+            }
+            #expect(unknown > known / 4, "known \(known), unknown \(unknown)")
+            _ = try await timed("evil\nFORGED 200", "x")
+            let denied = try await client.execute(
+                uri: "/v2/apps/x/blobs/uploads/", method: .post,
+                headers: [.authorization: Self.basic("reader", "reader-password")])
+            #expect(denied.status == .forbidden)
+        }
+        let lines = try String(contentsOfFile: log, encoding: .utf8).split(separator: "\n")
+        #expect(!lines.contains { $0.hasPrefix("FORGED") }, "\(lines)")
+        #expect(AccessLog.escaped("evil\nFORGED\u{7f}") == "evil\\x0aFORGED\\x7f")
+        #expect(lines.contains { $0.contains(" reader \"POST /v2/apps/x/blobs/uploads/") && $0.contains(" 403 ") })
+    }
 }

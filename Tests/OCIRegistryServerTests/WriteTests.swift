@@ -34,7 +34,7 @@ struct WriteTests {
     }
 
     static func header(_ response: TestResponse, _ name: String) -> String? {
-        response.headers[HTTPField.Name(name)!]
+        HTTPField.Name(name).flatMap { response.headers[$0] }
     }
 
     /// Pushes `bytes` as one PUT after a POST; returns the response of the PUT.

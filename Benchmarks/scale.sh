@@ -1,0 +1,166 @@
+#!/usr/bin/env bash
+# Benchmark: does the appliance's cost stay flat as its store grows? Side by side with the
+# distribution registry in one run, both over TLS on 127.0.0.1, Basic credentials on every request
+# (htpasswd/bcrypt for the registry, a bcrypt user for the appliance), the same client.
+#
+#   Benchmarks/scale.sh [REPOS] [PER_REPO]      (default 10000 x 10 = 100,000 manifests)
+#
+# (1) 500 manifest PUTs into each empty server: seconds per 100 PUTs (the start).
+# (2) Both stores are seeded with REPOS x PER_REPO small manifests (Benchmarks/scale.py writes what
+#     each server writes for a push, so the end state needs no hour of pushing), both restarted,
+#     and 500 more PUTs are timed (the end). Ratio end/start: goal <= 1.2.
+# (3) Manifest GET by tag, wrk 50 connections for DURATION s, while PUTs run: req/s and p99.
+# (4) Blob GET rate (wrk, 50 connections) with and without `ferry-appliance gc` running beside it.
+# (5) Import of a bundle of IMPORT images (default 5000, exported by ferry from the seeded
+#     registry), `gc`, and `check`, with the store at scale; the appliance's peak RSS.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/lib.sh
+repos=${1:-10000}
+per_repo=${2:-10}
+duration=${DURATION:-10}
+import_count=${IMPORT:-5000}
+pushes=${PUSHES:-500}
+command -v wrk >/dev/null || sudo_if_needed apt-get install -y -qq --no-install-recommends wrk >/dev/null
+command -v htpasswd >/dev/null || sudo_if_needed apt-get install -y -qq --no-install-recommends apache2-utils >/dev/null
+
+swift build -c release --product ferry 2>&1 | tail -1
+swift build -c release --product ferry-appliance 2>&1 | tail -1
+bin=$(swift build -c release --show-bin-path)
+work=$(mktemp -d -t ferry-bench-scale-XXXXXX)
+appliance_pid=
+peer_pid=
+cleanup() {
+  for pid in $appliance_pid $peer_pid ${REGISTRY_PID:-}; do
+    kill "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+  done
+  rm -rf "$work"
+}
+trap cleanup EXIT
+seconds() { "$PYTHON" -c "import sys; print(f'{float(sys.argv[2]) - float(sys.argv[1]):.2f}')" "$@"; }
+# mean of the whitespace-separated numbers in one argument
+mean() { "$PYTHON" -c "import sys; v=[float(x) for x in sys.argv[1].split()]; print(f'{sum(v)/len(v):.3f}')" "$1"; }
+password=bench-password-1
+
+# The distribution registry with htpasswd auth, on the storage in $work/peer/data.
+peer_port=$(free_port)
+start_registry "$work/peer" "$peer_port"
+stop_registry
+htpasswd -Bbn bench "$password" >"$work/peer/htpasswd"
+cat >>"$work/peer/registry.yml" <<YAML
+auth:
+  htpasswd:
+    realm: bench
+    path: $work/peer/htpasswd
+YAML
+start_peer() {
+  docker-registry serve "$work/peer/registry.yml" >>"$work/peer/registry.log" 2>&1 &
+  peer_pid=$!
+  for _ in $(seq 100); do curl -s -o /dev/null --cacert "$work/peer/tls/ca.crt" "https://127.0.0.1:$peer_port/v2/" && return; sleep 0.1; done
+}
+stop_peer() { kill "$peer_pid"; wait "$peer_pid" 2>/dev/null || true; peer_pid=; }
+peer="127.0.0.1:$peer_port"
+peer_ca="$work/peer/tls/ca.crt"
+
+# The appliance with one admin user.
+data="$work/appliance"
+ours_port=$(free_port)
+echo "$password" | "$bin/ferry-appliance" user add bench --password-stdin --role admin --data-dir "$data" >/dev/null
+start_ours() {
+  "$bin/ferry-appliance" serve --data-dir "$data" --listen "127.0.0.1:$ours_port" --access-log off \
+    >>"$work/serve.log" 2>&1 &
+  appliance_pid=$!
+  for _ in $(seq 100); do curl -s -o /dev/null --cacert "$data/tls/ca.crt" "https://127.0.0.1:$ours_port/v2/" && return; sleep 0.1; done
+}
+stop_ours() { kill "$appliance_pid"; wait "$appliance_pid" 2>/dev/null || true; }
+ours="127.0.0.1:$ours_port"
+ours_ca="$data/tls/ca.crt"
+
+push() { "$PYTHON" Benchmarks/scale.py push "$1" "$2" bench "$password" "$pushes" "$3"; }
+
+echo "== (1) $pushes PUTs into each empty server"
+start_ours
+start_peer
+ours_start=$(mean "$(push "$ours" "$ours_ca" s)")
+peer_start=$(mean "$(push "$peer" "$peer_ca" s)")
+stop_ours
+stop_peer
+
+echo "== (2) seeding each store with $repos x $per_repo manifests"
+start=$(date +%s.%N)
+"$PYTHON" Benchmarks/scale.py seed-appliance "$data" "$repos" "$per_repo"
+echo "   appliance seeded in $(seconds "$start" "$(date +%s.%N)") s, registry.db $(($(stat -c %s "$data/registry.db") / 1048576)) MiB"
+start=$(date +%s.%N)
+"$PYTHON" Benchmarks/scale.py seed-registry "$work/peer/data" "$repos" "$per_repo"
+echo "   registry seeded in $(seconds "$start" "$(date +%s.%N)") s"
+start_ours
+start_peer
+ours_end=$(mean "$(push "$ours" "$ours_ca" e)")
+peer_end=$(mean "$(push "$peer" "$peer_ca" e)")
+
+echo "== (3) manifest GET under load (wrk -c50 -d${duration}s) while PUTs run"
+auth="Authorization: Basic $(printf 'bench:%s' "$password" | base64)"
+accept="Accept: application/vnd.oci.image.manifest.v1+json"
+get_load() { # URL: "req/s p99"
+  wrk -c50 -t2 "-d${duration}s" --latency -H "$auth" -H "$accept" "$1" |
+    awk '/Requests\/sec/{rate=$2} / 99%/{p99=$2} END{printf "%.0f %s\n", rate, p99}'
+}
+PUSHES=2000 push "$ours" "$ours_ca" g >/dev/null &
+pusher=$!
+read -r ours_get ours_p99 < <(get_load "https://$ours/v2/scale/r00005/manifests/t3")
+wait "$pusher" || true
+PUSHES=200 push "$peer" "$peer_ca" g >/dev/null &
+pusher=$!
+read -r peer_get peer_p99 < <(get_load "https://$peer/v2/scale/r00005/manifests/t3")
+wait "$pusher" || true
+
+echo "== (4) blob GET with and without gc running"
+layer=$("$PYTHON" -c 'import hashlib; print("sha256:" + hashlib.sha256(b"ferry scale benchmark layer\n").hexdigest())')
+blob_load() { wrk -c50 -t2 "-d${duration}s" -H "$auth" "$1" | awk '/Requests\/sec/{printf "%.0f\n", $2}'; }
+blob_idle=$(blob_load "https://$ours/v2/scale/r00005/blobs/$layer")
+(while true; do "$bin/ferry-appliance" gc --grace-period 0 --data-dir "$data" >/dev/null; done) &
+gc_loop=$!
+blob_gc=$(blob_load "https://$ours/v2/scale/r00005/blobs/$layer")
+kill "$gc_loop"
+wait "$gc_loop" 2>/dev/null || true
+
+echo "== (5) import of $import_count images, gc and check at scale"
+stop_peer
+# The seeded storage, served without auth, is the export's source.
+sed '/^auth:/,$d' "$work/peer/registry.yml" >"$work/peer/open.yml"
+docker-registry serve "$work/peer/open.yml" >>"$work/peer/registry.log" 2>&1 &
+peer_pid=$!
+for _ in $(seq 100); do curl -s -o /dev/null --cacert "$peer_ca" "https://$peer/v2/" && break; sleep 0.1; done
+per_import=$((import_count / 500))
+"$PYTHON" Benchmarks/scale.py refs "$peer" 500 "$per_import" >"$work/images.txt"
+start=$(date +%s.%N)
+"$bin/ferry" export -f "$work/images.txt" -o "$work/import.tar" --ca-file "$peer_ca" --progress none >/dev/null
+export_s=$(seconds "$start" "$(date +%s.%N)")
+start=$(date +%s.%N)
+"$bin/ferry-appliance" import "$work/import.tar" --data-dir "$data" >/dev/null
+import_s=$(seconds "$start" "$(date +%s.%N)")
+start=$(date +%s.%N)
+"$bin/ferry-appliance" gc --data-dir "$data" >/dev/null
+gc_s=$(seconds "$start" "$(date +%s.%N)")
+start=$(date +%s.%N)
+"$bin/ferry-appliance" check --data-dir "$data" >/dev/null
+check_s=$(seconds "$start" "$(date +%s.%N)")
+rss_kib=$(awk '/VmHWM/{print $2}' "/proc/$appliance_pid/status")
+
+ratio() { "$PYTHON" -c "import sys; print(f'{float(sys.argv[1]) / float(sys.argv[2]):.2f}')" "$@"; }
+manifests=$((repos * per_repo))
+echo
+echo "| measure ($manifests manifests in $repos repositories) | ferry-appliance | distribution registry $(docker-registry --version 2>/dev/null | awk '{print $3}') |"
+echo "|---|---|---|"
+echo "| s per 100 manifest PUTs, empty store | $ours_start | $peer_start |"
+echo "| s per 100 manifest PUTs, at scale | $ours_end | $peer_end |"
+echo "| end / start (goal <= 1.2) | $(ratio "$ours_end" "$ours_start") | $(ratio "$peer_end" "$peer_start") |"
+echo "| manifest GET req/s, 50 conns, PUTs running | $ours_get | $peer_get |"
+echo "| manifest GET p99 | $ours_p99 | $peer_p99 |"
+echo "| blob GET req/s (small blob, 50 conns), idle / gc running | $blob_idle / $blob_gc | |"
+echo "| export of $import_count images from the registry (ferry export), s | $export_s | |"
+echo "| import of that bundle into the store at scale, s | $import_s | |"
+echo "| gc at scale, s | $gc_s | |"
+echo "| check at scale (re-hash every blob), s | $check_s | |"
+echo "| appliance peak RSS through the run | $((rss_kib / 1024)) MiB | |"
