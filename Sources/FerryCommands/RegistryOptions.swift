@@ -21,6 +21,11 @@ struct RegistryOptions: ParsableArguments {
         help: "Do not verify TLS for this HOST:PORT, and fall back to plain HTTP (repeatable).")
     var insecureRegistries: [String] = []
 
+    @Option(
+        name: .customLong("connect-timeout"),
+        help: "Seconds to wait for a connection to a registry before giving up on it (default 10).")
+    var connectTimeout: Int = 10
+
     /// The credential store: files, then --creds.
     func credentialStore() throws -> CredentialStore {
         var store = try CredentialStore.load()
@@ -36,10 +41,12 @@ struct RegistryOptions: ParsableArguments {
             caFiles: caFiles,
             certsDirectories: certsDirectories.isEmpty ? TrustPolicy.defaultCertsDirectories : certsDirectories,
             insecureRegistries: Set(insecureRegistries))
-        let http = RegistryClient.makeHTTPClient()
+        let http = RegistryClient.makeHTTPClient(connectTimeout: max(1, connectTimeout))
         let client = RegistryClient(
             http: http,
-            configuration: .init(credentials: credentials, trust: trust, userAgent: "ferry/\(FerryVersion.string)"))
+            configuration: .init(
+                credentials: credentials, trust: trust, userAgent: "ferry/\(FerryVersion.string)",
+                connectTimeout: max(1, connectTimeout)))
         let result: Result
         do {
             result = try await body(client)

@@ -123,7 +123,8 @@ extension RegistryClient {
                     throw RegistryError.sink("\(descriptor.digest): \(failure.underlying)")
                 }
                 if Task.isCancelled { throw CancellationError() }
-                throw Self.connectionError(error, registry: registry, url: url)
+                throw Self.connectionError(
+                    error, registry: registry, url: url, connectTimeout: configuration.connectTimeout)
             }
             switch outcome {
             case .streamed:

@@ -2,6 +2,7 @@ import AsyncHTTPClient
 import Foundation
 import NIOCore
 import NIOHTTP1
+import NIOPosix
 import NIOSSL
 import OCICore
 
@@ -16,15 +17,18 @@ public final class RegistryClient: Sendable {
         public var trust: TrustPolicy
         public var retry: RetryPolicy
         public var userAgent: String
+        /// The connect timeout the HTTP client was made with (named in errors).
+        public var connectTimeout: Int
 
         public init(
             credentials: CredentialStore = CredentialStore(), trust: TrustPolicy = TrustPolicy(),
-            retry: RetryPolicy = RetryPolicy(), userAgent: String = "ferry"
+            retry: RetryPolicy = RetryPolicy(), userAgent: String = "ferry", connectTimeout: Int = 10
         ) {
             self.credentials = credentials
             self.trust = trust
             self.retry = retry
             self.userAgent = userAgent
+            self.connectTimeout = connectTimeout
         }
     }
 
@@ -40,12 +44,12 @@ public final class RegistryClient: Sendable {
 
     /// An `HTTPClient` set up the way this client needs it: no automatic redirects (they are
     /// followed here, dropping credentials across origins), bounded connect and read timeouts.
-    public static func makeHTTPClient() -> HTTPClient {
+    public static func makeHTTPClient(connectTimeout: Int = 10) -> HTTPClient {
         var configuration = HTTPClient.Configuration(
             redirectConfiguration: .disallow,
             // AsyncHTTPClient retries a failed connection attempt until the connect timeout runs
             // out, so this bounds each attempt of ours.
-            timeout: .init(connect: .seconds(10), read: .seconds(120)))
+            timeout: .init(connect: .seconds(Int64(connectTimeout)), read: .seconds(120)))
         configuration.connectionPool = .init(idleTimeout: .seconds(60), concurrentHTTP1ConnectionsPerHostSoftLimit: 16)
         configuration.httpVersion = .automatic
         return HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
@@ -168,7 +172,8 @@ public final class RegistryClient: Sendable {
                 // as long as data keeps arriving (the read timeout catches a stall).
                 response = try await http.execute(request, timeout: .seconds(120))
             } catch {
-                throw Self.connectionError(error, registry: registry, url: currentURL)
+                throw Self.connectionError(
+                    error, registry: registry, url: currentURL, connectTimeout: configuration.connectTimeout)
             }
             guard
                 let next = Self.redirectTarget(
@@ -273,6 +278,11 @@ public final class RegistryClient: Sendable {
     func endpoint(for registry: String) async throws -> Endpoint {
         if let cached = await endpoints.get(registry) { return cached }
         let host = Self.apiHost(for: registry)
+        // A name that does not resolve fails at once: no connection attempts, no retries.
+        if let failure = try await NIOThreadPool.singleton.runIfActive({ Self.resolutionFailure(host) }) {
+            throw RegistryError.unreachable(
+                registry: registry, url: "https://\(host)/v2/", reason: "cannot resolve \(failure)")
+        }
         let tls = try configuration.trust.tlsConfiguration(for: host)
         var candidates = [Endpoint(baseURL: "https://\(host)", tls: tls)]
         if configuration.trust.isInsecure(registry) { candidates.append(Endpoint(baseURL: "http://\(host)", tls: nil)) }
@@ -292,7 +302,9 @@ public final class RegistryClient: Sendable {
                     do {
                         response = try await http.execute(request, timeout: timeout)
                     } catch {
-                        throw Self.connectionError(error, registry: registry, url: candidate.baseURL + "/v2/")
+                        throw Self.connectionError(
+                            error, registry: registry, url: candidate.baseURL + "/v2/",
+                            connectTimeout: configuration.connectTimeout)
                     }
                     _ = try? await response.body.collect(upTo: 64 * 1024)
                     if response.status.code >= 500 {
@@ -332,11 +344,33 @@ public final class RegistryClient: Sendable {
 
     /// A failed request: a TLS failure is final (trying again will not change the certificate);
     /// anything else is a connection error worth retrying.
-    static func connectionError(_ error: any Error, registry: String, url: String) -> RegistryError {
+    static func connectionError(_ error: any Error, registry: String, url: String, connectTimeout: Int = 10)
+        -> RegistryError
+    {
         if error is NIOSSLError || error is BoringSSLError {
             return .tls(registry: registry, url: url, underlying: describe(error))
         }
+        // The HTTP client already retried the connection for the whole connect timeout.
+        if let error = error as? HTTPClientError, error == .connectTimeout {
+            return .unreachable(
+                registry: registry, url: url,
+                reason: "no connection within \(connectTimeout) s (--connect-timeout; no route, or a firewall?)")
+        }
         return .connection(registry: registry, url: url, underlying: describe(error))
+    }
+
+    /// Why `host` does not resolve (host name part only), or nil when it does or is an address.
+    static func resolutionFailure(_ hostPort: String) -> String? {
+        var host = Substring(hostPort)
+        if host.hasPrefix("[") { return nil }  // an IPv6 address
+        if let colon = host.lastIndex(of: ":") { host = host[..<colon] }
+        var hints = addrinfo()
+        hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
+        var result: UnsafeMutablePointer<addrinfo>?
+        let status = getaddrinfo(String(host), nil, &hints, &result)
+        if let result { freeaddrinfo(result) }
+        guard status != 0 else { return nil }
+        return "\(host): \(String(cString: gai_strerror(status)))"
     }
 
     static func describe(_ error: any Error) -> String {

@@ -8,6 +8,11 @@ public enum RegistryError: Error, CustomStringConvertible {
     case notFound(registry: String, what: String, detail: String)
     case status(registry: String, url: String, status: Int, detail: String, retryAfter: Double?)
     case connection(registry: String, url: String, underlying: String)
+    /// The registry cannot be reached at all (its name does not resolve, no connection within the
+    /// connect timeout): final, since trying again at once will not change that.
+    case unreachable(registry: String, url: String, reason: String)
+    /// A retryable error that was tried `attempts` times.
+    indirect case gaveUp(RegistryError, attempts: Int)
     case tls(registry: String, url: String, underlying: String)
     case tooManyRedirects(url: String)
     case invalidManifest(what: String, underlying: ManifestError)
@@ -27,6 +32,8 @@ public enum RegistryError: Error, CustomStringConvertible {
             "\(registry): HTTP \(status) for \(url)\(detail.isEmpty ? "" : ": \(detail)")"
         case .connection(let registry, let url, let underlying):
             "\(registry): cannot reach \(url): \(underlying)"
+        case .unreachable(let registry, let url, let reason): "\(registry): cannot reach \(url): \(reason)"
+        case .gaveUp(let error, let attempts): "\(error) (gave up after \(attempts) attempts)"
         case .tls(let registry, let url, let underlying):
             "\(registry): TLS failed for \(url): \(underlying) (trust its CA with --ca-file or"
                 + " /etc/containers/certs.d/\(registry)/ca.crt; --insecure-registry \(registry) skips verification)"

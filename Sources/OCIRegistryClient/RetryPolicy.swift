@@ -18,7 +18,10 @@ public struct RetryPolicy: Sendable {
         while true {
             do {
                 return try await operation(attempt)
-            } catch let error as RegistryError where error.isRetryable && attempt < maxAttempts {
+            } catch let error as RegistryError where error.isRetryable {
+                guard attempt < maxAttempts else {
+                    throw attempt > 1 ? RegistryError.gaveUp(error, attempts: attempt) : error
+                }
                 let backoff = min(maximumDelay, initialDelay * pow(2, Double(attempt - 1)))
                 let delay = min(maximumDelay, error.retryAfter ?? backoff)
                 try await Task.sleep(nanoseconds: UInt64(delay * 1_000_000_000))

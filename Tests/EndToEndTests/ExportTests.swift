@@ -2,6 +2,10 @@ import Foundation
 import OCICore
 import Testing
 
+#if canImport(Glibc)
+    import Glibc
+#endif
+
 /// `ferry export` against the real distribution registry, checked with skopeo and tar.
 @Suite(.serialized)
 struct ExportTests {
@@ -177,6 +181,59 @@ struct ExportTests {
         // Nothing unverified entered the cache.
         #expect(!FileManager.default.fileExists(atPath: "\(work)/cache/blobs/sha256/\(digest)"))
         #expect((try FileManager.default.contentsOfDirectory(atPath: "\(work)/cache/ingest")).isEmpty)
+    }
+
+    /// An unreachable registry fails fast with one line naming it: a name that does not resolve at
+    /// once, a registry that never accepts the connection after --connect-timeout.
+    @Test func unreachableRegistriesFailFastNamingTheRegistry() throws {
+        let work = try Shell.temporaryDirectory()
+        defer { Shell.remove(work) }
+        var started = Date()
+        let unresolved = try Ferry.run(
+            ["export", "registry.nowhere.invalid/team/app:1", "-o", "\(work)/a.tar", "--progress", "none"], check: false
+        )
+        #expect(unresolved.status != 0)
+        #expect(Date().timeIntervalSince(started) < 8, "a name that does not resolve fails at once")
+        #expect(unresolved.stderr.contains("registry.nowhere.invalid") && unresolved.stderr.contains("cannot resolve"))
+        #expect(unresolved.stderr.split(separator: "\n").count == 1, "\(unresolved.stderr)")
+
+        // A listener whose accept queue is full: the kernel drops further connection attempts.
+        let listener = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(listener) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        _ = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(listener, $0, length) }
+        }
+        listen(listener, 0)
+        _ = withUnsafeMutablePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(listener, $0, &length) }
+        }
+        var fillers: [Int32] = []
+        defer { fillers.forEach { close($0) } }
+        for _ in 0..<4 {
+            let client = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+            fcntl(client, F_SETFL, O_NONBLOCK)
+            _ = withUnsafePointer(to: &address) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(client, $0, length) }
+            }
+            fillers.append(client)
+        }
+        usleep(200_000)
+        let port = Int(UInt16(bigEndian: address.sin_port))
+        started = Date()
+        let silent = try Ferry.run(
+            [
+                "export", "127.0.0.1:\(port)/team/app:1", "-o", "\(work)/b.tar", "--progress", "none",
+                "--connect-timeout", "2",
+            ], check: false)
+        #expect(silent.status != 0)
+        #expect(Date().timeIntervalSince(started) < 15, "gave up after the connect timeout, not minutes later")
+        #expect(silent.stderr.contains("127.0.0.1:\(port)") && silent.stderr.contains("no connection within 2 s"))
+        #expect(silent.stderr.split(separator: "\n").count == 1, "\(silent.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: "\(work)/b.tar"))
     }
 
     @Test func plainHTTPRegistryNeedsTheInsecureFlag() throws {
