@@ -62,20 +62,21 @@ def seed_appliance(data_dir, repos, per_repo):
     with db:
         for r in range(repos):
             name = repo_name(r)
-            rid = db.execute("INSERT INTO repositories(name) VALUES (?)", (name,)).lastrowid
+            db.execute("INSERT OR IGNORE INTO repositories(name) VALUES (?)", (name,))
+            rid = db.execute("SELECT id FROM repositories WHERE name = ?", (name,)).fetchone()[0]
             for content in (CONFIG, LAYER):
-                db.execute("INSERT INTO blob_links(repository, digest) VALUES (?, ?)", (rid, digest(content)))
+                db.execute("INSERT OR IGNORE INTO blob_links(repository, digest) VALUES (?, ?)", (rid, digest(content)))
             for t in range(per_repo):
                 body = manifest(name, f"t{t}")
                 d = digest(body)
                 write(os.path.join(blobs, d[7:]), body)
                 db.execute(
-                    "INSERT INTO manifests(repository, digest, media_type, size, subject, artifact_type)"
+                    "INSERT OR IGNORE INTO manifests(repository, digest, media_type, size, subject, artifact_type)"
                     " VALUES (?, ?, ?, ?, NULL, ?)", (rid, d, OCI_MANIFEST, len(body), OCI_CONFIG))
                 for child in (CONFIG, LAYER):
                     db.execute("INSERT OR IGNORE INTO manifest_children(manifest, child) VALUES (?, ?)",
                                (d, digest(child)))
-                db.execute("INSERT INTO tags(repository, name, digest) VALUES (?, ?, ?)", (rid, f"t{t}", d))
+                db.execute("INSERT OR REPLACE INTO tags(repository, name, digest) VALUES (?, ?, ?)", (rid, f"t{t}", d))
     db.close()
 
 
@@ -115,21 +116,26 @@ def push(host, ca, user, password, count, tag_prefix):
         connection.request(method, path, body=body, headers=h)
         response = connection.getresponse()
         response.read()
-        return response.status
+        return response.status, response.getheader("Location")
 
     repos = [repo_name(i) for i in range(10)]
-    for name in repos:  # the blobs each repository needs (not timed)
+    for name in repos:  # the blobs each repository needs (not timed): POST, then PUT with the bytes
         for content in (CONFIG, LAYER):
-            if request("HEAD", f"/v2/{name}/blobs/{digest(content)}") != 200:
-                status = request("POST", f"/v2/{name}/blobs/uploads/?digest={digest(content)}", content,
-                                 {"Content-Type": "application/octet-stream"})
+            if request("HEAD", f"/v2/{name}/blobs/{digest(content)}")[0] != 200:
+                status, location = request("POST", f"/v2/{name}/blobs/uploads/")
+                assert status == 202, f"upload session in {name}: {status}"
+                separator = "&" if "?" in location else "?"
+                path = location.split("://", 1)[-1]
+                path = path[path.index("/"):] if not location.startswith("/") else location
+                status, _ = request("PUT", f"{path}{separator}digest={digest(content)}", content,
+                                    {"Content-Type": "application/octet-stream"})
                 assert status == 201, f"blob upload into {name}: {status}"
     batch = []
     started = time.monotonic()
     for i in range(count):
         name = repos[i % len(repos)]
         tag = f"{tag_prefix}{i}"
-        status = request("PUT", f"/v2/{name}/manifests/{tag}", manifest(name, tag), {"Content-Type": OCI_MANIFEST})
+        status, _ = request("PUT", f"/v2/{name}/manifests/{tag}", manifest(name, tag), {"Content-Type": OCI_MANIFEST})
         assert status == 201, f"PUT {name}:{tag}: {status}"
         if (i + 1) % 100 == 0:
             now = time.monotonic()

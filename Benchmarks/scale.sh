@@ -24,9 +24,8 @@ pushes=${PUSHES:-500}
 command -v wrk >/dev/null || sudo_if_needed apt-get install -y -qq --no-install-recommends wrk >/dev/null
 command -v htpasswd >/dev/null || sudo_if_needed apt-get install -y -qq --no-install-recommends apache2-utils >/dev/null
 
-swift build -c release --product ferry 2>&1 | tail -1
-swift build -c release --product ferry-appliance 2>&1 | tail -1
-bin=$(swift build -c release --show-bin-path)
+build_ferry . | tail -n 1 # the release build install.sh ships
+bin=.build-static/release
 work=$(mktemp -d -t ferry-bench-scale-XXXXXX)
 appliance_pid=
 peer_pid=
@@ -94,8 +93,11 @@ echo "   appliance seeded in $(seconds "$start" "$(date +%s.%N)") s, registry.db
 start=$(date +%s.%N)
 "$PYTHON" Benchmarks/scale.py seed-registry "$work/peer/data" "$repos" "$per_repo"
 echo "   registry seeded in $(seconds "$start" "$(date +%s.%N)") s"
+sync # the seeding's dirty pages are written back now, not during the measurement
 start_ours
 start_peer
+push "$ours" "$ours_ca" w >/dev/null # one warm-up round each, as in (1) the servers had handled requests
+push "$peer" "$peer_ca" w >/dev/null
 ours_end=$(mean "$(push "$ours" "$ours_ca" e)")
 peer_end=$(mean "$(push "$peer" "$peer_ca" e)")
 

@@ -101,13 +101,15 @@ public struct Importer: Sendable {
 
     static func imported(_ image: BundleManifest.Image) throws -> ImportedImage {
         let reference: Reference
+        let served: RepositoryName
         do {
             reference = try Reference(image.reference)
+            served = try reference.servedRepositoryName()
         } catch {
             throw ImportError.badReference(image.reference, error)
         }
         return ImportedImage(
-            reference: image.reference, repository: reference.servedRepository, tag: reference.tag?.value,
+            reference: image.reference, repository: served.value, tag: reference.tag?.value,
             digest: image.digest.description)
     }
 

@@ -94,6 +94,9 @@ public struct Exporter: Sendable {
         store.removeStaleIngests(olderThan: 24 * 3600)
         let filter = PlatformFilter(options.platforms)
 
+        // Every image must have a name the appliance can serve it under, before anything is fetched.
+        for request in options.requests { _ = try request.reference.servedRepositoryName() }
+
         // Phase 1: resolve (bounded parallelism, order kept).
         progress.phase("Resolving \(options.requests.count) image(s)")
         let resolved = try await withThrowingTaskGroup(of: (Int, ResolvedImage).self) { group in

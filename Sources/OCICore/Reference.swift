@@ -196,6 +196,7 @@ public enum ReferenceError: Error, Equatable, CustomStringConvertible {
     case invalidTag(String)
     case invalidDigest(String, DigestError)
     case invalidRegistry(String)
+    case unservableRegistry(String)
 
     public var description: String {
         switch self {
@@ -209,6 +210,8 @@ public enum ReferenceError: Error, Equatable, CustomStringConvertible {
         case .invalidTag(let t): "invalid tag '\(t)' (letters, digits, _ . -; at most 128; not starting with . or -)"
         case .invalidDigest(let s, let e): "invalid digest in '\(s)': \(e)"
         case .invalidRegistry(let r): "invalid registry host '\(r)'"
+        case .unservableRegistry(let r):
+            "registry \(r) cannot be the first component of a repository name the appliance serves (an IPv6 address); reach it by a host name"
         }
     }
 }
@@ -220,10 +223,22 @@ extension Reference {
     /// `registry.local_5000/team/app`).
     public var servedRepository: String { "\(Self.servedHost(registry))/\(repository)" }
 
+    /// ``servedRepository`` as a checked name: a source host the name grammar cannot hold (an IPv6
+    /// address) is refused here, before anything is exported or imported under it.
+    public func servedRepositoryName() throws(ReferenceError) -> RepositoryName {
+        do {
+            return try RepositoryName(servedRepository)
+        } catch {
+            throw .unservableRegistry(registry)
+        }
+    }
+
     /// A registry host as the first component of a served name: `registry.local:5000` →
-    /// `registry.local_5000` (brackets of an IPv6 address dropped).
+    /// `registry.local_5000`, lower case (host names are case-insensitive; repository names are not
+    /// allowed capitals).
     public static func servedHost(_ registry: String) -> String {
-        String(registry.compactMap { c -> Character? in c == "[" || c == "]" ? nil : (c == ":" ? "_" : c) })
+        String(
+            registry.lowercased().compactMap { c -> Character? in c == "[" || c == "]" ? nil : (c == ":" ? "_" : c) })
     }
 
     /// The registry a served first component stands for: `registry.local_5000` → `registry.local:5000`.

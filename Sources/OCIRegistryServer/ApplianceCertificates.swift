@@ -34,7 +34,7 @@ public struct SubjectNames: Equatable, Sendable, CustomStringConvertible {
         var names = ["localhost", "127.0.0.1", "::1"] + extra
         var buffer = [CChar](repeating: 0, count: 256)
         if gethostname(&buffer, buffer.count - 1) == 0 {
-            let host = String(cString: buffer)
+            let host = Self.text(buffer)
             names.append(host)
             if let fqdn = canonicalName(of: host) { names.append(fqdn) }
         }
@@ -73,12 +73,17 @@ public struct SubjectNames: Equatable, Sendable, CustomStringConvertible {
         return nil
     }
 
+    /// A NUL-terminated C string held in an array.
+    static func text(_ buffer: [CChar]) -> String {
+        String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    }
+
     static func addressText(_ bytes: [UInt8]) -> String? {
         var buffer = [CChar](repeating: 0, count: Int(INET6_ADDRSTRLEN))
         let family = bytes.count == 4 ? AF_INET : (bytes.count == 16 ? AF_INET6 : -1)
         guard family >= 0 else { return nil }
         let ok = bytes.withUnsafeBytes { raw in inet_ntop(family, raw.baseAddress, &buffer, socklen_t(buffer.count)) }
-        return ok == nil ? nil : String(cString: buffer)
+        return ok == nil ? nil : text(buffer)
     }
 
     static func canonicalName(of host: String) -> String? {
@@ -164,9 +169,15 @@ public struct ApplianceCertificates: Sendable {
         return try String(contentsOfFile: authorityCertificatePath, encoding: .utf8)
     }
 
-    /// Makes sure a server certificate for `names`, signed by the appliance CA, is on disk.
+    /// Makes sure a server certificate for `names`, signed by the appliance CA, is on disk. Holds
+    /// the directory's lock throughout, so a `ca` or another `serve` starting at the same moment
+    /// neither makes a second CA nor writes a key that does not match the certificate.
     public func ensureServerCertificate(for names: SubjectNames, now: Date = Date()) throws -> Outcome {
-        let (authority, authorityKey) = try authority(now: now)
+        try locked { try ensureServerCertificateLocked(for: names, now: now) }
+    }
+
+    func ensureServerCertificateLocked(for names: SubjectNames, now: Date) throws -> Outcome {
+        let (authority, authorityKey) = try loadOrCreateAuthority(now: now)
         let existing = try? Certificate(pemEncoded: String(contentsOfFile: serverCertificatePath, encoding: .utf8))
         let outcome: Outcome
         if let existing, FileManager.default.fileExists(atPath: serverKeyPath) {
@@ -211,7 +222,31 @@ public struct ApplianceCertificates: Sendable {
         return outcome
     }
 
+    /// The CA, made under the directory's lock when there is none (another process may be making it).
     func authority(now: Date) throws -> (Certificate, P256.Signing.PrivateKey) {
+        if FileManager.default.fileExists(atPath: authorityCertificatePath),
+            FileManager.default.fileExists(atPath: authorityKeyPath)
+        {
+            return try loadOrCreateAuthority(now: now)
+        }
+        return try locked { try loadOrCreateAuthority(now: now) }
+    }
+
+    /// Runs `body` holding an exclusive lock on `tls/lock` (flock: released if the process dies).
+    func locked<Value>(_ body: () throws -> Value) throws -> Value {
+        try FileManager.default.createDirectory(
+            atPath: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+        let path = "\(directory)/lock"
+        let fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
+        guard fd >= 0 else { throw CertificateError.write(path: path, String(cString: strerror(errno))) }
+        defer { close(fd) }
+        while flock(fd, LOCK_EX) != 0 {
+            guard errno == EINTR else { throw CertificateError.write(path: path, String(cString: strerror(errno))) }
+        }
+        return try body()
+    }
+
+    func loadOrCreateAuthority(now: Date) throws -> (Certificate, P256.Signing.PrivateKey) {
         if let pem = try? String(contentsOfFile: authorityCertificatePath, encoding: .utf8),
             let keyPEM = try? String(contentsOfFile: authorityKeyPath, encoding: .utf8)
         {
@@ -229,7 +264,7 @@ public struct ApplianceCertificates: Sendable {
         _ = gethostname(&hostName, hostName.count - 1)
         let name = try DistinguishedName {
             OrganizationName("Ferry appliance")
-            CommonName("Ferry appliance CA (\(String(cString: hostName)))")
+            CommonName("Ferry appliance CA (\(SubjectNames.text(hostName)))")
         }
         let extensions = try Certificate.Extensions {
             Critical(BasicConstraints.isCertificateAuthority(maxPathLength: 0))

@@ -1,6 +1,7 @@
 import Crypto
 import Foundation
 import Logging
+import OCICore
 import Synchronization
 
 #if canImport(Glibc)
@@ -55,7 +56,7 @@ public final class Authenticator: Sendable {
     }
     private let failures = Mutex<[String: Failures]>([:])
     /// Credentials checked lately, each with the version of the user files it was checked against.
-    private let checked = Mutex<[String: (identity: Identity, until: Int, files: [Int])]>([:])
+    private let checked = Mutex<[SHA256.Digest: (identity: Identity, until: Int, files: [Int])]>([:])
     private let loaded = Mutex<(fingerprint: [Int], users: [String: UserDatabase.User], htpasswd: HtpasswdFile)>(
         ([], [:], HtpasswdFile(text: "")))
     static let failureLimit = 5
@@ -95,7 +96,7 @@ public final class Authenticator: Sendable {
                 status: 429, code: .tooManyRequests, message: "too many failed logins; try again later",
                 detail: "retry after \(blocked - now) s")
         }
-        let cacheKey = SHA256.hash(data: Data("\(name):\(password)".utf8)).map { String(format: "%02x", $0) }.joined()
+        let cacheKey = SHA256.hash(data: Data("\(name):\(password)".utf8))
         // A user deleted or changed in users.json (or the htpasswd file) loses a cached check at once.
         let files = userFilesFingerprint()
         if let hit = checked.withLock({ $0[cacheKey] }), hit.until > now, hit.files == files { return hit.identity }
@@ -210,6 +211,8 @@ public final class Authenticator: Sendable {
         for scope in scopes.flatMap({ $0.split(separator: " ").map(String.init) }) {
             guard var access = Self.parseScope(scope) else { continue }
             if access.type == "repository" {
+                // A name that is no repository name is never granted anything.
+                guard (try? RepositoryName(access.name)) != nil else { continue }
                 let allowed = identity.actions(on: access.name)
                 // "*" (skopeo asks for it to delete) means every action: granted to whoever may delete.
                 access.actions = access.actions.filter { action in

@@ -2,6 +2,7 @@ import Foundation
 import HTTPTypes
 import Hummingbird
 import NIOCore
+import OCICore
 
 /// Who made a request, as far as permissions go.
 enum Caller: Sendable {
@@ -79,8 +80,17 @@ extension RegistryResponder {
         if route == .health || route == .notFound { return .open }
         let realm = "\(realmScheme)://\(request.head.authority ?? "localhost")/token"
         let requirement = Self.requirement(route, request.method)
+        // A cross-repository mount also reads its source: the first challenge asks for both, as the
+        // distribution registry does, so a client gets one token for the whole mount.
+        var mountSource: String?
+        if case .blobUpload(_, nil) = route, request.method == .post, request.uri.queryParameters.get("mount") != nil,
+            let from = request.uri.queryParameters.get("from"), (try? RepositoryName(String(from))) != nil
+        {
+            mountSource = String(from)
+        }
         let requiredScope = requirement.map { repository, action in
             "repository:\(repository):" + (action == .pull ? "pull" : (action == .push ? "pull,push" : "delete"))
+                + (mountSource.map { " repository:\($0):pull" } ?? "")
         }
         let caller: Caller
         if let header = request.headers[.authorization] {
@@ -110,17 +120,8 @@ extension RegistryResponder {
                     realm: realm, scope: requiredScope, denied: false, detail: "\(action.rawValue) on \(repository)",
                     user: caller.name)
             }
-            // A mount also reads the source repository: a token that never asked for it is sent
-            // back for one that does (one that asked and was refused gets a plain upload instead).
-            if case .blobUpload(_, nil) = route, request.method == .post,
-                let from = request.uri.queryParameters.get("from"), request.uri.queryParameters.get("mount") != nil,
-                case .token(_, let access) = caller, !access.contains(where: { $0.name == String(from) }),
-                let requiredScope
-            {
-                throw Challenge(
-                    realm: realm, scope: "\(requiredScope) repository:\(from):pull", denied: false,
-                    detail: "mount from \(from)")
-            }
+            // A caller who may not read a mount's source gets a plain upload session (startUpload
+            // checks), never a challenge it cannot satisfy.
             return caller
         }
         // /v2/ and _catalog: any authenticated caller, or anonymous when anonymous may pull.
@@ -140,7 +141,9 @@ extension RegistryResponder {
     /// password grant, which containerd tries first): a token with the allowed part of each scope.
     func token(_ request: Request, remote: String) async throws -> Response {
         guard let authenticator else { throw DistributionError.unsupported("no access control configured") }
-        var scopes = request.uri.queryParameters.getAll("scope").map { String($0) }
+        // Several scopes in one parameter are joined by spaces, which Go clients encode as `+`
+        // (application/x-www-form-urlencoded); no scope holds a literal `+`.
+        var scopes = request.uri.queryParameters.getAll("scope").map { $0.replacingOccurrences(of: "+", with: " ") }
         var identity = authenticator.anonymous
         var credentials = request.headers[.authorization]
         if request.method == .post {

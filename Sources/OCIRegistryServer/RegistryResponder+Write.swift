@@ -226,7 +226,12 @@ extension RegistryResponder {
             store.uploads.remove(id)
         }
         // The link re-checks, inside its transaction, that gc has not taken the file meanwhile.
-        try await commit { try $0.linkBlob(digest, to: name) }
+        do {
+            try await commit { try $0.linkBlob(digest, to: name) }
+        } catch let error as RegistryRuleError {
+            throw DistributionError(
+                status: 400, code: .blobUploadInvalid, message: "upload again: \(error)", detail: digest.description)
+        }
         return Response(
             status: .created,
             headers: [

@@ -306,18 +306,33 @@ public struct RegistryResponder: HTTPResponder {
     /// stays at one chunk however large the blob.
     static func stream(path: String, range: ClosedRange<Int64>, to writer: inout any ResponseBodyWriter) async throws {
         // Its own pool: commits waiting for the database's write lock never hold up a download.
-        let io = NonBlockingFileIO(threadPool: BlockingPools.files)
-        let allocator = ByteBufferAllocator()
-        try await io.withFileHandle(path: path, mode: .read) { file in
-            var offset = range.lowerBound
-            while offset <= range.upperBound {
-                let count = Int(min(Int64(blobChunk), range.upperBound - offset + 1))
-                let buffer = try await io.read(
-                    fileHandle: file, fromOffset: offset, byteCount: count, allocator: allocator)
-                guard buffer.readableBytes > 0 else { throw StoreError.io("read \(path): short read", errno: EIO) }
-                offset += Int64(buffer.readableBytes)
-                try await writer.write(buffer)
+        let pool = BlockingPools.files
+        let fd = try await pool.runIfActive {
+            let fd = open(path, O_RDONLY | O_CLOEXEC)
+            guard fd >= 0 else { throw StoreError.io("open \(path)", errno: errno) }
+            return fd
+        }
+        defer { close(fd) }
+        var offset = range.lowerBound
+        while offset <= range.upperBound {
+            let count = Int(min(Int64(blobChunk), range.upperBound - offset + 1))
+            let at = offset
+            let buffer = try await pool.runIfActive {
+                var buffer = ByteBufferAllocator().buffer(capacity: count)
+                let read = try buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: count) { raw -> Int in
+                    guard let base = raw.baseAddress else { return 0 }
+                    while true {
+                        let n = pread(fd, base, count, off_t(at))
+                        if n < 0 && errno == EINTR { continue }
+                        guard n >= 0 else { throw StoreError.io("read \(path)", errno: errno) }
+                        return n
+                    }
+                }
+                guard read > 0 else { throw StoreError.io("read \(path): short read", errno: EIO) }
+                return buffer
             }
+            offset += Int64(buffer.readableBytes)
+            try await writer.write(buffer)
         }
         try await writer.finish(nil)
     }

@@ -43,9 +43,11 @@ extension RegistryStore {
             guard stat(blobs.path(of: digest), &info) == 0 else { return true }
             return info.st_mtim.tv_sec < cutoff
         }
+        // Walks the link's repository's manifests (CROSS JOIN keeps that order): a layer shared by
+        // every image of the store must not be looked up through all its referencing manifests.
         let unreferencedLink = """
-            NOT EXISTS (SELECT 1 FROM manifest_children c WHERE c.child = l.digest
-            AND EXISTS (SELECT 1 FROM manifests m WHERE m.repository = l.repository AND m.digest = c.manifest))
+            NOT EXISTS (SELECT 1 FROM manifests m CROSS JOIN manifest_children c
+            WHERE m.repository = l.repository AND c.manifest = m.digest AND c.child = l.digest)
             """
         // 1. Links no manifest of their repository references, once their blob is old enough.
         var doomed: [(repository: Int64, digest: Digest)] = []

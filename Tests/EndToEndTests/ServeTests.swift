@@ -296,6 +296,16 @@ struct ServeTests {
         let old = try Shell.run(
             ["openssl", "s_client", "-connect", appliance.host, "-tls1_1"], input: Data(), check: false)
         #expect(old.status != 0)
+        // TLS 1.2 offers AEAD suites only: a CBC suite is refused, GCM accepted.
+        for (cipher, accepted) in [
+            ("ECDHE-ECDSA-AES128-SHA", false), ("ECDHE-ECDSA-AES128-SHA256", false),
+            ("ECDHE-ECDSA-AES128-GCM-SHA256", true),
+        ] {
+            let handshake = try Shell.run(
+                ["openssl", "s_client", "-connect", appliance.host, "-tls1_2", "-cipher", cipher], input: Data(),
+                check: false)
+            #expect((handshake.status == 0) == accepted, "\(cipher): \(handshake.status)")
+        }
         let firstCertificate = try String(contentsOfFile: "\(data)/tls/server.crt", encoding: .utf8)
         #expect(appliance.stop() == 0)
 

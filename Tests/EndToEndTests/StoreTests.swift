@@ -214,4 +214,31 @@ struct StoreTests {
         #expect(mode == 0o750)
         #expect(try Shell.run([Self.appliance, "user", "list", "--data-dir", data]).stdout.contains("ci"))
     }
+
+    /// `ca` run while the first `serve` starts on a new data directory: one CA, and the server's
+    /// certificate verifies against the `ca.crt` on disk.
+    @Test func caAndAFirstServeAtOnceMakeOneCA() throws {
+        let work = try Shell.temporaryDirectory()
+        defer { Shell.remove(work) }
+        for round in 0..<4 {
+            let data = "\(work)/data\(round)"
+            try FileManager.default.createDirectory(atPath: data, withIntermediateDirectories: true)
+            let port = Shell.freePort()
+            let serve = try BackgroundProcess(
+                [Self.appliance, "serve", "--data-dir", data, "--listen", "127.0.0.1:\(port)", "--access-log", "off"],
+                logPath: "\(work)/serve\(round).log")
+            let cas = try (0..<3).map { i in
+                try BackgroundProcess(
+                    [Self.appliance, "ca", "--data-dir", data], logPath: "\(work)/ca\(round)-\(i).log")
+            }
+            for ca in cas { ca.process.waitUntilExit() }
+            try Shell.waitForPort(port)
+            let printed = Set(cas.map { $0.log })
+            #expect(printed.count == 1, "every ca printed the same CA")
+            let reply = try HTTPReply.fetch("https://127.0.0.1:\(port)/v2/", ca: "\(data)/tls/ca.crt")
+            #expect(reply.status == 401 || reply.status == 200, "TLS verified against the CA on disk")
+            serve.signal(SIGTERM)
+            serve.stop()
+        }
+    }
 }

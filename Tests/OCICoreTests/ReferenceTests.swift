@@ -162,3 +162,19 @@ struct ManifestDocumentTests {
         #expect(arm.selectedChildren(of: document).map { $0.platform?.architecture } == ["arm64"])
     }
 }
+
+/// The names the appliance serves images under.
+struct ServedNameTests {
+    @Test func sourceHostsBecomeValidFirstComponentsOrAreRefused() throws {
+        #expect(
+            try Reference("registry.local:5000/team/app:1").servedRepositoryName().value
+                == "registry.local_5000/team/app")
+        // Host names are case-insensitive; repository names are lower case.
+        #expect(try Reference("Registry.Example.com/app:1").servedRepositoryName().value == "registry.example.com/app")
+        #expect(Reference.registry(servedHost: "registry.local_5000") == "registry.local:5000")
+        // An IPv6 address cannot be a name component: refused with the registry named.
+        #expect(throws: ReferenceError.unservableRegistry("[::1]:5000")) {
+            try Reference("[::1]:5000/app:1").servedRepositoryName()
+        }
+    }
+}

@@ -109,3 +109,30 @@ struct GarbageCollectorTests {
         #expect(uploads.status(old) == nil && uploads.status(fresh)?.repository == "app")
     }
 }
+
+/// gc beside pushes: a missing file never makes it fail, and what a push commits after gc took its
+/// blob is refused, never visible without its blobs.
+struct GarbageBesidePushesTests {
+    @Test func aMissingFileIsSkippedAndACommitAfterGcIsRefused() throws {
+        let fixture = try GarbageCollectorTests.Fixture()
+        defer { fixture.remove() }
+        let store = fixture.store
+        fixture.age()
+        let manifest = try ManifestDocument(bytes: try store.blobs.read(fixture.manifest, limit: 1 << 20))
+        // A manifest's and a layer's files disappear under the store's feet: gc goes on, twice.
+        unlink(store.blobs.path(of: fixture.layer))
+        unlink(store.blobs.path(of: fixture.manifest))
+        _ = try store.collectGarbage(dryRun: false, gracePeriod: 0)
+        _ = try store.collectGarbage(dryRun: false, gracePeriod: 0)
+        // The unreferenced blob is gone; a push that links it now (its upload finished before gc) is refused.
+        let app = try RepositoryName("app")
+        #expect(throws: RegistryRuleError.contentMissing(fixture.unreferenced)) {
+            try store.linkBlob(fixture.unreferenced, to: app)
+        }
+        // A manifest re-PUT whose layer is gone: refused, and its new tag does not appear.
+        #expect(throws: RegistryRuleError.contentMissing(fixture.layer)) {
+            try store.putManifest(manifest, in: app, tags: [try Tag("again")])
+        }
+        #expect(try store.resolve(.tag(try Tag("again")), in: app) == nil)
+    }
+}
