@@ -9,7 +9,7 @@
   scale.py refs HOST REPOS PER_REPO                   the image references of the first REPOS x PER_REPO
 
 Every image is a small OCI manifest (one shared config, one shared layer, an annotation that makes
-it unique) in repository scale/rNNNNN with tags t0..t(PER_REPO-1). Seeding writes what each server
+it unique) in repository bench.local/scale/rNNNNN with tags t0..t(PER_REPO-1). Seeding writes what each server
 itself would have written for those pushes, so the push cost can be measured with 100k manifests
 stored without spending an hour pushing them first.
 """
@@ -44,7 +44,7 @@ def manifest(repo, tag):
 
 
 def repo_name(i):
-    return f"scale/r{i:05d}"
+    return f"bench.local/scale/r{i:05d}"
 
 
 def write(path, data):

@@ -5,6 +5,8 @@
 #
 #   Benchmarks/scale.sh [REPOS] [PER_REPO]      (default 10000 x 10 = 100,000 manifests)
 #
+# Repositories are named bench.local/scale/rNNNNN, as the appliance stores images (source registry
+# first), so no request is read through the mirror mapping.
 # (1) 500 manifest PUTs into each empty server: seconds per 100 PUTs (the start).
 # (2) Both stores are seeded with REPOS x PER_REPO small manifests (Benchmarks/scale.py writes what
 #     each server writes for a push, so the end state needs no hour of pushing), both restarted,
@@ -110,20 +112,20 @@ get_load() { # URL: "req/s p99"
 }
 PUSHES=2000 push "$ours" "$ours_ca" g >/dev/null &
 pusher=$!
-read -r ours_get ours_p99 < <(get_load "https://$ours/v2/scale/r00005/manifests/t3")
+read -r ours_get ours_p99 < <(get_load "https://$ours/v2/bench.local/scale/r00005/manifests/t3")
 wait "$pusher" || true
 PUSHES=200 push "$peer" "$peer_ca" g >/dev/null &
 pusher=$!
-read -r peer_get peer_p99 < <(get_load "https://$peer/v2/scale/r00005/manifests/t3")
+read -r peer_get peer_p99 < <(get_load "https://$peer/v2/bench.local/scale/r00005/manifests/t3")
 wait "$pusher" || true
 
 echo "== (4) blob GET with and without gc running"
 layer=$("$PYTHON" -c 'import hashlib; print("sha256:" + hashlib.sha256(b"ferry scale benchmark layer\n").hexdigest())')
 blob_load() { wrk -c50 -t2 "-d${duration}s" -H "$auth" "$1" | awk '/Requests\/sec/{printf "%.0f\n", $2}'; }
-blob_idle=$(blob_load "https://$ours/v2/scale/r00005/blobs/$layer")
+blob_idle=$(blob_load "https://$ours/v2/bench.local/scale/r00005/blobs/$layer")
 (while true; do "$bin/ferry-appliance" gc --grace-period 0 --data-dir "$data" >/dev/null; done) &
 gc_loop=$!
-blob_gc=$(blob_load "https://$ours/v2/scale/r00005/blobs/$layer")
+blob_gc=$(blob_load "https://$ours/v2/bench.local/scale/r00005/blobs/$layer")
 kill "$gc_loop"
 wait "$gc_loop" 2>/dev/null || true
 

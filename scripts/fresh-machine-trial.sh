@@ -77,7 +77,7 @@ if [ ${#commands[@]} -eq 0 ]; then
 fi
 
 stage "checking the host's Debian packages"
-ensure_packages debootstrap debian-archive-keyring podman containernetworking-plugins iptables git tar
+ensure_packages debootstrap debian-archive-keyring podman runc containernetworking-plugins iptables git tar
 
 # The host's bookworm mirror (debootstrap honours http_proxy; apt's proxy setting becomes it).
 # shellcheck disable=SC2016 # $(...) is apt's format, not the shell's
@@ -91,7 +91,15 @@ if [ -z "$work" ]; then work=$(mktemp -d /var/tmp/ferry-trial-XXXXXX); fi
 mkdir -p "$work/logs"
 rootfs=$work/rootfs
 image=localhost/ferry-trial:bookworm
-podman=(podman --storage-driver vfs --root "$work/storage" --runroot "$work/run" --events-backend file)
+# runc with cgroupfs: crun refuses hosts with hybrid cgroups (v1 controllers beside v2), which is
+# what a machine that is itself a container often has.
+podman=(podman --storage-driver vfs --root "$work/storage" --runroot "$work/run" --events-backend file
+  --runtime runc --cgroup-manager cgroupfs)
+# Limits no higher than this process's own: without CAP_SYS_RESOURCE (again: a machine that is a
+# container) they cannot be raised, and podman's defaults would raise them.
+nofile=$(ulimit -Hn)
+[ "$nofile" != unlimited ] || nofile=1048576
+run_flags=(--ulimit "nofile=$nofile:$nofile" --ulimit nproc=8192:8192)
 container=
 
 # shellcheck disable=SC2317 # run by the EXIT trap
@@ -220,7 +228,7 @@ setup_seconds=$((SECONDS - started))
 if [ "$prepare_only" -eq 1 ]; then
   stage "prepared $image (setup $((setup_seconds / 60))m$(printf '%02d' $((setup_seconds % 60)))s); in a container of it:"
   # shellcheck disable=SC2016 # for the container's shell
-  "${podman[@]}" run --rm -v "$toolchain:/opt/swift:ro" "${mirror_mounts[@]+"${mirror_mounts[@]}"}" "$image" \
+  "${podman[@]}" run --rm "${run_flags[@]}" -v "$toolchain:/opt/swift:ro" "${mirror_mounts[@]+"${mirror_mounts[@]}"}" "$image" \
     sh -c 'echo "swift --version: $(/opt/swift/usr/bin/swift --version 2>&1 | head -n 1)"
       apt-get update -q >/dev/null 2>&1 && echo "apt-get update: ok" || echo "apt-get update: FAILED"
       git ls-remote https://github.com/apple/swift-log.git HEAD >/dev/null 2>&1 &&
@@ -232,7 +240,7 @@ fi
 run_container() {
   container=ferry-trial-$$-$1
   shift
-  "${podman[@]}" run --rm --name "$container" --privileged --hostname ferry-trial \
+  "${podman[@]}" run --rm "${run_flags[@]}" --name "$container" --privileged --hostname ferry-trial \
     -v "$toolchain:/opt/swift:ro" "${mirror_mounts[@]+"${mirror_mounts[@]}"}" -v "$work/logs:/trial" \
     -e PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:/opt/swift/usr/bin \
     -e HOME=/root -e LANG=C.UTF-8 -e TERM=dumb \

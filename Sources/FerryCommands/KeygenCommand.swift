@@ -31,7 +31,10 @@ public struct KeygenCommand: AsyncParsableCommand {
             }
             let key = try SigningKey.generate()
             // Create the private key file with 0600 before any byte is written.
-            FileManager.default.createFile(atPath: privatePath, contents: nil, attributes: [.posixPermissions: 0o600])
+            guard
+                FileManager.default.createFile(
+                    atPath: privatePath, contents: nil, attributes: [.posixPermissions: 0o600])
+            else { throw ValidationError("cannot create \(privatePath)") }
             try FileManager.default.setAttributes([.posixPermissions: 0o600], ofItemAtPath: privatePath)
             try Data(try key.pem().utf8).write(to: URL(fileURLWithPath: privatePath))
             try Data(key.publicKey.pem.utf8).write(to: URL(fileURLWithPath: publicPath))

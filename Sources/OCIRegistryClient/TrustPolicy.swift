@@ -47,7 +47,7 @@ public struct TrustPolicy: Sendable {
                         throw TrustError.missingClientKey(certificate: path, key: key)
                     }
                     tls.certificateChain = try NIOSSLCertificate.fromPEMFile(path).map { .certificate($0) }
-                    tls.privateKey = .file(key)
+                    tls.privateKey = .privateKey(try NIOSSLPrivateKey(file: key, format: .pem))
                 }
             }
         }

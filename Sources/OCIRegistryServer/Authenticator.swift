@@ -49,12 +49,7 @@ public final class Authenticator: Sendable {
     let secret: SymmetricKey
     let logger: Logger
 
-    private struct Failures {
-        var count = 0
-        var since: Int = 0
-        var blockedUntil: Int = 0
-    }
-    private let failures = Mutex<[String: Failures]>([:])
+    private let failures = Mutex(FailedLogins())
     /// Credentials checked lately, each with the version of the user files it was checked against.
     private let checked = Mutex<[SHA256.Digest: (identity: Identity, until: Int, files: [Int])]>([:])
     private let loaded = Mutex<(fingerprint: [Int], users: [String: UserDatabase.User], htpasswd: HtpasswdFile)>(
@@ -91,7 +86,7 @@ public final class Authenticator: Sendable {
         guard let (name, password) = Self.decodeBasic(header) else { return nil }
         let key = "\(name)@\(remote)"
         let now = Int(time(nil))
-        if let blocked = failures.withLock({ $0[key]?.blockedUntil }), blocked > now {
+        if let blocked = failures.withLock({ $0.blockedUntil(key) }), blocked > now {
             throw DistributionError(
                 status: 429, code: .tooManyRequests, message: "too many failed logins; try again later",
                 detail: "retry after \(blocked - now) s")
@@ -102,20 +97,19 @@ public final class Authenticator: Sendable {
         if let hit = checked.withLock({ $0[cacheKey] }), hit.until > now, hit.files == files { return hit.identity }
         let verified = try? await BlockingPools.crypto.runIfActive { self.verify(name: name, password: password) }
         guard let identity = verified ?? nil else {
-            let blocked = failures.withLock { table -> Bool in
-                var entry = table[key] ?? Failures()
-                if now - entry.since > Self.failureWindow { entry = Failures(count: 0, since: now) }
-                entry.count += 1
-                if entry.count >= Self.failureLimit { entry.blockedUntil = now + Self.failureWindow }
-                table[key] = entry
-                return entry.blockedUntil > now
+            let outcome = failures.withLock { $0.record(key, remote: remote, now: now) }
+            switch outcome.log {
+            case .line:
+                logger.warning(
+                    "failed login for user \(AccessLog.escaped(name)) from \(remote)\(outcome.blocked ? "; further attempts refused for \(Self.failureWindow) s" : "")"
+                )
+            case .quietFrom:
+                logger.warning("more failed logins from \(remote): not logged for the rest of the minute")
+            case .none: break
             }
-            logger.warning(
-                "failed login for user \(AccessLog.escaped(name)) from \(remote)\(blocked ? "; further attempts refused for \(Self.failureWindow) s" : "")"
-            )
             return nil
         }
-        failures.withLock { $0[key] = nil }
+        failures.withLock { $0.forget(key) }
         checked.withLock { cache in
             if cache.count > 10_000 { cache = [:] }
             cache[cacheKey] = (identity, now + 300, files)
@@ -289,5 +283,56 @@ extension Authenticator {
         return [
             Int(info.st_dev), Int(info.st_ino), Int(info.st_size), Int(info.st_mtim.tv_sec), Int(info.st_mtim.tv_nsec),
         ]
+    }
+}
+
+/// Failed logins per user and address (five in a minute block that pair for a minute), bounded in
+/// size however many names are tried, and the log lines they cause, bounded per address.
+struct FailedLogins {
+    struct Entry {
+        var count = 0
+        var since = 0
+        var blockedUntil = 0
+    }
+    enum Log: Equatable {
+        case line
+        /// This address's last line for the minute: say the rest go unlogged.
+        case quietFrom
+        case none
+    }
+
+    var entries: [String: Entry] = [:]
+    var lines: [String: (count: Int, since: Int)] = [:]
+    var limit = 10_000
+    static let linesPerAddressPerMinute = 10
+
+    func blockedUntil(_ key: String) -> Int? { entries[key]?.blockedUntil }
+
+    mutating func forget(_ key: String) { entries[key] = nil }
+
+    mutating func record(_ key: String, remote: String, now: Int) -> (blocked: Bool, log: Log) {
+        let window = Authenticator.failureWindow
+        if entries.count >= limit {
+            // Expired entries go first; if every entry is live, the oldest half.
+            entries = entries.filter { now - $0.value.since <= window || $0.value.blockedUntil > now }
+            if entries.count >= limit {
+                let cutoff = entries.values.map(\.since).sorted()[entries.count / 2]
+                entries = entries.filter { $0.value.since > cutoff || $0.value.blockedUntil > now }
+            }
+        }
+        var entry = entries[key] ?? Entry()
+        if now - entry.since > window { entry = Entry(count: 0, since: now) }
+        entry.count += 1
+        if entry.count >= Authenticator.failureLimit { entry.blockedUntil = now + window }
+        entries[key] = entry
+        if lines.count >= limit { lines = lines.filter { now - $0.value.since <= window } }
+        var logged = lines[remote] ?? (0, now)
+        if now - logged.since > window { logged = (0, now) }
+        logged.count += 1
+        lines[remote] = logged
+        let log: Log =
+            logged.count < Self.linesPerAddressPerMinute
+            ? .line : (logged.count == Self.linesPerAddressPerMinute ? .quietFrom : .none)
+        return (entry.blockedUntil > now, log)
     }
 }

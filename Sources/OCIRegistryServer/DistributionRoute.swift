@@ -12,12 +12,12 @@ public enum DistributionRoute: Equatable, Sendable {
     case health
     /// The token endpoint of the Docker token flow.
     case token
-    case manifest(repository: String, reference: String)
-    case blob(repository: String, digest: String)
+    case manifest(repository: RepositoryName, reference: String)
+    case blob(repository: RepositoryName, digest: String)
     /// `/v2/<name>/blobs/uploads/` (start) or `/v2/<name>/blobs/uploads/<session>`.
-    case blobUpload(repository: String, session: String?)
-    case tags(repository: String)
-    case referrers(repository: String, digest: String)
+    case blobUpload(repository: RepositoryName, session: String?)
+    case tags(repository: RepositoryName)
+    case referrers(repository: RepositoryName, digest: String)
     /// A Distribution API path whose repository name breaks the name grammar.
     case invalidName(String)
     case notFound
@@ -35,38 +35,32 @@ public enum DistributionRoute: Equatable, Sendable {
         guard path.hasPrefix("/v2/") else { self = .notFound; return }
         let components = path.dropFirst(4).split(separator: "/", omittingEmptySubsequences: false).map(String.init)
         let count = components.count
-        func name(_ end: Int) -> String { components[..<end].joined(separator: "/") }
-        let route: DistributionRoute
-        let nameEnd: Int
+        // The name is checked once, here; every case carries it typed.
+        func named(_ end: Int, _ make: (RepositoryName) -> DistributionRoute) -> DistributionRoute {
+            let text = components[..<end].joined(separator: "/")
+            guard let name = try? RepositoryName(text) else { return .invalidName(text) }
+            return make(name)
+        }
         if count >= 4, components[count - 3] == "blobs", components[count - 2] == "uploads" {
-            nameEnd = count - 3
             let session = components[count - 1]
-            route = .blobUpload(repository: name(nameEnd), session: session.isEmpty ? nil : session)
+            self = named(count - 3) { .blobUpload(repository: $0, session: session.isEmpty ? nil : session) }
         } else if count >= 3, components[count - 2] == "blobs", components[count - 1] == "uploads" {
-            nameEnd = count - 2
-            route = .blobUpload(repository: name(nameEnd), session: nil)
+            self = named(count - 2) { .blobUpload(repository: $0, session: nil) }
         } else if count >= 3, components[count - 2] == "manifests", !components[count - 1].isEmpty {
-            nameEnd = count - 2
-            route = .manifest(repository: name(nameEnd), reference: components[count - 1])
+            self = named(count - 2) { .manifest(repository: $0, reference: components[count - 1]) }
         } else if count >= 3, components[count - 2] == "blobs", !components[count - 1].isEmpty {
-            nameEnd = count - 2
-            route = .blob(repository: name(nameEnd), digest: components[count - 1])
+            self = named(count - 2) { .blob(repository: $0, digest: components[count - 1]) }
         } else if count >= 3, components[count - 2] == "tags", components[count - 1] == "list" {
-            nameEnd = count - 2
-            route = .tags(repository: name(nameEnd))
+            self = named(count - 2) { .tags(repository: $0) }
         } else if count >= 3, components[count - 2] == "referrers", !components[count - 1].isEmpty {
-            nameEnd = count - 2
-            route = .referrers(repository: name(nameEnd), digest: components[count - 1])
+            self = named(count - 2) { .referrers(repository: $0, digest: components[count - 1]) }
         } else {
             self = .notFound
-            return
         }
-        let repository = name(nameEnd)
-        self = (try? RepositoryName(repository)) == nil ? .invalidName(repository) : route
     }
 
     /// The same endpoint on another repository.
-    public func renamed(_ repository: String) -> DistributionRoute {
+    public func renamed(_ repository: RepositoryName) -> DistributionRoute {
         switch self {
         case .manifest(_, let reference): .manifest(repository: repository, reference: reference)
         case .blob(_, let digest): .blob(repository: repository, digest: digest)
@@ -92,7 +86,7 @@ public enum DistributionRoute: Equatable, Sendable {
         return name.contains("/") ? "docker.io/\(name)" : "docker.io/library/\(name)"
     }
 
-    public var repository: String? {
+    public var repository: RepositoryName? {
         switch self {
         case .manifest(let name, _), .blob(let name, _), .blobUpload(let name, _), .tags(let name),
             .referrers(let name, _):

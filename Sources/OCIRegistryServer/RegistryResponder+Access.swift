@@ -64,7 +64,7 @@ struct Challenge: Error {
 extension RegistryResponder {
     /// What a route needs: an action on a repository, or (nil) just a known caller.
     static func requirement(_ route: DistributionRoute, _ method: HTTPRequest.Method) -> (String, Action)? {
-        guard let repository = route.repository else { return nil }
+        guard let repository = route.repository?.value else { return nil }
         switch method {
         case .get, .head: return (repository, .pull)
         case .delete:

@@ -101,15 +101,8 @@ public struct RegistryResponder: HTTPResponder {
         if method != .get && method != .head, readOnly, route.repository != nil {
             throw DistributionError.unsupported("\(method.rawValue): the appliance is read-only")
         }
-        // The name is parsed once here (the route checked its grammar); handlers get the type.
-        var name = RepositoryName?.none
-        if let repository = route.repository {
-            do {
-                name = try RepositoryName(repository)
-            } catch {
-                throw DistributionError.nameInvalid(repository)
-            }
-        }
+        // The route parsed the name once; handlers get the type.
+        let name = route.repository
         switch (route, method, name) {
         case (.notFound, _, _):
             throw DistributionError(status: 404, code: .unsupported, message: "not found", detail: request.uri.path)
@@ -167,16 +160,15 @@ public struct RegistryResponder: HTTPResponder {
     /// is served from there. Writes always go to the name given.
     func mirrorAware(_ route: DistributionRoute, _ request: Request) async throws -> DistributionRoute {
         guard request.method == .get || request.method == .head, let name = route.repository,
-            let mirrored = DistributionRoute.mirroredName(name, namespace: request.uri.queryParameters.get("ns")),
+            let mirrored = DistributionRoute.mirroredName(name.value, namespace: request.uri.queryParameters.get("ns")),
             let mirroredName = try? RepositoryName(mirrored)
         else { return route }
-        let asGiven = try? RepositoryName(name)
         let namespaced = request.uri.queryParameters.get("ns") != nil
         let useMirror = try await content.read { storage in
-            if let asGiven, !namespaced, try storage.contains(repository: asGiven) { return false }
+            if !namespaced, try storage.contains(repository: name) { return false }
             return try storage.contains(repository: mirroredName)
         }
-        return useMirror ? route.renamed(mirrored) : route
+        return useMirror ? route.renamed(mirroredName) : route
     }
 
     // MARK: Listing

@@ -215,7 +215,7 @@ struct ExportTests {
         defer { fillers.forEach { close($0) } }
         for _ in 0..<4 {
             let client = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-            fcntl(client, F_SETFL, O_NONBLOCK)
+            _ = fcntl(client, F_SETFL, O_NONBLOCK)
             _ = withUnsafePointer(to: &address) {
                 $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(client, $0, length) }
             }

@@ -144,4 +144,22 @@ struct AccessTests {
         #expect(AccessLog.escaped("evil\nFORGED\u{7f}") == "evil\\x0aFORGED\\x7f")
         #expect(lines.contains { $0.contains(" reader \"POST /v2/apps/x/blobs/uploads/") && $0.contains(" 403 ") })
     }
+
+    /// 20,000 unknown names from one address: the failure table stays bounded, a known pair is still
+    /// blocked after five failures, and the log gets ten lines a minute from that address, not 20,000.
+    @Test func failedLoginsStayBoundedAndQuiet() {
+        var table = FailedLogins(limit: 1000)
+        var logged = 0
+        for i in 0..<20_000 {
+            let outcome = table.record("user\(i)@10.0.0.9", remote: "10.0.0.9", now: 1000)
+            if outcome.log != .none { logged += 1 }
+        }
+        #expect(table.entries.count <= 1000)
+        #expect(logged == FailedLogins.linesPerAddressPerMinute)
+        for _ in 0..<4 { #expect(!table.record("ci@10.0.0.1", remote: "10.0.0.1", now: 1000).blocked) }
+        #expect(table.record("ci@10.0.0.1", remote: "10.0.0.1", now: 1001).blocked)
+        #expect(table.blockedUntil("ci@10.0.0.1") == 1001 + Authenticator.failureWindow)
+        // A minute later the address logs again.
+        #expect(table.record("other@10.0.0.9", remote: "10.0.0.9", now: 1100).log == .line)
+    }
 }

@@ -1,37 +1,50 @@
+import OCICore
 import Testing
 
 @testable import OCIRegistryServer
 
 struct DistributionRouteTests {
-    @Test func readsTheEndpointFromThePathsEnd() {
+    @Test func readsTheEndpointFromThePathsEnd() throws {
         #expect(DistributionRoute(path: "/v2/") == .base)
         #expect(DistributionRoute(path: "/v2") == .base)
         #expect(DistributionRoute(path: "/v2/_catalog") == .catalog)
         #expect(DistributionRoute(path: "/healthz") == .health)
         #expect(
             DistributionRoute(path: "/v2/library/nginx/manifests/1.25")
-                == .manifest(repository: "library/nginx", reference: "1.25"))
-        #expect(DistributionRoute(path: "/v2/a/b/blobs/sha256:abc") == .blob(repository: "a/b", digest: "sha256:abc"))
-        #expect(DistributionRoute(path: "/v2/a/b/blobs/sha256%3Aabc") == .blob(repository: "a/b", digest: "sha256:abc"))
-        #expect(DistributionRoute(path: "/v2/a/tags/list") == .tags(repository: "a"))
+                == .manifest(repository: try RepositoryName("library/nginx"), reference: "1.25"))
         #expect(
-            DistributionRoute(path: "/v2/a/referrers/sha256:abc") == .referrers(repository: "a", digest: "sha256:abc"))
-        #expect(DistributionRoute(path: "/v2/a/blobs/uploads/") == .blobUpload(repository: "a", session: nil))
-        #expect(DistributionRoute(path: "/v2/a/blobs/uploads") == .blobUpload(repository: "a", session: nil))
-        #expect(DistributionRoute(path: "/v2/a/blobs/uploads/1234") == .blobUpload(repository: "a", session: "1234"))
+            DistributionRoute(path: "/v2/a/b/blobs/sha256:abc")
+                == .blob(repository: try RepositoryName("a/b"), digest: "sha256:abc"))
+        #expect(
+            DistributionRoute(path: "/v2/a/b/blobs/sha256%3Aabc")
+                == .blob(repository: try RepositoryName("a/b"), digest: "sha256:abc"))
+        #expect(DistributionRoute(path: "/v2/a/tags/list") == .tags(repository: try RepositoryName("a")))
+        #expect(
+            DistributionRoute(path: "/v2/a/referrers/sha256:abc")
+                == .referrers(repository: try RepositoryName("a"), digest: "sha256:abc"))
+        #expect(
+            DistributionRoute(path: "/v2/a/blobs/uploads/")
+                == .blobUpload(repository: try RepositoryName("a"), session: nil))
+        #expect(
+            DistributionRoute(path: "/v2/a/blobs/uploads")
+                == .blobUpload(repository: try RepositoryName("a"), session: nil))
+        #expect(
+            DistributionRoute(path: "/v2/a/blobs/uploads/1234")
+                == .blobUpload(repository: try RepositoryName("a"), session: "1234"))
     }
 
-    @Test func repositoryComponentsMayBeNamedLikeEndpoints() {
+    @Test func repositoryComponentsMayBeNamedLikeEndpoints() throws {
         #expect(
             DistributionRoute(path: "/v2/a/manifests/manifests/latest")
-                == .manifest(repository: "a/manifests", reference: "latest"))
+                == .manifest(repository: try RepositoryName("a/manifests"), reference: "latest"))
         #expect(
             DistributionRoute(path: "/v2/blobs/tags/manifests/blobs/sha256:1")
-                == .blob(repository: "blobs/tags/manifests", digest: "sha256:1"))
-        #expect(DistributionRoute(path: "/v2/tags/list/tags/list") == .tags(repository: "tags/list"))
+                == .blob(repository: try RepositoryName("blobs/tags/manifests"), digest: "sha256:1"))
+        #expect(
+            DistributionRoute(path: "/v2/tags/list/tags/list") == .tags(repository: try RepositoryName("tags/list")))
         #expect(
             DistributionRoute(path: "/v2/docker.io/library/nginx/manifests/1.25")
-                == .manifest(repository: "docker.io/library/nginx", reference: "1.25"))
+                == .manifest(repository: try RepositoryName("docker.io/library/nginx"), reference: "1.25"))
     }
 
     @Test func badNamesAndUnknownPaths() {
