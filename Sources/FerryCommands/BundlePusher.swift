@@ -5,6 +5,7 @@ import NIOCore
 import OCIBundle
 import OCICore
 import OCIRegistryClient
+import Synchronization
 
 #if canImport(Glibc)
     import Glibc
@@ -61,56 +62,40 @@ struct BundlePusher {
         let started = Date()
         var summary = Summary(bundle: options.bundle, registry: options.registry)
         let reader = BundleReader(trustedKeys: options.trustedKeys)
-        let header = try await NIOThreadPoolRunner.run { try Self.read(options.bundle, reader: reader, sink: nil) }
-        guard let manifest = header.manifest, header.problems.isEmpty else {
-            throw PushError.invalid(options.bundle, header.problems)
-        }
-        var targets: [String: String] = [:]  // image reference → target repository
-        for image in manifest.images {
-            targets[image.reference] = try Self.targetRepository(
-                try Reference(image.reference), prefix: options.prefix, keepRegistryHost: options.keepRegistryHost)
-        }
-        guard let staging = manifest.images.first.flatMap({ targets[$0.reference] }) else {
-            throw PushError.invalid(options.bundle, [])
-        }
-        // What the staging repository already has.
-        let uploadable = manifest.blobs.filter { !Self.isManifest($0) }
-        progress.phase("checking \(uploadable.count) blob(s) in \(options.registry)/\(staging)")
-        let present = try await withThrowingTaskGroup(of: (Digest, Bool).self) { group in
-            var found = Set<Digest>()
-            var pending = uploadable[...]
-            for _ in 0..<8 {
-                guard let blob = pending.popFirst() else { break }
-                group.addTask {
-                    (
-                        blob.digest,
-                        try await client.blobExists(blob.digest, repository: staging, registry: options.registry)
-                    )
-                }
+        // One verifying pass (a pipe has no second): the sink plans from the bundle manifest as
+        // soon as the reader has it — target repositories, which blobs the staging repository
+        // already has — then uploads each missing blob as the reader hashes it.
+        let plan = PushPlan()
+        let client = self.client
+        let progress = self.progress
+        let sink = PushSink(client: client, registry: options.registry, progress: progress) { manifest in
+            var targets: [String: String] = [:]  // image reference → target repository
+            for image in manifest.images {
+                targets[image.reference] = try Self.targetRepository(
+                    try Reference(image.reference), prefix: options.prefix, keepRegistryHost: options.keepRegistryHost)
             }
-            while let (digest, exists) = try await group.next() {
-                if exists { found.insert(digest) }
-                if let blob = pending.popFirst() {
-                    group.addTask {
-                        (
-                            blob.digest,
-                            try await client.blobExists(blob.digest, repository: staging, registry: options.registry)
-                        )
-                    }
-                }
+            guard let staging = manifest.images.first.flatMap({ targets[$0.reference] }) else {
+                throw PushError.invalid(options.bundle, [])
             }
-            return found
+            let uploadable = manifest.blobs.filter { !Self.isManifest($0) }
+            progress.phase("checking \(uploadable.count) blob(s) in \(options.registry)/\(staging)")
+            let present = try PushSink.waiting {
+                try await Self.existing(uploadable, in: staging, registry: options.registry, client: client)
+            }
+            let toUpload = uploadable.filter { !present.contains($0.digest) }
+            progress.startWriting(bytes: toUpload.reduce(0) { $0 + $1.size }, path: "\(options.registry)/\(staging)")
+            plan.set(targets: targets, staging: staging, present: present)
+            return (staging, present)
         }
-        summary.blobsAlreadyThere = present.count
-        let toUpload = uploadable.filter { !present.contains($0.digest) }
-        progress.startWriting(bytes: toUpload.reduce(0) { $0 + $1.size }, path: "\(options.registry)/\(staging)")
-        // One verifying pass, uploading as it reads.
-        let sink = PushSink(
-            client: client, registry: options.registry, repository: staging, skip: present, progress: progress)
         let report = try await NIOThreadPoolRunner.run { try Self.read(options.bundle, reader: reader, sink: sink) }
         progress.finishWriting()
         if let failure = sink.failure { throw failure }
-        guard report.ok else { throw PushError.invalid(options.bundle, report.problems) }
+        guard report.ok, let manifest = report.manifest else {
+            throw PushError.invalid(options.bundle, report.problems)
+        }
+        let (targets, staging, present) = plan.get()
+        guard let staging else { throw PushError.invalid(options.bundle, report.problems) }
+        summary.blobsAlreadyThere = present.count
         summary.blobsUploaded = sink.uploaded
         summary.bytesUploaded = sink.bytes
         // Other repositories: mount from the staging one.
@@ -160,8 +145,30 @@ struct BundlePusher {
 
     static func isManifest(_ blob: BundleManifest.Blob) -> Bool { MediaType.isManifestOrIndex(blob.mediaType) }
 
-    static func read(_ path: String, reader: BundleReader, sink: (any BundleBlobSink)?) throws -> VerificationReport {
-        try reader.verify(path: path, sink: sink, stopAfterHeader: sink == nil)
+    static func read(_ path: String, reader: BundleReader, sink: any BundleBlobSink) throws -> VerificationReport {
+        try reader.verify(path: path, sink: sink)
+    }
+
+    /// Which of `blobs` the repository has already (eight HEADs at a time).
+    static func existing(
+        _ blobs: [BundleManifest.Blob], in repository: String, registry: String, client: RegistryClient
+    ) async throws -> Set<Digest> {
+        try await withThrowingTaskGroup(of: (Digest, Bool).self) { group in
+            var found = Set<Digest>()
+            var pending = blobs[...]
+            func next() {
+                guard let blob = pending.popFirst() else { return }
+                group.addTask {
+                    (blob.digest, try await client.blobExists(blob.digest, repository: repository, registry: registry))
+                }
+            }
+            for _ in 0..<8 { next() }
+            while let (digest, exists) = try await group.next() {
+                if exists { found.insert(digest) }
+                next()
+            }
+            return found
+        }
     }
 }
 
@@ -171,9 +178,11 @@ struct BundlePusher {
 final class PushSink: BundleBlobSink, @unchecked Sendable {
     let client: RegistryClient
     let registry: String
-    let repository: String
-    let skip: Set<Digest>
     let progress: ProgressReporter
+    /// Plans from the bundle manifest: the staging repository and the blobs it has already.
+    let planner: (BundleManifest) throws -> (repository: String, present: Set<Digest>)
+    private var repository = ""
+    private var skip: Set<Digest> = []
     private(set) var manifests: [Digest: ManifestDocument] = [:]
     private(set) var uploaded = 0
     private(set) var bytes: Int64 = 0
@@ -204,12 +213,37 @@ final class PushSink: BundleBlobSink, @unchecked Sendable {
         var outcome: Result<Void, any Error>? { lock.withLock { result } }
     }
 
-    init(client: RegistryClient, registry: String, repository: String, skip: Set<Digest>, progress: ProgressReporter) {
+    init(
+        client: RegistryClient, registry: String, progress: ProgressReporter,
+        planner: @escaping (BundleManifest) throws -> (repository: String, present: Set<Digest>)
+    ) {
         self.client = client
         self.registry = registry
-        self.repository = repository
-        self.skip = skip
         self.progress = progress
+        self.planner = planner
+    }
+
+    func prepare(_ manifest: BundleManifest) throws {
+        (repository, skip) = try planner(manifest)
+    }
+
+    /// Runs async work from the reader's thread (a pool thread, never an event loop) and waits for it.
+    static func waiting<Value: Sendable>(_ work: @escaping @Sendable () async throws -> Value) throws -> Value {
+        let done = DispatchSemaphore(value: 0)
+        let result = Mutex<Result<Value, any Error>?>(nil)
+        Task {
+            let outcome: Result<Value, any Error>
+            do {
+                outcome = .success(try await work())
+            } catch {
+                outcome = .failure(error)
+            }
+            result.withLock { $0 = outcome }
+            done.signal()
+        }
+        done.wait()
+        guard let outcome = result.withLock({ $0 }) else { throw PushError.abandoned }
+        return try outcome.get()
     }
 
     func begin(_ blob: BundleManifest.Blob) throws {
@@ -289,6 +323,17 @@ final class PushSink: BundleBlobSink, @unchecked Sendable {
         upload.finished.wait()
         self.upload = nil
     }
+}
+
+/// What the sink planned from the bundle manifest, for the steps after the pass.
+final class PushPlan: Sendable {
+    private let state = Mutex<(targets: [String: String], staging: String?, present: Set<Digest>)>(([:], nil, []))
+
+    func set(targets: [String: String], staging: String, present: Set<Digest>) {
+        state.withLock { $0 = (targets, staging, present) }
+    }
+
+    func get() -> (targets: [String: String], staging: String?, present: Set<Digest>) { state.withLock { $0 } }
 }
 
 enum PushError: Error, CustomStringConvertible {

@@ -109,10 +109,17 @@ struct SinkFailure: Error {
 /// Receives each blob as the reader verifies it, so an importer can store while it verifies.
 /// `commit` is called only after the blob's size and digest held; otherwise `abort`.
 public protocol BundleBlobSink: AnyObject {
+    /// Called once, after the bundle manifest was read (and its signature judged) and before the
+    /// first blob, so a sink can plan from it without a second read of the bundle (a pipe has none).
+    func prepare(_ manifest: BundleManifest) throws
     func begin(_ blob: BundleManifest.Blob) throws
     func write(_ bytes: UnsafeRawBufferPointer) throws
     func commit() throws
     func abort()
+}
+
+extension BundleBlobSink {
+    public func prepare(_ manifest: BundleManifest) throws {}
 }
 
 /// Reads and verifies a bundle in one streaming pass (file or pipe), with flat memory: tar
@@ -310,6 +317,13 @@ public struct BundleReader: Sendable {
             state.signatureChecked = true
             checkSignature(&state)
             if requireSignature && state.report.trusted != true { return false }
+            if let sink, let manifest = state.report.manifest {
+                do {
+                    try sink.prepare(manifest)
+                } catch {
+                    throw SinkFailure(underlying: error)
+                }
+            }
         }
         guard let listed = state.listed[digest] else {
             state.problem(

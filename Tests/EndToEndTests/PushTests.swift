@@ -176,5 +176,20 @@ struct FerryPushTests {
                 ]).stdout
             #expect(Digest.of(Array(raw.utf8)) == digest, "\(name)")
         }
+
+        // From a pipe: one pass (the bundle cannot be read twice), into another prefix.
+        try Shell.run([
+            "sh", "-c",
+            "cat '\(bundle)' | '\(Shell.ferry)' push - --to '\(appliance.host)/piped' --ca-file '\(appliance.caCertificate)'"
+                + " --creds ci:ci-password --progress none",
+        ])
+        for (name, digest) in seeded.images {
+            let raw = try Shell.run(
+                [
+                    "skopeo", "inspect", "--raw", "--cert-dir", certs, "--creds", "ci:ci-password",
+                    "docker://\(appliance.host)/piped/\(served)/\(name)",
+                ]).stdout
+            #expect(Digest.of(Array(raw.utf8)) == digest, "piped \(name)")
+        }
     }
 }
