@@ -20,6 +20,10 @@ import Yams
 ///   htpasswdRole: pull                # pull, push, delete or admin, for every htpasswd user
 ///   htpasswdRepositories: [apps]      # repository prefixes they may use (default: all)
 ///   tokenLifetime: 300                # seconds
+/// storage:
+///   maxUploadBytes: 68719476736       # the largest blob one push may upload (64 GiB)
+///   maxUploadsPerUser: 64             # upload sessions one user may hold open
+///   minFreeBytes: 1073741824          # pushes stop while less than this is free (1 GiB)
 /// import:
 ///   requireSignature: true
 ///   trustedKeys: [/etc/ferry/keys]    # public keys (PEM), files or directories
@@ -38,6 +42,12 @@ public struct ApplianceConfiguration: Codable, Equatable, Sendable {
         public var htpasswdRepositories: [String]?
         public var tokenLifetime: Int?
     }
+    /// Limits on what pushes may write.
+    public struct Storage: Codable, Equatable, Sendable {
+        public var maxUploadBytes: Int64?
+        public var maxUploadsPerUser: Int?
+        public var minFreeBytes: Int64?
+    }
     public struct Import: Codable, Equatable, Sendable {
         public var requireSignature: Bool?
         public var trustedKeys: [String]?
@@ -50,6 +60,7 @@ public struct ApplianceConfiguration: Codable, Equatable, Sendable {
     /// Refuse pushes and deletes over HTTP (imports still work).
     public var readOnly: Bool?
     public var auth: Auth?
+    public var storage: Storage?
     public var `import`: Import?
 
     public static let defaultPath = "/etc/ferry/appliance.yml"

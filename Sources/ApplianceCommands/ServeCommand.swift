@@ -104,6 +104,10 @@ struct ServeCommand: AsyncParsableCommand {
             let server = RegistryServer(
                 content: RegistryContent(storage: registry), host: listen.host, port: listen.port, transport: transport,
                 accessLog: log, readOnly: readOnly || configuration.readOnly == true, authenticator: authenticator,
+                limits: UploadLimits(
+                    maxUploadBytes: configuration.storage?.maxUploadBytes ?? UploadLimits().maxUploadBytes,
+                    maxUploadsPerUser: configuration.storage?.maxUploadsPerUser ?? UploadLimits().maxUploadsPerUser,
+                    minFreeBytes: configuration.storage?.minFreeBytes ?? UploadLimits().minFreeBytes),
                 logger: logger)
             let scheme = plainHTTP ? "http" : "https"
             let description = summary

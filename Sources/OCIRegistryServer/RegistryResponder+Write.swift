@@ -21,6 +21,23 @@ final class UploadTracker: Sendable {
 
     private let entries = Mutex<[String: Progress]>([:])
     private let busy = Mutex<Set<String>>([])
+    /// Open sessions per user (anonymous as ""), as started by this process.
+    private let owners = Mutex<[String: Set<String>]>([:])
+
+    /// Records a new session for `user` unless they hold `limit` already (sessions that have
+    /// finished, been cancelled or expired — `isOpen` false — no longer count).
+    func open(_ id: String, for user: String, limit: Int, isOpen: (String) -> Bool) -> Bool {
+        owners.withLock { owners in
+            var held = (owners[user] ?? []).filter(isOpen)
+            guard held.count < limit else {
+                owners[user] = held
+                return false
+            }
+            held.insert(id)
+            owners[user] = held
+            return true
+        }
+    }
 
     /// The progress of `id` if its hash covers exactly `size` bytes; else a fresh one when `size` is 0.
     func progress(_ id: String, size: Int64) -> Progress? {
@@ -70,7 +87,21 @@ extension RegistryResponder {
                 status: .created,
                 headers: [.location: "/v2/\(name)/blobs/\(digest)", Self.contentDigest: digest.description])
         }
+        let uploadsRoot = store.uploads.root
+        try await onFilesPool { [limits] in try limits.checkSpace(at: uploadsRoot, adding: 0) }
         let id = try await onFilesPool { try store.uploads.create(repository: name.value) }
+        let opened = try await onFilesPool { [uploads, limits] in
+            uploads.open(id, for: caller.name ?? "", limit: limits.maxUploadsPerUser) {
+                store.uploads.status($0) != nil
+            }
+        }
+        guard opened else {
+            try await onFilesPool { store.uploads.remove(id) }
+            throw DistributionError(
+                status: 429, code: .tooManyRequests,
+                message: "too many open uploads (\(limits.maxUploadsPerUser)); finish or cancel some first",
+                detail: name.value)
+        }
         if let digestString = query.get("digest") {
             guard let digest = try? Digest(digestString) else {
                 store.uploads.remove(id)
@@ -108,6 +139,24 @@ extension RegistryResponder {
             }
             defer { uploads.release(id) }
             let size = try await append(request.body, to: id, from: status.size)
+            // A Content-Range whose end is not where the body ended: the chunk is taken back.
+            if let range = request.headers[.contentRange], let end = Self.rangeEnd(range), end != size - 1 {
+                let path = store.uploads.dataPath(id)
+                let previous = status.size
+                try await onFilesPool {
+                    guard truncate(path, off_t(previous)) == 0 else {
+                        throw StoreError.io("truncate upload", errno: errno)
+                    }
+                }
+                uploads.forget(id)
+                var response = Self.errorResponse(
+                    DistributionError(
+                        status: 416, code: .blobUploadInvalid, message: "Content-Range does not match the body",
+                        detail: "Content-Range \(range), body ended at byte \(size - 1)"), for: request)
+                response.headers.append(
+                    contentsOf: uploadHeaders(name, id, size: previous).filter { $0.name != .contentLength })
+                return response
+            }
             return Response(status: .accepted, headers: uploadHeaders(name, id, size: size))
         case .put:
             guard let digestString = request.uri.queryParameters.get("digest") else {
@@ -150,6 +199,15 @@ extension RegistryResponder {
         ]
     }
 
+    /// `Content-Range: START-END` (the OCI chunk form) or `bytes START-END/…`: END.
+    static func rangeEnd(_ header: String) -> Int64? {
+        var text = Substring(header.trimmingCharacters(in: .whitespaces))
+        if text.hasPrefix("bytes ") { text = text.dropFirst(6) }
+        guard let dash = text.firstIndex(of: "-") else { return nil }
+        let end = text[text.index(after: dash)...].prefix { $0 != "/" }
+        return Int64(end)
+    }
+
     /// `Content-Range: START-END` (the OCI chunk form) or `bytes START-END/…`: START.
     static func rangeStart(_ header: String) -> Int64? {
         var text = Substring(header.trimmingCharacters(in: .whitespaces))
@@ -168,11 +226,18 @@ extension RegistryResponder {
         defer { close(fd) }
         var size = offset
         var batch = ByteBuffer()
+        let limits = self.limits
         func flush() async throws {
             let chunk = batch
             let at = size
             batch = ByteBuffer()
+            guard at + Int64(chunk.readableBytes) <= limits.maxUploadBytes else {
+                throw DistributionError(
+                    status: 413, code: .sizeInvalid,
+                    message: "upload larger than \(limits.maxUploadBytes) bytes (storage.maxUploadBytes)", detail: id)
+            }
             try await onFilesPool {
+                try limits.checkSpace(at: path, adding: Int64(chunk.readableBytes))
                 try chunk.withUnsafeReadableBytes { bytes in
                     guard let base = bytes.baseAddress else { return }
                     var done = 0
@@ -196,6 +261,11 @@ extension RegistryResponder {
             if batch.readableBytes > 0 { try await flush() }
         } catch {
             uploads.forget(id)
+            // Over the size limit it can never finish: its bytes go now, not after a day.
+            if let error = error as? DistributionError, error.code == .sizeInvalid {
+                let store = content.storage
+                try? await onFilesPool { store.uploads.remove(id) }
+            }
             throw error
         }
         return size

@@ -28,6 +28,7 @@ public struct RegistryResponder: HTTPResponder {
     /// Refuse every write (push, delete) with 405 UNSUPPORTED.
     let readOnly: Bool
     let uploads: UploadTracker
+    let limits: UploadLimits
     /// Access control; nil serves everyone everything (in-process tests only).
     let authenticator: Authenticator?
     /// `https` or `http`: the scheme of the token realm clients are sent to.
@@ -48,8 +49,9 @@ public struct RegistryResponder: HTTPResponder {
 
     public init(
         content: RegistryContent, accessLog: AccessLog?, readOnly: Bool = false, authenticator: Authenticator? = nil,
-        realmScheme: String = "https"
+        realmScheme: String = "https", limits: UploadLimits = UploadLimits()
     ) {
+        self.limits = limits
         self.content = content
         self.accessLog = accessLog
         self.readOnly = readOnly

@@ -22,12 +22,14 @@ public struct RegistryServer: Sendable {
     public let accessLog: AccessLog?
     public let readOnly: Bool
     public let authenticator: Authenticator?
+    public let limits: UploadLimits
     public let logger: Logger
 
     public init(
         content: RegistryContent, host: String, port: Int, transport: Transport, accessLog: AccessLog?,
-        readOnly: Bool = false, authenticator: Authenticator?, logger: Logger
+        readOnly: Bool = false, authenticator: Authenticator?, limits: UploadLimits = UploadLimits(), logger: Logger
     ) {
+        self.limits = limits
         self.readOnly = readOnly
         self.authenticator = authenticator
         self.content = content
@@ -65,7 +67,7 @@ public struct RegistryServer: Sendable {
         if case .plainHTTP = transport { scheme = "http" }
         let responder = RegistryResponder(
             content: content, accessLog: accessLog, readOnly: readOnly, authenticator: authenticator,
-            realmScheme: scheme)
+            realmScheme: scheme, limits: limits)
         let server: HTTPServerBuilder
         switch transport {
         case .tls(let chain, let key):

@@ -21,10 +21,12 @@ struct WriteTests {
             store = try RegistryStore(root: root)
         }
 
-        func application(readOnly: Bool = false) -> some ApplicationProtocol {
+        func application(readOnly: Bool = false, limits: UploadLimits = UploadLimits(minFreeBytes: 0))
+            -> some ApplicationProtocol
+        {
             Application(
                 responder: RegistryResponder(
-                    content: RegistryContent(storage: store), accessLog: nil, readOnly: readOnly)
+                    content: RegistryContent(storage: store), accessLog: nil, readOnly: readOnly, limits: limits)
             )
         }
 
@@ -216,6 +218,47 @@ struct WriteTests {
             let delete = try await client.execute(uri: "/v2/src/repo/blobs/\(Digest.of(bytes))", method: .delete)
             #expect(delete.status == .methodNotAllowed)
             #expect(try await client.execute(uri: "/v2/src/repo/blobs/\(Digest.of(bytes))", method: .get).status == .ok)
+        }
+    }
+
+    /// One upload's size, open sessions per user, a free-disk reserve, and a PATCH whose
+    /// Content-Range end is not where its body ends: each refused with an OCI error, nothing kept.
+    @Test func uploadsAreBoundedInSizeSessionsAndDiskSpace() async throws {
+        let server = try Server()
+        defer { server.remove() }
+        let limits = UploadLimits(maxUploadBytes: 1_000_000, maxUploadsPerUser: 2, minFreeBytes: 0)
+        try await server.application(limits: limits).test(.router) { client in
+            let big = [UInt8](repeating: 7, count: 1_500_000)
+            let tooBig = try await client.execute(
+                uri: "/v2/team/app/blobs/uploads/?digest=\(Digest.of(big))", method: .post, body: ByteBuffer(bytes: big)
+            )
+            #expect(tooBig.status == .contentTooLarge && String(buffer: tooBig.body).contains("SIZE_INVALID"))
+            #expect(!server.store.blobs.contains(Digest.of(big), size: Int64(big.count)))
+
+            // A PATCH claiming bytes 0-99 with 50 bytes of body: refused, the upload stays empty.
+            let open = try await client.execute(uri: "/v2/team/app/blobs/uploads/", method: .post)
+            let location = try #require(open.headers[.location])
+            let short = try await client.execute(
+                uri: location, method: .patch, headers: [.contentRange: "0-99"],
+                body: ByteBuffer(bytes: [UInt8](repeating: 1, count: 50)))
+            #expect(short.status == .rangeNotSatisfiable)
+            let status = try await client.execute(uri: location, method: .get)
+            #expect(status.headers[.range] == "0-0")
+
+            // Two sessions are open now (the refused monolithic one was removed); a third is refused.
+            _ = try await client.execute(uri: "/v2/team/app/blobs/uploads/", method: .post)
+            let third = try await client.execute(uri: "/v2/team/app/blobs/uploads/", method: .post)
+            #expect(third.status == .tooManyRequests)
+            // Cancelling one frees a place.
+            _ = try await client.execute(uri: location, method: .delete)
+            let again = try await client.execute(uri: "/v2/team/app/blobs/uploads/", method: .post)
+            #expect(again.status == .accepted)
+        }
+        // Below the free-disk reserve: nothing is accepted.
+        let full = UploadLimits(minFreeBytes: Int64.max / 2)
+        try await server.application(limits: full).test(.router) { client in
+            let blocked = try await client.execute(uri: "/v2/team/app/blobs/uploads/", method: .post)
+            #expect(blocked.status.code == 507)
         }
     }
 }
