@@ -74,11 +74,35 @@ extension RegistryResponder {
         }
     }
 
-    /// Identifies the caller and checks the route's requirement; throws a ``Challenge`` when not allowed.
-    func authorize(_ route: DistributionRoute, _ request: Request, remote: String) async throws -> Caller {
-        guard let authenticator else { return .open }
-        if route == .health || route == .notFound { return .open }
+    /// Identifies the caller, resolves the route through the mirror mapping (only for a caller who
+    /// may read something: an unknown caller's challenge names the repository as requested, so no
+    /// answer tells a stranger which repositories exist), and checks the route's requirement;
+    /// throws a ``Challenge`` when not allowed.
+    func authorize(_ requested: DistributionRoute, _ request: Request, remote: String) async throws -> (
+        Caller, DistributionRoute
+    ) {
+        guard let authenticator else { return (.open, try await mirrorAware(requested, request)) }
+        if requested == .health || requested == .notFound { return (.open, requested) }
         let realm = "\(realmScheme)://\(request.head.authority ?? "localhost")/token"
+        func scope(_ route: DistributionRoute) -> String? { Self.requiredScope(route, request) }
+        let caller = try await identify(request, remote: remote, realm: realm, scope: scope(requested))
+        let known: Bool =
+            switch caller {
+            case .open: true
+            case .identity(let identity, _): identity.grant != nil
+            case .token(let subject, _): !subject.isEmpty || authenticator.anonymous.grant != nil
+            }
+        guard known else {
+            throw Challenge(
+                realm: realm, scope: scope(requested), denied: false,
+                detail: requested.repository.map { "credentials required for \($0)" } ?? "credentials required")
+        }
+        let route = try await mirrorAware(requested, request)
+        return (try check(route, request, caller: caller, realm: realm, scope: scope(route)), route)
+    }
+
+    /// The scope a client must ask a token for: the route's repository and action, and a mount's source.
+    static func requiredScope(_ route: DistributionRoute, _ request: Request) -> String? {
         let requirement = Self.requirement(route, request.method)
         // A cross-repository mount also reads its source: the first challenge asks for both, as the
         // distribution registry does, so a client gets one token for the whole mount.
@@ -88,10 +112,17 @@ extension RegistryResponder {
         {
             mountSource = String(from)
         }
-        let requiredScope = requirement.map { repository, action in
+        return requirement.map { repository, action in
             "repository:\(repository):" + (action == .pull ? "pull" : (action == .push ? "pull,push" : "delete"))
                 + (mountSource.map { " repository:\($0):pull" } ?? "")
         }
+    }
+
+    /// Who is calling: a valid token, Basic credentials, or anonymous.
+    func identify(_ request: Request, remote: String, realm: String, scope requiredScope: String?) async throws
+        -> Caller
+    {
+        guard let authenticator else { return .open }
         let caller: Caller
         if let header = request.headers[.authorization] {
             if header.lowercased().hasPrefix("bearer ") {
@@ -109,6 +140,17 @@ extension RegistryResponder {
         } else {
             caller = .identity(authenticator.anonymous, basic: false)
         }
+        return caller
+    }
+
+    /// Whether `caller` may do what `route` needs.
+    func check(
+        _ route: DistributionRoute, _ request: Request, caller: Caller, realm: String, scope requiredScope: String?
+    )
+        throws -> Caller
+    {
+        guard let authenticator else { return caller }
+        let requirement = Self.requirement(route, request.method)
         if let (repository, action) = requirement {
             guard caller.allows(action, on: repository) else {
                 if case .identity(_, true) = caller {
@@ -163,6 +205,13 @@ extension RegistryResponder {
             password.isEmpty
         {
             credentials = nil
+        }
+        // With anonymous: none there is nothing a stranger's token could carry: no token at all.
+        if credentials == nil && authenticator.anonymous.grant == nil {
+            var response = Self.errorResponse(
+                DistributionError(status: 401, code: .unauthorized, message: "credentials required"), for: request)
+            response.headers[.wwwAuthenticate] = "Basic realm=\"\(Authenticator.service)\""
+            return response
         }
         if let credentials {
             guard let known = try await authenticator.authenticate(basic: credentials, remote: remote) else {

@@ -65,12 +65,13 @@ public struct RegistryResponder: HTTPResponder {
         var response: Response
         var caller = Caller.open
         do {
-            let route = try await mirrorAware(DistributionRoute(path: request.uri.path), request)
+            let requested = DistributionRoute(path: request.uri.path)
             let remote = context.remoteAddress?.ipAddress ?? "-"
-            if route == .token {
+            if requested == .token {
                 response = try await token(request, remote: remote)
             } else {
-                caller = try await authorize(route, request, remote: remote)
+                let (known, route) = try await authorize(requested, request, remote: remote)
+                caller = known
                 response = try await self.route(route, request, caller: caller)
             }
         } catch let challenge as Challenge {
