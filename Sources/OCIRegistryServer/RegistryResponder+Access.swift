@@ -97,7 +97,14 @@ extension RegistryResponder {
                 realm: realm, scope: scope(requested), denied: false,
                 detail: requested.repository.map { "credentials required for \($0)" } ?? "credentials required")
         }
-        let route = try await mirrorAware(requested, request)
+        // Inside a push (a token asked for push on the name as given) names are taken as given: a
+        // blob HEAD read through to docker.io/… would tell the client to skip an upload the
+        // repository it pushes to does not have.
+        var pushing = false
+        if case .token(_, let access) = caller, let name = requested.repository?.value {
+            pushing = access.contains { $0.name == name && ($0.actions.contains("push") || $0.actions.contains("*")) }
+        }
+        let route = pushing ? requested : try await mirrorAware(requested, request)
         return (try check(route, request, caller: caller, realm: realm, scope: scope(route)), route)
     }
 

@@ -13,9 +13,9 @@ import Testing
 /// The token flow in process: challenges carry the scope a client needs (also after a token
 /// expired, and for the source of a mount), empty Basic credentials are anonymous.
 struct AccessTests {
-    func withServer(_ body: @Sendable @escaping (any TestClientProtocol, Authenticator) async throws -> Void)
-        async throws
-    {
+    func withServer(
+        _ body: @Sendable @escaping (any TestClientProtocol, Authenticator, RegistryStore) async throws -> Void
+    ) async throws {
         let root = NSTemporaryDirectory() + "ferry-access-\(UUID().uuidString.prefix(8))"
         defer { try? FileManager.default.removeItem(atPath: root) }
         let store = try RegistryStore(root: root)
@@ -26,7 +26,7 @@ struct AccessTests {
         let application = Application(
             responder: RegistryResponder(
                 content: RegistryContent(storage: store), accessLog: nil, authenticator: authenticator))
-        try await application.test(.router) { client in try await body(client, authenticator) }
+        try await application.test(.router) { client in try await body(client, authenticator, store) }
     }
 
     static func basic(_ user: String, _ password: String) -> String {
@@ -42,7 +42,7 @@ struct AccessTests {
     }
 
     @Test func challengesNameTheScopeNeeded() async throws {
-        try await withServer { client, authenticator in
+        try await withServer { client, authenticator, _ in
             // An expired token: the challenge names the scope, so the client asks for the right one.
             let expired =
                 authenticator.issueToken(
@@ -83,6 +83,27 @@ struct AccessTests {
                     headers: [.authorization: Self.basic("", "")])
                 #expect(anonymous.status == .unauthorized)
             }
+        }
+    }
+
+    /// Read-through to `docker.io/…` serves pulls, never a push: a blob HEAD inside a push session
+    /// answers for the repository as named.
+    @Test func readThroughNeverAppliesInsideAPush() async throws {
+        try await withServer { client, _, store in
+            let blob = Array("a layer pushed long ago".utf8)
+            try store.blobs.put(blob, as: Digest.of(blob))
+            try store.linkBlob(Digest.of(blob), to: try RepositoryName("docker.io/library/x"))
+            let path = "/v2/library/x/blobs/\(Digest.of(blob))"
+            // (A pull's token also holds the source name the challenge sends the client back for.)
+            let pulling = try await Self.token(
+                client, scope: "repository:library/x:pull%20repository:docker.io/library/x:pull")
+            let pull = try await client.execute(
+                uri: path, method: .head, headers: [.authorization: "Bearer \(pulling)"])
+            #expect(pull.status == .ok, "a pull reads through")
+            let pushing = try await Self.token(client, scope: "repository:library/x:pull,push")
+            let push = try await client.execute(
+                uri: path, method: .head, headers: [.authorization: "Bearer \(pushing)"])
+            #expect(push.status == .notFound, "a push sees library/x as it is")
         }
     }
 
