@@ -20,6 +20,8 @@ import Yams
 ///   htpasswdRole: pull                # pull, push, delete or admin, for every htpasswd user
 ///   htpasswdRepositories: [apps]      # repository prefixes they may use (default: all)
 ///   tokenLifetime: 300                # seconds
+/// http:
+///   trustedProxies: [10.0.0.5]        # proxies whose X-Forwarded-For is believed (with --plain-http)
 /// storage:
 ///   maxUploadBytes: 68719476736       # the largest blob one push may upload (64 GiB)
 ///   maxUploadsPerUser: 64             # upload sessions one user may hold open
@@ -42,6 +44,10 @@ public struct ApplianceConfiguration: Codable, Equatable, Sendable {
         public var htpasswdRepositories: [String]?
         public var tokenLifetime: Int?
     }
+    public struct HTTP: Codable, Equatable, Sendable {
+        /// Addresses of proxies whose `X-Forwarded-For` names the client (failed-login limits, logs).
+        public var trustedProxies: [String]?
+    }
     /// Limits on what pushes may write.
     public struct Storage: Codable, Equatable, Sendable {
         public var maxUploadBytes: Int64?
@@ -61,6 +67,7 @@ public struct ApplianceConfiguration: Codable, Equatable, Sendable {
     public var readOnly: Bool?
     public var auth: Auth?
     public var storage: Storage?
+    public var http: HTTP?
     public var `import`: Import?
 
     public static let defaultPath = "/etc/ferry/appliance.yml"

@@ -108,6 +108,7 @@ struct ServeCommand: AsyncParsableCommand {
                     maxUploadBytes: configuration.storage?.maxUploadBytes ?? UploadLimits().maxUploadBytes,
                     maxUploadsPerUser: configuration.storage?.maxUploadsPerUser ?? UploadLimits().maxUploadsPerUser,
                     minFreeBytes: configuration.storage?.minFreeBytes ?? UploadLimits().minFreeBytes),
+                trustedProxies: Set(configuration.http?.trustedProxies ?? []),
                 logger: logger)
             let scheme = plainHTTP ? "http" : "https"
             let description = summary

@@ -29,6 +29,8 @@ public struct RegistryResponder: HTTPResponder {
     let readOnly: Bool
     let uploads: UploadTracker
     let limits: UploadLimits
+    /// Peers whose `X-Forwarded-For` is believed (TLS-terminating proxies in front of `--plain-http`).
+    let trustedProxies: Set<String>
     /// Access control; nil serves everyone everything (in-process tests only).
     let authenticator: Authenticator?
     /// `https` or `http`: the scheme of the token realm clients are sent to.
@@ -49,9 +51,10 @@ public struct RegistryResponder: HTTPResponder {
 
     public init(
         content: RegistryContent, accessLog: AccessLog?, readOnly: Bool = false, authenticator: Authenticator? = nil,
-        realmScheme: String = "https", limits: UploadLimits = UploadLimits()
+        realmScheme: String = "https", limits: UploadLimits = UploadLimits(), trustedProxies: Set<String> = []
     ) {
         self.limits = limits
+        self.trustedProxies = trustedProxies
         self.content = content
         self.accessLog = accessLog
         self.readOnly = readOnly
@@ -66,7 +69,9 @@ public struct RegistryResponder: HTTPResponder {
         var caller = Caller.open
         do {
             let requested = DistributionRoute(path: request.uri.path)
-            let remote = context.remoteAddress?.ipAddress ?? "-"
+            let remote = Self.client(
+                peer: context.remoteAddress?.ipAddress, forwardedFor: request.headers[Self.forwardedFor],
+                trusted: trustedProxies)
             if requested == .token {
                 response = try await token(request, remote: remote)
             } else {
@@ -91,7 +96,10 @@ public struct RegistryResponder: HTTPResponder {
             let elapsed = ContinuousClock.now - started
             let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
             accessLog.record(
-                remote: context.remoteAddress?.ipAddress ?? "-", user: caller.name, method: request.method.rawValue,
+                remote: Self.client(
+                    peer: context.remoteAddress?.ipAddress, forwardedFor: request.headers[Self.forwardedFor],
+                    trusted: trustedProxies),
+                user: caller.name, method: request.method.rawValue,
                 target: request.uri.description, status: response.status.code,
                 bytes: request.method == .head ? 0 : response.body.contentLength, seconds: seconds,
                 userAgent: request.headers[.userAgent])
@@ -358,6 +366,19 @@ public struct RegistryResponder: HTTPResponder {
                 status: 404, code: .manifestUnknown, message: "manifest missing from store",
                 detail: digest.description)
         }
+    }
+
+    // swift-format-ignore: NeverForceUnwrap
+    // A literal token: valid by construction.
+    static let forwardedFor = HTTPField.Name("X-Forwarded-For")!
+
+    /// The client's address: the peer, or — when the peer is a trusted proxy — the last address in
+    /// `X-Forwarded-For` that is not a trusted proxy itself (what a client writes there is not believed).
+    static func client(peer: String?, forwardedFor: String?, trusted: Set<String>) -> String {
+        guard let peer else { return "-" }
+        guard trusted.contains(peer), let forwardedFor else { return peer }
+        let hops = forwardedFor.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
+        return hops.last { !trusted.contains($0) && !$0.isEmpty } ?? peer
     }
 
     static func matches(_ ifNoneMatch: String?, _ digest: Digest) -> Bool {

@@ -23,13 +23,16 @@ public struct RegistryServer: Sendable {
     public let readOnly: Bool
     public let authenticator: Authenticator?
     public let limits: UploadLimits
+    public let trustedProxies: Set<String>
     public let logger: Logger
 
     public init(
         content: RegistryContent, host: String, port: Int, transport: Transport, accessLog: AccessLog?,
-        readOnly: Bool = false, authenticator: Authenticator?, limits: UploadLimits = UploadLimits(), logger: Logger
+        readOnly: Bool = false, authenticator: Authenticator?, limits: UploadLimits = UploadLimits(),
+        trustedProxies: Set<String> = [], logger: Logger
     ) {
         self.limits = limits
+        self.trustedProxies = trustedProxies
         self.readOnly = readOnly
         self.authenticator = authenticator
         self.content = content
@@ -67,7 +70,7 @@ public struct RegistryServer: Sendable {
         if case .plainHTTP = transport { scheme = "http" }
         let responder = RegistryResponder(
             content: content, accessLog: accessLog, readOnly: readOnly, authenticator: authenticator,
-            realmScheme: scheme, limits: limits)
+            realmScheme: scheme, limits: limits, trustedProxies: trustedProxies)
         let server: HTTPServerBuilder
         switch transport {
         case .tls(let chain, let key):

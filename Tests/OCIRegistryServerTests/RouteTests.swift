@@ -118,3 +118,25 @@ struct MirroredNameTests {
         #expect(DistributionRoute.mirroredName("quay.io/x", namespace: "quay.io") == nil)
     }
 }
+
+/// Whose address a request comes from, behind proxies.
+struct ClientAddressTests {
+    @Test func forwardedForIsBelievedFromTrustedProxiesOnly() {
+        let trusted: Set<String> = ["10.0.0.5", "10.0.0.6"]
+        // No proxy configured: the header is whatever the client wrote.
+        #expect(RegistryResponder.client(peer: "192.0.2.1", forwardedFor: "198.51.100.9", trusted: []) == "192.0.2.1")
+        // From a trusted proxy: the last address that is not a trusted proxy.
+        #expect(
+            RegistryResponder.client(peer: "10.0.0.5", forwardedFor: "198.51.100.9, 203.0.113.4", trusted: trusted)
+                == "203.0.113.4")
+        #expect(
+            RegistryResponder.client(peer: "10.0.0.5", forwardedFor: "198.51.100.9, 10.0.0.6", trusted: trusted)
+                == "198.51.100.9")
+        // A spoofed first hop does not help: the proxy appended the real one.
+        #expect(
+            RegistryResponder.client(peer: "10.0.0.5", forwardedFor: "10.0.0.6, 192.0.2.77", trusted: trusted)
+                == "192.0.2.77")
+        #expect(RegistryResponder.client(peer: "10.0.0.5", forwardedFor: nil, trusted: trusted) == "10.0.0.5")
+        #expect(RegistryResponder.client(peer: nil, forwardedFor: "1.2.3.4", trusted: trusted) == "-")
+    }
+}
