@@ -22,6 +22,9 @@ import Yams
 ///   tokenLifetime: 300                # seconds
 /// http:
 ///   trustedProxies: [10.0.0.5]        # proxies whose X-Forwarded-For is believed (with --plain-http)
+///   headerTimeout: 30                 # s from accept to a complete request head (TLS handshake included)
+///   idleTimeout: 60                   # s a kept-alive connection may wait for its next request
+///   maxConnections: 4096              # connections open at once
 /// storage:
 ///   maxUploadBytes: 68719476736       # the largest blob one push may upload (64 GiB)
 ///   maxUploadsPerUser: 64             # upload sessions one user may hold open
@@ -47,6 +50,12 @@ public struct ApplianceConfiguration: Codable, Equatable, Sendable {
     public struct HTTP: Codable, Equatable, Sendable {
         /// Addresses of proxies whose `X-Forwarded-For` names the client (failed-login limits, logs).
         public var trustedProxies: [String]?
+        /// Seconds from accepting a connection to a complete request head (TLS handshake included).
+        public var headerTimeout: Int?
+        /// Seconds a kept-alive connection may wait for its next request.
+        public var idleTimeout: Int?
+        /// Connections open at once.
+        public var maxConnections: Int?
     }
     /// Limits on what pushes may write.
     public struct Storage: Codable, Equatable, Sendable {

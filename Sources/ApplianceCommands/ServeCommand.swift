@@ -109,6 +109,10 @@ struct ServeCommand: AsyncParsableCommand {
                     maxUploadsPerUser: configuration.storage?.maxUploadsPerUser ?? UploadLimits().maxUploadsPerUser,
                     minFreeBytes: configuration.storage?.minFreeBytes ?? UploadLimits().minFreeBytes),
                 trustedProxies: Set(configuration.http?.trustedProxies ?? []),
+                connections: ConnectionLimits(
+                    headerTimeout: .seconds(Int64(configuration.http?.headerTimeout ?? 30)),
+                    idleTimeout: .seconds(Int64(configuration.http?.idleTimeout ?? 60)),
+                    maxConnections: configuration.http?.maxConnections ?? 4096),
                 logger: logger)
             let scheme = plainHTTP ? "http" : "https"
             let description = summary

@@ -24,13 +24,15 @@ public struct RegistryServer: Sendable {
     public let authenticator: Authenticator?
     public let limits: UploadLimits
     public let trustedProxies: Set<String>
+    public let connections: ConnectionLimits
     public let logger: Logger
 
     public init(
         content: RegistryContent, host: String, port: Int, transport: Transport, accessLog: AccessLog?,
         readOnly: Bool = false, authenticator: Authenticator?, limits: UploadLimits = UploadLimits(),
-        trustedProxies: Set<String> = [], logger: Logger
+        trustedProxies: Set<String> = [], connections: ConnectionLimits = ConnectionLimits(), logger: Logger
     ) {
+        self.connections = connections
         self.limits = limits
         self.trustedProxies = trustedProxies
         self.readOnly = readOnly
@@ -72,12 +74,17 @@ public struct RegistryServer: Sendable {
             content: content, accessLog: accessLog, readOnly: readOnly, authenticator: authenticator,
             realmScheme: scheme, limits: limits, trustedProxies: trustedProxies)
         let server: HTTPServerBuilder
+        let counter = ConnectionCounter()
+        let limits = connections
+        let http1 = HTTP1Channel.Configuration(
+            additionalChannelHandlers: [ConnectionGuard(limits: limits, counter: counter)])
         switch transport {
         case .tls(let chain, let key):
             server = try .tls(
-                .http1(), tlsConfiguration: Self.tlsConfiguration(certificateChain: chain, privateKey: key))
+                .http1(configuration: http1),
+                tlsConfiguration: Self.tlsConfiguration(certificateChain: chain, privateKey: key))
         case .plainHTTP:
-            server = .http1()
+            server = .http1(configuration: http1)
         }
         let port = self.port
         let application = Application(
