@@ -13,6 +13,7 @@
 #                    (default: a new /var/tmp/ferry-trial-XXXXXX; it needs about 8 GB)
 #   --separate       each command line in a fresh container of its own (default: one container,
 #                    the lines in order, as a newcomer types them)
+#   --only N         only command line N, in a fresh container
 #   --keep           keep the root file system, the image and podman's storage (default: only the logs)
 #   --prepare-only   make the image, check in a container of it that apt reaches the mirror and git
 #                    the dependencies, show what its bare `swift --version` says, and stop there (a
@@ -39,6 +40,7 @@ toolchain=
 mirror=
 work=
 separate=0
+only=
 keep=0
 prepare_only=0
 while [ $# -gt 0 ]; do
@@ -47,6 +49,7 @@ while [ $# -gt 0 ]; do
     --mirror) mirror=$2; shift ;;
     --work) work=${2%/}; shift ;;
     --separate) separate=1 ;;
+    --only) only=$2; shift ;;
     --keep) keep=1 ;;
     --prepare-only) prepare_only=1 ;;
     -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
@@ -250,7 +253,10 @@ run_container() {
 
 rm -f "$work/logs/results.tsv"
 touch "$work/logs/results.tsv"
-if [ "$separate" -eq 1 ]; then
+if [ -n "$only" ]; then
+  stage "command $only in a fresh container: ${commands[$((only - 1))]}"
+  run_container "$only" "$only"
+elif [ "$separate" -eq 1 ]; then
   for n in $(seq ${#commands[@]}); do
     stage "command $n in a fresh container: ${commands[$((n - 1))]}"
     run_container "$n" "$n"
@@ -272,8 +278,10 @@ while IFS=$'\t' read -r n status seconds line; do
 done <"$work/logs/results.tsv"
 echo "  (setup: debootstrap $((debootstrap_seconds / 60))m$(printf '%02d' $((debootstrap_seconds % 60)))s," \
   "whole setup $((setup_seconds / 60))m$(printf '%02d' $((setup_seconds % 60)))s; total $((SECONDS / 60))m$(printf '%02d' $((SECONDS % 60)))s)"
-if [ "$ran" -lt ${#commands[@]} ]; then
-  echo "  only $ran of ${#commands[@]} command lines ran (see $work/logs)"
+expected=${#commands[@]}
+[ -z "$only" ] || expected=1
+if [ "$ran" -lt "$expected" ]; then
+  echo "  only $ran of $expected command lines ran (see $work/logs)"
   failed=1
 fi
 exit "$failed"
