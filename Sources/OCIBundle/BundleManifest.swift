@@ -95,6 +95,23 @@ public struct BundleManifest: Codable, Sendable, Hashable {
         self.blobs = blobs
     }
 
+    enum CodingKeys: String, CodingKey {
+        case mediaType, formatVersion, tool, created, partial, index, images, blobs
+    }
+
+    /// Decodes a bundle manifest; one without `blobs` (as a verify report shows it) has none.
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        mediaType = try c.decode(String.self, forKey: .mediaType)
+        formatVersion = try c.decode(Int.self, forKey: .formatVersion)
+        tool = try c.decode(Tool.self, forKey: .tool)
+        created = try c.decode(String.self, forKey: .created)
+        partial = try c.decodeIfPresent(Partial.self, forKey: .partial)
+        index = try c.decode(FileDigest.self, forKey: .index)
+        images = try c.decode([Image].self, forKey: .images)
+        blobs = try c.decodeIfPresent([Blob].self, forKey: .blobs) ?? []
+    }
+
     /// Canonical JSON (sorted keys, no escaped slashes): the same manifest always gives the same bytes.
     public func encoded() throws -> [UInt8] {
         let encoder = JSONEncoder()
@@ -113,5 +130,63 @@ public struct BundleManifest: Codable, Sendable, Hashable {
         }
         return "\(pad(parts.tm_year + 1900, 4))-\(pad(parts.tm_mon + 1, 2))-\(pad(parts.tm_mday, 2))T"
             + "\(pad(parts.tm_hour, 2)):\(pad(parts.tm_min, 2)):\(pad(parts.tm_sec, 2))Z"
+    }
+}
+
+extension BundleManifest {
+    /// Makes every blob's media type share one string per distinct type: a bundle of 100k blobs
+    /// has a handful of types, and a decoded string each would cost as much as the digests.
+    public mutating func internMediaTypes() {
+        var seen: [String: String] = [:]
+        for i in blobs.indices {
+            guard let type = blobs[i].mediaType else { continue }
+            if let shared = seen[type] {
+                blobs[i].mediaType = shared
+            } else {
+                seen[type] = type
+            }
+        }
+    }
+}
+
+extension BundleManifest {
+    /// Decodes a bundle manifest with memory that grows with its blob list, not several times it:
+    /// the list is decoded a slice of `sliceSize` entries at a time (a tree of the whole document
+    /// costs about twice its size again), and media types are shared.
+    public static func decode(_ bytes: [UInt8], sliceSize: Int = 4096) throws -> BundleManifest {
+        try bytes.withUnsafeBytes { buffer in
+            let decoder = JSONDecoder()
+            guard let blobs = try JSONScan.topLevelArray(named: "blobs", in: buffer) else {
+                var manifest = try decoder.decode(BundleManifest.self, from: Data(buffer))
+                manifest.internMediaTypes()
+                return manifest
+            }
+            var rest = Data(buffer[..<blobs.lowerBound])
+            rest.append(contentsOf: "[]".utf8)
+            rest.append(contentsOf: buffer[blobs.upperBound...])
+            var manifest = try decoder.decode(BundleManifest.self, from: rest)
+            let elements = JSONScan.elements(of: blobs, in: buffer)
+            manifest.blobs.reserveCapacity(elements.count)
+            var types: [String: String] = [:]
+            var start = 0
+            while start < elements.count {
+                let slice = elements[start..<min(start + sliceSize, elements.count)]
+                var part = Data("[".utf8)
+                part.reserveCapacity((slice.last?.upperBound ?? 0) - (slice.first?.lowerBound ?? 0) + 2)
+                for (n, element) in zip(slice.indices, slice) {
+                    if n > slice.startIndex { part.append(UInt8(ascii: ",")) }
+                    part.append(contentsOf: buffer[element])
+                }
+                part.append(UInt8(ascii: "]"))
+                for var blob in try decoder.decode([Blob].self, from: part) {
+                    if let type = blob.mediaType {
+                        if let shared = types[type] { blob.mediaType = shared } else { types[type] = type }
+                    }
+                    manifest.blobs.append(blob)
+                }
+                start += sliceSize
+            }
+            return manifest
+        }
     }
 }

@@ -91,13 +91,34 @@ public struct VerificationReport: Codable, Sendable {
         var c = encoder.container(keyedBy: CodingKeys.self)
         try c.encode(bundle, forKey: .bundle)
         try c.encode(ok, forKey: .ok)
-        try c.encodeIfPresent(manifest, forKey: .manifest)
+        try c.encodeIfPresent(manifest.map(ManifestHeader.init), forKey: .manifest)
         try c.encodeIfPresent(signature, forKey: .signature)
         try c.encodeIfPresent(trusted, forKey: .trusted)
         try c.encode(blobCount, forKey: .blobCount)
         try c.encode(blobBytes, forKey: .blobBytes)
         try c.encode(problems, forKey: .problems)
         try c.encode(unreferencedBlobs, forKey: .unreferencedBlobs)
+    }
+}
+
+/// The bundle manifest as a report shows it: everything but the blob list, which grows with the
+/// bundle (a report stays small for a million blobs; `listedBlobs` counts the list, `blobCount`
+/// what was verified, and the list itself is in the bundle's `ferry-bundle.json`).
+private struct ManifestHeader: Encodable {
+    let manifest: BundleManifest
+    enum CodingKeys: String, CodingKey {
+        case mediaType, formatVersion, tool, created, partial, index, images, listedBlobs
+    }
+    func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(manifest.mediaType, forKey: .mediaType)
+        try c.encode(manifest.formatVersion, forKey: .formatVersion)
+        try c.encode(manifest.tool, forKey: .tool)
+        try c.encode(manifest.created, forKey: .created)
+        try c.encodeIfPresent(manifest.partial, forKey: .partial)
+        try c.encode(manifest.index, forKey: .index)
+        try c.encode(manifest.images, forKey: .images)
+        try c.encode(manifest.blobs.count, forKey: .listedBlobs)
     }
 }
 
@@ -159,47 +180,108 @@ public struct BundleReader: Sendable {
                 state.problem(
                     .structure,
                     "bundle is a \(compression)-compressed tar; a Ferry bundle is a plain tar (decompress it first)")
-                return state.report
+                return state.finalReport
             }
             while let entry = try tar.next() {
                 if try !read(entry, from: tar, into: &state, sink: sink) {
                     // What follows cannot be checked; completeness problems would only be noise.
-                    return state.report
+                    return state.finalReport
                 }
-                if stopAfterHeader && state.indexBytes != nil { return finishHeaderOnly(state) }
+                if stopAfterHeader && state.indexBytes != nil { return finishHeaderOnly(state).finalReport }
             }
         } catch let error as TarError {
             state.problem(.structure, error.description)
-            return state.report
+            return state.finalReport
         } catch let error as SinkFailure {
             state.problem(.sink, String(describing: error.underlying))
-            return state.report
+            return state.finalReport
         } catch {
             state.problem(.structure, String(describing: error))
-            return state.report
+            return state.finalReport
         }
         finish(&state)
-        return state.report
+        return state.finalReport
     }
 
+    /// Problems listed one by one; past this many, one more problem says how many were left out,
+    /// so a bundle with a million missing blobs gives a readable report in bounded memory.
+    public static let problemLimit = 1000
+
+    /// What the reader keeps between entries. Memory is bounded per blob: a listing index, a flag,
+    /// and for a manifest the children to follow (never the document).
     struct ReadState {
         var report: VerificationReport
         var layoutSeen = false
+        /// Kept only until the signature is judged (ed25519 signs the whole document).
         var manifestBytes: [UInt8]?
         var indexBytes: [UInt8]?
+        /// Names of entries other than blobs (blobs are told apart by their listing index).
         var names: Set<String> = []
-        var listed: [Digest: BundleManifest.Blob] = [:]
-        var present: [Digest: Int64] = [:]
-        var documents: [Digest: ManifestDocument] = [:]
+        /// Listing index in `report.manifest.blobs` by digest.
+        var listed = ListingIndex([])
+        /// Per listing index: carried and verified.
+        var present: [Bool] = []
+        /// Per listing index: a tar entry for it was seen (a second one is a duplicate).
+        var entrySeen: [Bool] = []
+        /// Children to follow of each carried manifest or index, flat: the children of listing
+        /// index `i` are `edgeTargets[edgeStart[i] ..< edgeStart[i] + edgeCount[i]]` (`edgeStart`
+        /// -1: not a document). A target >= 0 is a listing index, -1 - k is `unlisted[k]`.
+        var edgeStart: [Int32] = []
+        var edgeCount: [Int32] = []
+        var edgeTargets: [Int32] = []
+        /// Children (and index.json entries) the bundle manifest does not list.
+        var unlisted: [(digest: Digest, mediaType: String)] = []
+        /// Per listing index: already has a problem (so one fault is reported once).
+        var flagged: [Bool] = []
+        /// Digests not listed that already have a problem.
+        var troubled: Set<Digest> = []
+        var omittedProblems = 0
+        var manifestSeen = false
+        /// The sink was prepared (the first blob arrived).
+        var prepared = false
+        var filter = PlatformFilter.all
         var signatureChecked = false
 
         mutating func problem(
             _ kind: VerificationProblem.Kind, _ message: String, entry: String? = nil, image: String? = nil,
-            digest: String? = nil, expected: String? = nil, found: String? = nil
+            digest: Digest? = nil, expected: String? = nil, found: String? = nil
         ) {
+            if let digest {
+                if let position = listed.position(of: digest), position < flagged.count {
+                    flagged[position] = true
+                } else {
+                    troubled.insert(digest)
+                }
+            }
+            guard report.problems.count < BundleReader.problemLimit else {
+                omittedProblems += 1
+                return
+            }
             report.problems.append(
                 VerificationProblem(
-                    kind, message, entry: entry, image: image, digest: digest, expected: expected, found: found))
+                    kind, message, entry: entry, image: image, digest: digest?.description, expected: expected,
+                    found: found))
+        }
+
+        /// The report, with a last line for the problems not listed.
+        func hasProblem(_ node: Int32) -> Bool {
+            node >= 0 ? flagged[Int(node)] : troubled.contains(unlisted[Int(-1 - node)].digest)
+        }
+
+        /// The walk's node for a digest: its listing index, or a new unlisted entry.
+        mutating func node(_ digest: Digest, mediaType: String) -> Int32 {
+            if let position = listed.position(of: digest) { return Int32(position) }
+            unlisted.append((digest, mediaType))
+            return Int32(-unlisted.count)
+        }
+
+        var finalReport: VerificationReport {
+            var report = report
+            if omittedProblems > 0 {
+                report.problems.append(
+                    VerificationProblem(.structure, "and \(omittedProblems) more problems not listed"))
+            }
+            return report
         }
     }
 
@@ -223,7 +305,7 @@ public struct BundleReader: Sendable {
                     + (entry.linkTarget.map { " (-> \($0))" } ?? ""), entry: entry.path)
             return true
         }
-        guard state.names.insert(bare).inserted else {
+        guard bare.hasPrefix("blobs/") && entry.type == .regular || state.names.insert(bare).inserted else {
             state.problem(.structure, "duplicate entry", entry: entry.path)
             return true
         }
@@ -253,9 +335,10 @@ public struct BundleReader: Sendable {
         case BundleManifest.fileName:
             let bytes = try tar.readAll(limit: Self.documentLimit)
             state.manifestBytes = bytes
+            state.manifestSeen = true
             state.report.manifestDigest = Digest.of(bytes)
             do {
-                let manifest = try JSONDecoder().decode(BundleManifest.self, from: Data(bytes))
+                let manifest = try BundleManifest.decode(bytes)
                 guard manifest.formatVersion == BundleManifest.currentFormatVersion else {
                     state.problem(
                         .manifest, "unsupported bundle format", entry: bare,
@@ -263,9 +346,23 @@ public struct BundleReader: Sendable {
                     return false
                 }
                 state.report.manifest = manifest
-                for blob in manifest.blobs {
-                    if state.listed.updateValue(blob, forKey: blob.digest) != nil {
-                        state.problem(.manifest, "blob listed twice", entry: bare, digest: blob.digest.description)
+                state.listed = ListingIndex(manifest.blobs)
+                for (position, blob) in manifest.blobs.enumerated() {
+                    if state.listed.insert(position) != nil {
+                        state.problem(.manifest, "blob listed twice", entry: bare, digest: blob.digest)
+                    }
+                }
+                state.present = Array(repeating: false, count: manifest.blobs.count)
+                state.entrySeen = state.present
+                state.flagged = state.present
+                state.edgeStart = Array(repeating: -1, count: manifest.blobs.count)
+                state.edgeCount = Array(repeating: 0, count: manifest.blobs.count)
+                if let partial = manifest.partial {
+                    do {
+                        state.filter = PlatformFilter(try partial.platforms.map { try Platform(parsing: $0) })
+                    } catch {
+                        state.problem(.manifest, "partial platform does not parse: \(error)", entry: bare)
+                        return false
                     }
                 }
             } catch {
@@ -274,6 +371,11 @@ public struct BundleReader: Sendable {
             }
         case BundleSignature.fileName:
             let bytes = try tar.readAll(limit: 64 * 1024)
+            guard !state.signatureChecked else {
+                state.problem(
+                    .signature, "signature after index.json or the blobs: cannot verify in one pass", entry: bare)
+                return false
+            }
             guard let signature = try? JSONDecoder().decode(BundleSignature.self, from: Data(bytes)) else {
                 state.problem(.signature, "signature file does not parse", entry: bare)
                 return true
@@ -281,6 +383,11 @@ public struct BundleReader: Sendable {
             state.report.signature = signature
         case "index.json":
             state.indexBytes = try tar.readAll(limit: Self.documentLimit)
+            // A signature comes before index.json or not at all: judge it now, before any blob.
+            if state.report.manifest != nil && !state.signatureChecked {
+                judgeSignature(&state)
+                if requireSignature && state.report.trusted != true { return false }
+            }
         default:
             return try readBlob(entry, path: bare, from: tar, into: &state, sink: sink)
         }
@@ -307,32 +414,39 @@ public struct BundleReader: Sendable {
             state.problem(.structure, "blob name is not written blobs/ALGORITHM/HEX", entry: entry.path)
             return true
         }
-        guard state.report.manifest != nil else {
+        guard let manifest = state.report.manifest else {
             state.problem(.structure, "blob before the bundle manifest: cannot verify in one pass", entry: entry.path)
             return false
         }
         // The signature is judged before the first blob, so a sink (an import) never receives the
         // content of a bundle that is not signed by a trusted key.
-        if !state.signatureChecked {
-            state.signatureChecked = true
-            checkSignature(&state)
+        if !state.prepared {
+            state.prepared = true
+            if !state.signatureChecked { judgeSignature(&state) }
             if requireSignature && state.report.trusted != true { return false }
-            if let sink, let manifest = state.report.manifest {
-                do {
-                    try sink.prepare(manifest)
-                } catch {
-                    throw SinkFailure(underlying: error)
-                }
+            do {
+                try sink?.prepare(manifest)
+            } catch {
+                throw SinkFailure(underlying: error)
             }
         }
-        guard let listed = state.listed[digest] else {
-            state.problem(
-                .blob, "blob not listed in the bundle manifest", entry: entry.path, digest: digest.description)
+        guard let position = state.listed.position(of: digest) else {
+            if !state.names.insert(path).inserted {
+                state.problem(.structure, "duplicate entry", entry: entry.path)
+            } else {
+                state.problem(.blob, "blob not listed in the bundle manifest", entry: entry.path, digest: digest)
+            }
             return true
         }
+        guard !state.entrySeen[position] else {
+            state.problem(.structure, "duplicate entry", entry: entry.path)
+            return true
+        }
+        state.entrySeen[position] = true
+        let listed = manifest.blobs[position]
         guard entry.size == listed.size else {
             state.problem(
-                .blob, "size differs from the bundle manifest", entry: entry.path, digest: digest.description,
+                .blob, "size differs from the bundle manifest", entry: entry.path, digest: listed.digest,
                 expected: "\(listed.size) bytes", found: "\(entry.size) bytes")
             return true
         }
@@ -341,6 +455,7 @@ public struct BundleReader: Sendable {
             && MediaType.isManifestOrIndex(listed.mediaType)
         var verifier = BlobVerifier(digest: digest, size: listed.size)
         var kept: [UInt8] = []
+        if keep { kept.reserveCapacity(Int(entry.size)) }
         do {
             try sink?.begin(listed)
         } catch {
@@ -362,10 +477,10 @@ public struct BundleReader: Sendable {
             switch error {
             case .digestMismatch(let expected, let found):
                 state.problem(
-                    .blob, "content does not match its digest", entry: entry.path, digest: digest.description,
+                    .blob, "content does not match its digest", entry: entry.path, digest: listed.digest,
                     expected: expected.description, found: found.description)
             default:
-                state.problem(.blob, error.description, entry: entry.path, digest: digest.description)
+                state.problem(.blob, error.description, entry: entry.path, digest: listed.digest)
             }
             return true
         } catch {
@@ -377,39 +492,46 @@ public struct BundleReader: Sendable {
         } catch {
             throw SinkFailure(underlying: error)
         }
-        state.present[digest] = listed.size
+        state.present[position] = true
         state.report.blobCount += 1
         state.report.blobBytes += listed.size
         if keep,
             let document = try? ManifestDocument(bytes: kept, declaredMediaType: listed.mediaType, algorithm: algorithm)
         {
-            state.documents[digest] = document
+            // Only what the walk follows is kept: a platform-filtered index keeps its selected
+            // children; an image manifest all of them (non-distributable layers included).
+            var children = state.filter.selectedChildren(of: document)
+            if case .manifest = document.content {
+                children += document.children.filter { MediaType.isNondistributable($0.mediaType) }
+            }
+            state.edgeStart[position] = Int32(state.edgeTargets.count)
+            state.edgeCount[position] = Int32(children.count)
+            for child in children { state.edgeTargets.append(state.node(child.digest, mediaType: child.mediaType)) }
         }
         return true
     }
 
-    private func finishHeaderOnly(_ state: ReadState) -> VerificationReport {
+    private func finishHeaderOnly(_ state: ReadState) -> ReadState {
         var state = state
-        if !state.signatureChecked { checkSignature(&state) }
-        return state.report
+        if !state.signatureChecked { judgeSignature(&state) }
+        return state
     }
 
-    /// Checks after the last entry: completeness, index.json, the graph, the signature.
+    /// Checks after the last entry: the signature first (an untrusted bundle is refused before any
+    /// other work), then completeness, index.json and the graph. Linear in the entries and edges.
     private func finish(_ state: inout ReadState) {
         if !state.layoutSeen { state.problem(.layout, "missing", entry: "oci-layout") }
         guard let manifest = state.report.manifest else {
-            if state.manifestBytes == nil { state.problem(.manifest, "missing", entry: BundleManifest.fileName) }
+            if !state.manifestSeen { state.problem(.manifest, "missing", entry: BundleManifest.fileName) }
             return
         }
-        for blob in manifest.blobs
-        where state.present[blob.digest] == nil
-            && !state.report.problems.contains(where: {
-                $0.digest == blob.digest.description
-            })
-        {
+        if !state.signatureChecked { judgeSignature(&state) }
+        if requireSignature && state.report.trusted != true { return }
+        for (position, blob) in manifest.blobs.enumerated()
+        where !state.present[position] && !state.flagged[position] {
             state.problem(
                 .blob, "listed in the bundle manifest but missing from the tar", entry: blob.digest.layoutPath,
-                digest: blob.digest.description)
+                digest: blob.digest)
         }
         guard let indexBytes = state.indexBytes else {
             state.problem(.index, "missing", entry: "index.json")
@@ -426,6 +548,7 @@ public struct BundleReader: Sendable {
             state.problem(.index, "does not parse as an OCI index", entry: "index.json")
             return
         }
+        state.indexBytes = nil
         // Images named in the bundle manifest and index.json agree.
         var indexNames: [String: Digest] = [:]
         for descriptor in index.manifests {
@@ -442,53 +565,67 @@ public struct BundleReader: Sendable {
                     expected: image.digest.description, found: digest.description)
             }
         }
-        // The graph: everything index.json reaches is present.
-        let partialPlatforms = try? manifest.partial.map { try $0.platforms.map { try Platform(parsing: $0) } }
-        let filter = PlatformFilter(partialPlatforms ?? nil ?? [])
         // One walk per image: what it reaches that the bundle carries (for an importer), which image
-        // a digest belongs to (to name it in problems), and what is referenced but absent.
-        var reached: Set<Digest> = []
-        var owners: [String: String] = [:]
+        // a troubled digest belongs to (to name it in problems), and what is referenced but absent.
+        var reached = [Bool](repeating: false, count: manifest.blobs.count)
+        var unnamed: Set<Digest> = []
+        for problem in state.report.problems where problem.image == nil {
+            if let text = problem.digest, let digest = try? Digest(text) { unnamed.insert(digest) }
+        }
+        var owners: [Digest: String] = [:]
         for descriptor in index.manifests {
             let image = descriptor.annotations?[AnnotationKey.refName] ?? descriptor.digest.description
             var contents = VerificationReport.ImageContents(top: descriptor, manifests: [], blobs: [])
-            var stack = [descriptor]
-            var seen: Set<Digest> = []
+            var stack = [state.node(descriptor.digest, mediaType: descriptor.mediaType)]
+            var seen: Set<Int32> = []
             while let next = stack.popLast() {
-                guard seen.insert(next.digest).inserted else { continue }
-                if owners[next.digest.description] == nil { owners[next.digest.description] = image }
-                guard state.present[next.digest] != nil else {
+                guard seen.insert(next).inserted else { continue }
+                let (digest, mediaType) =
+                    next >= 0
+                    ? (manifest.blobs[Int(next)].digest, manifest.blobs[Int(next)].mediaType ?? "")
+                    : state.unlisted[Int(-1 - next)]
+                if unnamed.contains(digest) && owners[digest] == nil { owners[digest] = image }
+                guard next >= 0 && state.present[Int(next)] else {
                     // Non-distributable layers may be absent; a blob that failed already has its problem.
-                    if !MediaType.isNondistributable(next.mediaType)
-                        && !state.report.problems.contains(where: { $0.digest == next.digest.description })
-                    {
+                    if !MediaType.isNondistributable(mediaType) && !state.hasProblem(next) {
                         state.problem(
-                            .graph, "\(next.mediaType) referenced but not in the bundle", image: image,
-                            digest: next.digest.description)
+                            .graph, "\(mediaType) referenced but not in the bundle", image: image, digest: digest)
                     }
                     continue
                 }
-                reached.insert(next.digest)
-                if let document = state.documents[next.digest] {
-                    contents.manifests.insert(next.digest)
-                    // A partial bundle leaves other platforms out on purpose (selectedChildren).
-                    stack += filter.selectedChildren(of: document)
-                    stack += document.children.filter { MediaType.isNondistributable($0.mediaType) }
+                let position = Int(next)
+                reached[position] = true
+                let start = state.edgeStart[position]
+                if start >= 0 {
+                    contents.manifests.insert(digest)
+                    let end = Int(start + state.edgeCount[position])
+                    stack += state.edgeTargets[Int(start)..<end]
                 } else {
-                    contents.blobs.insert(next.digest)
+                    contents.blobs.insert(digest)
                 }
             }
             state.report.imageContents[image] = contents
         }
         for i in state.report.problems.indices where state.report.problems[i].image == nil {
-            if let digest = state.report.problems[i].digest { state.report.problems[i].image = owners[digest] }
+            if let text = state.report.problems[i].digest, let digest = try? Digest(text) {
+                state.report.problems[i].image = owners[digest]
+            }
         }
         let imageNames = Set(manifest.images.map(\.reference))
         for name in indexNames.keys.sorted() where !imageNames.contains(name) {
             state.problem(.index, "image in index.json is not in the bundle manifest", image: name)
         }
-        state.report.unreferencedBlobs = state.present.keys.filter { !reached.contains($0) }.map(\.description).sorted()
-        if !state.signatureChecked { checkSignature(&state) }
+        state.report.unreferencedBlobs = manifest.blobs.indices
+            .filter { state.present[$0] && !reached[$0] }
+            .map { manifest.blobs[$0].digest.description }
+            .sorted()
+    }
+
+    /// Judges the signature once, then lets go of the bundle manifest's bytes (only it needs them).
+    private func judgeSignature(_ state: inout ReadState) {
+        state.signatureChecked = true
+        checkSignature(&state)
+        state.manifestBytes = nil
     }
 
     private func checkSignature(_ state: inout ReadState) {

@@ -33,22 +33,6 @@ public struct DigestHasher {
         var output = [UInt8](repeating: 0, count: Int(EVP_MAX_MD_SIZE))
         var length: UInt32 = 0
         EVP_DigestFinal_ex(context.pointer, &output, &length)
-        let hexDigits: [UInt8] = Array("0123456789abcdef".utf8)
-        var hex = [UInt8]()
-        hex.reserveCapacity(Int(length) * 2)
-        for byte in output.prefix(Int(length)) {
-            hex.append(hexDigits[Int(byte >> 4)])
-            hex.append(hexDigits[Int(byte & 0x0f)])
-        }
-        // Built from our own hex digits of the algorithm's exact length: cannot fail.
-        return Digest(unchecked: algorithm, encoded: String(decoding: hex, as: UTF8.self))
-    }
-}
-
-extension Digest {
-    /// For digests computed here: the encoding is known to be valid.
-    init(unchecked algorithm: DigestAlgorithm, encoded: String) {
-        self.algorithm = algorithm
-        self.encoded = encoded
+        return Digest(algorithm: algorithm, bytes: Array(output.prefix(Int(length))))
     }
 }

@@ -39,6 +39,8 @@ public final class TarReader {
     private var archive: OpaquePointer?
     private var expectedOffset: Int64 = 0
     private var currentPath = ""
+    /// The declared size of the current entry (to read small files into one allocation).
+    private var currentSize: Int64 = 0
     /// The compression filter wrapped around the tar (`gzip`, `zstd`, …), or nil for a plain tar.
     public private(set) var compression: String?
 
@@ -77,6 +79,7 @@ public final class TarReader {
         }
         let path = archive_entry_pathname(entry).map { String(cString: $0) } ?? ""
         currentPath = path
+        currentSize = max(0, archive_entry_size(entry))
         expectedOffset = 0
         let type: EntryType
         if archive_entry_hardlink(entry) != nil {
@@ -120,6 +123,8 @@ public final class TarReader {
     /// Reads the whole current entry, refusing more than `limit` bytes.
     public func readAll(limit: Int) throws(TarError) -> [UInt8] {
         var bytes: [UInt8] = []
+        // One allocation of the declared size (growing by doubling would hold old and new at once).
+        bytes.reserveCapacity(Int(min(currentSize, Int64(limit))))
         while let block = try nextBlock() {
             guard bytes.count + block.count <= limit else {
                 throw .io("larger than the \(limit)-byte limit", entry: currentPath)

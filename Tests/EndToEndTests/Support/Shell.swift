@@ -170,3 +170,30 @@ final class BackgroundProcess: @unchecked Sendable {
 
     deinit { stop() }
 }
+
+extension Shell {
+    struct Measured {
+        var status: Int32
+        /// The process's peak resident set, in bytes.
+        var peakResidentBytes: Int
+        var stdout: String
+        var stderr: String
+    }
+
+    /// Runs `arguments` under GNU time and reports the peak memory of that process alone. (The
+    /// kernel carries a spawning process's peak into its child's across exec, so wait4 in this
+    /// process would report the test runner's memory; time forks from a small process.)
+    static func measure(_ arguments: [String]) throws -> Measured {
+        let directory = try temporaryDirectory("ferry-measure")
+        defer { remove(directory) }
+        let result = try run(["/usr/bin/time", "-f", "%M", "-o", "\(directory)/peak"] + arguments, check: false)
+        let text = try String(contentsOfFile: "\(directory)/peak", encoding: .utf8)
+        guard let kib = text.split(separator: "\n").last.flatMap({ Int($0.trimmingCharacters(in: .whitespaces)) })
+        else {
+            throw Failure(
+                command: arguments.joined(separator: " "), status: result.status, output: "time wrote: \(text)")
+        }
+        return Measured(
+            status: result.status, peakResidentBytes: kib * 1024, stdout: result.stdout, stderr: result.stderr)
+    }
+}
