@@ -1,4 +1,5 @@
 import NIOCore
+import NIOHTTP1
 import NIOHTTPTypes
 import Synchronization
 
@@ -64,6 +65,12 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
         }
         counted = true
         arm(context, after: limits.headerTimeout)
+        // HTTP/1.0 needs its version, which the HTTP types Hummingbird works in do not carry:
+        // look at it right after NIO's decoder.
+        let pipeline = context.pipeline.syncOperations
+        if let decoder = try? pipeline.context(handlerType: ByteToMessageHandler<HTTPRequestDecoder>.self) {
+            try? pipeline.addHandler(HTTP10ConnectionClose(), position: .after(decoder.handler))
+        }
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
@@ -92,5 +99,24 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
         timer?.cancel()
         let loopBound = NIOLoopBound(context, eventLoop: context.eventLoop)
         timer = context.eventLoop.scheduleTask(in: delay) { loopBound.value.close(promise: nil) }
+    }
+}
+
+/// An HTTP/1.0 request closes its connection after the response unless it asks for keep-alive
+/// (RFC 9112, 9.3): such a request is marked `Connection: close`, so the server closes instead of
+/// waiting for a next request the client will never send (`ab` waits for the close).
+final class HTTP10ConnectionClose: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = HTTPServerRequestPart
+    typealias InboundOut = HTTPServerRequestPart
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        guard case .head(var head) = unwrapInboundIn(data), head.version.major == 1, head.version.minor == 0,
+            !head.headers[canonicalForm: "connection"].contains(where: { $0.lowercased() == "keep-alive" })
+        else {
+            context.fireChannelRead(data)
+            return
+        }
+        head.headers.replaceOrAdd(name: "connection", value: "close")
+        context.fireChannelRead(wrapInboundOut(.head(head)))
     }
 }

@@ -83,4 +83,51 @@ struct ConnectionLimitTests {
         usleep(500_000)
         #expect(try appliance.curl("/v2/").status == 200)
     }
+
+    /// An HTTP/1.0 request without keep-alive gets its response and then the connection closes
+    /// (`ab` waited for that close forever); HTTP/1.1 and 1.0 with keep-alive stay open.
+    @Test func http10ClosesAfterTheResponse() throws {
+        let work = try Shell.temporaryDirectory()
+        defer { Shell.remove(work) }
+        let appliance = try ApplianceFixture(dataDirectory: "\(work)/data", anonymous: "pull")
+        defer { appliance.stop() }
+        /// Sends `request` over TLS and keeps the client's side open: whether the server closed
+        /// within 3 s, and what it answered.
+        func send(_ request: String) throws -> (closed: Bool, output: String) {
+            let client = Process()
+            client.executableURL = URL(fileURLWithPath: "/usr/bin/openssl")
+            client.arguments = [
+                "s_client", "-quiet", "-connect", appliance.host, "-CAfile", appliance.caCertificate,
+            ]
+            let input = Pipe()
+            // A file, not a pipe: a kept-alive connection's client is killed, and a pipe's reader
+            // would wait for the server's idle timeout.
+            let answer = "\(work)/answer-\(UUID().uuidString)"
+            FileManager.default.createFile(atPath: answer, contents: nil)
+            let output = try FileHandle(forWritingTo: URL(fileURLWithPath: answer))
+            defer { try? output.close() }
+            client.standardInput = input
+            client.standardOutput = output
+            client.standardError = FileHandle.nullDevice
+            try client.run()
+            try input.fileHandleForWriting.write(contentsOf: Array(request.utf8))
+            let deadline = Date().addingTimeInterval(3)
+            while client.isRunning && Date() < deadline { usleep(50_000) }
+            let closed = !client.isRunning
+            // s_client sits out SIGTERM while its connection is open.
+            if !closed { kill(client.processIdentifier, SIGKILL) }
+            client.waitUntilExit()
+            try input.fileHandleForWriting.close()
+            return (closed, try String(contentsOfFile: answer, encoding: .utf8))
+        }
+        let plain = try send("GET /v2/ HTTP/1.0\r\nHost: x\r\n\r\n")
+        #expect(plain.closed, "an HTTP/1.0 connection was left open")
+        #expect(plain.output.hasPrefix("HTTP/1.1 200"), "\(plain.output)")
+        let keepAlive = try send("GET /v2/ HTTP/1.0\r\nHost: x\r\nConnection: keep-alive\r\n\r\n")
+        #expect(!keepAlive.closed)
+        #expect(keepAlive.output.hasPrefix("HTTP/1.1 200"), "\(keepAlive.output)")
+        let http11 = try send("GET /v2/ HTTP/1.1\r\nHost: x\r\n\r\n")
+        #expect(!http11.closed)
+        #expect(http11.output.hasPrefix("HTTP/1.1 200"), "\(http11.output)")
+    }
 }
