@@ -51,6 +51,14 @@ public struct ExportCommand: AsyncParsableCommand {
         help: "Only these platforms of multi-platform images, e.g. linux/amd64,linux/arm64/v8 (repeatable).")
     var platformArguments: [String] = []
 
+    @Option(
+        name: .customLong("load-platform"),
+        help: """
+            The platform of multi-platform images that `docker load` and `podman load` take from the \
+            bundle (its manifest.json). Every platform stays in the OCI layout.
+            """)
+    var loadPlatform: String = "linux/amd64"
+
     @Option(help: "Blobs downloaded at once.")
     var parallel: Int = 6
 
@@ -94,7 +102,7 @@ public struct ExportCommand: AsyncParsableCommand {
             let options = Exporter.Options(
                 requests: requests, output: output, platforms: platforms, parallel: parallel,
                 cacheDirectory: cache ?? Self.defaultCacheDirectory(), creationTime: Self.creationTime(),
-                signingKey: signingKey)
+                signingKey: signingKey, loadPlatform: try Platform(parsing: loadPlatform))
             let summary = try await registryOptions.withClient(credentials: credentialStore) { client in
                 try await Exporter(client: client, progress: reporter).run(options)
             }

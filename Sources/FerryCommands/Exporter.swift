@@ -23,11 +23,15 @@ public struct Exporter: Sendable {
         public var cacheDirectory: String
         public var creationTime: Int64
         public var signingKey: SigningKey?
+        /// The platform of a multi-platform image that `docker load`/`podman load` take.
+        public var loadPlatform: Platform
         public init(
             requests: [ImageRequest], output: String, platforms: [Platform], parallel: Int, cacheDirectory: String,
-            creationTime: Int64, signingKey: SigningKey? = nil
+            creationTime: Int64, signingKey: SigningKey? = nil,
+            loadPlatform: Platform = Platform(os: "linux", architecture: "amd64")
         ) {
             self.signingKey = signingKey
+            self.loadPlatform = loadPlatform
             self.requests = requests
             self.output = output
             self.platforms = platforms
@@ -84,6 +88,24 @@ public struct Exporter: Sendable {
         /// Configs and layers, in walk order.
         var blobs: [Descriptor]
         var platforms: [String]
+    }
+
+    /// What `docker load` and `podman load` take of `image`: its image manifest, or for an index
+    /// the manifest of `platform` when the bundle carries it. Artifacts and images with
+    /// non-distributable layers (which the bundle does not carry) are left out.
+    static func loadEntry(_ image: ResolvedImage, platform: Platform) -> BundleWriter.LoadEntry? {
+        var document = image.top
+        if case .index(let index) = document.content {
+            guard let child = index.manifests.first(where: { $0.platform?.matches(platform) == true }),
+                let chosen = image.documents.first(where: { $0.digest == child.digest })
+            else { return nil }
+            document = chosen
+        }
+        guard case .manifest(let manifest) = document.content,
+            [MediaType.ociConfig, MediaType.dockerConfig].contains(manifest.config.mediaType),
+            !manifest.layers.contains(where: { MediaType.isNondistributable($0.mediaType) })
+        else { return nil }
+        return .init(reference: image.request.reference, manifest: manifest)
     }
 
     public func run(_ options: Options) async throws -> Summary {
@@ -170,6 +192,8 @@ public struct Exporter: Sendable {
         let allBlobs = documents + blobOrder
         let entries = images.map { BundleWriter.Entry(reference: $0.request.reference, descriptor: $0.top.descriptor) }
         let index = try BundleWriter.makeIndex(entries)
+        let loadEntries = images.compactMap { Self.loadEntry($0, platform: options.loadPlatform) }
+        let dockerManifest = loadEntries.isEmpty ? nil : try BundleWriter.makeDockerManifest(loadEntries)
         let manifest = BundleManifest(
             tool: .init(name: "ferry", version: FerryVersion.string),
             created: BundleManifest.timestamp(options.creationTime),
@@ -182,7 +206,8 @@ public struct Exporter: Sendable {
                     reference: BundleWriter.imageName(image.request.reference), digest: image.top.digest,
                     mediaType: image.top.mediaType, platforms: image.platforms, size: size)
             },
-            blobs: allBlobs.map { .init(digest: $0.digest, size: $0.size, mediaType: $0.mediaType) })
+            blobs: allBlobs.map { .init(digest: $0.digest, size: $0.size, mediaType: $0.mediaType) },
+            dockerManifest: dockerManifest.map { .init(digest: Digest.of($0), size: Int64($0.count)) })
         let totalBytes = allBlobs.reduce(Int64(0)) { $0 + $1.size }
         progress.startWriting(bytes: totalBytes, path: options.output)
         let reporter = self.progress
@@ -193,7 +218,7 @@ public struct Exporter: Sendable {
             do {
                 return try BundleWriter().write(
                     to: options.output, manifest: manifest, index: index, modificationTime: options.creationTime,
-                    signature: signature,
+                    signature: signature, dockerManifest: dockerManifest,
                     blobs: { store.path(of: $0) }, verifiedThisRun: Set(missing.map(\.digest)),
                     progress: { reporter.wrote($0) })
             } catch BundleError.corruptSource(let path, let error) {

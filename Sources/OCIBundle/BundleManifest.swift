@@ -81,9 +81,13 @@ public struct BundleManifest: Codable, Sendable, Hashable {
     public var images: [Image]
     /// Every blob in the bundle, in the order the tar holds them.
     public var blobs: [Blob]
+    /// Digest and size of the bundle's `manifest.json` (the docker-archive index that `docker load`
+    /// and `podman load` read), when it has one.
+    public var dockerManifest: FileDigest?
 
     public init(
-        tool: Tool, created: String, partial: Partial?, index: FileDigest, images: [Image], blobs: [Blob]
+        tool: Tool, created: String, partial: Partial?, index: FileDigest, images: [Image], blobs: [Blob],
+        dockerManifest: FileDigest? = nil
     ) {
         self.mediaType = Self.mediaType
         self.formatVersion = Self.currentFormatVersion
@@ -93,10 +97,11 @@ public struct BundleManifest: Codable, Sendable, Hashable {
         self.index = index
         self.images = images
         self.blobs = blobs
+        self.dockerManifest = dockerManifest
     }
 
     enum CodingKeys: String, CodingKey {
-        case mediaType, formatVersion, tool, created, partial, index, images, blobs
+        case mediaType, formatVersion, tool, created, partial, index, images, blobs, dockerManifest
     }
 
     /// Decodes a bundle manifest; one without `blobs` (as a verify report shows it) has none.
@@ -110,6 +115,7 @@ public struct BundleManifest: Codable, Sendable, Hashable {
         index = try c.decode(FileDigest.self, forKey: .index)
         images = try c.decode([Image].self, forKey: .images)
         blobs = try c.decodeIfPresent([Blob].self, forKey: .blobs) ?? []
+        dockerManifest = try c.decodeIfPresent(FileDigest.self, forKey: .dockerManifest)
     }
 
     /// Canonical JSON (sorted keys, no escaped slashes): the same manifest always gives the same bytes.

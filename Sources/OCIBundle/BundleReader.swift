@@ -237,6 +237,7 @@ public struct BundleReader: Sendable {
         var troubled: Set<Digest> = []
         var omittedProblems = 0
         var manifestSeen = false
+        var dockerManifestSeen = false
         /// The sink was prepared (the first blob arrived).
         var prepared = false
         var filter = PlatformFilter.all
@@ -381,6 +382,20 @@ public struct BundleReader: Sendable {
                 return true
             }
             state.report.signature = signature
+        case BundleWriter.dockerManifestName:
+            // Covered by the bundle manifest (and so by its signature) like index.json.
+            let bytes = try tar.readAll(limit: Self.documentLimit)
+            state.dockerManifestSeen = true
+            guard let listed = state.report.manifest?.dockerManifest else {
+                state.problem(.layout, "not named in the bundle manifest", entry: bare)
+                return true
+            }
+            let digest = Digest.of(bytes, algorithm: listed.digest.algorithm)
+            if digest != listed.digest || Int64(bytes.count) != listed.size {
+                state.problem(
+                    .layout, "does not match the bundle manifest", entry: bare,
+                    expected: "\(listed.digest) (\(listed.size) bytes)", found: "\(digest) (\(bytes.count) bytes)")
+            }
         case "index.json":
             state.indexBytes = try tar.readAll(limit: Self.documentLimit)
             // A signature comes before index.json or not at all: judge it now, before any blob.
@@ -532,6 +547,9 @@ public struct BundleReader: Sendable {
             state.problem(
                 .blob, "listed in the bundle manifest but missing from the tar", entry: blob.digest.layoutPath,
                 digest: blob.digest)
+        }
+        if manifest.dockerManifest != nil && !state.dockerManifestSeen {
+            state.problem(.layout, "missing", entry: BundleWriter.dockerManifestName)
         }
         guard let indexBytes = state.indexBytes else {
             state.problem(.index, "missing", entry: "index.json")

@@ -46,6 +46,40 @@ public struct BundleWriter {
         return Array(try encoder.encode(index))
     }
 
+    /// The docker-archive index beside `index.json`.
+    public static let dockerManifestName = "manifest.json"
+
+    /// One image as `docker load` and `podman load` see it: a name and an image manifest (for a
+    /// multi-platform image, the one platform chosen to load).
+    public struct LoadEntry: Sendable {
+        public var reference: Reference
+        public var manifest: ImageManifest
+        public init(reference: Reference, manifest: ImageManifest) {
+            self.reference = reference
+            self.manifest = manifest
+        }
+    }
+
+    /// The docker-archive `manifest.json` (the form `docker save` writes since Docker 25: beside an
+    /// OCI layout, paths into `blobs/`): config, `name:tag` and layers of each image. An image
+    /// named by digest only gets no tag (it loads untagged).
+    public static func makeDockerManifest(_ entries: [LoadEntry]) throws -> [UInt8] {
+        struct Item: Encodable {
+            var Config: String
+            var RepoTags: [String]
+            var Layers: [String]
+        }
+        let items = entries.map { entry in
+            Item(
+                Config: entry.manifest.config.digest.layoutPath,
+                RepoTags: entry.reference.tag.map { ["\(entry.reference.name):\($0)"] } ?? [],
+                Layers: entry.manifest.layers.map(\.digest.layoutPath))
+        }
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        return Array(try encoder.encode(items))
+    }
+
     /// The name an image is stored under: the full reference; a reference with tag and digest
     /// keeps the tag as its name (the digest is what the descriptor pins).
     public static func imageName(_ reference: Reference) -> String {
@@ -61,8 +95,8 @@ public struct BundleWriter {
     @discardableResult
     public func write(
         to path: String, manifest: BundleManifest, index: [UInt8], modificationTime: Int64,
-        signature: BundleSignature? = nil, blobs: BlobLocator, verifiedThisRun: Set<Digest> = [],
-        progress: (Int64) -> Void = { _ in }
+        signature: BundleSignature? = nil, dockerManifest: [UInt8]? = nil, blobs: BlobLocator,
+        verifiedThisRun: Set<Digest> = [], progress: (Int64) -> Void = { _ in }
     ) throws -> Digest {
         let file = try PartialBundleFile(for: path)
         let tar = try file.makeTarWriter(modificationTime: modificationTime)
@@ -71,6 +105,7 @@ public struct BundleWriter {
         try tar.addFile(BundleManifest.fileName, bytes: try manifest.encoded())
         if let signature { try tar.addFile(BundleSignature.fileName, bytes: try signature.encoded()) }
         try tar.addFile("index.json", bytes: index)
+        if let dockerManifest { try tar.addFile(Self.dockerManifestName, bytes: dockerManifest) }
         try tar.addDirectory("blobs")
         for algorithm in Set(manifest.blobs.map(\.digest.algorithm)).sorted(by: { $0.rawValue < $1.rawValue }) {
             try tar.addDirectory("blobs/\(algorithm.rawValue)")

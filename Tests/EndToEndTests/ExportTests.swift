@@ -84,6 +84,51 @@ struct ExportTests {
         try containerd.ctr(["content", "get", seeded.images["test/multi:1.0"]?.description ?? ""])
     }
 
+    /// `podman load` takes every image of a bundle by name from its docker-archive manifest.json
+    /// (without it podman refuses a layout of several images), the platform of a multi-platform
+    /// image chosen by --load-platform; the OCI layout is unchanged (skopeo, ctr: the tests above).
+    @Test func podmanLoadsEveryImageByName() throws {
+        let registry = try RegistryFixture(tls: true)
+        defer { registry.stop() }
+        let seeded = try SeededRegistry.make(registry)
+        let work = try Shell.temporaryDirectory()
+        defer { Shell.remove(work) }
+        for (platform, architecture) in [(nil, "amd64"), ("linux/arm64/v8", "arm64")] {
+            let bundle = "\(work)/\(architecture).tar"
+            try Ferry.run(
+                ["export", "-o", bundle, "--cache", "\(work)/cache"] + seeded.references + registry.ferryTrustFlags
+                    + (platform.map { ["--load-platform", $0] } ?? []))
+            #expect(try BundleInspector.entries(bundle).prefix(4).last == "manifest.json")
+            try Ferry.run(["verify", bundle])
+            let podman = [
+                "podman", "--storage-driver", "vfs", "--root", "\(work)/podman-\(architecture)", "--runroot",
+                "\(work)/podman-run-\(architecture)",
+            ]
+            defer { _ = try? Shell.run(podman + ["system", "reset", "-f"], check: false) }
+            let load = try Shell.run(podman + ["load", "-i", bundle])
+            for name in seeded.images.keys {
+                #expect(load.stdout.contains("Loaded image: \(registry.host)/\(name)"), "\(name): \(load.stdout)")
+                let loaded = try Shell.run(
+                    podman + ["image", "inspect", "--format", "{{.Architecture}}", "\(registry.host)/\(name)"])
+                let expected = name == "test/multi:1.0" ? architecture : "amd64"
+                #expect(loaded.stdout.trimmingCharacters(in: .whitespacesAndNewlines) == expected, "\(name)")
+            }
+        }
+        // A manifest.json changed after export is refused (the bundle manifest names its digest).
+        let changed = "\(work)/changed"
+        try Shell.run(["mkdir", "-p", changed])
+        try Shell.run(["tar", "-xf", "\(work)/amd64.tar", "-C", changed])
+        try "[]".write(toFile: "\(changed)/manifest.json", atomically: true, encoding: .utf8)
+        try Shell.run(
+            [
+                "tar", "-cf", "\(work)/changed.tar", "-C", changed, "oci-layout", "ferry-bundle.json", "index.json",
+                "manifest.json", "blobs",
+            ])
+        let refused = try Ferry.run(["verify", "\(work)/changed.tar"], check: false)
+        #expect(refused.status == 65)
+        #expect(refused.stderr.contains("entry manifest.json: does not match the bundle manifest"), "\(refused.stderr)")
+    }
+
     @Test func sameInputsGiveAByteIdenticalBundle() throws {
         let registry = try RegistryFixture(tls: true)
         defer { registry.stop() }
