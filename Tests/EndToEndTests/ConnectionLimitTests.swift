@@ -103,7 +103,7 @@ struct ConnectionLimitTests {
             // A file, not a pipe: a kept-alive connection's client is killed, and a pipe's reader
             // would wait for the server's idle timeout.
             let answer = "\(work)/answer-\(UUID().uuidString)"
-            FileManager.default.createFile(atPath: answer, contents: nil)
+            _ = FileManager.default.createFile(atPath: answer, contents: nil)
             let output = try FileHandle(forWritingTo: URL(fileURLWithPath: answer))
             defer { try? output.close() }
             client.standardInput = input

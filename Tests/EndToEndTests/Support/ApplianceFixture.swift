@@ -47,10 +47,12 @@ final class ApplianceFixture: @unchecked Sendable {
 
     /// An HTTPS request with curl, verifying the server against the CA: status, headers (lower-cased names), body.
     func curl(
-        _ path: String, method: String = "GET", headers: [String] = [], ca: String? = nil, user: String? = nil
+        _ path: String, method: String = "GET", headers: [String] = [], ca: String? = nil, user: String? = nil,
+        bodyFile: String? = nil
     ) throws -> HTTPReply {
         try HTTPReply.fetch(
-            "https://\(host)\(path)", method: method, headers: headers, ca: ca ?? caCertificate, user: user)
+            "https://\(host)\(path)", method: method, headers: headers, ca: ca ?? caCertificate, bodyFile: bodyFile,
+            user: user)
     }
 
     /// Adds a user with `ferry-appliance user add`.
