@@ -30,7 +30,8 @@ public struct ApplianceCommand: AsyncParsableCommand {
             """,
         version: FerryVersion.string,
         subcommands: [
-            ImportCommand.self, ServeCommand.self, ImagesCommand.self, GarbageCommand.self, CheckCommand.self,
+            ImportCommand.self, ServeCommand.self, ImagesCommand.self, InventoryCommand.self, GarbageCommand.self,
+            CheckCommand.self,
             UserCommand.self,
             CACommand.self,
             ClientConfigCommand.self,
@@ -84,7 +85,10 @@ func reportingApplianceErrors(_ body: () async throws -> Void) async throws {
         }
         switch error {
         case let error as ImportError:
-            if case .invalid = error { throw ExitCode(65) }
+            switch error {
+            case .invalid, .baseMissing: throw ExitCode(65)
+            default: break
+            }
             throw ExitCode(1)
         case is ConfigurationError, is ValidationError: throw ExitCode(64)
         case is CheckFailed: throw ExitCode(65)

@@ -68,6 +68,16 @@ public struct Importer: Sendable {
         guard report.ok, let manifest = report.manifest, let manifestDigest = report.manifestDigest else {
             throw ImportError.invalid(bundle: path, report.problems)
         }
+        // A delta relies on blobs it does not carry: all must be here before anything is visible.
+        if let external = manifest.external, !external.isEmpty {
+            let sizes = Dictionary(external.map { ($0.digest, $0.size) }, uniquingKeysWith: { a, _ in a })
+            let reached = report.imageContents.values.reduce(into: Set<Digest>()) { $0.formUnion($1.external) }
+            let missing = reached.filter { !store.blobs.contains($0, size: sizes[$0] ?? -1) }.sorted()
+            if !missing.isEmpty {
+                throw ImportError.baseMissing(
+                    bundle: path, base: manifest.base?.description ?? "an unnamed base", missing: missing)
+            }
+        }
         let images = try manifest.images.map(Self.imported)
         let unchanged = try store.hasImportRecord(manifestDigest.encoded) && isCurrent(manifest)
         var plan = ImportPlan(images: [])
@@ -184,6 +194,8 @@ public enum ImportError: Error, CustomStringConvertible {
     case badReference(String, ReferenceError)
     case storeChanged(String, Digest)
     case store(bundle: String, String)
+    /// A delta whose base this appliance does not hold (all of it).
+    case baseMissing(bundle: String, base: String, missing: [Digest])
 
     public var description: String {
         switch self {
@@ -192,6 +204,11 @@ public enum ImportError: Error, CustomStringConvertible {
             (["\(bundle): not imported, nothing changed:"] + problems.map { "  \($0)" }).joined(separator: "\n")
         case .badReference(let reference, let error): "image \(reference): \(error)"
         case .store(let bundle, let why): "\(bundle): not imported, nothing changed: the store failed: \(why)"
+        case .baseMissing(let bundle, let base, let missing):
+            "\(bundle): not imported, nothing changed: a delta against \(base), and this appliance lacks "
+                + "\(missing.count) blob(s) it relies on: "
+                + missing.prefix(5).map(\.description).joined(separator: ", ")
+                + (missing.count > 5 ? ", …" : "") + " (import its base first, or export a full bundle)"
         case .storeChanged(let bundle, let digest):
             "\(bundle): blob \(digest) left the store during the import (garbage collection?); nothing changed, import it again"
         }

@@ -59,6 +59,15 @@ public struct ExportCommand: AsyncParsableCommand {
             """)
     var loadPlatform: String = "linux/amd64"
 
+    @Option(
+        name: .customLong("against"),
+        help: """
+            Make a delta bundle: leave out the configs and layers this site already holds. A site \
+            inventory (`ferry-appliance inventory`), a bundle imported there, or its ferry-bundle.json \
+            (repeatable).
+            """)
+    var against: [String] = []
+
     @Option(help: "Blobs downloaded at once.")
     var parallel: Int = 6
 
@@ -102,7 +111,8 @@ public struct ExportCommand: AsyncParsableCommand {
             let options = Exporter.Options(
                 requests: requests, output: output, platforms: platforms, parallel: parallel,
                 cacheDirectory: cache ?? Self.defaultCacheDirectory(), creationTime: Self.creationTime(),
-                signingKey: signingKey, loadPlatform: try Platform(parsing: loadPlatform))
+                signingKey: signingKey, loadPlatform: try Platform(parsing: loadPlatform),
+                against: against.isEmpty ? nil : try DeltaBase.load(against))
             let summary = try await registryOptions.withClient(credentials: credentialStore) { client in
                 try await Exporter(client: client, progress: reporter).run(options)
             }
@@ -119,6 +129,10 @@ public struct ExportCommand: AsyncParsableCommand {
                         summary.cachedBlobs, summary.seconds))
                 print("sha256 \(summary.bundleDigest) (also in \(summary.bundle).sha256)")
                 if let signer = summary.signedBy { print("signed by \(signer)") }
+                if let base = summary.base, let external = summary.externalBlobs, let saved = summary.savedBytes {
+                    print(
+                        "delta against \(base): \(external) blob(s), \(ProgressReporter.bytes(saved)) left to the site")
+                }
             }
         }
     }

@@ -25,11 +25,14 @@ public struct Exporter: Sendable {
         public var signingKey: SigningKey?
         /// The platform of a multi-platform image that `docker load`/`podman load` take.
         public var loadPlatform: Platform
+        /// For a delta bundle: what the site holds (not carried).
+        public var against: DeltaBase?
         public init(
             requests: [ImageRequest], output: String, platforms: [Platform], parallel: Int, cacheDirectory: String,
             creationTime: Int64, signingKey: SigningKey? = nil,
-            loadPlatform: Platform = Platform(os: "linux", architecture: "amd64")
+            loadPlatform: Platform = Platform(os: "linux", architecture: "amd64"), against: DeltaBase? = nil
         ) {
+            self.against = against
             self.signingKey = signingKey
             self.loadPlatform = loadPlatform
             self.requests = requests
@@ -62,6 +65,10 @@ public struct Exporter: Sendable {
         public var cachedBlobs: Int
         public var partial: Bool
         public var seconds: Double
+        /// A delta: what it was made against, and the blobs (and bytes) it relies on and so does not carry.
+        public var base: String?
+        public var externalBlobs: Int?
+        public var savedBytes: Int64?
     }
 
     let client: RegistryClient
@@ -151,6 +158,16 @@ public struct Exporter: Sendable {
                 blobOrder.append(blob)
             }
         }
+        // A delta carries every manifest, and only the configs and layers the site lacks.
+        let everyBlob = blobOrder
+        var external: [Descriptor] = []
+        if let held = options.against?.held {
+            external = blobOrder.filter { held[$0.digest] == $0.size }
+            blobOrder = blobOrder.filter { held[$0.digest] != $0.size }
+            let saved = external.reduce(Int64(0)) { $0 + $1.size }
+            progress.phase(
+                "Delta: \(external.count) blob(s), \(ProgressReporter.bytes(saved)) held at the site, not carried")
+        }
         let missing = blobOrder.filter { !store.contains($0.digest, size: $0.size) }
         let missingBytes = missing.reduce(Int64(0)) { $0 + $1.size }
         let missingDigests = Set(missing.map(\.digest.description))
@@ -201,13 +218,19 @@ public struct Exporter: Sendable {
             index: .init(digest: Digest.of(index), size: Int64(index.count)),
             images: images.map { image in
                 let digests = Set(image.documents.map(\.digest) + image.blobs.map(\.digest))
-                let size = allBlobs.filter { digests.contains($0.digest) }.reduce(Int64(0)) { $0 + $1.size }
+                let size = (documents + everyBlob).filter { digests.contains($0.digest) }.reduce(Int64(0)) {
+                    $0 + $1.size
+                }
                 return .init(
                     reference: BundleWriter.imageName(image.request.reference), digest: image.top.digest,
                     mediaType: image.top.mediaType, platforms: image.platforms, size: size)
             },
             blobs: allBlobs.map { .init(digest: $0.digest, size: $0.size, mediaType: $0.mediaType) },
-            dockerManifest: dockerManifest.map { .init(digest: Digest.of($0), size: Int64($0.count)) })
+            dockerManifest: dockerManifest.map { .init(digest: Digest.of($0), size: Int64($0.count)) },
+            base: options.against?.base,
+            external: options.against.map { _ in
+                external.map { .init(digest: $0.digest, size: $0.size, mediaType: $0.mediaType) }
+            })
         let totalBytes = allBlobs.reduce(Int64(0)) { $0 + $1.size }
         progress.startWriting(bytes: totalBytes, path: options.output)
         let reporter = self.progress
@@ -235,7 +258,9 @@ public struct Exporter: Sendable {
             },
             blobs: allBlobs.count, blobBytes: totalBytes, downloadedBlobs: missing.count, downloadedBytes: missingBytes,
             cachedBlobs: blobOrder.count - missing.count, partial: !options.platforms.isEmpty,
-            seconds: Date().timeIntervalSince(started))
+            seconds: Date().timeIntervalSince(started), base: options.against?.base.description,
+            externalBlobs: options.against.map { _ in external.count },
+            savedBytes: options.against.map { _ in external.reduce(Int64(0)) { $0 + $1.size } })
     }
 
     struct ConfigPlatform: Decodable {

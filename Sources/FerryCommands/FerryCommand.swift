@@ -57,7 +57,8 @@ func reportingErrors(_ body: () async throws -> Void) async throws {
 
 func exitCode(for error: any Error) -> Int32 {
     switch error {
-    case is ImageListError, is ReferenceError, is PlatformError, is ValidationError, is CredentialError,
+    case is ImageListError, is ReferenceError, is PlatformError, is ValidationError, is InventoryError,
+        is CredentialError,
         is SigningError:
         FerryExitCode.usage
     case let error as ExportError where error.isVerificationFailure: FerryExitCode.verification

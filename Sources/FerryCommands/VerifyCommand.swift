@@ -63,6 +63,12 @@ public struct VerifyCommand: AsyncParsableCommand {
                 } else {
                     line += ", unsigned"
                 }
+                if let external = manifest?.external, let base = manifest?.base {
+                    let bytes = external.reduce(Int64(0)) { $0 + $1.size }
+                    line +=
+                        ", a delta against \(base.description): \(external.count) blob(s), "
+                        + "\(ProgressReporter.bytes(bytes)) expected at the site"
+                }
                 if manifest?.partial != nil {
                     line += ", partial: \(manifest?.partial?.platforms.joined(separator: ",") ?? "")"
                 }

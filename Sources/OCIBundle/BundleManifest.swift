@@ -84,10 +84,30 @@ public struct BundleManifest: Codable, Sendable, Hashable {
     /// Digest and size of the bundle's `manifest.json` (the docker-archive index that `docker load`
     /// and `podman load` read), when it has one.
     public var dockerManifest: FileDigest?
+    /// For a delta bundle: what it was made against.
+    public var base: Base?
+    /// For a delta bundle: blobs its images reference that it does not carry, because the base
+    /// (the site) holds them. Checked at import before anything becomes visible.
+    public var external: [Blob]?
+
+    /// What a delta bundle was made against: site inventories (sha256 of each file) and bundles
+    /// (their ids, the sha256 of their `ferry-bundle.json`).
+    public struct Base: Codable, Sendable, Hashable {
+        public var inventories: [Digest]
+        public var bundles: [Digest]
+        public init(inventories: [Digest], bundles: [Digest]) {
+            self.inventories = inventories
+            self.bundles = bundles
+        }
+
+        public var description: String {
+            (inventories.map { "inventory \($0)" } + bundles.map { "bundle \($0)" }).joined(separator: ", ")
+        }
+    }
 
     public init(
         tool: Tool, created: String, partial: Partial?, index: FileDigest, images: [Image], blobs: [Blob],
-        dockerManifest: FileDigest? = nil
+        dockerManifest: FileDigest? = nil, base: Base? = nil, external: [Blob]? = nil
     ) {
         self.mediaType = Self.mediaType
         self.formatVersion = Self.currentFormatVersion
@@ -98,10 +118,12 @@ public struct BundleManifest: Codable, Sendable, Hashable {
         self.images = images
         self.blobs = blobs
         self.dockerManifest = dockerManifest
+        self.base = base
+        self.external = external
     }
 
     enum CodingKeys: String, CodingKey {
-        case mediaType, formatVersion, tool, created, partial, index, images, blobs, dockerManifest
+        case mediaType, formatVersion, tool, created, partial, index, images, blobs, dockerManifest, base, external
     }
 
     /// Decodes a bundle manifest; one without `blobs` (as a verify report shows it) has none.
@@ -116,6 +138,8 @@ public struct BundleManifest: Codable, Sendable, Hashable {
         images = try c.decode([Image].self, forKey: .images)
         blobs = try c.decodeIfPresent([Blob].self, forKey: .blobs) ?? []
         dockerManifest = try c.decodeIfPresent(FileDigest.self, forKey: .dockerManifest)
+        base = try c.decodeIfPresent(Base.self, forKey: .base)
+        external = try c.decodeIfPresent([Blob].self, forKey: .external)
     }
 
     /// Canonical JSON (sorted keys, no escaped slashes): the same manifest always gives the same bytes.

@@ -66,7 +66,10 @@ public struct VerificationReport: Codable, Sendable {
     public struct ImageContents: Sendable, Hashable {
         public var top: Descriptor
         public var manifests: Set<Digest>
+        /// Every config and layer reached: carried, or (a delta's) `external`.
         public var blobs: Set<Digest>
+        /// The blobs of `blobs` a delta relies on the site to hold.
+        public var external: Set<Digest> = []
     }
 
     enum CodingKeys: String, CodingKey {
@@ -107,7 +110,7 @@ public struct VerificationReport: Codable, Sendable {
 private struct ManifestHeader: Encodable {
     let manifest: BundleManifest
     enum CodingKeys: String, CodingKey {
-        case mediaType, formatVersion, tool, created, partial, index, images, listedBlobs
+        case mediaType, formatVersion, tool, created, partial, index, images, listedBlobs, base, external
     }
     func encode(to encoder: any Encoder) throws {
         var c = encoder.container(keyedBy: CodingKeys.self)
@@ -119,6 +122,8 @@ private struct ManifestHeader: Encodable {
         try c.encode(manifest.index, forKey: .index)
         try c.encode(manifest.images, forKey: .images)
         try c.encode(manifest.blobs.count, forKey: .listedBlobs)
+        try c.encodeIfPresent(manifest.base, forKey: .base)
+        try c.encodeIfPresent(manifest.external, forKey: .external)
     }
 }
 
@@ -591,6 +596,8 @@ public struct BundleReader: Sendable {
             if let text = problem.digest, let digest = try? Digest(text) { unnamed.insert(digest) }
         }
         var owners: [Digest: String] = [:]
+        // A delta's images reach blobs the site holds: expected there, not missing here.
+        let external = Set((manifest.external ?? []).map(\.digest))
         for descriptor in index.manifests {
             let image = descriptor.annotations?[AnnotationKey.refName] ?? descriptor.digest.description
             var contents = VerificationReport.ImageContents(top: descriptor, manifests: [], blobs: [])
@@ -604,6 +611,11 @@ public struct BundleReader: Sendable {
                     : state.unlisted[Int(-1 - next)]
                 if unnamed.contains(digest) && owners[digest] == nil { owners[digest] = image }
                 guard next >= 0 && state.present[Int(next)] else {
+                    if next < 0 && external.contains(digest) {
+                        contents.blobs.insert(digest)
+                        contents.external.insert(digest)
+                        continue
+                    }
                     // Non-distributable layers may be absent; a blob that failed already has its problem.
                     if !MediaType.isNondistributable(mediaType) && !state.hasProblem(next) {
                         state.problem(

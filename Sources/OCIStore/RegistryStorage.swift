@@ -36,6 +36,9 @@ public protocol RegistryStorage: Sendable {
     func referrers(of digest: Digest, in repository: RepositoryName, artifactType: String?) throws -> [Digest]
     /// Every repository with its tags and manifests (for `images` and the client configuration).
     func listing() throws -> [RepositoryListing]
+    /// Every blob some repository serves (linked blobs and manifests), each once, in digest order:
+    /// what a site holds for a delta bundle to rely on (unreferenced files may be collected).
+    func heldBlobs() throws -> [Digest]
 
     // MARK: Writing
 
@@ -59,6 +62,8 @@ public protocol RegistryStorage: Sendable {
     /// Import records (one per bundle, keyed by the bundle manifest's digest).
     func recordImport(_ record: [UInt8], id: String) throws
     func hasImportRecord(_ id: String) -> Bool
+    /// The ids of every import recorded, in order.
+    func importRecordIDs() -> [String]
 }
 
 /// One repository's tags and manifests.

@@ -239,6 +239,16 @@ public final class RegistryStore: RegistryStorage {
         }
     }
 
+    public func heldBlobs() throws -> [Digest] {
+        try pool.withConnection { db in
+            var digests: [Digest] = []
+            try db.query("SELECT digest FROM blob_links UNION SELECT digest FROM manifests ORDER BY 1") { row in
+                if let digest = try? Digest(row.text(0) ?? "") { digests.append(digest) }
+            }
+            return digests
+        }
+    }
+
     // MARK: Writing
 
     public func linkBlob(_ digest: Digest, to repository: RepositoryName) throws {
@@ -376,6 +386,10 @@ public final class RegistryStore: RegistryStorage {
     }
 
     public func hasImportRecord(_ id: String) -> Bool { FileSystem.size(of: "\(root)/imports/\(id).json") != nil }
+
+    public func importRecordIDs() -> [String] {
+        FileSystem.list("\(root)/imports").filter { $0.hasSuffix(".json") }.map { String($0.dropLast(5)) }.sorted()
+    }
 
     // MARK: The rules
 

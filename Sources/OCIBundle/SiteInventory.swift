@@ -1,0 +1,84 @@
+import Foundation
+import OCICore
+
+/// What an appliance holds, carried back to the connected side so the next export is a delta
+/// (`ferry-appliance inventory`, `ferry export --against`): every blob a repository serves (with
+/// its size), every repository's tags and manifests, and the bundles imported.
+public struct SiteInventory: Codable, Sendable, Equatable {
+    public static let mediaType = "application/vnd.ferry.inventory.v1+json"
+    public static let currentFormatVersion = 1
+
+    public struct Repository: Codable, Sendable, Equatable {
+        public var name: String
+        public var tags: [String: Digest]
+        public var manifests: [Digest]
+        public init(name: String, tags: [String: Digest], manifests: [Digest]) {
+            self.name = name
+            self.tags = tags
+            self.manifests = manifests
+        }
+    }
+
+    public var mediaType: String
+    public var formatVersion: Int
+    /// The appliance's host name, as it names itself.
+    public var appliance: String
+    /// RFC 3339, UTC.
+    public var created: String
+    /// Every blob the site can be relied on to hold (manifests included), in digest order.
+    public var blobs: [BundleManifest.FileDigest]
+    public var repositories: [Repository]
+    /// Ids (bundle manifest digests, hex) of the bundles imported.
+    public var bundles: [String]
+
+    public init(
+        appliance: String, created: String, blobs: [BundleManifest.FileDigest], repositories: [Repository],
+        bundles: [String]
+    ) {
+        self.mediaType = Self.mediaType
+        self.formatVersion = Self.currentFormatVersion
+        self.appliance = appliance
+        self.created = created
+        self.blobs = blobs
+        self.repositories = repositories
+        self.bundles = bundles
+    }
+
+    /// Canonical JSON (sorted keys, one line): the same holdings give the same bytes and digest.
+    public func encoded() throws -> [UInt8] {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        return Array(try encoder.encode(self)) + [0x0a]
+    }
+
+    /// Reads an inventory file; its digest (sha256 of the file) names the base of a delta.
+    public static func read(path: String) throws(InventoryError) -> (inventory: SiteInventory, digest: Digest) {
+        guard let data = FileManager.default.contents(atPath: path) else { throw .unreadable(path) }
+        guard data.count <= 1 << 30 else { throw .notAnInventory(path, "larger than 1 GiB") }
+        let inventory: SiteInventory
+        do {
+            inventory = try JSONDecoder().decode(SiteInventory.self, from: data)
+        } catch {
+            throw .notAnInventory(path, "does not parse: \(error)")
+        }
+        guard inventory.mediaType == mediaType else {
+            throw .notAnInventory(path, "mediaType is \(inventory.mediaType), expected \(mediaType)")
+        }
+        guard inventory.formatVersion == currentFormatVersion else {
+            throw .notAnInventory(path, "unsupported format version \(inventory.formatVersion)")
+        }
+        return (inventory, Digest.of(data))
+    }
+}
+
+public enum InventoryError: Error, CustomStringConvertible, Equatable {
+    case unreadable(String)
+    case notAnInventory(String, String)
+
+    public var description: String {
+        switch self {
+        case .unreadable(let path): "\(path): cannot read the inventory"
+        case .notAnInventory(let path, let why): "\(path): not a Ferry site inventory (\(why))"
+        }
+    }
+}

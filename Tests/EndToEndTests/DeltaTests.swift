@@ -1,0 +1,107 @@
+import Foundation
+import OCICore
+import Testing
+
+/// The second transfer (issue 12): an appliance holding v1 writes its inventory; the export of v2
+/// against it carries every manifest but only the layers the site lacks; the delta imports into
+/// that appliance and serves v2 exactly as upstream, and is refused by one without the base.
+@Suite(.serialized)
+struct DeltaTests {
+    @Test func aDeltaCarriesOnlyWhatTheSiteLacksAndImportsWhereTheBaseIs() throws {
+        let registry = try RegistryFixture(tls: true)
+        defer { registry.stop() }
+        let work = try Shell.temporaryDirectory()
+        defer { Shell.remove(work) }
+        // v1 and v2 of two images; v2 shares the large base layer and the amd64 platform.
+        let builder = try ImageBuilder(directory: "\(work)/images")
+        let base = try builder.addRandomLayer(size: 3 << 20)
+        let amd64 = try builder.addImage(
+            platform: Platform(os: "linux", architecture: "amd64"),
+            layers: [base, try builder.addRandomLayer(size: 1000)])
+        func arm64() throws -> Descriptor {
+            try builder.addImage(
+                platform: Platform(os: "linux", architecture: "arm64", variant: "v8"),
+                layers: [base, try builder.addRandomLayer(size: 2000)])
+        }
+        try builder.tag(try builder.addIndex([amd64, try arm64()]), as: "multi1")
+        try builder.tag(try builder.addIndex([amd64, try arm64()]), as: "multi2")
+        for version in ["1", "2"] {
+            try builder.tag(
+                try builder.addImage(
+                    platform: Platform(os: "linux", architecture: "amd64"),
+                    layers: [base, try builder.addRandomLayer(size: 5000)]), as: "app\(version)")
+            try builder.push("multi\(version)", to: registry, as: "test/multi:\(version)")
+            try builder.push("app\(version)", to: registry, as: "test/app:\(version)")
+        }
+        let v1 = ["test/multi:1", "test/app:1"].map { "\(registry.host)/\($0)" }
+        let v2 = ["test/multi:2", "test/app:2"].map { "\(registry.host)/\($0)" }
+        let served = registry.host.replacingOccurrences(of: ":", with: "_")
+
+        // The site holds v1, served while everything below happens.
+        let appliance = try ApplianceFixture(dataDirectory: "\(work)/site")
+        defer { appliance.stop() }
+        try Ferry.run(["export", "-o", "\(work)/v1.tar", "--cache", "\(work)/cache"] + v1 + registry.ferryTrustFlags)
+        try appliance.command(["import", "\(work)/v1.tar"])
+        try appliance.command(["inventory", "-o", "\(work)/site.inventory.json"])
+        let inventory =
+            try JSONSerialization.jsonObject(
+                with: Data(contentsOf: URL(fileURLWithPath: "\(work)/site.inventory.json"))) as? [String: Any]
+        // multi:1 is an index, 2 manifests, 2 configs, the base and 2 layers; app:1 adds 3 more.
+        #expect((inventory?["blobs"] as? [Any])?.count == 11)
+        #expect((inventory?["bundles"] as? [String])?.count == 1)
+
+        // The delta: every manifest, only the new layers and configs.
+        let export = try Ferry.run(
+            [
+                "export", "-o", "\(work)/delta.tar", "--cache", "\(work)/cache", "--json", "--against",
+                "\(work)/site.inventory.json",
+            ] + v2 + registry.ferryTrustFlags)
+        let summary = try JSONSerialization.jsonObject(with: Data(export.stdout.utf8)) as? [String: Any]
+        #expect((summary?["savedBytes"] as? Int ?? 0) >= 3 << 20)
+        let entries = try BundleInspector.entries("\(work)/delta.tar")
+        #expect(!entries.contains(base.digest.layoutPath), "the shared base layer was carried")
+        #expect(entries.contains(amd64.digest.layoutPath), "a manifest the site has was left out")
+        let verified = try Ferry.run(["verify", "\(work)/delta.tar"])
+        #expect(verified.stdout.contains("a delta against inventory sha256:"), "\(verified.stdout)")
+        // The same delta from the v1 bundle itself.
+        try Ferry.run(
+            ["export", "-o", "\(work)/delta-b.tar", "--cache", "\(work)/cache", "--against", "\(work)/v1.tar"] + v2
+                + registry.ferryTrustFlags)
+        #expect(
+            try BundleInspector.entries("\(work)/delta-b.tar").filter { $0.hasPrefix("blobs/") }
+                == entries.filter { $0.hasPrefix("blobs/") })
+
+        // An appliance without the base refuses it, naming what it lacks, and shows nothing.
+        let empty = "\(work)/empty"
+        let refused = try Shell.run(
+            [ImportTests.appliance, "import", "\(work)/delta.tar", "--data-dir", empty], check: false)
+        #expect(refused.status == 65)
+        #expect(
+            refused.stderr.contains("lacks") && refused.stderr.contains(base.digest.description), "\(refused.stderr)")
+        let nothing = try Shell.run([ImportTests.appliance, "images", "--json", "--data-dir", empty]).stdout
+        #expect(
+            nothing.contains("\"repositories\" : {\n\n  }") || nothing.contains("\"repositories\" : {}"), "\(nothing)")
+
+        // Where the base is, v2 serves exactly as upstream: digests, and every blob with skopeo.
+        try appliance.command(["import", "\(work)/delta.tar"])
+        let certs = try appliance.certDirectory()
+        for (i, name) in ["test/multi:2", "test/app:2"].enumerated() {
+            let upstream = try SeededRegistry.registryDigest(registry, name)
+            let reference = "docker://\(appliance.host)/\(served)/\(name)"
+            let raw = try Shell.run(["skopeo", "inspect", "--raw", "--cert-dir", certs, reference]).stdout
+            #expect(Digest.of(Array(raw.utf8)) == upstream, "\(name)")
+            try Shell.run([
+                "skopeo", "copy", "-q", "--all", "--src-cert-dir", certs, reference, "oci:\(work)/oci-\(i):x",
+            ])
+        }
+
+        // Not an inventory: a usage error naming the file.
+        try "{\"hello\": 1}".write(toFile: "\(work)/not.json", atomically: true, encoding: .utf8)
+        let bad = try Ferry.run(
+            ["export", "-o", "\(work)/x.tar", "--against", "\(work)/not.json"] + v2 + registry.ferryTrustFlags,
+            check: false)
+        #expect(bad.status == 64)
+        #expect(bad.stderr.contains("\(work)/not.json"), "\(bad.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: "\(work)/x.tar"))
+    }
+}
