@@ -26,7 +26,8 @@ public struct ApplianceCommand: AsyncParsableCommand {
             $FERRY_DATA_DIR, else dataDir in the file, else /var/lib/ferry.
 
             Exit codes: 0 success; 1 failure; 64 bad usage or configuration; 65 a bundle failed \
-            verification (nothing was imported from it), or `check` found a problem.
+            verification or is a delta whose base is missing (nothing was imported from it), or `check` found \
+            a problem.
             """,
         version: FerryVersion.string,
         subcommands: [
