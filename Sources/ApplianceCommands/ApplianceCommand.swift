@@ -131,6 +131,12 @@ struct ImportCommand: AsyncParsableCommand {
         help: "Do not re-read a bundle already imported whose tags are unchanged (only its header and signature).")
     var skipKnown = false
 
+    @Flag(
+        help: """
+            For a delta bundle: re-hash every stored blob it relies on, not only check its size.
+            """)
+    var paranoid = false
+
     @Flag(help: "Print the import results as JSON.")
     var json = false
 
@@ -143,7 +149,7 @@ struct ImportCommand: AsyncParsableCommand {
             }
             let keys = try keyPaths.flatMap { try PublicKey.load($0) }
             let registry = try RegistryStore(root: store.resolved(configuration))
-            let importer = Importer(store: registry, reader: BundleReader(trustedKeys: keys))
+            let importer = Importer(store: registry, reader: BundleReader(trustedKeys: keys), paranoid: paranoid)
             var results: [Importer.Result] = []
             for bundle in bundles {
                 let result = try importer.importBundle(bundle, skipKnown: skipKnown)

@@ -35,10 +35,13 @@ public struct Importer: Sendable {
 
     let store: any RegistryStorage
     let reader: BundleReader
+    /// Re-hash the stored blobs a delta relies on (else their sizes are checked).
+    let paranoid: Bool
 
-    public init(store: any RegistryStorage, reader: BundleReader) {
+    public init(store: any RegistryStorage, reader: BundleReader, paranoid: Bool = false) {
         self.store = store
         self.reader = reader
+        self.paranoid = paranoid
     }
 
     /// Imports the bundle at `path`, or standard input for `-`. Blocking; run it off the event loop.
@@ -72,7 +75,12 @@ public struct Importer: Sendable {
         if let external = manifest.external, !external.isEmpty {
             let sizes = Dictionary(external.map { ($0.digest, $0.size) }, uniquingKeysWith: { a, _ in a })
             let reached = report.imageContents.values.reduce(into: Set<Digest>()) { $0.formUnion($1.external) }
-            let missing = reached.filter { !store.blobs.contains($0, size: sizes[$0] ?? -1) }.sorted()
+            let blobs = store.blobs
+            let missing = reached.filter { digest in
+                guard blobs.contains(digest, size: sizes[digest] ?? -1) else { return true }
+                guard paranoid else { return false }
+                return (try? BlobStore.hash(file: blobs.path(of: digest), algorithm: digest.algorithm)) != digest
+            }.sorted()
             if !missing.isEmpty {
                 throw ImportError.baseMissing(
                     bundle: path, base: manifest.base?.description ?? "an unnamed base", missing: missing)

@@ -82,6 +82,20 @@ struct DeltaTests {
         #expect(
             nothing.contains("\"repositories\" : {\n\n  }") || nothing.contains("\"repositories\" : {}"), "\(nothing)")
 
+        // --paranoid re-hashes what the delta relies on: a base layer changed on disk (same size) is
+        // found, and nothing becomes visible.
+        let damaged = "\(work)/damaged"
+        try Shell.run([ImportTests.appliance, "import", "\(work)/v1.tar", "--data-dir", damaged])
+        let layerFile = "\(damaged)/store/\(base.digest.layoutPath)"
+        #expect(FileManager.default.fileExists(atPath: layerFile))
+        try Data(repeating: 0x5a, count: 3 << 20).write(to: URL(fileURLWithPath: layerFile))
+        let paranoid = try Shell.run(
+            [ImportTests.appliance, "import", "--paranoid", "\(work)/delta.tar", "--data-dir", damaged], check: false)
+        #expect(paranoid.status == 65)
+        #expect(paranoid.stderr.contains(base.digest.description), "\(paranoid.stderr)")
+        let unchanged = try Shell.run([ImportTests.appliance, "images", "--data-dir", damaged]).stdout
+        #expect(!unchanged.contains("test/app:2") && unchanged.contains("test/app:1"), "\(unchanged)")
+
         // Where the base is, v2 serves exactly as upstream: digests, and every blob with skopeo.
         try appliance.command(["import", "\(work)/delta.tar"])
         let certs = try appliance.certDirectory()
