@@ -56,6 +56,9 @@ public struct DeltaBase: Sendable {
         return delta
     }
 
+    /// Whether the site holds this blob, so a delta leaves it out: same digest, same size.
+    public func holds(_ blob: Descriptor) -> Bool { held[blob.digest] == blob.size }
+
     mutating func add(_ manifest: BundleManifest, id: Digest) {
         base.bundles.append(id)
         for blob in manifest.blobs + (manifest.external ?? []) { held[blob.digest] = blob.size }

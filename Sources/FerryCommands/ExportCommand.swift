@@ -37,19 +37,10 @@ public struct ExportCommand: AsyncParsableCommand {
             """
     )
 
-    @Option(name: [.short, .customLong("file")], help: "An image list (text or .yaml/.yml); repeatable.")
-    var files: [String] = []
-
-    @Argument(help: "Image references, in addition to any lists.")
-    var references: [String] = []
+    @OptionGroup var selection: ImageSelection
 
     @Option(name: .shortAndLong, help: "Where to write the bundle (a .tar file).")
     var output: String
-
-    @Option(
-        name: .customLong("platform"),
-        help: "Only these platforms of multi-platform images, e.g. linux/amd64,linux/arm64/v8 (repeatable).")
-    var platformArguments: [String] = []
 
     @Option(
         name: .customLong("load-platform"),
@@ -58,15 +49,6 @@ public struct ExportCommand: AsyncParsableCommand {
             bundle (its manifest.json). Every platform stays in the OCI layout.
             """)
     var loadPlatform: String = "linux/amd64"
-
-    @Option(
-        name: .customLong("against"),
-        help: """
-            Make a delta bundle: leave out the configs and layers this site already holds. A site \
-            inventory (`ferry-appliance inventory`), a bundle imported there, or its ferry-bundle.json \
-            (repeatable).
-            """)
-    var against: [String] = []
 
     @Option(help: "Blobs downloaded at once.")
     var parallel: Int = 6
@@ -94,11 +76,9 @@ public struct ExportCommand: AsyncParsableCommand {
 
     public func run() async throws {
         try await reportingErrors {
-            let requests = try loadRequests()
+            let requests = try selection.loadRequests()
             let signingKey = try signKey.map { try SigningKey(pemFile: $0) }
-            let platforms = try platformArguments.flatMap { $0.split(separator: ",") }.map {
-                try Platform(parsing: String($0))
-            }
+            let platforms = try selection.platforms()
             let credentialStore = try registryOptions.credentialStore()
             // A password without a host goes to one registry only: never to every registry named.
             let registries = Set(requests.map(\.reference.registry))
@@ -112,7 +92,7 @@ public struct ExportCommand: AsyncParsableCommand {
                 requests: requests, output: output, platforms: platforms, parallel: parallel,
                 cacheDirectory: cache ?? Self.defaultCacheDirectory(), creationTime: Self.creationTime(),
                 signingKey: signingKey, loadPlatform: try Platform(parsing: loadPlatform),
-                against: against.isEmpty ? nil : try DeltaBase.load(against))
+                against: try selection.deltaBase())
             let summary = try await registryOptions.withClient(credentials: credentialStore) { client in
                 try await Exporter(client: client, progress: reporter).run(options)
             }
@@ -135,50 +115,6 @@ public struct ExportCommand: AsyncParsableCommand {
                 }
             }
         }
-    }
-
-    /// Lists first, then arguments; duplicates (after normalisation) are dropped. Every problem in
-    /// every list is reported before anything is pulled.
-    func loadRequests() throws -> [ImageRequest] {
-        var requests: [ImageRequest] = []
-        var problems: [ImageListError.Problem] = []
-        for file in files {
-            do {
-                requests += try ImageList.load(path: file)
-            } catch {
-                switch error {
-                case .invalid(let found): problems += found
-                default: problems.append(.init(file: file, line: nil, message: error.description))
-                }
-            }
-        }
-        for (i, argument) in references.enumerated() {
-            do {
-                requests.append(ImageRequest(reference: try Reference(argument), origin: "argument \(i + 1)"))
-            } catch {
-                problems.append(.init(file: "argument \(i + 1)", line: nil, message: error.description))
-            }
-        }
-        if !problems.isEmpty { throw ImageListError.invalid(problems) }
-        var seen: Set<Reference> = []
-        requests = requests.filter { seen.insert($0.reference).inserted }
-        if requests.isEmpty { throw ImageListError.empty }
-        // Two requests may not be stored under one name (nginx:1.25 and nginx:1.25@sha256:...).
-        var names: [String: ImageRequest] = [:]
-        for request in requests {
-            let name = BundleWriter.imageName(request.reference)
-            if let other = names[name] {
-                problems.append(
-                    .init(
-                        file: request.origin, line: nil,
-                        message:
-                            "\(request.reference) would be stored as \(name), like \(other.reference) (\(other.origin))"
-                    ))
-            }
-            names[name] = request
-        }
-        if !problems.isEmpty { throw ImageListError.invalid(problems) }
-        return requests
     }
 
     static func defaultCacheDirectory() -> String {

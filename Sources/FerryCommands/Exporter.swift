@@ -115,20 +115,11 @@ public struct Exporter: Sendable {
         return .init(reference: image.request.reference, manifest: manifest)
     }
 
-    public func run(_ options: Options) async throws -> Summary {
-        let started = Date()
-        // The cache skips fsync: every blob is hashed again as the bundle writer copies it, and a
-        // cached blob found corrupt there is removed so the next run fetches it again.
-        let store = try BlobStore(root: options.cacheDirectory, durable: false)
-        store.removeStaleIngests(olderThan: 24 * 3600)
-        let filter = PlatformFilter(options.platforms)
-
-        // Every image must have a name the appliance can serve it under, before anything is fetched.
-        for request in options.requests { _ = try request.reference.servedRepositoryName() }
-
-        // Phase 1: resolve (bounded parallelism, order kept).
+    /// Resolves every requested image: tags to digests, and every manifest and index read (into the
+    /// cache), with bounded parallelism, in request order. No layer is downloaded.
+    func resolveAll(_ options: Options, filter: PlatformFilter, store: BlobStore) async throws -> [ResolvedImage] {
         progress.phase("Resolving \(options.requests.count) image(s)")
-        let resolved = try await withThrowingTaskGroup(of: (Int, ResolvedImage).self) { group in
+        return try await withThrowingTaskGroup(of: (Int, ResolvedImage).self) { group in
             var results = [ResolvedImage?](repeating: nil, count: options.requests.count)
             var next = 0
             func addNext() {
@@ -146,6 +137,21 @@ public struct Exporter: Sendable {
             }
             return results.compactMap { $0 }
         }
+    }
+
+    public func run(_ options: Options) async throws -> Summary {
+        let started = Date()
+        // The cache skips fsync: every blob is hashed again as the bundle writer copies it, and a
+        // cached blob found corrupt there is removed so the next run fetches it again.
+        let store = try BlobStore(root: options.cacheDirectory, durable: false)
+        store.removeStaleIngests(olderThan: 24 * 3600)
+        let filter = PlatformFilter(options.platforms)
+
+        // Every image must have a name the appliance can serve it under, before anything is fetched.
+        for request in options.requests { _ = try request.reference.servedRepositoryName() }
+
+        // Phase 1: resolve (bounded parallelism, order kept).
+        let resolved = try await resolveAll(options, filter: filter, store: store)
 
         // Phase 2: download each distinct blob once.
         var sources: [Digest: BlobSource] = [:]
@@ -161,9 +167,9 @@ public struct Exporter: Sendable {
         // A delta carries every manifest, and only the configs and layers the site lacks.
         let everyBlob = blobOrder
         var external: [Descriptor] = []
-        if let held = options.against?.held {
-            external = blobOrder.filter { held[$0.digest] == $0.size }
-            blobOrder = blobOrder.filter { held[$0.digest] != $0.size }
+        if let base = options.against {
+            external = blobOrder.filter(base.holds)
+            blobOrder = blobOrder.filter { !base.holds($0) }
             let saved = external.reduce(Int64(0)) { $0 + $1.size }
             progress.phase(
                 "Delta: \(external.count) blob(s), \(ProgressReporter.bytes(saved)) held at the site, not carried")

@@ -50,6 +50,16 @@ struct DeltaTests {
         #expect((inventory?["blobs"] as? [Any])?.count == 11)
         #expect((inventory?["bundles"] as? [String])?.count == 1)
 
+        // The plan reads manifests only, and says what the delta will carry.
+        let planned = try Ferry.run(
+            ["plan", "--json", "--cache", "\(work)/plan-cache", "--against", "\(work)/site.inventory.json"] + v2
+                + registry.ferryTrustFlags)
+        let plan = try JSONSerialization.jsonObject(with: Data(planned.stdout.utf8)) as? [String: Any]
+        #expect((plan?["heldBytes"] as? Int ?? 0) >= 3 << 20)
+        #expect(plan?["sharedBlobs"] as? Int == 1)  // the base layer
+        let cached = try FileManager.default.contentsOfDirectory(atPath: "\(work)/plan-cache/blobs/sha256")
+        #expect(cached.count == plan?["manifests"] as? Int, "the plan downloaded more than manifests")
+
         // The delta: every manifest, only the new layers and configs.
         let export = try Ferry.run(
             [
@@ -61,6 +71,9 @@ struct DeltaTests {
         let entries = try BundleInspector.entries("\(work)/delta.tar")
         #expect(!entries.contains(base.digest.layoutPath), "the shared base layer was carried")
         #expect(entries.contains(amd64.digest.layoutPath), "a manifest the site has was left out")
+        let carried = (try BundleInspector.manifest("\(work)/delta.tar")["blobs"] as? [[String: Any]] ?? [])
+            .reduce(0) { $0 + ($1["size"] as? Int ?? 0) }
+        #expect(plan?["carryBytes"] as? Int == carried, "the plan and the delta disagree")
         let verified = try Ferry.run(["verify", "\(work)/delta.tar"])
         #expect(verified.stdout.contains("a delta against inventory sha256:"), "\(verified.stdout)")
         // The same delta from the v1 bundle itself.

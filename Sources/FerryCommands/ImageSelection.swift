@@ -1,0 +1,78 @@
+import ArgumentParser
+import Foundation
+import OCIBundle
+import OCICore
+
+/// Which images an export or a plan is about: lists, references, platforms, and the base of a delta.
+struct ImageSelection: ParsableArguments {
+    @Option(name: [.short, .customLong("file")], help: "An image list (text or .yaml/.yml); repeatable.")
+    var files: [String] = []
+
+    @Argument(help: "Image references, in addition to any lists.")
+    var references: [String] = []
+
+    @Option(
+        name: .customLong("platform"),
+        help: "Only these platforms of multi-platform images, e.g. linux/amd64,linux/arm64/v8 (repeatable).")
+    var platformArguments: [String] = []
+
+    @Option(
+        name: .customLong("against"),
+        help: """
+            Make a delta bundle: leave out the configs and layers this site already holds. A site \
+            inventory (`ferry-appliance inventory`), a bundle imported there, or its ferry-bundle.json \
+            (repeatable).
+            """)
+    var against: [String] = []
+
+    func platforms() throws -> [Platform] {
+        try platformArguments.flatMap { $0.split(separator: ",") }.map { try Platform(parsing: String($0)) }
+    }
+
+    /// The base of a delta, when `--against` was given.
+    func deltaBase() throws -> DeltaBase? { against.isEmpty ? nil : try DeltaBase.load(against) }
+
+    /// Lists first, then arguments; duplicates (after normalisation) are dropped. Every problem in
+    /// every list is reported before anything is pulled.
+    func loadRequests() throws -> [ImageRequest] {
+        var requests: [ImageRequest] = []
+        var problems: [ImageListError.Problem] = []
+        for file in files {
+            do {
+                requests += try ImageList.load(path: file)
+            } catch {
+                switch error {
+                case .invalid(let found): problems += found
+                default: problems.append(.init(file: file, line: nil, message: error.description))
+                }
+            }
+        }
+        for (i, argument) in references.enumerated() {
+            do {
+                requests.append(ImageRequest(reference: try Reference(argument), origin: "argument \(i + 1)"))
+            } catch {
+                problems.append(.init(file: "argument \(i + 1)", line: nil, message: error.description))
+            }
+        }
+        if !problems.isEmpty { throw ImageListError.invalid(problems) }
+        var seen: Set<Reference> = []
+        requests = requests.filter { seen.insert($0.reference).inserted }
+        if requests.isEmpty { throw ImageListError.empty }
+        // Two requests may not be stored under one name (nginx:1.25 and nginx:1.25@sha256:...).
+        var names: [String: ImageRequest] = [:]
+        for request in requests {
+            let name = BundleWriter.imageName(request.reference)
+            if let other = names[name] {
+                problems.append(
+                    .init(
+                        file: request.origin, line: nil,
+                        message:
+                            "\(request.reference) would be stored as \(name), like \(other.reference) (\(other.origin))"
+                    ))
+            }
+            names[name] = request
+        }
+        if !problems.isEmpty { throw ImageListError.invalid(problems) }
+        return requests
+    }
+}
