@@ -23,6 +23,6 @@ for n in "${sizes[@]}"; do
   /usr/bin/time -f '%e %M' -o "$work/ferry.time" "$ferry" verify --json "$work/b.tar" >"$work/report.json" || true
   problems=$("$PYTHON" -c 'import json,sys; print(len(json.load(open(sys.argv[1]))["problems"]))' "$work/report.json")
   /usr/bin/time -f '%e' -o "$work/tar.time" tar -tf "$work/b.tar" >/dev/null
-  read -r seconds peak <"$work/ferry.time"
+  read -r seconds peak < <(tail -n 1 "$work/ferry.time")
   printf '%-10s %-10s %-10s %-14s %-14s %-12s\n' "$n" "$mib" "$problems" "$seconds" "$((peak / 1024))" "$(cat "$work/tar.time")"
 done

@@ -22,7 +22,8 @@ public struct FerryCommand: AsyncParsableCommand {
             """,
         version: FerryVersion.string,
         subcommands: [
-            ExportCommand.self, PlanCommand.self, VerifyCommand.self, InspectCommand.self, PushCommand.self,
+            ExportCommand.self, PlanCommand.self, DiffCommand.self, VerifyCommand.self, InspectCommand.self,
+            PushCommand.self,
             KeygenCommand.self,
             SignCommand.self,
         ]

@@ -84,6 +84,16 @@ struct DeltaTests {
             try BundleInspector.entries("\(work)/delta-b.tar").filter { $0.hasPrefix("blobs/") }
                 == entries.filter { $0.hasPrefix("blobs/") })
 
+        // diff: the site's inventory against the delta names the tags it adds, and the bytes.
+        let diffed = try Ferry.run(["diff", "--json", "\(work)/site.inventory.json", "\(work)/delta.tar"])
+        let difference = try JSONSerialization.jsonObject(with: Data(diffed.stdout.utf8)) as? [String: Any]
+        let added = (difference?["added"] as? [[String: Any]] ?? []).compactMap { $0["image"] as? String }
+        #expect(added == ["\(served)/test/app:2", "\(served)/test/multi:2"], "\(diffed.stdout)")
+        #expect((difference?["removed"] as? [Any])?.count == 2)
+        #expect((difference?["newBytes"] as? Int ?? 0) > 0 && (difference?["newBytes"] as? Int ?? 0) < carried)
+        let same = try Ferry.run(["diff", "\(work)/v1.tar", "\(work)/site.inventory.json"]).stdout
+        #expect(same.contains("0 added, 0 removed, 0 changed"), "\(same)")
+
         // An appliance without the base refuses it, naming what it lacks, and shows nothing.
         let empty = "\(work)/empty"
         let refused = try Shell.run(
