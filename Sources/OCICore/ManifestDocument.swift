@@ -23,12 +23,16 @@ public struct ManifestDocument: Sendable, Hashable {
         throws(ManifestError)
     {
         guard bytes.count <= Self.maximumSize else { throw .tooLarge(bytes.count) }
+        // Every field of both shapes, decoded once; which shape it is is decided below.
         struct Probe: Decodable {
             var schemaVersion: Int?
             var mediaType: String?
+            var artifactType: String?
             var manifests: [Descriptor]?
             var config: Descriptor?
             var layers: [Descriptor]?
+            var subject: Descriptor?
+            var annotations: [String: String]?
         }
         let data = Data(bytes)
         let probe: Probe
@@ -54,18 +58,23 @@ public struct ManifestDocument: Sendable, Hashable {
             throw .unsupportedMediaType(declared ?? "none")
         }
         guard probe.schemaVersion == 2 else { throw .unsupportedSchemaVersion(probe.schemaVersion ?? 0) }
-        do {
-            if MediaType.indexes.contains(type) {
-                content = .index(try JSONDecoder().decode(ImageIndex.self, from: data))
-            } else if MediaType.manifests.contains(type) {
-                content = .manifest(try JSONDecoder().decode(ImageManifest.self, from: data))
-            } else {
-                throw ManifestError.unsupportedMediaType(type)
+        if MediaType.indexes.contains(type) {
+            guard let manifests = probe.manifests else { throw .invalidJSON("an index without \"manifests\"") }
+            var index = ImageIndex(mediaType: probe.mediaType, manifests: manifests, annotations: probe.annotations)
+            index.artifactType = probe.artifactType
+            index.subject = probe.subject
+            content = .index(index)
+        } else if MediaType.manifests.contains(type) {
+            guard let config = probe.config, let layers = probe.layers else {
+                throw .invalidJSON("an image manifest without \"config\" and \"layers\"")
             }
-        } catch let error as ManifestError {
-            throw error
-        } catch {
-            throw .invalidJSON(String(describing: error))
+            var manifest = ImageManifest(
+                mediaType: probe.mediaType, config: config, layers: layers, annotations: probe.annotations)
+            manifest.artifactType = probe.artifactType
+            manifest.subject = probe.subject
+            content = .manifest(manifest)
+        } else {
+            throw .unsupportedMediaType(type)
         }
         self.bytes = bytes
         self.mediaType = type
