@@ -162,6 +162,9 @@ public struct BundleReader: Sendable {
 
     /// Largest small file (bundle manifest, index.json, signature) read whole.
     public static let documentLimit = 64 << 20
+    /// Largest bundle manifest: it grows with the blob list (about 190 bytes a blob), so 256 MiB
+    /// holds about 1.4 million blobs.
+    public static let manifestLimit = 256 << 20
 
     /// Reads the bundle at `path`, or standard input for `-` (blocking; run it off the event loop).
     public func verify(path: String, sink: (any BundleBlobSink)? = nil, stopAfterHeader: Bool = false)
@@ -339,7 +342,7 @@ public struct BundleReader: Sendable {
                 return true
             }
         case BundleManifest.fileName:
-            let bytes = try tar.readAll(limit: Self.documentLimit)
+            let bytes = try tar.readAll(limit: Self.manifestLimit)
             state.manifestBytes = bytes
             state.manifestSeen = true
             state.report.manifestDigest = Digest.of(bytes)

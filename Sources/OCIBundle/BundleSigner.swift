@@ -37,7 +37,7 @@ public enum BundleSigner {
                 continue
             }
             if entry.path == BundleManifest.fileName {
-                let bytes = try reader.readAll(limit: BundleReader.documentLimit)
+                let bytes = try reader.readAll(limit: BundleReader.manifestLimit)
                 // The file may have changed since it was verified: sign only what was verified.
                 guard (try? JSONDecoder().decode(BundleManifest.self, from: Data(bytes))) == verified else {
                     throw BundleError.changedWhileSigning(path)
