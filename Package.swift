@@ -78,7 +78,7 @@ let package = Package(
         .target(
             name: "FerryCommands",
             dependencies: [
-                "OCICore", "OCIStore", "OCIRegistryClient", "OCIBundle",
+                "OCICore", "OCIStore", "OCIRegistryClient", "OCIBundle", "OCITar",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -90,7 +90,7 @@ let package = Package(
         .target(
             name: "ApplianceCommands",
             dependencies: [
-                "OCICore", "OCIStore", "OCIBundle", "OCIRegistryServer",
+                "OCICore", "OCIStore", "OCIBundle", "OCIRegistryServer", "OCITar",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Yams", package: "Yams"),

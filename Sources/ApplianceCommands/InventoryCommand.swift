@@ -3,6 +3,7 @@ import Foundation
 import OCIBundle
 import OCICore
 import OCIStore
+import OCITar
 
 /// `ferry-appliance inventory`: what this appliance holds, for the connected side's next export
 /// to carry only what is new (`ferry export --against FILE`).
@@ -21,14 +22,17 @@ struct InventoryCommand: AsyncParsableCommand {
 
     @OptionGroup var store: StoreOptions
 
-    @Option(name: .shortAndLong, help: "Where to write the inventory (JSON; - for standard output).")
+    @Option(
+        name: .shortAndLong,
+        help: "Where to write the inventory (JSON, gzip-compressed when the name ends in .gz; - for standard output).")
     var output: String
 
     func run() async throws {
         try await reportingApplianceErrors {
             let storage = try RegistryStore(root: try store.resolved)
             let inventory = try SiteInventory(storage: storage, created: Date())
-            let bytes = try inventory.encoded()
+            let json = try inventory.encoded()
+            let bytes = output.hasSuffix(".gz") ? try Gzip.compress(json) : json
             if output == "-" {
                 FileHandle.standardOutput.write(Data(bytes))
             } else {

@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import OCIBundle
 import OCICore
+import OCITar
 
 /// What a delta export is made against: what the site holds, from site inventories and from
 /// bundles imported there (a bundle file or its `ferry-bundle.json`). Blobs the base holds with
@@ -26,24 +27,25 @@ public struct DeltaBase: Sendable {
             }
             let start = (try? handle.read(upToCount: 64)) ?? Data()
             try? handle.close()
-            if start.first(where: { ![0x20, 0x0a, 0x0d, 0x09].contains($0) }) == UInt8(ascii: "{") {
-                guard let data = FileManager.default.contents(atPath: path) else {
-                    throw ValidationError("--against \(path): cannot read it")
+            let isJSON = start.first(where: { ![0x20, 0x0a, 0x0d, 0x09].contains($0) }) == UInt8(ascii: "{")
+            let data = isJSON ? FileManager.default.contents(atPath: path) : nil
+            // Only an inventory is ever compressed.
+            if Gzip.isCompressed(Array(start.prefix(2)))
+                || data.flatMap({ try? JSONDecoder().decode(MediaTypeProbe.self, from: $0) })?.mediaType
+                    == SiteInventory.mediaType
+            {
+                let (inventory, digest) = try SiteInventory.read(path: path)
+                delta.base.inventories.append(digest)
+                for blob in inventory.blobs { delta.held[blob.digest] = blob.size }
+            } else if let data {
+                let manifest: BundleManifest
+                do {
+                    manifest = try BundleManifest.decode(Array(data))
+                } catch {
+                    throw ValidationError(
+                        "--against \(path): neither a site inventory nor a bundle manifest (\(error))")
                 }
-                if (try? JSONDecoder().decode(MediaTypeProbe.self, from: data))?.mediaType == SiteInventory.mediaType {
-                    let (inventory, digest) = try SiteInventory.read(path: path)
-                    delta.base.inventories.append(digest)
-                    for blob in inventory.blobs { delta.held[blob.digest] = blob.size }
-                } else {
-                    let manifest: BundleManifest
-                    do {
-                        manifest = try BundleManifest.decode(Array(data))
-                    } catch {
-                        throw ValidationError(
-                            "--against \(path): neither a site inventory nor a bundle manifest (\(error))")
-                    }
-                    delta.add(manifest, id: Digest.of(data))
-                }
+                delta.add(manifest, id: Digest.of(data))
             } else {
                 let report = try BundleReader(requireSignature: false).verify(path: path, stopAfterHeader: true)
                 guard let manifest = report.manifest, let id = report.manifestDigest else {

@@ -10,11 +10,12 @@ public struct InspectCommand: AsyncParsableCommand {
         abstract: "Show a bundle's images, tags, digests, platforms, sizes, creation and signer.",
         discussion: """
             Reads only the start of the bundle (the bundle manifest, signature and index.json), so it \
-            is instant however large the bundle; `ferry verify` checks the content.
+            is instant however large the bundle; `ferry verify` checks the content. Given a site \
+            inventory (`ferry-appliance inventory`, gzip-compressed or not), shows what the site holds.
             """
     )
 
-    @Argument(help: "The bundle.")
+    @Argument(help: "The bundle, or a site inventory.")
     var bundle: String
 
     @Flag(help: "Print JSON on standard output.")
@@ -38,8 +39,44 @@ public struct InspectCommand: AsyncParsableCommand {
         var signatureValid: Bool?
     }
 
+    /// A site inventory, summed up.
+    struct InventorySummary: Codable {
+        var inventory: String
+        var digest: String
+        var appliance: String
+        var created: String
+        var repositories: Int
+        var tags: Int
+        var blobs: Int
+        var blobBytes: Int64
+        var bundles: [String]
+    }
+
     public func run() async throws {
         try await reportingErrors {
+            if let (inventory, digest) = try? SiteInventory.read(path: bundle) {
+                let summary = InventorySummary(
+                    inventory: bundle, digest: digest.description, appliance: inventory.appliance,
+                    created: inventory.created, repositories: inventory.repositories.count,
+                    tags: inventory.repositories.reduce(0) { $0 + $1.tags.count }, blobs: inventory.blobs.count,
+                    blobBytes: inventory.blobs.reduce(Int64(0)) { $0 + $1.size }, bundles: inventory.bundles)
+                if json {
+                    FileHandle.standardOutput.write(try jsonEncoder().encode(summary) + Data("\n".utf8))
+                    return
+                }
+                print("Inventory: \(bundle) (\(summary.digest))")
+                print("Site:      \(summary.appliance), written \(summary.created)")
+                print(
+                    "Holds:     \(summary.repositories) repositories, \(summary.tags) tag(s), \(summary.blobs) blob(s), "
+                        + ProgressReporter.bytes(summary.blobBytes))
+                print("Bundles:   \(summary.bundles.count) imported")
+                for repository in inventory.repositories {
+                    for (tag, digest) in repository.tags.sorted(by: { $0.key < $1.key }) {
+                        print("  \(repository.name):\(tag)  \(digest)")
+                    }
+                }
+                return
+            }
             let report = try await VerifyCommand.read(
                 bundle, reader: BundleReader(requireSignature: false), headerOnly: true)
             guard let manifest = report.manifest else {

@@ -1,5 +1,6 @@
 import Foundation
 import OCICore
+import OCITar
 
 /// What an appliance holds, carried back to the connected side so the next export is a delta
 /// (`ferry-appliance inventory`, `ferry export --against`): every blob a repository serves (with
@@ -51,9 +52,18 @@ public struct SiteInventory: Codable, Sendable, Equatable {
         return Array(try encoder.encode(self)) + [0x0a]
     }
 
-    /// Reads an inventory file; its digest (sha256 of the file) names the base of a delta.
+    /// Reads an inventory file, gzip-compressed or not; its digest (sha256 of the JSON, so the same
+    /// either way) names the base of a delta.
     public static func read(path: String) throws(InventoryError) -> (inventory: SiteInventory, digest: Digest) {
-        guard let data = FileManager.default.contents(atPath: path) else { throw .unreadable(path) }
+        guard let read = FileManager.default.contents(atPath: path) else { throw .unreadable(path) }
+        var data = read
+        if Gzip.isCompressed(Array(read.prefix(2))) {
+            do {
+                data = Data(try Gzip.decompress(Array(read), limit: 1 << 30))
+            } catch {
+                throw .notAnInventory(path, "gzip: \(error)")
+            }
+        }
         guard data.count <= 1 << 30 else { throw .notAnInventory(path, "larger than 1 GiB") }
         let inventory: SiteInventory
         do {

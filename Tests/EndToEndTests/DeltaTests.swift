@@ -50,6 +50,15 @@ struct DeltaTests {
         #expect((inventory?["blobs"] as? [Any])?.count == 11)
         #expect((inventory?["bundles"] as? [String])?.count == 1)
 
+        // The same inventory gzip-compressed: inspect reads it; so does export --against (below).
+        try appliance.command(["inventory", "-o", "\(work)/site.inventory.json.gz"])
+        #expect(
+            try Data(contentsOf: URL(fileURLWithPath: "\(work)/site.inventory.json.gz")).prefix(2)
+                == Data([0x1f, 0x8b]))
+        let inspected = try Ferry.run(["inspect", "--json", "\(work)/site.inventory.json.gz"]).stdout
+        let summaryOfSite = try JSONSerialization.jsonObject(with: Data(inspected.utf8)) as? [String: Any]
+        #expect(summaryOfSite?["blobs"] as? Int == 11 && summaryOfSite?["repositories"] as? Int == 2, "\(inspected)")
+
         // The plan reads manifests only, and says what the delta will carry.
         let planned = try Ferry.run(
             ["plan", "--json", "--cache", "\(work)/plan-cache", "--against", "\(work)/site.inventory.json"] + v2
@@ -76,7 +85,15 @@ struct DeltaTests {
         #expect(plan?["carryBytes"] as? Int == carried, "the plan and the delta disagree")
         let verified = try Ferry.run(["verify", "\(work)/delta.tar"])
         #expect(verified.stdout.contains("a delta against inventory sha256:"), "\(verified.stdout)")
-        // The same delta from the v1 bundle itself.
+        // The same delta from the compressed inventory, and from the v1 bundle itself.
+        try Ferry.run(
+            [
+                "export", "-o", "\(work)/delta-gz.tar", "--cache", "\(work)/cache", "--against",
+                "\(work)/site.inventory.json.gz",
+            ] + v2 + registry.ferryTrustFlags)
+        #expect(
+            try BundleInspector.entries("\(work)/delta-gz.tar").filter { $0.hasPrefix("blobs/") }
+                == entries.filter { $0.hasPrefix("blobs/") })
         try Ferry.run(
             ["export", "-o", "\(work)/delta-b.tar", "--cache", "\(work)/cache", "--against", "\(work)/v1.tar"] + v2
                 + registry.ferryTrustFlags)

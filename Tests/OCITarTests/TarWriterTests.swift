@@ -70,3 +70,15 @@ struct TarWriterTests {
         }
     }
 }
+
+struct GzipTests {
+    @Test func roundTripsAndRefusesWhatIsNotGzip() throws {
+        let text = Array(String(repeating: "{\"digest\":\"sha256:0123456789abcdef\",\"size\":42},", count: 5000).utf8)
+        let packed = try Gzip.compress(text)
+        #expect(Gzip.isCompressed(packed))
+        #expect(packed.count < text.count / 5)
+        #expect(try Gzip.decompress(packed, limit: text.count) == text)
+        #expect(throws: TarError.self) { try Gzip.decompress(packed, limit: text.count - 1) }
+        #expect(throws: TarError.self) { try Gzip.decompress(Array("not gzip".utf8), limit: 100) }
+    }
+}
