@@ -17,7 +17,14 @@ public struct RepositoryName: Hashable, Sendable, Comparable, CustomStringConver
 
     /// `[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*`
     static func isValidComponent(_ component: Substring) -> Bool {
-        let bytes = Array(component.utf8)
+        // In place when the text is contiguous (it is for native strings): no copy per component.
+        if let valid = component.utf8.withContiguousStorageIfAvailable({ isValidComponent(bytes: $0) }) {
+            return valid
+        }
+        return Array(component.utf8).withUnsafeBufferPointer { isValidComponent(bytes: $0) }
+    }
+
+    static func isValidComponent(bytes: UnsafeBufferPointer<UInt8>) -> Bool {
         guard !bytes.isEmpty else { return false }
         func isAlnum(_ b: UInt8) -> Bool { (b >= 0x61 && b <= 0x7a) || (b >= 0x30 && b <= 0x39) }
         var i = 0

@@ -24,7 +24,8 @@ public enum DistributionRoute: Equatable, Sendable {
 
     /// `path` is the request path without its query, percent-encoded or not.
     public init(path rawPath: String) {
-        let path = rawPath.removingPercentEncoding ?? rawPath
+        // Foundation's decoding costs as much as the rest of the routing: only when there is any.
+        let path = rawPath.utf8.contains(UInt8(ascii: "%")) ? (rawPath.removingPercentEncoding ?? rawPath) : rawPath
         switch path {
         case "/v2", "/v2/": self = .base; return
         case "/v2/_catalog": self = .catalog; return
@@ -33,27 +34,28 @@ public enum DistributionRoute: Equatable, Sendable {
         default: break
         }
         guard path.hasPrefix("/v2/") else { self = .notFound; return }
-        let components = path.dropFirst(4).split(separator: "/", omittingEmptySubsequences: false).map(String.init)
+        let components = path.dropFirst(4).split(separator: "/", omittingEmptySubsequences: false)
         let count = components.count
-        // The name is checked once, here; every case carries it typed.
+        // The name is checked once, here; every case carries it typed. It is the path up to the
+        // endpoint's components, taken as one slice (no join).
         func named(_ end: Int, _ make: (RepositoryName) -> DistributionRoute) -> DistributionRoute {
-            let text = components[..<end].joined(separator: "/")
+            let text = end > 0 ? String(path[components[0].startIndex..<components[end - 1].endIndex]) : ""
             guard let name = try? RepositoryName(text) else { return .invalidName(text) }
             return make(name)
         }
         if count >= 4, components[count - 3] == "blobs", components[count - 2] == "uploads" {
-            let session = components[count - 1]
+            let session = String(components[count - 1])
             self = named(count - 3) { .blobUpload(repository: $0, session: session.isEmpty ? nil : session) }
         } else if count >= 3, components[count - 2] == "blobs", components[count - 1] == "uploads" {
             self = named(count - 2) { .blobUpload(repository: $0, session: nil) }
         } else if count >= 3, components[count - 2] == "manifests", !components[count - 1].isEmpty {
-            self = named(count - 2) { .manifest(repository: $0, reference: components[count - 1]) }
+            self = named(count - 2) { .manifest(repository: $0, reference: String(components[count - 1])) }
         } else if count >= 3, components[count - 2] == "blobs", !components[count - 1].isEmpty {
-            self = named(count - 2) { .blob(repository: $0, digest: components[count - 1]) }
+            self = named(count - 2) { .blob(repository: $0, digest: String(components[count - 1])) }
         } else if count >= 3, components[count - 2] == "tags", components[count - 1] == "list" {
             self = named(count - 2) { .tags(repository: $0) }
         } else if count >= 3, components[count - 2] == "referrers", !components[count - 1].isEmpty {
-            self = named(count - 2) { .referrers(repository: $0, digest: components[count - 1]) }
+            self = named(count - 2) { .referrers(repository: $0, digest: String(components[count - 1])) }
         } else {
             self = .notFound
         }
