@@ -19,9 +19,9 @@ struct ImageSelection: ParsableArguments {
     @Option(
         name: .customLong("against"),
         help: """
-            Make a delta bundle: leave out the configs and layers this site already holds. A site \
-            inventory (`ferry-appliance inventory`), a bundle imported there, or its ferry-bundle.json \
-            (repeatable).
+            What the site already holds, for a delta: a site inventory (`ferry-appliance inventory`, \
+            gzip or not), a bundle imported there, or its ferry-bundle.json (repeatable). Configs \
+            and layers it holds are left out.
             """)
     var against: [String] = []
 
