@@ -77,6 +77,19 @@ struct BundlePusher {
             guard let staging = manifest.images.first.flatMap({ targets[$0.reference] }) else {
                 throw PushError.invalid(options.bundle, [])
             }
+            // A delta relies on its base: the registry must hold it already (in the first image's
+            // repository, from which the others mount).
+            if let external = manifest.external, !external.isEmpty {
+                let held = try PushSink.waiting {
+                    try await Self.existing(external, in: staging, registry: options.registry, client: client)
+                }
+                let missing = external.map(\.digest).filter { !held.contains($0) }.sorted()
+                if !missing.isEmpty {
+                    throw PushError.baseMissing(
+                        bundle: options.bundle, base: manifest.base?.description ?? "an unnamed base",
+                        target: "\(options.registry)/\(staging)", missing: missing)
+                }
+            }
             let uploadable = manifest.blobs.filter { !Self.isManifest($0) }
             progress.phase("checking \(uploadable.count) blob(s) in \(options.registry)/\(staging)")
             let present = try PushSink.waiting {
@@ -224,7 +237,12 @@ final class PushSink: BundleBlobSink, @unchecked Sendable {
     }
 
     func prepare(_ manifest: BundleManifest) throws {
-        (repository, skip) = try planner(manifest)
+        do {
+            (repository, skip) = try planner(manifest)
+        } catch {
+            failure = error  // the run reports this, not the reader's "sink failed"
+            throw error
+        }
     }
 
     /// Runs async work from the reader's thread (a pool thread, never an event loop) and waits for it.
@@ -341,10 +359,14 @@ enum PushError: Error, CustomStringConvertible {
     case missingManifest(Digest)
     case abandoned
     case invalid(String, [VerificationProblem])
+    /// A delta bundle whose base the registry does not hold.
+    case baseMissing(bundle: String, base: String, target: String, missing: [Digest])
 
     var isVerification: Bool {
-        if case .invalid = self { return true }
-        return false
+        switch self {
+        case .invalid, .baseMissing: true
+        default: false
+        }
     }
 
     var description: String {
@@ -353,6 +375,10 @@ enum PushError: Error, CustomStringConvertible {
             "\(registry) would not mount \(digest) from \(from) into \(to) (give the pushing user pull rights on \(from))"
         case .missingManifest(let digest): "manifest \(digest) is not in the bundle"
         case .abandoned: "upload abandoned: the blob did not verify"
+        case .baseMissing(let bundle, let base, let target, let missing):
+            "\(bundle): nothing pushed: a delta against \(base), and \(target) lacks \(missing.count) blob(s) it "
+                + "relies on: " + missing.prefix(5).map(\.description).joined(separator: ", ")
+                + (missing.count > 5 ? ", …" : "") + " (push its base first, or push a full bundle)"
         case .invalid(let bundle, let problems):
             (["\(bundle): does not verify; no manifest was pushed:"] + problems.map { "  \($0)" }).joined(
                 separator: "\n")

@@ -149,6 +149,24 @@ struct DeltaTests {
             ])
         }
 
+        // ferry push of the delta: refused by a registry without the base, before anything is
+        // pushed; accepted by one that holds v1, with upstream's digests.
+        let target = try RegistryFixture(tls: true)
+        defer { target.stop() }
+        let push = ["--to", target.host, "--drop-registry-host"] + target.ferryTrustFlags
+        let lacking = try Ferry.run(["push", "\(work)/delta.tar"] + push, check: false)
+        #expect(lacking.status == 65)
+        #expect(
+            lacking.stderr.contains("lacks") && lacking.stderr.contains(base.digest.description), "\(lacking.stderr)")
+        #expect(throws: (any Error).self) { try SeededRegistry.registryDigest(target, "test/app:2") }
+        try Ferry.run(["push", "\(work)/v1.tar"] + push)
+        try Ferry.run(["push", "\(work)/delta.tar"] + push)
+        for name in ["test/multi:2", "test/app:2"] {
+            #expect(
+                try SeededRegistry.registryDigest(target, name) == (try SeededRegistry.registryDigest(registry, name)),
+                "\(name)")
+        }
+
         // Not an inventory: a usage error naming the file.
         try "{\"hello\": 1}".write(toFile: "\(work)/not.json", atomically: true, encoding: .utf8)
         let bad = try Ferry.run(
