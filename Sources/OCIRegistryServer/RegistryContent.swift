@@ -1,4 +1,6 @@
 import Foundation
+import HTTPTypes
+import NIOCore
 import NIOPosix
 import OCICore
 import OCIStore
@@ -17,6 +19,9 @@ public struct StoredManifest: Sendable {
     /// `artifactType`, or for an image manifest without one its config's media type (spec, "Listing Referrers").
     public let artifactType: String?
     public let annotations: [String: String]?
+    /// What a GET or HEAD answers with, made once per cached manifest rather than per request.
+    let headers: HTTPFields
+    let body: ByteBuffer
 
     init(digest: Digest, bytes: [UInt8]) throws(ManifestError) {
         let document = try ManifestDocument(bytes: bytes, algorithm: digest.algorithm)
@@ -33,6 +38,13 @@ public struct StoredManifest: Sendable {
             artifactType = index.artifactType
             annotations = index.annotations
         }
+        headers = [
+            .contentType: document.mediaType,
+            RegistryResponder.contentDigest: digest.description,
+            .eTag: "\"\(digest)\"",
+            .contentLength: String(bytes.count),
+        ]
+        body = ByteBuffer(bytes: bytes)
     }
 
     public var descriptor: Descriptor {

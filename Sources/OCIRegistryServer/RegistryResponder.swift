@@ -242,18 +242,13 @@ public struct RegistryResponder: HTTPResponder {
         guard let found = resolved else { throw DistributionError.nameUnknown(name.value) }
         guard let digest = found else { throw DistributionError.manifestUnknown(reference.description) }
         let manifest = try await load(digest)
-        var headers: HTTPFields = [
-            .contentType: manifest.mediaType,
-            Self.contentDigest: digest.description,
-            .eTag: "\"\(digest)\"",
-            .contentLength: String(manifest.bytes.count),
-        ]
+        var headers = manifest.headers
         if Self.matches(request.headers[.ifNoneMatch], digest) {
             headers[.contentLength] = nil
             return Response(status: .notModified, headers: headers)
         }
         if request.method == .head { return Response(status: .ok, headers: headers) }
-        return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: manifest.bytes)))
+        return Response(status: .ok, headers: headers, body: .init(byteBuffer: manifest.body))
     }
 
     // MARK: Blobs
