@@ -55,6 +55,14 @@ public struct SiteInventory: Codable, Sendable, Equatable {
     /// Reads an inventory file, gzip-compressed or not; its digest (sha256 of the JSON, so the same
     /// either way) names the base of a delta.
     public static func read(path: String) throws(InventoryError) -> (inventory: SiteInventory, digest: Digest) {
+        // Look before reading: callers try this on bundles too, which may be gigabytes.
+        guard let handle = FileHandle(forReadingAtPath: path) else { throw .unreadable(path) }
+        let start = Array((try? handle.read(upToCount: 64)) ?? Data())
+        let size = (try? handle.seekToEnd()) ?? 0
+        try? handle.close()
+        let isJSON = start.first(where: { ![0x20, 0x0a, 0x0d, 0x09].contains($0) }) == UInt8(ascii: "{")
+        guard Gzip.isCompressed(start) || isJSON else { throw .notAnInventory(path, "neither JSON nor gzip") }
+        guard size <= 1 << 30 else { throw .notAnInventory(path, "larger than 1 GiB") }
         guard let read = FileManager.default.contents(atPath: path) else { throw .unreadable(path) }
         var data = read
         if Gzip.isCompressed(Array(read.prefix(2))) {

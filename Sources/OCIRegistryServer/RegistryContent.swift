@@ -107,9 +107,11 @@ public final class RegistryContent: Sendable {
             try StoredManifest(digest: digest, bytes: blobs.read(digest, limit: ManifestDocument.maximumSize))
         }
         manifests.withLock { cache in
-            if cache.bytes + manifest.bytes.count > Self.manifestCacheLimit { cache = ([:], 0) }
+            // Each entry holds its bytes twice: as an array and as the response body.
+            let cost = 2 * manifest.bytes.count
+            if cache.bytes + cost > Self.manifestCacheLimit { cache = ([:], 0) }
             cache.entries[digest] = manifest
-            cache.bytes += manifest.bytes.count
+            cache.bytes += cost
         }
         return manifest
     }
