@@ -87,7 +87,8 @@ func reportingApplianceErrors(_ body: () async throws -> Void) async throws {
         switch error {
         case let error as ImportError:
             switch error {
-            case .invalid, .baseMissing: throw ExitCode(65)
+            case .invalid, .baseMissing, .duplicateVolume, .setAlreadyImported, .volumeContentGone:
+                throw ExitCode(65)
             default: break
             }
             throw ExitCode(1)
@@ -114,11 +115,32 @@ struct ImportCommand: AsyncParsableCommand {
 
             With import.requireSignature in the configuration, a bundle must be signed by one of \
             the trusted keys (import.trustedKeys, --trust-key).
+
+            Volumes of a set (`ferry export --volume-size`, `ferry split`) are taken in any order, \
+            over as many runs as it takes: each volume is verified and stored on arrival, and the \
+            set's images appear in one step when its last volume is in. A volume given twice is \
+            refused (exit 65). --status lists the sets still incomplete and the volumes they need. \
+            (`cat NAME.vol*.tar | ferry-appliance import -` does not work: each volume is a tar of \
+            its own; import them one by one, in any order.)
+
+            Examples:
+              ferry-appliance import site.bundle.tar
+              ferry-appliance import /media/disc/site.vol003.tar
+              ferry-appliance import --status
+              ferry-appliance import --forget 1f0c2a   # give up a set that will never be complete
             """
     )
 
-    @Argument(help: "Bundles to import, or - for standard input.")
-    var bundles: [String]
+    @Argument(help: "Bundles (or volumes) to import, or - for standard input.")
+    var bundles: [String] = []
+
+    @Flag(help: "List volume sets with volumes still to come, and which they need.")
+    var status = false
+
+    @Option(
+        name: .customLong("forget"),
+        help: "Give up an incomplete volume set (its id, or a prefix of it): gc may then take what it stored.")
+    var forget: String?
 
     @OptionGroup var store: StoreOptions
 
@@ -149,30 +171,87 @@ struct ImportCommand: AsyncParsableCommand {
             }
             let keys = try keyPaths.flatMap { try PublicKey.load($0) }
             let registry = try RegistryStore(root: store.resolved(configuration))
+            if status {
+                try showStatus(registry)
+                return
+            }
+            if let forget {
+                let matches = try registry.pendingVolumeSets().filter { $0.id.hasPrefix(forget) && !forget.isEmpty }
+                guard matches.count == 1, let set = matches.first else {
+                    throw ValidationError(
+                        "--forget \(forget): \(matches.isEmpty ? "no" : "more than one") incomplete set has that id "
+                            + "(see --status)")
+                }
+                try registry.withVolumeSetLock(set.id) { try registry.finishVolumeSet(set.id) }
+                print("forgot set \(set.id.prefix(12)) (\(set.arrived.count) of \(set.count) volume(s) had arrived)")
+                return
+            }
+            guard !bundles.isEmpty else {
+                throw ValidationError("name a bundle to import (or - for standard input), or --status")
+            }
             let importer = Importer(store: registry, reader: BundleReader(trustedKeys: keys), paranoid: paranoid)
             var results: [Importer.Result] = []
             for bundle in bundles {
                 let result = try importer.importBundle(bundle, skipKnown: skipKnown)
                 results.append(result)
-                if !json {
-                    let what =
-                        result.skippedUnread
-                        ? "already imported, unchanged; the file was not re-read (--skip-known)"
-                        : (result.unchanged ? "already imported, unchanged (verified again)" : "imported")
-                    print(
-                        "\(bundle): \(what): \(result.images.count) image(s), \(result.blobsWritten) blob(s) stored, "
-                            + "\(result.blobsAlreadyPresent) already present"
-                            + (result.signer.map { ", signed by \($0)" } ?? ""))
-                    for image in result.images {
-                        print("  \(image.repository)\(image.tag.map { ":\($0)" } ?? "")@\(image.digest)")
-                    }
-                }
+                if !json { Self.describe(result, bundle: bundle).forEach { print($0) } }
             }
             if json {
                 let encoder = JSONEncoder()
                 encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
                 FileHandle.standardOutput.write(try encoder.encode(results) + Data("\n".utf8))
             }
+        }
+    }
+}
+
+extension ImportCommand {
+    /// What an import did, as lines for a terminal: the headline, then the images made visible.
+    static func describe(_ result: Importer.Result, bundle: String) -> [String] {
+        let stored = "\(result.blobsWritten) blob(s) stored, \(result.blobsAlreadyPresent) already present"
+        let signer = result.signer.map { ", signed by \($0)" } ?? ""
+        let headline: String
+        if let volume = result.volume {
+            let set = "volume \(volume.number) of \(volume.count)"
+            let id = volume.set.split(separator: ":").last?.prefix(12) ?? ""
+            guard volume.stillNeeded.isEmpty else {
+                return [
+                    "\(bundle): \(set) of set \(id) stored: \(stored); still needed: "
+                        + volume.stillNeeded.map(String.init).joined(separator: ", ")
+                        + " (nothing visible until the last)"
+                ]
+            }
+            headline =
+                "\(bundle): \(set), the last of set \(id): \(stored); the set is imported: "
+                + "\(result.images.count) image(s)\(signer)"
+        } else {
+            let what =
+                result.skippedUnread
+                ? "already imported, unchanged; the file was not re-read (--skip-known)"
+                : (result.unchanged ? "already imported, unchanged (verified again)" : "imported")
+            headline = "\(bundle): \(what): \(result.images.count) image(s), \(stored)\(signer)"
+        }
+        return [headline]
+            + result.images.map { "  \($0.repository)\($0.tag.map { ":\($0)" } ?? "")@\($0.digest)" }
+    }
+
+    func showStatus(_ registry: RegistryStore) throws {
+        let sets = try registry.pendingVolumeSets()
+        if json {
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+            FileHandle.standardOutput.write(try encoder.encode(sets) + Data("\n".utf8))
+            return
+        }
+        guard !sets.isEmpty else {
+            print("no volume set is waiting for volumes")
+            return
+        }
+        for set in sets {
+            print(
+                "set \(set.id.prefix(12)) (first seen \(set.started) in \(set.firstVolume)): "
+                    + "\(set.arrived.count) of \(set.count) volume(s) stored; still needed: "
+                    + set.needed.map(String.init).joined(separator: ", ") + "; \(set.images.count) image(s) waiting")
         }
     }
 }

@@ -31,6 +31,16 @@ public struct Importer: Sendable {
         public var skippedUnread: Bool
         public var time: String
         public var seconds: Double
+        /// For a volume of a set: which one, and which are still to come (none: the set was
+        /// imported with this volume).
+        public var volume: VolumeProgress?
+    }
+
+    public struct VolumeProgress: Codable, Sendable {
+        public var set: String
+        public var number: Int
+        public var count: Int
+        public var stillNeeded: [Int]
     }
 
     let store: any RegistryStorage
@@ -63,28 +73,46 @@ public struct Importer: Sendable {
                 time: BundleManifest.timestamp(Int64(Date().timeIntervalSince1970)),
                 seconds: Date().timeIntervalSince(started))
         }
-        let sink = StoreSink(store: store.blobs)
+        let sink = StoreSink(store: store.blobs) { [store] manifest, volume, set in
+            try Self.refuseRepeated(volume, of: set, manifest: manifest, store: store)
+        }
         guard let report = try read(path, headerOnly: false, sink: sink) else { throw ImportError.unreadable(path) }
+        if let refusal = sink.refusal { throw refusal }
         if let failure = report.problems.first(where: { $0.kind == .sink }) {
             throw ImportError.store(bundle: path, failure.message)
         }
         guard report.ok, let manifest = report.manifest, let manifestDigest = report.manifestDigest else {
             throw ImportError.invalid(bundle: path, report.problems)
         }
+        if let volume = report.volume {
+            return try store.withVolumeSetLock(manifestDigest.encoded) {
+                try importVolume(volume, report: report, manifest: manifest, path: path, sink: sink, started: started)
+            }
+        }
+        return try commit(report, manifest: manifest, path: path, sink: sink, started: started)
+    }
+
+    /// Makes a verified bundle (or a complete volume set, its last volume's report in hand)
+    /// visible: checks every blob it relies on but did not carry, then one transaction.
+    private func commit(
+        _ report: VerificationReport, manifest: BundleManifest, path: String, sink: StoreSink, started: Date,
+        volume: VolumeProgress? = nil
+    ) throws -> Result {
+        guard let manifestDigest = report.manifestDigest else { throw ImportError.unreadable(path) }
         // A delta relies on blobs it does not carry: all must be here before anything is visible.
-        if let external = manifest.external, !external.isEmpty {
-            let sizes = Dictionary(external.map { ($0.digest, $0.size) }, uniquingKeysWith: { a, _ in a })
-            let reached = report.imageContents.values.reduce(into: Set<Digest>()) { $0.formUnion($1.external) }
-            let blobs = store.blobs
-            let missing = reached.filter { digest in
-                guard blobs.contains(digest, size: sizes[digest] ?? -1) else { return true }
-                guard paranoid else { return false }
-                return (try? BlobStore.hash(file: blobs.path(of: digest), algorithm: digest.algorithm)) != digest
-            }.sorted()
+        let external = report.imageContents.values.reduce(into: Set<Digest>()) { $0.formUnion($1.external) }
+        if !external.isEmpty {
+            let missing = missingBlobs(external, sizes: manifest.external ?? [])
             if !missing.isEmpty {
                 throw ImportError.baseMissing(
                     bundle: path, base: manifest.base?.description ?? "an unnamed base", missing: missing)
             }
+        }
+        // The other volumes of a set stored theirs on earlier runs (gc keeps them for the set).
+        let elsewhere = report.imageContents.values.reduce(into: Set<Digest>()) { $0.formUnion($1.elsewhere) }
+        if !elsewhere.isEmpty {
+            let missing = missingBlobs(elsewhere, sizes: manifest.blobs)
+            if !missing.isEmpty { throw ImportError.volumeContentGone(volume: path, missing: missing) }
         }
         let images = try manifest.images.map(Self.imported)
         let unchanged = try store.hasImportRecord(manifestDigest.encoded) && isCurrent(manifest)
@@ -110,11 +138,93 @@ public struct Importer: Sendable {
             bundle: path, manifestDigest: manifestDigest.description, signer: report.signature?.keyID, images: images,
             blobsWritten: sink.written, blobsAlreadyPresent: sink.present, unchanged: unchanged, skippedUnread: false,
             time: BundleManifest.timestamp(Int64(Date().timeIntervalSince1970)),
-            seconds: Date().timeIntervalSince(started))
+            seconds: Date().timeIntervalSince(started), volume: volume)
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys, .prettyPrinted, .withoutEscapingSlashes]
         try store.recordImport(Array(try encoder.encode(result)), id: manifestDigest.encoded)
         return result
+    }
+
+    /// Of `digests`, those the store lacks (by size; re-hashed with `paranoid`), in order.
+    private func missingBlobs(_ digests: Set<Digest>, sizes listed: [BundleManifest.Blob]) -> [Digest] {
+        var sizes: [Digest: Int64] = [:]
+        for blob in listed where digests.contains(blob.digest) { sizes[blob.digest] = blob.size }
+        let blobs = store.blobs
+        return digests.filter { digest in
+            guard blobs.contains(digest, size: sizes[digest] ?? -1) else { return true }
+            guard paranoid else { return false }
+            return (try? BlobStore.hash(file: blobs.path(of: digest), algorithm: digest.algorithm)) != digest
+        }.sorted()
+    }
+
+    /// A volume already stored for its set, or of a set already imported, is refused (before its
+    /// content is read when the sink asks, and again under the set's lock).
+    static func refuseRepeated(
+        _ volume: VolumeHeader, of set: Digest, manifest: BundleManifest, store: any RegistryStorage
+    ) throws {
+        if store.hasImportRecord(set.encoded) {
+            throw ImportError.setAlreadyImported(set: set, number: volume.number, count: volume.count)
+        }
+        if let pending = try store.pendingVolumeSets().first(where: { $0.id == set.encoded }),
+            pending.arrived.contains(volume.number)
+        {
+            throw ImportError.duplicateVolume(set: set, number: volume.number, needed: pending.needed)
+        }
+    }
+
+    /// Records a verified volume (its content is stored); when it is the set's last, assembles
+    /// the blobs carried in parts and makes the set's images visible. Runs under the set's lock.
+    private func importVolume(
+        _ volume: VolumeHeader, report: VerificationReport, manifest: BundleManifest, path: String,
+        sink: StoreSink, started: Date
+    ) throws -> Result {
+        try Self.refuseRepeated(volume, of: volume.set, manifest: manifest, store: store)
+        var pending =
+            try store.pendingVolumeSets().first { $0.id == volume.set.encoded }
+            ?? PendingVolumeSet(
+                id: volume.set.encoded, count: volume.count, images: manifest.images.map(\.reference),
+                firstVolume: path, started: BundleManifest.timestamp(Int64(Date().timeIntervalSince1970)))
+        let parts = manifest.volumes?.parts ?? []
+        var holds = manifest.blobs.filter { $0.volume == nil || $0.volume == volume.number }.map(\.digest)
+        holds += parts.filter { $0.volume == volume.number }.map(\.digest)
+        try store.recordVolume(volume.number, of: pending, holding: holds)
+        pending.arrived.append(volume.number)
+        let progress = VolumeProgress(
+            set: volume.set.description, number: volume.number, count: volume.count, stillNeeded: pending.needed)
+        guard pending.needed.isEmpty else {
+            return Result(
+                bundle: path, manifestDigest: volume.set.description, signer: report.signature?.keyID,
+                images: try manifest.images.map(Self.imported), blobsWritten: sink.written,
+                blobsAlreadyPresent: sink.present, unchanged: false, skippedUnread: false,
+                time: BundleManifest.timestamp(Int64(Date().timeIntervalSince1970)),
+                seconds: Date().timeIntervalSince(started), volume: progress)
+        }
+        try assembleParts(manifest, path: path)
+        let result = try commit(report, manifest: manifest, path: path, sink: sink, started: started, volume: progress)
+        try store.finishVolumeSet(volume.set.encoded)
+        return result
+    }
+
+    /// Joins each blob carried in parts from its stored parts, hashing it whole (the store holds
+    /// only bytes that match their digest). The parts stay until garbage collection.
+    private func assembleParts(_ manifest: BundleManifest, path: String) throws {
+        guard let parts = manifest.volumes?.parts, !parts.isEmpty else { return }
+        let blobs = store.blobs
+        for blob in manifest.blobs where blob.volume == 0 && !blobs.contains(blob.digest, size: blob.size) {
+            let mine = parts.filter { $0.blob == blob.digest }.sorted { $0.offset < $1.offset }
+            let absent = mine.filter { !blobs.contains($0.digest, size: $0.size) }.map(\.digest)
+            if !absent.isEmpty { throw ImportError.volumeContentGone(volume: path, missing: absent) }
+            do {
+                let writer = try blobs.makeWriter(for: blob.digest, size: blob.size)
+                defer { writer.cancel() }
+                for part in mine {
+                    try FileChunks.read(blobs.path(of: part.digest), size: part.size) { try writer.write($0) }
+                }
+                try writer.commit()
+            } catch {
+                throw ImportError.store(bundle: path, "joining the parts of \(blob.digest): \(error)")
+            }
+        }
     }
 
     static func imported(_ image: BundleManifest.Image) throws -> ImportedImage {
@@ -168,12 +278,30 @@ final class StoreSink: BundleBlobSink {
     var writer: BlobWriter?
     var written = 0
     var present = 0
+    /// Asked before the first blob of a volume: may refuse it (a repeat) without reading on.
+    let screen: (BundleManifest, VolumeHeader, Digest) throws -> Void
+    private(set) var refusal: ImportError?
 
-    init(store: BlobStore) { self.store = store }
+    init(store: BlobStore, screen: @escaping (BundleManifest, VolumeHeader, Digest) throws -> Void) {
+        self.store = store
+        self.screen = screen
+    }
+
+    func prepare(_ manifest: BundleManifest, volume: VolumeHeader?) throws {
+        guard let volume else { return }
+        do {
+            try screen(manifest, volume, volume.set)
+        } catch let error as ImportError {
+            refusal = error
+            throw error
+        }
+    }
 
     func begin(_ blob: BundleManifest.Blob) throws {
         if store.contains(blob.digest, size: blob.size) {
             present += 1
+            // Fresh again, so garbage collection's grace period covers the commit that follows.
+            utimensat(AT_FDCWD, store.path(of: blob.digest), nil, 0)
             writer = nil
         } else {
             // The bundle reader hashes every byte and commits only blobs that matched.
@@ -204,6 +332,10 @@ public enum ImportError: Error, CustomStringConvertible {
     case store(bundle: String, String)
     /// A delta whose base this appliance does not hold (all of it).
     case baseMissing(bundle: String, base: String, missing: [Digest])
+    case duplicateVolume(set: Digest, number: Int, needed: [Int])
+    case setAlreadyImported(set: Digest, number: Int, count: Int)
+    /// Blobs an earlier volume of the set stored are no longer in the store.
+    case volumeContentGone(volume: String, missing: [Digest])
 
     public var description: String {
         switch self {
@@ -217,6 +349,17 @@ public enum ImportError: Error, CustomStringConvertible {
                 + "\(missing.count) blob(s) it relies on: "
                 + missing.prefix(5).map(\.description).joined(separator: ", ")
                 + (missing.count > 5 ? ", …" : "") + " (import its base first, or export a full bundle)"
+        case .duplicateVolume(let set, let number, let needed):
+            "volume \(number) of set \(set.encoded.prefix(12)) was already imported; nothing changed "
+                + "(still needed: \(needed.map(String.init).joined(separator: ", ")))"
+        case .setAlreadyImported(let set, let number, let count):
+            "volume \(number) of \(count): set \(set.encoded.prefix(12)) was imported already (all its volumes); "
+                + "nothing changed"
+        case .volumeContentGone(let volume, let missing):
+            "\(volume): not imported, nothing changed: \(missing.count) blob(s) stored by earlier volumes "
+                + "of the set are gone from the store: "
+                + missing.prefix(5).map(\.description).joined(separator: ", ") + (missing.count > 5 ? ", …" : "")
+                + " (import the set's volumes again)"
         case .storeChanged(let bundle, let digest):
             "\(bundle): blob \(digest) left the store during the import (garbage collection?); nothing changed, import it again"
         }

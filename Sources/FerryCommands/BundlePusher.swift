@@ -1,3 +1,4 @@
+import ArgumentParser
 import AsyncHTTPClient
 import Dispatch
 import Foundation
@@ -236,7 +237,13 @@ final class PushSink: BundleBlobSink, @unchecked Sendable {
         self.planner = planner
     }
 
-    func prepare(_ manifest: BundleManifest) throws {
+    func prepare(_ manifest: BundleManifest, volume: VolumeHeader?) throws {
+        if let volume {
+            failure = ValidationError(
+                "a volume (\(volume.number) of \(volume.count)) holds only part of a set: import the volumes into "
+                    + "an appliance, or push the bundle they were cut from")
+            throw failure ?? PushError.abandoned
+        }
         do {
             (repository, skip) = try planner(manifest)
         } catch {

@@ -34,6 +34,13 @@ public struct ExportCommand: AsyncParsableCommand {
               ferry export -f images.txt -o site.bundle.tar
               ferry export nginx:1.25 redis:7 --platform linux/amd64,linux/arm64 -o web.tar
               ferry export -f images.yaml -o site.tar --ca-file corp-ca.pem --json > summary.json
+              ferry export -f images.txt -o site.tar --volume-size 4G   # site.vol001.tar, site.vol002.tar, ...
+
+            With --volume-size, the bundle is written as volumes of at most that size, each a tar \
+            that `ferry verify` checks alone and `ferry-appliance import` takes in any order, over \
+            several runs; the images appear when the last volume is in. Every volume carries the \
+            signed bundle manifest, index.json and all image manifests; configs and layers are \
+            spread over the volumes whole, and one larger than a volume is cut into parts.
             """
     )
 
@@ -49,6 +56,11 @@ public struct ExportCommand: AsyncParsableCommand {
             bundle (its manifest.json). Every platform stays in the OCI layout.
             """)
     var loadPlatform: String = "linux/amd64"
+
+    @Option(
+        name: .customLong("volume-size"),
+        help: "Write volumes of at most this size (4G, 700M, 4GB, bytes): NAME.vol001.tar, NAME.vol002.tar, ...")
+    var volumeSize: ByteSize?
 
     @Option(help: "Blobs downloaded at once.")
     var parallel: Int = 6
@@ -92,7 +104,7 @@ public struct ExportCommand: AsyncParsableCommand {
                 requests: requests, output: output, platforms: platforms, parallel: parallel,
                 cacheDirectory: cache ?? Self.defaultCacheDirectory(), creationTime: Self.creationTime(),
                 signingKey: signingKey, loadPlatform: try Platform(parsing: loadPlatform),
-                against: try selection.deltaBase())
+                against: try selection.deltaBase(), volumeSize: volumeSize?.bytes)
             let summary = try await registryOptions.withClient(credentials: credentialStore) { client in
                 try await Exporter(client: client, progress: reporter).run(options)
             }
@@ -107,7 +119,14 @@ public struct ExportCommand: AsyncParsableCommand {
                         format: "Wrote %@: %d image(s), %d blob(s), %.1f MiB (%d downloaded, %d from cache) in %.1fs",
                         summary.bundle, summary.images.count, summary.blobs, mib, summary.downloadedBlobs,
                         summary.cachedBlobs, summary.seconds))
-                print("sha256 \(summary.bundleDigest) (also in \(summary.bundle).sha256)")
+                if let volumes = summary.volumes {
+                    print("\(volumes.count) volume(s) of set \(summary.bundleDigest) (each with its .sha256):")
+                    for volume in volumes {
+                        print("  \(volume.path)  \(ProgressReporter.bytes(volume.size))")
+                    }
+                } else {
+                    print("sha256 \(summary.bundleDigest) (also in \(summary.bundle).sha256)")
+                }
                 if let signer = summary.signedBy { print("signed by \(signer)") }
                 if let base = summary.base, let external = summary.externalBlobs, let saved = summary.savedBytes {
                     print(

@@ -27,12 +27,16 @@ public struct Exporter: Sendable {
         public var loadPlatform: Platform
         /// For a delta bundle: what the site holds (not carried).
         public var against: DeltaBase?
+        /// Write the bundle as volumes of at most this many bytes (`NAME.vol001.tar`, ...).
+        public var volumeSize: Int64?
         public init(
             requests: [ImageRequest], output: String, platforms: [Platform], parallel: Int, cacheDirectory: String,
             creationTime: Int64, signingKey: SigningKey? = nil,
-            loadPlatform: Platform = Platform(os: "linux", architecture: "amd64"), against: DeltaBase? = nil
+            loadPlatform: Platform = Platform(os: "linux", architecture: "amd64"), against: DeltaBase? = nil,
+            volumeSize: Int64? = nil
         ) {
             self.against = against
+            self.volumeSize = volumeSize
             self.signingKey = signingKey
             self.loadPlatform = loadPlatform
             self.requests = requests
@@ -69,6 +73,15 @@ public struct Exporter: Sendable {
         public var base: String?
         public var externalBlobs: Int?
         public var savedBytes: Int64?
+        /// A volume set: each volume's file, size and sha256 (then `bundleDigest` is the set's id,
+        /// the sha256 of its bundle manifest, and `bundleSize` the volumes' total).
+        public var volumes: [Volume]?
+
+        public struct Volume: Codable, Sendable {
+            public var path: String
+            public var size: Int64
+            public var sha256: String
+        }
     }
 
     let client: RegistryClient
@@ -240,25 +253,39 @@ public struct Exporter: Sendable {
         let totalBytes = allBlobs.reduce(Int64(0)) { $0 + $1.size }
         progress.startWriting(bytes: totalBytes, path: options.output)
         let reporter = self.progress
-        let signature = try options.signingKey.map {
-            try BundleSignature.sign(manifest: try manifest.encoded(), with: $0)
-        }
-        let bundleDigest = try await NIOThreadPool.singleton.runIfActive {
-            do {
-                return try BundleWriter().write(
-                    to: options.output, manifest: manifest, index: index, modificationTime: options.creationTime,
-                    signature: signature, dockerManifest: dockerManifest,
-                    blobs: { store.path(of: $0) }, verifiedThisRun: Set(missing.map(\.digest)),
-                    progress: { reporter.wrote($0) })
-            } catch BundleError.corruptSource(let path, let error) {
-                unlink(path)  // drop the bad cache entry so the next run fetches it again
-                throw BundleError.corruptSource(path: path, error)
+        let verified = Set(missing.map(\.digest))
+        let written: (digest: Digest, size: Int64, volumes: [Summary.Volume]?, signer: String?) =
+            try await NIOThreadPool.singleton.runIfActive {
+                do {
+                    guard let volumeSize = options.volumeSize else {
+                        let signature = try options.signingKey.map {
+                            try BundleSignature.sign(manifest: try manifest.encoded(), with: $0)
+                        }
+                        let digest = try BundleWriter().write(
+                            to: options.output, manifest: manifest, index: index,
+                            modificationTime: options.creationTime, signature: signature,
+                            dockerManifest: dockerManifest, blobs: { store.path(of: $0) }, verifiedThisRun: verified,
+                            progress: { reporter.wrote($0) })
+                        return (digest, FileSystem.size(of: options.output) ?? 0, nil, signature?.keyID)
+                    }
+                    let set = try Self.writeVolumes(
+                        manifest, volumeSize: volumeSize, output: options.output, index: index,
+                        dockerManifest: dockerManifest, signingKey: options.signingKey,
+                        modificationTime: options.creationTime, partSource: { store.path(of: $0) }
+                    ) { writer in
+                        try writer.writeBlobs(
+                            from: { store.path(of: $0) }, verifiedThisRun: verified, progress: { reporter.wrote($0) })
+                    }
+                    return (set.id, set.volumes.reduce(0) { $0 + $1.size }, set.volumes, set.signer)
+                } catch BundleError.corruptSource(let path, let error) {
+                    unlink(path)  // drop the bad cache entry so the next run fetches it again
+                    throw BundleError.corruptSource(path: path, error)
+                }
             }
-        }
         progress.finishWriting()
         return Summary(
-            bundle: options.output, bundleSize: FileSystem.size(of: options.output) ?? 0,
-            bundleDigest: bundleDigest.description, signedBy: signature?.keyID,
+            bundle: options.output, bundleSize: written.size,
+            bundleDigest: written.digest.description, signedBy: written.signer,
             images: manifest.images.map {
                 .init(reference: $0.reference, digest: $0.digest.description, platforms: $0.platforms, size: $0.size)
             },
@@ -266,7 +293,41 @@ public struct Exporter: Sendable {
             cachedBlobs: blobOrder.count - missing.count, partial: !options.platforms.isEmpty,
             seconds: Date().timeIntervalSince(started), base: options.against?.base.description,
             externalBlobs: options.against.map { _ in external.count },
-            savedBytes: options.against.map { _ in external.reduce(Int64(0)) { $0 + $1.size } })
+            savedBytes: options.against.map { _ in external.reduce(Int64(0)) { $0 + $1.size } },
+            volumes: written.volumes)
+    }
+
+    /// Cuts `manifest` into volumes of `volumeSize`, fills in the part digests from the cache,
+    /// signs the result and writes every volume, `feed` giving the blobs in the manifest's order.
+    /// The one way volumes are made: `ferry export --volume-size` and `ferry split` both call it.
+    static func writeVolumes(
+        _ plain: BundleManifest, volumeSize: Int64, output: String, index: [UInt8], dockerManifest: [UInt8]?,
+        signingKey: SigningKey?, modificationTime: Int64, partSource: BundleWriter.BlobLocator? = nil,
+        hashParts: ((PartHasher) throws -> Void)? = nil, feed: (VolumeSetWriter) throws -> Void
+    ) throws -> (id: Digest, volumes: [Summary.Volume], signer: String?) {
+        var manifest = try plain.planningVolumes(
+            volumeSize: volumeSize, signed: signingKey != nil, indexSize: Int64(index.count),
+            dockerManifestSize: dockerManifest.map { Int64($0.count) })
+        if manifest.volumes?.parts.isEmpty == false {
+            if let partSource {
+                manifest = try PartHasher.fill(manifest, blobs: partSource)
+            } else if let hashParts {
+                let hasher = PartHasher(manifest)
+                try hashParts(hasher)
+                manifest = hasher.manifest
+            }
+        }
+        let bytes = try manifest.encoded()
+        let signature = try signingKey.map { try BundleSignature.sign(manifest: bytes, with: $0) }
+        let writer = try VolumeSetWriter(
+            output: output, manifest: manifest, signature: signature, index: index, dockerManifest: dockerManifest,
+            modificationTime: modificationTime)
+        try feed(writer)
+        let volumes = try writer.finish().map { volume in
+            Summary.Volume(
+                path: volume.path, size: FileSystem.size(of: volume.path) ?? 0, sha256: volume.digest.description)
+        }
+        return (Digest.of(bytes), volumes, signature?.keyID)
     }
 
     struct ConfigPlatform: Decodable {

@@ -23,7 +23,7 @@ public struct FerryCommand: AsyncParsableCommand {
         version: FerryVersion.string,
         subcommands: [
             ExportCommand.self, PlanCommand.self, DiffCommand.self, VerifyCommand.self, InspectCommand.self,
-            PushCommand.self,
+            PushCommand.self, SplitCommand.self,
             KeygenCommand.self,
             SignCommand.self,
         ]
@@ -61,7 +61,7 @@ func exitCode(for error: any Error) -> Int32 {
     switch error {
     case is ImageListError, is ReferenceError, is PlatformError, is ValidationError, is InventoryError,
         is CredentialError,
-        is SigningError:
+        is SigningError, is VolumePlanError:
         FerryExitCode.usage
     case let error as ExportError where error.isVerificationFailure: FerryExitCode.verification
     case is BundleVerificationFailed: FerryExitCode.verification

@@ -37,6 +37,8 @@ public struct InspectCommand: AsyncParsableCommand {
         var signed: Bool
         var signer: String?
         var signatureValid: Bool?
+        /// A volume of a set: which one, of how many, and the set's id.
+        var volume: VolumeHeader?
     }
 
     /// A site inventory, summed up.
@@ -93,7 +95,8 @@ public struct InspectCommand: AsyncParsableCommand {
                 blobs: manifest.blobs.count, blobBytes: total,
                 sharedSavings: manifest.images.reduce(Int64(0)) { $0 + $1.size } - total,
                 signed: report.signature != nil, signer: report.signature?.keyID,
-                signatureValid: report.signature.map { _ in !report.problems.contains { $0.kind == .signature } })
+                signatureValid: report.signature.map { _ in !report.problems.contains { $0.kind == .signature } },
+                volume: report.volume)
             if json {
                 FileHandle.standardOutput.write(try jsonEncoder().encode(summary) + Data("\n".utf8))
                 return
@@ -104,6 +107,10 @@ public struct InspectCommand: AsyncParsableCommand {
                 "Content:  \(summary.images.count) image(s), \(summary.blobs) blob(s), \(ProgressReporter.bytes(total))"
                     + " (shared blobs save \(ProgressReporter.bytes(summary.sharedSavings)))")
             if let partial = summary.partial { print("Partial:  only \(partial.joined(separator: ", "))") }
+            if let volume = summary.volume {
+                let size = manifest.volumes.map { " of at most \(ProgressReporter.bytes($0.volumeSize))" } ?? ""
+                print("Volume:   \(volume.number) of \(volume.count)\(size), set \(volume.set)")
+            }
             if let signer = summary.signer {
                 print("Signed:   \(signer)\(summary.signatureValid == true ? "" : " (SIGNATURE DOES NOT MATCH)")")
             } else {

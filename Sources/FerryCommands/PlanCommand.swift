@@ -14,9 +14,15 @@ public struct PlanCommand: AsyncParsableCommand {
             Examples:
               ferry plan -f images.txt
               ferry plan -f images.txt --against site.inventory.json --json
+              ferry plan -f images.txt --volume-size 4G
             """)
 
     @OptionGroup var selection: ImageSelection
+
+    @Option(
+        name: .customLong("volume-size"),
+        help: "Also count the volumes of this size (4G, 700M, 4GB) an export would write.")
+    var volumeSize: ByteSize?
 
     @Option(help: "Manifests read at once.")
     var parallel: Int = 6
@@ -36,7 +42,7 @@ public struct PlanCommand: AsyncParsableCommand {
             let options = Exporter.Options(
                 requests: try selection.loadRequests(), output: "", platforms: try selection.platforms(),
                 parallel: parallel, cacheDirectory: cache ?? ExportCommand.defaultCacheDirectory(),
-                creationTime: 0, against: try selection.deltaBase())
+                creationTime: 0, against: try selection.deltaBase(), volumeSize: volumeSize?.bytes)
             let credentials = try registryOptions.credentialStore()
             let plan = try await registryOptions.withClient(credentials: credentials) { client in
                 try await Exporter(client: client, progress: ProgressReporter(mode: .none)).plan(options)
@@ -63,6 +69,9 @@ public struct PlanCommand: AsyncParsableCommand {
                     "delta against \(base): \(held) blob(s), \(ProgressReporter.bytes(heldBytes)) held at the site")
             }
             print("to carry: \(ProgressReporter.bytes(plan.carryBytes))")
+            if let volumes = plan.volumes, let size = plan.volumeSize {
+                print("volumes: \(volumes) of at most \(ProgressReporter.bytes(size))")
+            }
         }
     }
 }

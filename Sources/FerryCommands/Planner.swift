@@ -1,4 +1,5 @@
 import Foundation
+import OCIBundle
 import OCICore
 import OCIStore
 
@@ -32,6 +33,10 @@ extension Exporter {
         public var heldBytes: Int64?
         /// The bytes of blobs the bundle will carry (manifests included; tar headers not).
         public var carryBytes: Int64
+        /// With `--volume-size`: the size, and how many volumes the export will write (the same
+        /// planner as the export's, with the bundle manifest's size estimated).
+        public var volumeSize: Int64?
+        public var volumes: Int?
     }
 
     public func plan(_ options: Options) async throws -> Plan {
@@ -66,11 +71,28 @@ extension Exporter {
         let manifestBytes = documents.values.reduce(0, +)
         let held = options.against.map { base in blobs.values.filter(base.holds) }
         let heldBytes = held?.reduce(Int64(0)) { $0 + $1.size }
+        var volumes: Int?
+        if let volumeSize = options.volumeSize {
+            let heldDigests = Set((held ?? []).map(\.digest))
+            let listed =
+                documents.sorted { $0.key.description < $1.key.description }.map {
+                    BundleManifest.Blob(digest: $0.key, size: $0.value, mediaType: MediaType.ociManifest)
+                }
+                + blobs.values.filter { !heldDigests.contains($0.digest) }.map {
+                    BundleManifest.Blob(digest: $0.digest, size: $0.size, mediaType: $0.mediaType)
+                }
+            // About 200 bytes a blob and 600 an image in the bundle manifest, 400 an image in index.json.
+            let manifestSize = Int64(listed.count) * 200 + Int64(images.count) * 600 + 8192
+            let header = VolumePlanner.headerBytes(
+                manifestSize: manifestSize, signatureSize: 1024, indexSize: Int64(images.count) * 400 + 64,
+                dockerManifestSize: Int64(images.count) * 400 + 64)
+            volumes = try VolumePlanner.plan(blobs: listed, headerBytes: header, volumeSize: volumeSize).count
+        }
         return Plan(
             images: images, manifests: documents.count, manifestBytes: manifestBytes, blobs: blobs.count,
             blobBytes: blobBytes, sharedBlobs: users.values.filter { $0 > 1 }.count,
             sharedSavedBytes: perImageBytes - blobBytes, base: options.against?.base.description,
             heldBlobs: held?.count, heldBytes: heldBytes,
-            carryBytes: manifestBytes + blobBytes - (heldBytes ?? 0))
+            carryBytes: manifestBytes + blobBytes - (heldBytes ?? 0), volumeSize: options.volumeSize, volumes: volumes)
     }
 }

@@ -26,15 +26,21 @@ public struct VerifyCommand: AsyncParsableCommand {
             With --trust-key (a public key from `ferry keygen`, or a directory of *.pub files), the \
             bundle must be signed by one of those keys and unchanged since.
 
+            A volume (from `ferry export --volume-size` or `ferry split`) verifies alone: its header, \
+            the signed bundle manifest, and every blob and part it carries. Given several volumes, \
+            they must also make one whole set: each volume once, none missing, none from another set.
+
             Examples:
               ferry verify site.bundle.tar
               ferry verify site.bundle.tar --trust-key keys/
+              ferry verify site.vol003.tar
+              ferry verify site.vol*.tar --trust-key keys/
               cat /media/usb/site.bundle.tar | ferry verify - --json
             """
     )
 
-    @Argument(help: "The bundle, or - for standard input.")
-    var bundle: String
+    @Argument(help: "The bundle (or volumes of one set), or - for standard input.")
+    var bundles: [String]
 
     @Option(name: .customLong("trust-key"), help: "A trusted public key, or a directory of them (repeatable).")
     var trustKeys: [String] = []
@@ -48,46 +54,114 @@ public struct VerifyCommand: AsyncParsableCommand {
         try await reportingErrors {
             let keys = try trustKeys.flatMap { try PublicKey.load($0) }
             if !trustKeys.isEmpty && keys.isEmpty { throw ValidationError("--trust-key names no *.pub or *.pem keys") }
-            let report = try await Self.read(bundle, reader: BundleReader(trustedKeys: keys))
+            guard !bundles.isEmpty else { throw ValidationError("name a bundle, or - for standard input") }
+            var reports: [VerificationReport] = []
+            var failed = false
+            for bundle in bundles {
+                let report = try await Self.read(bundle, reader: BundleReader(trustedKeys: keys))
+                if !json { Self.show(report, bundle: bundle) }
+                failed = failed || !report.ok
+                reports.append(report)
+            }
+            let setProblems = Self.setProblems(reports)
             if json {
-                FileHandle.standardOutput.write(try jsonEncoder().encode(report) + Data("\n".utf8))
-            } else if report.ok {
-                let manifest = report.manifest
-                var line =
-                    "\(bundle): OK, \(manifest?.images.count ?? 0) image(s), \(report.blobCount) blob(s), "
-                    + ProgressReporter.bytes(report.blobBytes)
-                if let signature = report.signature {
-                    line +=
-                        ", signed by \(signature.keyID)"
-                        + (report.trusted == true ? " (trusted)" : " (no trusted keys given)")
+                let body: Data
+                if reports.count == 1 {
+                    body = try jsonEncoder().encode(reports[0])
                 } else {
-                    line += ", unsigned"
+                    body = try jsonEncoder().encode(MultipleReport(reports: reports, setProblems: setProblems))
                 }
-                if let external = manifest?.external, let base = manifest?.base {
-                    let bytes = external.reduce(Int64(0)) { $0 + $1.size }
-                    line +=
-                        ", a delta against \(base.description): \(external.count) blob(s), "
-                        + "\(ProgressReporter.bytes(bytes)) expected at the site"
-                }
-                if manifest?.partial != nil {
-                    line += ", partial: \(manifest?.partial?.platforms.joined(separator: ",") ?? "")"
-                }
-                print(line)
+                FileHandle.standardOutput.write(body + Data("\n".utf8))
+            } else {
+                for problem in setProblems { FileHandle.standardError.write(Data("ferry: \(problem)\n".utf8)) }
             }
-            if !report.unreferencedBlobs.isEmpty && !json {
-                for digest in report.unreferencedBlobs {
-                    FileHandle.standardError.write(
-                        Data("ferry: warning: \(bundle): blob \(digest) is not referenced by index.json\n".utf8))
-                }
+            if failed || !setProblems.isEmpty { throw ExitCode(FerryExitCode.verification) }
+        }
+    }
+
+    struct MultipleReport: Encodable {
+        var reports: [VerificationReport]
+        var setProblems: [String]
+        var ok: Bool { setProblems.isEmpty && reports.allSatisfy(\.ok) }
+        enum CodingKeys: String, CodingKey { case ok, reports, setProblems }
+        func encode(to encoder: any Encoder) throws {
+            var c = encoder.container(keyedBy: CodingKeys.self)
+            try c.encode(ok, forKey: .ok)
+            try c.encode(reports, forKey: .reports)
+            try c.encode(setProblems, forKey: .setProblems)
+        }
+    }
+
+    /// Volumes given together must make one whole set.
+    static func setProblems(_ reports: [VerificationReport]) -> [String] {
+        let volumes = reports.filter { $0.volume != nil }
+        guard volumes.count > 1 || (volumes.count == 1 && reports.count > 1) else { return [] }
+        var problems: [String] = []
+        for report in reports where report.volume == nil {
+            problems.append("\(report.bundle): not a volume, given with volumes")
+        }
+        guard let first = volumes.first?.volume else { return problems }
+        var seen: [Int: String] = [:]
+        for report in volumes {
+            guard let volume = report.volume else { continue }
+            guard volume.set == first.set else {
+                problems.append(
+                    "\(report.bundle): a volume of another set (\(volume.set.encoded.prefix(12))); "
+                        + "\(volumes[0].bundle) is of set \(first.set.encoded.prefix(12))")
+                continue
             }
-            guard report.ok else {
-                if !json {
-                    for problem in report.problems {
-                        FileHandle.standardError.write(Data("ferry: \(bundle): \(problem)\n".utf8))
-                    }
-                }
-                throw ExitCode(FerryExitCode.verification)
+            if let other = seen[volume.number] {
+                problems.append("\(report.bundle): volume \(volume.number) given twice (also \(other))")
+            } else {
+                seen[volume.number] = report.bundle
             }
+        }
+        let missing = (1...max(1, first.count)).filter { seen[$0] == nil }
+        if !missing.isEmpty {
+            problems.append(
+                "set \(first.set.encoded.prefix(12)) is incomplete: volume(s) "
+                    + missing.map(String.init).joined(separator: ", ") + " of \(first.count) not given")
+        }
+        return problems
+    }
+
+    static func show(_ report: VerificationReport, bundle: String) {
+        if report.ok {
+            let manifest = report.manifest
+            var line =
+                "\(bundle): OK, \(manifest?.images.count ?? 0) image(s), \(report.blobCount) blob(s), "
+                + ProgressReporter.bytes(report.blobBytes)
+            if let signature = report.signature {
+                line +=
+                    ", signed by \(signature.keyID)"
+                    + (report.trusted == true ? " (trusted)" : " (no trusted keys given)")
+            } else {
+                line += ", unsigned"
+            }
+            if let external = manifest?.external, let base = manifest?.base {
+                let bytes = external.reduce(Int64(0)) { $0 + $1.size }
+                line +=
+                    ", a delta against \(base.description): \(external.count) blob(s), "
+                    + "\(ProgressReporter.bytes(bytes)) expected at the site"
+            }
+            if manifest?.partial != nil {
+                line += ", partial: \(manifest?.partial?.platforms.joined(separator: ",") ?? "")"
+            }
+            if let volume = report.volume {
+                line +=
+                    ", volume \(volume.number) of \(volume.count) of set \(volume.set.encoded.prefix(12)) "
+                    + "(the other volumes carry the rest)"
+            }
+            print(line)
+        }
+        if !report.unreferencedBlobs.isEmpty {
+            for digest in report.unreferencedBlobs {
+                FileHandle.standardError.write(
+                    Data("ferry: warning: \(bundle): blob \(digest) is not referenced by index.json\n".utf8))
+            }
+        }
+        for problem in report.problems {
+            FileHandle.standardError.write(Data("ferry: \(bundle): \(problem)\n".utf8))
         }
     }
 

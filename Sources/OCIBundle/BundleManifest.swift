@@ -48,10 +48,15 @@ public struct BundleManifest: Codable, Sendable, Hashable {
         public var digest: Digest
         public var size: Int64
         public var mediaType: String?
-        public init(digest: Digest, size: Int64, mediaType: String?) {
+        /// In a volume set: the volume carrying this blob whole (from 1), or 0 when it is carried
+        /// in parts (``VolumeSet/parts``). Absent: in every volume (manifests and indexes), or not
+        /// a volume set.
+        public var volume: Int?
+        public init(digest: Digest, size: Int64, mediaType: String?, volume: Int? = nil) {
             self.digest = digest
             self.size = size
             self.mediaType = mediaType
+            self.volume = volume
         }
     }
 
@@ -89,6 +94,8 @@ public struct BundleManifest: Codable, Sendable, Hashable {
     /// For a delta bundle: blobs its images reference that it does not carry, because the base
     /// (the site) holds them. Checked at import before anything becomes visible.
     public var external: [Blob]?
+    /// For a volume set: how the bundle is cut into volumes (each volume carries this manifest).
+    public var volumes: VolumeSet?
 
     /// What a delta bundle was made against: site inventories (sha256 of each file) and bundles
     /// (their ids, the sha256 of their `ferry-bundle.json`).
@@ -107,7 +114,7 @@ public struct BundleManifest: Codable, Sendable, Hashable {
 
     public init(
         tool: Tool, created: String, partial: Partial?, index: FileDigest, images: [Image], blobs: [Blob],
-        dockerManifest: FileDigest? = nil, base: Base? = nil, external: [Blob]? = nil
+        dockerManifest: FileDigest? = nil, base: Base? = nil, external: [Blob]? = nil, volumes: VolumeSet? = nil
     ) {
         self.mediaType = Self.mediaType
         self.formatVersion = Self.currentFormatVersion
@@ -120,10 +127,12 @@ public struct BundleManifest: Codable, Sendable, Hashable {
         self.dockerManifest = dockerManifest
         self.base = base
         self.external = external
+        self.volumes = volumes
     }
 
     enum CodingKeys: String, CodingKey {
         case mediaType, formatVersion, tool, created, partial, index, images, blobs, dockerManifest, base, external
+        case volumes
     }
 
     /// Decodes a bundle manifest; one without `blobs` (as a verify report shows it) has none.
@@ -140,6 +149,7 @@ public struct BundleManifest: Codable, Sendable, Hashable {
         dockerManifest = try c.decodeIfPresent(FileDigest.self, forKey: .dockerManifest)
         base = try c.decodeIfPresent(Base.self, forKey: .base)
         external = try c.decodeIfPresent([Blob].self, forKey: .external)
+        volumes = try c.decodeIfPresent(VolumeSet.self, forKey: .volumes)
     }
 
     /// Canonical JSON (sorted keys, no escaped slashes): the same manifest always gives the same bytes.

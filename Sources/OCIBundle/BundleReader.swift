@@ -57,8 +57,14 @@ public struct VerificationReport: Codable, Sendable {
     public var problems: [VerificationProblem] = []
     /// Blobs present and verified that nothing in `index.json` reaches.
     public var unreferencedBlobs: [String] = []
-    /// sha256 of `ferry-bundle.json` as read: names a bundle (what an import records).
+    /// sha256 of `ferry-bundle.json` as read: names a bundle (what an import records), or the set
+    /// a volume belongs to.
     public var manifestDigest: Digest?
+    /// For a volume of a set: which one it is (checked against the signed bundle manifest).
+    public var volume: VolumeHeader?
+    /// A header-only read's `index.json` and docker `manifest.json`, as read (checked against the
+    /// bundle manifest only by a full read).
+    public var headerDocuments: (index: [UInt8], dockerManifest: [UInt8]?)?
     /// For each image name in `index.json`: its top digest and every manifest and blob it reaches
     /// that the bundle carries (for an importer; not part of the JSON report).
     public var imageContents: [String: ImageContents] = [:]
@@ -70,10 +76,12 @@ public struct VerificationReport: Codable, Sendable {
         public var blobs: Set<Digest>
         /// The blobs of `blobs` a delta relies on the site to hold.
         public var external: Set<Digest> = []
+        /// The blobs of `blobs` a volume leaves to the other volumes of its set.
+        public var elsewhere: Set<Digest> = []
     }
 
     enum CodingKeys: String, CodingKey {
-        case bundle, ok, manifest, signature, trusted, blobCount, blobBytes, problems, unreferencedBlobs
+        case bundle, ok, manifest, signature, trusted, blobCount, blobBytes, problems, unreferencedBlobs, volume
     }
 
     public init(bundle: String) { self.bundle = bundle }
@@ -88,6 +96,7 @@ public struct VerificationReport: Codable, Sendable {
         blobBytes = try c.decode(Int64.self, forKey: .blobBytes)
         problems = try c.decode([VerificationProblem].self, forKey: .problems)
         unreferencedBlobs = try c.decode([String].self, forKey: .unreferencedBlobs)
+        volume = try c.decodeIfPresent(VolumeHeader.self, forKey: .volume)
     }
 
     public func encode(to encoder: any Encoder) throws {
@@ -101,6 +110,7 @@ public struct VerificationReport: Codable, Sendable {
         try c.encode(blobBytes, forKey: .blobBytes)
         try c.encode(problems, forKey: .problems)
         try c.encode(unreferencedBlobs, forKey: .unreferencedBlobs)
+        try c.encodeIfPresent(volume, forKey: .volume)
     }
 }
 
@@ -110,7 +120,7 @@ public struct VerificationReport: Codable, Sendable {
 private struct ManifestHeader: Encodable {
     let manifest: BundleManifest
     enum CodingKeys: String, CodingKey {
-        case mediaType, formatVersion, tool, created, partial, index, images, listedBlobs, base, external
+        case mediaType, formatVersion, tool, created, partial, index, images, listedBlobs, base, external, volumes
     }
     func encode(to encoder: any Encoder) throws {
         var c = encoder.container(keyedBy: CodingKeys.self)
@@ -124,6 +134,7 @@ private struct ManifestHeader: Encodable {
         try c.encode(manifest.blobs.count, forKey: .listedBlobs)
         try c.encodeIfPresent(manifest.base, forKey: .base)
         try c.encodeIfPresent(manifest.external, forKey: .external)
+        try c.encodeIfPresent(manifest.volumes, forKey: .volumes)
     }
 }
 
@@ -137,7 +148,8 @@ struct SinkFailure: Error {
 public protocol BundleBlobSink: AnyObject {
     /// Called once, after the bundle manifest was read (and its signature judged) and before the
     /// first blob, so a sink can plan from it without a second read of the bundle (a pipe has none).
-    func prepare(_ manifest: BundleManifest) throws
+    /// `volume` names which volume of a set this is.
+    func prepare(_ manifest: BundleManifest, volume: VolumeHeader?) throws
     func begin(_ blob: BundleManifest.Blob) throws
     func write(_ bytes: UnsafeRawBufferPointer) throws
     func commit() throws
@@ -145,7 +157,7 @@ public protocol BundleBlobSink: AnyObject {
 }
 
 extension BundleBlobSink {
-    public func prepare(_ manifest: BundleManifest) throws {}
+    public func prepare(_ manifest: BundleManifest, volume: VolumeHeader?) throws {}
 }
 
 /// Reads and verifies a bundle in one streaming pass (file or pipe), with flat memory: tar
@@ -191,12 +203,17 @@ public struct BundleReader: Sendable {
                 return state.finalReport
             }
             while let entry = try tar.next() {
+                if stopAfterHeader && state.indexBytes != nil && entry.type == .regular
+                    && (entry.path.hasPrefix("blobs/") || entry.path.hasPrefix("./blobs/"))
+                {
+                    return finishHeaderOnly(state).finalReport
+                }
                 if try !read(entry, from: tar, into: &state, sink: sink) {
                     // What follows cannot be checked; completeness problems would only be noise.
                     return state.finalReport
                 }
-                if stopAfterHeader && state.indexBytes != nil { return finishHeaderOnly(state).finalReport }
             }
+            if stopAfterHeader && state.indexBytes != nil { return finishHeaderOnly(state).finalReport }
         } catch let error as TarError {
             state.problem(.structure, error.description)
             return state.finalReport
@@ -223,6 +240,7 @@ public struct BundleReader: Sendable {
         /// Kept only until the signature is judged (ed25519 signs the whole document).
         var manifestBytes: [UInt8]?
         var indexBytes: [UInt8]?
+        var dockerManifestBytes: [UInt8]?
         /// Names of entries other than blobs (blobs are told apart by their listing index).
         var names: Set<String> = []
         /// Listing index in `report.manifest.blobs` by digest.
@@ -250,6 +268,17 @@ public struct BundleReader: Sendable {
         var prepared = false
         var filter = PlatformFilter.all
         var signatureChecked = false
+        /// A volume's number, once its header was read.
+        var volume: Int?
+        /// The parts this volume carries (by digest: size), and those seen.
+        var parts: [Digest: Int64] = [:]
+        var partsSeen: Set<Digest> = []
+
+        /// Whether the listed blob at `position` is another volume's (or in parts).
+        func isElsewhere(_ position: Int) -> Bool {
+            guard let volume, let assigned = report.manifest?.blobs[position].volume else { return false }
+            return assigned != volume
+        }
 
         mutating func problem(
             _ kind: VerificationProblem.Kind, _ message: String, entry: String? = nil, image: String? = nil,
@@ -366,6 +395,15 @@ public struct BundleReader: Sendable {
                 state.flagged = state.present
                 state.edgeStart = Array(repeating: -1, count: manifest.blobs.count)
                 state.edgeCount = Array(repeating: 0, count: manifest.blobs.count)
+                if let volumes = manifest.volumes, let problem = volumes.problem(with: manifest.blobs) {
+                    state.problem(.manifest, "volume plan is inconsistent: \(problem)", entry: bare)
+                    return false
+                }
+                if manifest.volumes == nil, manifest.blobs.contains(where: { $0.volume != nil }) {
+                    state.problem(
+                        .manifest, "blobs assigned to volumes in a bundle that is not a volume set", entry: bare)
+                    return false
+                }
                 if let partial = manifest.partial {
                     do {
                         state.filter = PlatformFilter(try partial.platforms.map { try Platform(parsing: $0) })
@@ -394,6 +432,7 @@ public struct BundleReader: Sendable {
             // Covered by the bundle manifest (and so by its signature) like index.json.
             let bytes = try tar.readAll(limit: Self.documentLimit)
             state.dockerManifestSeen = true
+            state.dockerManifestBytes = bytes
             guard let listed = state.report.manifest?.dockerManifest else {
                 state.problem(.layout, "not named in the bundle manifest", entry: bare)
                 return true
@@ -404,7 +443,38 @@ public struct BundleReader: Sendable {
                     .layout, "does not match the bundle manifest", entry: bare,
                     expected: "\(listed.digest) (\(listed.size) bytes)", found: "\(digest) (\(bytes.count) bytes)")
             }
+        case VolumeHeader.fileName:
+            let bytes = try tar.readAll(limit: 4096)
+            guard let volumes = state.report.manifest?.volumes, let set = state.report.manifestDigest else {
+                state.problem(.layout, "a volume header in a bundle that is not a volume set", entry: bare)
+                return false
+            }
+            // The signature first: a header that does not match a tampered manifest says less.
+            if !state.signatureChecked {
+                judgeSignature(&state)
+                if requireSignature && state.report.trusted != true { return false }
+            }
+            guard let header = try? JSONDecoder().decode(VolumeHeader.self, from: Data(bytes)),
+                header.mediaType == VolumeHeader.mediaType
+            else {
+                state.problem(.layout, "volume header does not parse", entry: bare)
+                return false
+            }
+            guard header.set == set, header.count == volumes.count, (1...volumes.count).contains(header.number) else {
+                state.problem(
+                    .layout, "volume header does not match the bundle manifest (tampered?)", entry: bare,
+                    expected: "a volume of set \(set), 1 to \(volumes.count)",
+                    found: "volume \(header.number) of \(header.count) of set \(header.set)")
+                return false
+            }
+            state.report.volume = header
+            state.volume = header.number
+            for part in volumes.parts where part.volume == header.number { state.parts[part.digest] = part.size }
         case "index.json":
+            if state.report.manifest?.volumes != nil && state.volume == nil {
+                state.problem(.layout, "missing before index.json in a volume of a set", entry: VolumeHeader.fileName)
+                return false
+            }
             state.indexBytes = try tar.readAll(limit: Self.documentLimit)
             // A signature comes before index.json or not at all: judge it now, before any blob.
             if state.report.manifest != nil && !state.signatureChecked {
@@ -448,12 +518,27 @@ public struct BundleReader: Sendable {
             if !state.signatureChecked { judgeSignature(&state) }
             if requireSignature && state.report.trusted != true { return false }
             do {
-                try sink?.prepare(manifest)
+                try sink?.prepare(manifest, volume: state.report.volume)
             } catch {
                 throw SinkFailure(underlying: error)
             }
         }
         guard let position = state.listed.position(of: digest) else {
+            if let size = state.parts[digest] {
+                guard state.partsSeen.insert(digest).inserted else {
+                    state.problem(.structure, "duplicate entry", entry: entry.path)
+                    return true
+                }
+                let part = BundleManifest.Blob(digest: digest, size: size, mediaType: nil)
+                if try readContent(entry, of: part, from: tar, into: &state, sink: sink) {
+                    state.report.blobCount += 1
+                    state.report.blobBytes += size
+                } else {
+                    state.partsSeen.remove(digest)
+                    state.troubled.insert(digest)
+                }
+                return true
+            }
             if !state.names.insert(path).inserted {
                 state.problem(.structure, "duplicate entry", entry: entry.path)
             } else {
@@ -467,54 +552,21 @@ public struct BundleReader: Sendable {
         }
         state.entrySeen[position] = true
         let listed = manifest.blobs[position]
-        guard entry.size == listed.size else {
+        if state.isElsewhere(position) {
             state.problem(
-                .blob, "size differs from the bundle manifest", entry: entry.path, digest: listed.digest,
-                expected: "\(listed.size) bytes", found: "\(entry.size) bytes")
+                .structure, "blob belongs to another volume of the set", entry: entry.path, digest: listed.digest,
+                expected: listed.volume == 0 ? "in parts" : "volume \(listed.volume ?? 0)",
+                found: "volume \(state.volume ?? 0)")
             return true
         }
         let keep =
             entry.size <= ManifestDocument.maximumSize
             && MediaType.isManifestOrIndex(listed.mediaType)
-        var verifier = BlobVerifier(digest: digest, size: listed.size)
         var kept: [UInt8] = []
         if keep { kept.reserveCapacity(Int(entry.size)) }
-        do {
-            try sink?.begin(listed)
-        } catch {
-            throw SinkFailure(underlying: error)
-        }
-        do {
-            while let block = try tar.nextBlock() {
-                try verifier.update(block)
-                if keep { kept.append(contentsOf: block) }
-                do {
-                    try sink?.write(block)
-                } catch {
-                    throw SinkFailure(underlying: error)
-                }
-            }
-            try verifier.finish()
-        } catch let error as BlobVerificationError {
-            sink?.abort()
-            switch error {
-            case .digestMismatch(let expected, let found):
-                state.problem(
-                    .blob, "content does not match its digest", entry: entry.path, digest: listed.digest,
-                    expected: expected.description, found: found.description)
-            default:
-                state.problem(.blob, error.description, entry: entry.path, digest: listed.digest)
-            }
-            return true
-        } catch {
-            sink?.abort()
-            throw error
-        }
-        do {
-            try sink?.commit()
-        } catch {
-            throw SinkFailure(underlying: error)
-        }
+        guard
+            try readContent(entry, of: listed, from: tar, into: &state, sink: sink, keep: keep ? { kept += $0 } : nil)
+        else { return true }
         state.present[position] = true
         state.report.blobCount += 1
         state.report.blobBytes += listed.size
@@ -534,8 +586,61 @@ public struct BundleReader: Sendable {
         return true
     }
 
+    /// Streams one entry's content to the sink, verifying it against `listed`; false (with the
+    /// problem recorded and the sink aborted) when it does not match.
+    private func readContent(
+        _ entry: TarReader.Entry, of listed: BundleManifest.Blob, from tar: TarReader, into state: inout ReadState,
+        sink: (any BundleBlobSink)?, keep: ((UnsafeRawBufferPointer) -> Void)? = nil
+    ) throws -> Bool {
+        guard entry.size == listed.size else {
+            state.problem(
+                .blob, "size differs from the bundle manifest", entry: entry.path, digest: listed.digest,
+                expected: "\(listed.size) bytes", found: "\(entry.size) bytes")
+            return false
+        }
+        var verifier = BlobVerifier(digest: listed.digest, size: listed.size)
+        do {
+            try sink?.begin(listed)
+        } catch {
+            throw SinkFailure(underlying: error)
+        }
+        do {
+            while let block = try tar.nextBlock() {
+                try verifier.update(block)
+                keep?(block)
+                do {
+                    try sink?.write(block)
+                } catch {
+                    throw SinkFailure(underlying: error)
+                }
+            }
+            try verifier.finish()
+        } catch let error as BlobVerificationError {
+            sink?.abort()
+            switch error {
+            case .digestMismatch(let expected, let found):
+                state.problem(
+                    .blob, "content does not match its digest", entry: entry.path, digest: listed.digest,
+                    expected: expected.description, found: found.description)
+            default:
+                state.problem(.blob, error.description, entry: entry.path, digest: listed.digest)
+            }
+            return false
+        } catch {
+            sink?.abort()
+            throw error
+        }
+        do {
+            try sink?.commit()
+        } catch {
+            throw SinkFailure(underlying: error)
+        }
+        return true
+    }
+
     private func finishHeaderOnly(_ state: ReadState) -> ReadState {
         var state = state
+        state.report.headerDocuments = (state.indexBytes ?? [], state.dockerManifestBytes)
         if !state.signatureChecked { judgeSignature(&state) }
         return state
     }
@@ -550,11 +655,20 @@ public struct BundleReader: Sendable {
         }
         if !state.signatureChecked { judgeSignature(&state) }
         if requireSignature && state.report.trusted != true { return }
+        if manifest.volumes != nil && state.volume == nil {
+            state.problem(.layout, "missing in a volume of a set", entry: VolumeHeader.fileName)
+            return
+        }
         for (position, blob) in manifest.blobs.enumerated()
-        where !state.present[position] && !state.flagged[position] {
+        where !state.present[position] && !state.flagged[position] && !state.isElsewhere(position) {
             state.problem(
                 .blob, "listed in the bundle manifest but missing from the tar", entry: blob.digest.layoutPath,
                 digest: blob.digest)
+        }
+        for (digest, _) in state.parts.sorted(by: { $0.key.description < $1.key.description })
+        where !state.partsSeen.contains(digest) && !state.troubled.contains(digest) {
+            state.problem(
+                .blob, "part listed for this volume but missing from the tar", entry: digest.layoutPath, digest: digest)
         }
         if manifest.dockerManifest != nil && !state.dockerManifestSeen {
             state.problem(.layout, "missing", entry: BundleWriter.dockerManifestName)
@@ -614,6 +728,11 @@ public struct BundleReader: Sendable {
                     : state.unlisted[Int(-1 - next)]
                 if unnamed.contains(digest) && owners[digest] == nil { owners[digest] = image }
                 guard next >= 0 && state.present[Int(next)] else {
+                    if next >= 0 && state.isElsewhere(Int(next)) {
+                        contents.blobs.insert(digest)
+                        contents.elsewhere.insert(digest)
+                        continue
+                    }
                     if next < 0 && external.contains(digest) {
                         contents.blobs.insert(digest)
                         contents.external.insert(digest)

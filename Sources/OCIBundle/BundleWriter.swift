@@ -187,6 +187,13 @@ final class PartialBundleFile {
         try TarWriter(fileDescriptor: fd, modificationTime: modificationTime) { [self] in hasher.update($0) }
     }
 
+    /// Bytes written so far.
+    func size() throws -> Int64 {
+        var info = stat()
+        guard fstat(fd, &info) == 0 else { throw BundleError.io("stat \(partialPath)", errno: errno) }
+        return Int64(info.st_size)
+    }
+
     /// fsyncs the finished tar and makes it the bundle; returns its sha256.
     func publish() throws -> Digest {
         guard fsync(fd) == 0 else { throw BundleError.io("fsync \(partialPath)", errno: errno) }

@@ -76,8 +76,11 @@ extension RegistryStore {
             }
             doomedLinks = [:]
         }
-        // 2. Blob files nothing references (no link, no manifest row, no child of a held manifest).
+        // 2. Blob files nothing references (no link, no manifest row, no child of a held manifest,
+        // not held by a volume set still being imported).
+        let held = try volumeSetHolds()
         func referenced(_ digest: Digest, _ db: SQLiteConnection) throws -> Bool {
+            if held.contains(digest) { return true }
             let text = SQLiteValue.text(digest.description)
             if try db.exists("SELECT 1 FROM manifests WHERE digest = ?", [text]) { return true }
             if try db.exists(

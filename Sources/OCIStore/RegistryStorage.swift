@@ -64,6 +64,47 @@ public protocol RegistryStorage: Sendable {
     func hasImportRecord(_ id: String) -> Bool
     /// The ids of every import recorded, in order.
     func importRecordIDs() -> [String]
+
+    // MARK: Volume sets, imported over several runs
+
+    /// Sets with some volumes stored whose images are not yet visible, by id.
+    func pendingVolumeSets() throws -> [PendingVolumeSet]
+    /// Runs `body` holding the set's lock: two imports of volumes of one set (in any processes)
+    /// take turns, so exactly one of them sees the set complete.
+    func withVolumeSetLock<T>(_ id: String, _ body: () throws -> T) throws -> T
+    /// Records that a volume of `set` arrived, verified and stored, with the blobs (and parts) it
+    /// stored: garbage collection keeps them until the set is finished.
+    func recordVolume(_ number: Int, of set: PendingVolumeSet, holding blobs: [Digest]) throws
+    /// Forgets a set (imported, or given up): its blobs are garbage once nothing references them.
+    func finishVolumeSet(_ id: String) throws
+    /// Every blob a pending set holds.
+    func volumeSetHolds() throws -> Set<Digest>
+}
+
+/// A volume set being imported: what it is, which volumes arrived.
+public struct PendingVolumeSet: Codable, Sendable, Equatable {
+    /// The set's id: the hex sha256 of its bundle manifest.
+    public var id: String
+    public var count: Int
+    /// The images it will make visible.
+    public var images: [String]
+    /// The volume file the set was first seen in (for messages).
+    public var firstVolume: String
+    /// Volume numbers stored so far, in order.
+    public var arrived: [Int] = []
+    /// RFC 3339 time of the first arrival.
+    public var started: String
+
+    public init(id: String, count: Int, images: [String], firstVolume: String, started: String) {
+        self.id = id
+        self.count = count
+        self.images = images
+        self.firstVolume = firstVolume
+        self.started = started
+    }
+
+    /// The volume numbers still to come.
+    public var needed: [Int] { (1...max(1, count)).filter { !arrived.contains($0) } }
 }
 
 /// One repository's tags and manifests.

@@ -105,18 +105,11 @@ extension BlobStore {
 
     /// Hashes a stored file with `algorithm` (for uploads whose in-memory hash was lost or used another algorithm).
     public static func hash(file path: String, algorithm: DigestAlgorithm) throws(StoreError) -> Digest {
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { throw .io("open \(path)", errno: errno) }
-        defer { close(fd) }
         var hasher = DigestHasher(algorithm)
-        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: 16)
-        defer { buffer.deallocate() }
-        while true {
-            let n = Glibc.read(fd, buffer.baseAddress, buffer.count)
-            if n < 0 && errno == EINTR { continue }
-            guard n >= 0 else { throw .io("read \(path)", errno: errno) }
-            if n == 0 { break }
-            hasher.update(UnsafeRawBufferPointer(rebasing: buffer[..<n]))
+        do {
+            try FileChunks.read(path) { hasher.update($0) }
+        } catch {
+            throw .io("read \(path)", errno: EIO)
         }
         return hasher.finalize()
     }

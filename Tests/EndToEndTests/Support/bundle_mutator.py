@@ -4,7 +4,8 @@
 
 OPs: flip-layer, flip-manifest, flip-index, swap-blobs, drop-config, unlist-config, absolute,
 dotdot, symlink, hardlink, device, duplicate, outside, file-for-dir, unlisted-blob, bad-layout,
-gzip, garbage, cut:OFFSET, tamper-manifest, blob-before-manifest, list-offsets (prints cut points).
+gzip, garbage, cut:OFFSET, tamper-manifest, blob-before-manifest, volume-number:N (a volume's
+header claims to be volume N), list-offsets (prints cut points).
 """
 import gzip
 import hashlib
@@ -137,6 +138,11 @@ def main():
         manifest = manifest_of(members)
         manifest["created"] = "1999-01-01T00:00:00Z"
         members[j] = (members[j][0], json.dumps(manifest).encode())
+    elif op.startswith("volume-number:"):
+        j = names.index("ferry-volume.json")
+        header = json.loads(members[j][1])
+        header["number"] = int(op.split(":", 1)[1])
+        members[j] = (members[j][0], json.dumps(header).encode())
     elif op == "blob-before-manifest":
         i, _ = blob(members, CONFIGS)
         members.insert(1, members.pop(i))

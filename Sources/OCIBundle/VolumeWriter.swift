@@ -1,0 +1,232 @@
+import Foundation
+import OCICore
+import OCITar
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// Routes a bundle's blobs, given once in the bundle manifest's order, to the parts they are cut
+/// into: the one place that knows which byte of a parted blob belongs to which part.
+struct PartRouter {
+    /// Per blob digest: the indexes of its parts in ``VolumeSet/parts``, by offset.
+    private var partsOf: [Digest: [Int]] = [:]
+    private(set) var current: [Int] = []
+    private var offset: Int64 = 0
+
+    init(_ parts: [VolumeSet.Part]) {
+        for (i, part) in parts.enumerated() { partsOf[part.blob, default: []].append(i) }
+        for key in partsOf.keys { partsOf[key]?.sort { parts[$0].offset < parts[$1].offset } }
+    }
+
+    func isParted(_ digest: Digest) -> Bool { partsOf[digest] != nil }
+
+    mutating func begin(_ digest: Digest) {
+        current = partsOf[digest] ?? []
+        offset = 0
+    }
+
+    /// Splits `bytes` (the next bytes of the current blob) by part: `body(part, slice, starts)`,
+    /// `starts` true for a part's first bytes, `ends` for its last.
+    mutating func route(
+        _ bytes: UnsafeRawBufferPointer, parts: [VolumeSet.Part],
+        _ body: (_ part: Int, _ slice: UnsafeRawBufferPointer, _ starts: Bool, _ ends: Bool) throws -> Void
+    ) rethrows {
+        var consumed = 0
+        while consumed < bytes.count {
+            guard
+                let i = current.first(where: {
+                    parts[$0].offset <= offset && offset < parts[$0].offset + parts[$0].size
+                })
+            else { return }
+            let part = parts[i]
+            let take = Int(min(Int64(bytes.count - consumed), part.offset + part.size - offset))
+            let slice = UnsafeRawBufferPointer(rebasing: bytes[consumed..<consumed + take])
+            let starts = offset == part.offset
+            offset += Int64(take)
+            consumed += take
+            try body(i, slice, starts, offset == part.offset + part.size)
+        }
+    }
+}
+
+/// Fills in the digests of a volume plan's parts from the bytes of their blobs: as a sink of a
+/// bundle reader (for `ferry split`), or from local files (for an export).
+public final class PartHasher: BundleBlobSink {
+    public private(set) var manifest: BundleManifest
+    private var router: PartRouter
+    private var hashers: [Int: DigestHasher] = [:]
+
+    public init(_ manifest: BundleManifest) {
+        self.manifest = manifest
+        router = PartRouter(manifest.volumes?.parts ?? [])
+    }
+
+    public func begin(_ blob: BundleManifest.Blob) throws { router.begin(blob.digest) }
+
+    public func write(_ bytes: UnsafeRawBufferPointer) throws {
+        guard let parts = manifest.volumes?.parts else { return }
+        router.route(bytes, parts: parts) { part, slice, starts, ends in
+            if starts { hashers[part] = DigestHasher(parts[part].digest.algorithm) }
+            hashers[part]?.update(slice)
+            if ends, let hasher = hashers.removeValue(forKey: part) {
+                manifest.volumes?.parts[part].digest = hasher.finalize()
+            }
+        }
+    }
+
+    public func commit() throws {}
+    public func abort() {}
+
+    /// Hashes the parted blobs from the files `blobs` names (verified sources, as in an export's
+    /// cache: each is checked again when it is written into its volumes).
+    public static func fill(_ manifest: BundleManifest, blobs: BundleWriter.BlobLocator) throws -> BundleManifest {
+        let hasher = PartHasher(manifest)
+        let parted = Set((manifest.volumes?.parts ?? []).map(\.blob))
+        for blob in manifest.blobs where parted.contains(blob.digest) {
+            try hasher.begin(blob)
+            try FileChunks.read(blobs(blob.digest), size: blob.size) { try hasher.write($0) }
+        }
+        return hasher.manifest
+    }
+}
+
+/// Writes a bundle as a set of volumes, all at once: each blob, given once in the bundle
+/// manifest's order, goes to every volume (manifests), to its volume, or cut into its parts.
+/// Every volume is written to a unique `.partial` file and published (fsync, `.sha256`, rename)
+/// only when all are complete; on failure none is left.
+public final class VolumeSetWriter: BundleBlobSink {
+    public let manifest: BundleManifest
+    public let paths: [String]
+    private var files: [PartialBundleFile] = []
+    private var tars: [TarWriter] = []
+    private let volumes: VolumeSet
+    private var router: PartRouter
+    private var positions: [Digest: Int] = [:]
+    /// Volumes (0-based) receiving the current blob whole.
+    private var targets: [Int] = []
+    private var parted = false
+    /// Per volume: part digests already written (identical parts are stored once).
+    private var written: [Set<Digest>]
+    /// Per part: the volume it is being written to, or nil when skipped as a duplicate.
+    private var writing: [Int: Int] = [:]
+    private var failed = false
+
+    /// Opens every volume and writes its header entries. `manifest` is final (its part digests
+    /// filled in); `signature`, when given, is over exactly `manifest.encoded()`.
+    public init(
+        output: String, manifest: BundleManifest, signature: BundleSignature?, index: [UInt8],
+        dockerManifest: [UInt8]?, modificationTime: Int64
+    ) throws {
+        guard let volumes = manifest.volumes else { throw BundleError.io("not a volume set", errno: EINVAL) }
+        self.manifest = manifest
+        self.volumes = volumes
+        router = PartRouter(volumes.parts)
+        written = Array(repeating: [], count: volumes.count)
+        paths = (1...volumes.count).map { VolumeSet.volumePath(for: output, number: $0, count: volumes.count) }
+        for (i, blob) in manifest.blobs.enumerated() { positions[blob.digest] = i }
+        let manifestBytes = try manifest.encoded()
+        let set = Digest.of(manifestBytes)
+        let layoutHeader = Array(try JSONEncoder().encode(ImageLayoutHeader()))
+        let algorithms = Set(manifest.blobs.map(\.digest.algorithm)).sorted { $0.rawValue < $1.rawValue }
+        for (i, path) in paths.enumerated() {
+            let file = try PartialBundleFile(for: path)
+            let tar = try file.makeTarWriter(modificationTime: modificationTime)
+            try tar.addFile("oci-layout", bytes: layoutHeader)
+            try tar.addFile(BundleManifest.fileName, bytes: manifestBytes)
+            if let signature { try tar.addFile(BundleSignature.fileName, bytes: try signature.encoded()) }
+            try tar.addFile(
+                VolumeHeader.fileName, bytes: try VolumeHeader(set: set, number: i + 1, count: volumes.count).encoded())
+            try tar.addFile("index.json", bytes: index)
+            if let dockerManifest { try tar.addFile(BundleWriter.dockerManifestName, bytes: dockerManifest) }
+            try tar.addDirectory("blobs")
+            for algorithm in algorithms { try tar.addDirectory("blobs/\(algorithm.rawValue)") }
+            files.append(file)
+            tars.append(tar)
+        }
+    }
+
+    public func begin(_ blob: BundleManifest.Blob) throws {
+        guard let position = positions[blob.digest] else {
+            throw BundleError.io("blob \(blob.digest) is not in the volume plan", errno: EINVAL)
+        }
+        let volume = manifest.blobs[position].volume
+        parted = volume == 0
+        router.begin(blob.digest)
+        writing = [:]
+        if parted {
+            targets = []
+        } else {
+            targets = volume.map { [$0 - 1] } ?? Array(tars.indices)
+            for v in targets { try tars[v].beginFile(blob.digest.layoutPath, size: blob.size) }
+        }
+    }
+
+    public func write(_ bytes: UnsafeRawBufferPointer) throws {
+        guard parted else {
+            for v in targets { try tars[v].writeData(bytes) }
+            return
+        }
+        let parts = volumes.parts
+        try router.route(bytes, parts: parts) { part, slice, starts, _ in
+            if starts {
+                let v = parts[part].volume - 1
+                if written[v].insert(parts[part].digest).inserted {
+                    try tars[v].beginFile(parts[part].digest.layoutPath, size: parts[part].size)
+                    writing[part] = v
+                }
+            }
+            if let v = writing[part] { try tars[v].writeData(slice) }
+        }
+    }
+
+    public func commit() throws {}
+    public func abort() { failed = true }
+
+    /// Writes every blob from the files `blobs` names, in the manifest's order, hashing each again
+    /// (except those in `verifiedThisRun`) so the volumes hold exactly the bytes the manifest names.
+    public func writeBlobs(
+        from blobs: BundleWriter.BlobLocator, verifiedThisRun: Set<Digest> = [], progress: (Int64) -> Void = { _ in }
+    ) throws {
+        for blob in manifest.blobs {
+            let source = blobs(blob.digest)
+            try begin(blob)
+            if verifiedThisRun.contains(blob.digest) {
+                try FileChunks.read(source, size: blob.size) { chunk in
+                    try write(chunk)
+                    progress(Int64(chunk.count))
+                }
+                continue
+            }
+            var verifier = BlobVerifier(digest: blob.digest, size: blob.size)
+            do {
+                try FileChunks.read(source, size: blob.size) { chunk in
+                    try verifier.update(chunk)
+                    try write(chunk)
+                    progress(Int64(chunk.count))
+                }
+                try verifier.finish()
+            } catch let error as BlobVerificationError {
+                throw BundleError.corruptSource(path: source, error)
+            }
+        }
+    }
+
+    /// Ends and publishes every volume; returns each volume's path and the sha256 of its tar.
+    public func finish() throws -> [(path: String, digest: Digest)] {
+        guard !failed else { throw BundleError.io("a blob failed verification; no volume was written", errno: EIO) }
+        for tar in tars { try tar.finish() }
+        for file in files {
+            let size = try file.size()
+            guard size <= volumes.volumeSize else {
+                throw BundleError.io(
+                    "volume \(file.path) came out at \(size) bytes, over --volume-size \(volumes.volumeSize)",
+                    errno: EFBIG)
+            }
+        }
+        var published: [(String, Digest)] = []
+        for (path, file) in zip(paths, files) { published.append((path, try file.publish())) }
+        return published
+    }
+
+}
