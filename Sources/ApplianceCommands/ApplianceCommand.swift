@@ -87,12 +87,12 @@ func reportingApplianceErrors(_ body: () async throws -> Void) async throws {
         switch error {
         case let error as ImportError:
             switch error {
-            case .invalid, .baseMissing, .duplicateVolume, .setAlreadyImported, .volumeContentGone:
+            case .invalid, .baseMissing, .duplicateVolume, .setAlreadyImported, .volumeContentGone, .partsDoNotJoin:
                 throw ExitCode(65)
             default: break
             }
             throw ExitCode(1)
-        case is ConfigurationError, is ValidationError: throw ExitCode(64)
+        case is ConfigurationError, is ValidationError, is SigningError: throw ExitCode(64)
         case is CheckFailed: throw ExitCode(65)
         default: throw ExitCode(1)
         }

@@ -73,8 +73,8 @@ public struct Importer: Sendable {
                 time: BundleManifest.timestamp(Int64(Date().timeIntervalSince1970)),
                 seconds: Date().timeIntervalSince(started))
         }
-        let sink = StoreSink(store: store.blobs) { [store] manifest, volume, set in
-            try Self.refuseRepeated(volume, of: set, manifest: manifest, store: store)
+        let sink = StoreSink(storage: store) { [self] manifest, volume in
+            try refuseRepeated(volume, manifest: manifest)
         }
         guard let report = try read(path, headerOnly: false, sink: sink) else { throw ImportError.unreadable(path) }
         if let refusal = sink.refusal { throw refusal }
@@ -112,7 +112,7 @@ public struct Importer: Sendable {
         let elsewhere = report.imageContents.values.reduce(into: Set<Digest>()) { $0.formUnion($1.elsewhere) }
         if !elsewhere.isEmpty {
             let missing = missingBlobs(elsewhere, sizes: manifest.blobs)
-            if !missing.isEmpty { throw ImportError.volumeContentGone(volume: path, missing: missing) }
+            if !missing.isEmpty { throw ImportError.volumeContentGone(volume: path, missing: missing, needAgain: []) }
         }
         let images = try manifest.images.map(Self.imported)
         let unchanged = try store.hasImportRecord(manifestDigest.encoded) && isCurrent(manifest)
@@ -157,41 +157,44 @@ public struct Importer: Sendable {
         }.sorted()
     }
 
-    /// A volume already stored for its set, or of a set already imported, is refused (before its
-    /// content is read when the sink asks, and again under the set's lock).
-    static func refuseRepeated(
-        _ volume: VolumeHeader, of set: Digest, manifest: BundleManifest, store: any RegistryStorage
-    ) throws {
-        if store.hasImportRecord(set.encoded) {
-            throw ImportError.setAlreadyImported(set: set, number: volume.number, count: volume.count)
+    /// A volume already stored for its set, or of a set imported and still current, is refused
+    /// (before its content is read when the sink asks, and again under the set's lock).
+    func refuseRepeated(_ volume: VolumeHeader, manifest: BundleManifest) throws {
+        if store.hasImportRecord(volume.set.encoded), try isCurrent(manifest) {
+            throw ImportError.setAlreadyImported(set: volume.set, number: volume.number, count: volume.count)
         }
-        if let pending = try store.pendingVolumeSets().first(where: { $0.id == set.encoded }),
+        if let pending = try store.pendingVolumeSets().first(where: { $0.id == volume.set.encoded }),
             pending.arrived.contains(volume.number)
         {
-            throw ImportError.duplicateVolume(set: set, number: volume.number, needed: pending.needed)
+            throw ImportError.duplicateVolume(set: volume.set, number: volume.number, needed: pending.needed)
         }
     }
 
-    /// Records a verified volume (its content is stored); when it is the set's last, assembles
-    /// the blobs carried in parts and makes the set's images visible. Runs under the set's lock.
+    /// Records a verified volume (its content is stored); when it is the set's last, joins the
+    /// blobs carried in parts and makes the set's images visible. The last volume is recorded
+    /// only by the set's import: if that fails (a delta's base missing, a full disk), the same
+    /// volume can be imported again. Runs under the set's lock.
     private func importVolume(
         _ volume: VolumeHeader, report: VerificationReport, manifest: BundleManifest, path: String,
         sink: StoreSink, started: Date
     ) throws -> Result {
-        try Self.refuseRepeated(volume, of: volume.set, manifest: manifest, store: store)
+        try refuseRepeated(volume, manifest: manifest)
         var pending =
             try store.pendingVolumeSets().first { $0.id == volume.set.encoded }
             ?? PendingVolumeSet(
                 id: volume.set.encoded, count: volume.count, images: manifest.images.map(\.reference),
                 firstVolume: path, started: BundleManifest.timestamp(Int64(Date().timeIntervalSince1970)))
-        let parts = manifest.volumes?.parts ?? []
-        var holds = manifest.blobs.filter { $0.volume == nil || $0.volume == volume.number }.map(\.digest)
-        holds += parts.filter { $0.volume == volume.number }.map(\.digest)
-        try store.recordVolume(volume.number, of: pending, holding: holds)
+        // What this volume stored must still be there: gc may have run while a large volume was read.
+        let mine = manifest.blobs.filter { $0.volume == volume.number }
+        let gone = mine.filter { !store.blobs.contains($0.digest, size: $0.size) }.map(\.digest)
+        if !gone.isEmpty { throw ImportError.storedContentGone(volume: path, missing: gone) }
         pending.arrived.append(volume.number)
         let progress = VolumeProgress(
             set: volume.set.description, number: volume.number, count: volume.count, stillNeeded: pending.needed)
         guard pending.needed.isEmpty else {
+            try store.recordVolume(
+                volume.number, of: pending, holding: mine.map(\.digest),
+                shared: manifest.blobs.filter { $0.volume == nil }.map(\.digest))
             return Result(
                 bundle: path, manifestDigest: volume.set.description, signer: report.signature?.keyID,
                 images: try manifest.images.map(Self.imported), blobsWritten: sink.written,
@@ -199,30 +202,37 @@ public struct Importer: Sendable {
                 time: BundleManifest.timestamp(Int64(Date().timeIntervalSince1970)),
                 seconds: Date().timeIntervalSince(started), volume: progress)
         }
-        try assembleParts(manifest, path: path)
-        let result = try commit(report, manifest: manifest, path: path, sink: sink, started: started, volume: progress)
-        try store.finishVolumeSet(volume.set.encoded)
-        return result
+        do {
+            try joinParts(manifest, set: volume.set.encoded, path: path)
+            let result = try commit(
+                report, manifest: manifest, path: path, sink: sink, started: started, volume: progress)
+            try store.finishVolumeSet(volume.set.encoded)
+            return result
+        } catch ImportError.volumeContentGone(_, let missing, _) {
+            // Content earlier volumes stored is gone: those volumes are needed again.
+            let again = try store.forgetVolumes(holding: Set(missing), of: volume.set.encoded)
+            throw ImportError.volumeContentGone(volume: path, missing: missing, needAgain: again)
+        }
     }
 
-    /// Joins each blob carried in parts from its stored parts, hashing it whole (the store holds
-    /// only bytes that match their digest). The parts stay until garbage collection.
-    private func assembleParts(_ manifest: BundleManifest, path: String) throws {
-        guard let parts = manifest.volumes?.parts, !parts.isEmpty else { return }
+    /// Moves each blob carried in parts from the file its parts were written into (each verified
+    /// against its part digest on arrival) into the store, hashing it whole first: the store holds
+    /// only bytes that match their digest.
+    private func joinParts(_ manifest: BundleManifest, set: String, path: String) throws {
         let blobs = store.blobs
         for blob in manifest.blobs where blob.volume == 0 && !blobs.contains(blob.digest, size: blob.size) {
-            let mine = parts.filter { $0.blob == blob.digest }.sorted { $0.offset < $1.offset }
-            let absent = mine.filter { !blobs.contains($0.digest, size: $0.size) }.map(\.digest)
-            if !absent.isEmpty { throw ImportError.volumeContentGone(volume: path, missing: absent) }
+            let file = try store.volumePartFile(set: set, blob: blob.digest)
+            guard FileSystem.size(of: file) == blob.size,
+                (try? BlobStore.hash(file: file, algorithm: blob.digest.algorithm)) == blob.digest
+            else {
+                unlink(file)
+                let carriers = (manifest.volumes?.parts ?? []).filter { $0.blob == blob.digest }.map(\.volume)
+                throw ImportError.partsDoNotJoin(volume: path, blob: blob.digest, volumes: carriers)
+            }
             do {
-                let writer = try blobs.makeWriter(for: blob.digest, size: blob.size)
-                defer { writer.cancel() }
-                for part in mine {
-                    try FileChunks.read(blobs.path(of: part.digest), size: part.size) { try writer.write($0) }
-                }
-                try writer.commit()
+                try blobs.adopt(file, as: blob.digest, size: blob.size)
             } catch {
-                throw ImportError.store(bundle: path, "joining the parts of \(blob.digest): \(error)")
+                throw ImportError.store(bundle: path, "storing the joined \(blob.digest): \(error)")
             }
         }
     }
@@ -272,46 +282,85 @@ public struct Importer: Sendable {
     }
 }
 
-/// Stores each verified blob durably; blobs already present are only verified.
+/// Stores each verified blob durably; blobs already present are only verified. For a volume of a
+/// set, a part is written at its offset into its blob's part file (joined and hashed whole when
+/// the set is complete).
 final class StoreSink: BundleBlobSink {
-    let store: BlobStore
+    let storage: any RegistryStorage
+    var store: BlobStore { storage.blobs }
     var writer: BlobWriter?
     var written = 0
     var present = 0
     /// Asked before the first blob of a volume: may refuse it (a repeat) without reading on.
-    let screen: (BundleManifest, VolumeHeader, Digest) throws -> Void
+    let screen: (BundleManifest, VolumeHeader) throws -> Void
     private(set) var refusal: ImportError?
+    /// This volume's parts, by digest: where each goes (identical parts share a digest).
+    private var partTargets: [Digest: [VolumeSet.Part]] = [:]
+    private var set = ""
+    /// The part files being written for the current entry, and the offset reached in each.
+    private var partFiles: [(fd: Int32, offset: Int64)] = []
 
-    init(store: BlobStore, screen: @escaping (BundleManifest, VolumeHeader, Digest) throws -> Void) {
-        self.store = store
+    init(storage: any RegistryStorage, screen: @escaping (BundleManifest, VolumeHeader) throws -> Void) {
+        self.storage = storage
         self.screen = screen
     }
+
+    deinit { closeParts() }
 
     func prepare(_ manifest: BundleManifest, volume: VolumeHeader?) throws {
         guard let volume else { return }
         do {
-            try screen(manifest, volume, volume.set)
+            try screen(manifest, volume)
         } catch let error as ImportError {
             refusal = error
             throw error
         }
+        set = volume.set.encoded
+        for part in manifest.volumes?.parts ?? [] where part.volume == volume.number {
+            partTargets[part.digest, default: []].append(part)
+        }
     }
 
     func begin(_ blob: BundleManifest.Blob) throws {
+        closeParts()
+        for part in partTargets[blob.digest] ?? [] {
+            let path = try storage.volumePartFile(set: set, blob: part.blob)
+            let fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC, 0o640)
+            guard fd >= 0 else { throw StoreError.io("open \(path)", errno: errno) }
+            partFiles.append((fd, part.offset))
+        }
+        writer = nil
+        // The reader gives a part as a blob without a media type: not a blob of the store.
+        if !partFiles.isEmpty && blob.mediaType == nil { return }
         if store.contains(blob.digest, size: blob.size) {
             present += 1
             // Fresh again, so garbage collection's grace period covers the commit that follows.
             utimensat(AT_FDCWD, store.path(of: blob.digest), nil, 0)
-            writer = nil
         } else {
             // The bundle reader hashes every byte and commits only blobs that matched.
             writer = try store.makeWriter(for: blob.digest, size: blob.size, verifiedByCaller: true)
         }
     }
 
-    func write(_ bytes: UnsafeRawBufferPointer) throws { try writer?.write(bytes) }
+    func write(_ bytes: UnsafeRawBufferPointer) throws {
+        try writer?.write(bytes)
+        guard let base = bytes.baseAddress else { return }
+        for i in partFiles.indices {
+            var done = 0
+            while done < bytes.count {
+                let n = pwrite(partFiles[i].fd, base + done, bytes.count - done, off_t(partFiles[i].offset))
+                if n < 0 && errno == EINTR { continue }
+                guard n > 0 else { throw StoreError.io("write a part of a blob", errno: errno) }
+                done += n
+                partFiles[i].offset += Int64(n)
+            }
+        }
+    }
 
     func commit() throws {
+        for file in partFiles where fsync(file.fd) != 0 { throw StoreError.io("fsync a part file", errno: errno) }
+        if !partFiles.isEmpty && writer == nil { written += 1 }
+        closeParts()
         guard let writer else { return }
         try writer.commit()
         written += 1
@@ -319,8 +368,14 @@ final class StoreSink: BundleBlobSink {
     }
 
     func abort() {
+        closeParts()
         writer?.cancel()
         writer = nil
+    }
+
+    private func closeParts() {
+        for file in partFiles { close(file.fd) }
+        partFiles = []
     }
 }
 
@@ -334,8 +389,13 @@ public enum ImportError: Error, CustomStringConvertible {
     case baseMissing(bundle: String, base: String, missing: [Digest])
     case duplicateVolume(set: Digest, number: Int, needed: [Int])
     case setAlreadyImported(set: Digest, number: Int, count: Int)
-    /// Blobs an earlier volume of the set stored are no longer in the store.
-    case volumeContentGone(volume: String, missing: [Digest])
+    /// Blobs earlier volumes of the set stored are no longer in the store (those volumes are
+    /// needed again).
+    case volumeContentGone(volume: String, missing: [Digest], needAgain: [Int])
+    /// Blobs this volume stored were removed while it was read (gc); it was not recorded.
+    case storedContentGone(volume: String, missing: [Digest])
+    /// A blob carried in parts does not hash to its digest when joined (the plan was wrong).
+    case partsDoNotJoin(volume: String, blob: Digest, volumes: [Int])
 
     public var description: String {
         switch self {
@@ -355,11 +415,19 @@ public enum ImportError: Error, CustomStringConvertible {
         case .setAlreadyImported(let set, let number, let count):
             "volume \(number) of \(count): set \(set.encoded.prefix(12)) was imported already (all its volumes); "
                 + "nothing changed"
-        case .volumeContentGone(let volume, let missing):
+        case .volumeContentGone(let volume, let missing, let again):
             "\(volume): not imported, nothing changed: \(missing.count) blob(s) stored by earlier volumes "
                 + "of the set are gone from the store: "
                 + missing.prefix(5).map(\.description).joined(separator: ", ") + (missing.count > 5 ? ", …" : "")
-                + " (import the set's volumes again)"
+                + (again.isEmpty
+                    ? "" : " (import volume(s) \(again.map(String.init).joined(separator: ", ")) again, then this one)")
+        case .storedContentGone(let volume, let missing):
+            "\(volume): not recorded, nothing changed: \(missing.count) blob(s) it stored were removed while it "
+                + "was read (gc?): " + missing.prefix(5).map(\.description).joined(separator: ", ")
+                + " (import it again)"
+        case .partsDoNotJoin(let volume, let blob, let volumes):
+            "\(volume): not imported, nothing changed: the parts of \(blob) (volumes "
+                + volumes.map(String.init).joined(separator: ", ") + ") do not join into it; the set is broken"
         case .storeChanged(let bundle, let digest):
             "\(bundle): blob \(digest) left the store during the import (garbage collection?); nothing changed, import it again"
         }

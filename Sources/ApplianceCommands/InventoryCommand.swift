@@ -16,6 +16,9 @@ struct InventoryCommand: AsyncParsableCommand {
             manifests, and the bundles imported. Carry the file to the connected side:
               ferry-appliance inventory -o site.inventory.json
               ferry export -f images.txt --against site.inventory.json -o update.tar
+            Signed (--sign-key), the exporter can require it to come from this site:
+              ferry-appliance inventory -o site.inventory.json.gz --sign-key site.key
+              ferry export -f images.txt --against site.inventory.json.gz --site-key site.pub -o update.tar
             The delta bundle carries only the blobs the inventory does not list; importing it here \
             checks that every blob it relies on is still present before anything becomes visible.
             """)
@@ -27,10 +30,16 @@ struct InventoryCommand: AsyncParsableCommand {
         help: "Where to write the inventory (JSON, gzip-compressed when the name ends in .gz; - for standard output).")
     var output: String
 
+    @Option(
+        name: .customLong("sign-key"),
+        help: "Sign the inventory with this Ed25519 private key (`ferry keygen`); `ferry export --site-key` checks it.")
+    var signKey: String?
+
     func run() async throws {
         try await reportingApplianceErrors {
             let storage = try RegistryStore(root: try store.resolved)
-            let inventory = try SiteInventory(storage: storage, created: Date())
+            var inventory = try SiteInventory(storage: storage, created: Date())
+            if let signKey { inventory = try inventory.signed(with: try SigningKey(pemFile: signKey)) }
             let json = try inventory.encoded()
             let bytes = output.hasSuffix(".gz") ? try Gzip.compress(json) : json
             if output == "-" {

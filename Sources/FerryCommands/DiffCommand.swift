@@ -98,34 +98,21 @@ public struct DiffCommand: AsyncParsableCommand {
     /// Reads a bundle (its header only), a bundle manifest, or an inventory.
     static func holdings(_ path: String) throws -> Holdings {
         var holdings = Holdings()
-        if let (inventory, _) = try? SiteInventory.read(path: path) {
+        let record = try SiteRecord.read(path)
+        holdings.blobs = record.blobs
+        switch record {
+        case .inventory(let inventory, _):
             for repository in inventory.repositories {
                 for (tag, digest) in repository.tags { holdings.images["\(repository.name):\(tag)"] = digest }
             }
-            for blob in inventory.blobs { holdings.blobs[blob.digest] = blob.size }
-            return holdings
-        }
-        let manifest: BundleManifest
-        if let data = FileManager.default.contents(atPath: path), data.first == UInt8(ascii: "{") {
-            do {
-                manifest = try BundleManifest.decode(Array(data))
-            } catch {
-                throw ValidationError("\(path): neither a site inventory nor a bundle manifest (\(error))")
+        case .bundle(let manifest, _):
+            for image in manifest.images {
+                let reference = try Reference(image.reference)
+                let name = try reference.servedRepositoryName().value
+                holdings.images[reference.tag.map { "\(name):\($0.value)" } ?? "\(name)@\(image.digest)"] =
+                    image.digest
             }
-        } else {
-            let report = try BundleReader(requireSignature: false).verify(path: path, stopAfterHeader: true)
-            guard let read = report.manifest else {
-                let why = report.problems.first.map(\.description) ?? "no bundle manifest"
-                throw ValidationError("\(path): not a bundle, inventory or bundle manifest (\(why))")
-            }
-            manifest = read
         }
-        for image in manifest.images {
-            let reference = try Reference(image.reference)
-            let name = try reference.servedRepositoryName().value
-            holdings.images[reference.tag.map { "\(name):\($0.value)" } ?? "\(name)@\(image.digest)"] = image.digest
-        }
-        for blob in manifest.blobs + (manifest.external ?? []) { holdings.blobs[blob.digest] = blob.size }
         return holdings
     }
 }

@@ -272,9 +272,10 @@ public struct Exporter: Sendable {
                         manifest, volumeSize: volumeSize, output: options.output, index: index,
                         dockerManifest: dockerManifest, signingKey: options.signingKey,
                         modificationTime: options.creationTime, partSource: { store.path(of: $0) }
-                    ) { writer in
+                    ) { writer, hashed in
                         try writer.writeBlobs(
-                            from: { store.path(of: $0) }, verifiedThisRun: verified, progress: { reporter.wrote($0) })
+                            from: { store.path(of: $0) }, verifiedThisRun: verified.union(hashed),
+                            progress: { reporter.wrote($0) })
                     }
                     return (set.id, set.volumes.reduce(0) { $0 + $1.size }, set.volumes, set.signer)
                 } catch BundleError.corruptSource(let path, let error) {
@@ -303,14 +304,15 @@ public struct Exporter: Sendable {
     static func writeVolumes(
         _ plain: BundleManifest, volumeSize: Int64, output: String, index: [UInt8], dockerManifest: [UInt8]?,
         signingKey: SigningKey?, modificationTime: Int64, partSource: BundleWriter.BlobLocator? = nil,
-        hashParts: ((PartHasher) throws -> Void)? = nil, feed: (VolumeSetWriter) throws -> Void
+        hashParts: ((PartHasher) throws -> Void)? = nil, feed: (VolumeSetWriter, Set<Digest>) throws -> Void
     ) throws -> (id: Digest, volumes: [Summary.Volume], signer: String?) {
         var manifest = try plain.planningVolumes(
             volumeSize: volumeSize, signed: signingKey != nil, indexSize: Int64(index.count),
             dockerManifestSize: dockerManifest.map { Int64($0.count) })
+        var verified: Set<Digest> = []
         if manifest.volumes?.parts.isEmpty == false {
             if let partSource {
-                manifest = try PartHasher.fill(manifest, blobs: partSource)
+                (manifest, verified) = try PartHasher.fill(manifest, blobs: partSource)
             } else if let hashParts {
                 let hasher = PartHasher(manifest)
                 try hashParts(hasher)
@@ -322,7 +324,7 @@ public struct Exporter: Sendable {
         let writer = try VolumeSetWriter(
             output: output, manifest: manifest, signature: signature, index: index, dockerManifest: dockerManifest,
             modificationTime: modificationTime)
-        try feed(writer)
+        try feed(writer, verified)
         let volumes = try writer.finish().map { volume in
             Summary.Volume(
                 path: volume.path, size: FileSystem.size(of: volume.path) ?? 0, sha256: volume.digest.description)

@@ -25,12 +25,27 @@ struct ImageSelection: ParsableArguments {
             """)
     var against: [String] = []
 
+    @Option(
+        name: .customLong("site-key"),
+        help: """
+            A site's public key (`ferry keygen`; the appliance signs with `inventory --sign-key`), or \
+            a directory of them: every inventory given to --against must be signed by one (repeatable).
+            """)
+    var siteKeys: [String] = []
+
     func platforms() throws -> [Platform] {
         try platformArguments.flatMap { $0.split(separator: ",") }.map { try Platform(parsing: String($0)) }
     }
 
     /// The base of a delta, when `--against` was given.
-    func deltaBase() throws -> DeltaBase? { against.isEmpty ? nil : try DeltaBase.load(against) }
+    func deltaBase() throws -> DeltaBase? {
+        let keys = try siteKeys.flatMap { try PublicKey.load($0) }
+        if !siteKeys.isEmpty && keys.isEmpty { throw ValidationError("--site-key names no *.pub or *.pem keys") }
+        if !siteKeys.isEmpty && against.isEmpty {
+            throw ValidationError("--site-key checks --against inventories; give one")
+        }
+        return against.isEmpty ? nil : try DeltaBase.load(against, trustedKeys: keys)
+    }
 
     /// Lists first, then arguments; duplicates (after normalisation) are dropped. Every problem in
     /// every list is reported before anything is pulled.

@@ -52,6 +52,9 @@ public struct InspectCommand: AsyncParsableCommand {
         var blobs: Int
         var blobBytes: Int64
         var bundles: [String]
+        var signer: String?
+        /// Whether the signature matches the inventory (against the key it carries).
+        var signatureValid: Bool?
     }
 
     public func run() async throws {
@@ -61,7 +64,9 @@ public struct InspectCommand: AsyncParsableCommand {
                     inventory: bundle, digest: digest.description, appliance: inventory.appliance,
                     created: inventory.created, repositories: inventory.repositories.count,
                     tags: inventory.repositories.reduce(0) { $0 + $1.tags.count }, blobs: inventory.blobs.count,
-                    blobBytes: inventory.blobs.reduce(Int64(0)) { $0 + $1.size }, bundles: inventory.bundles)
+                    blobBytes: inventory.blobs.reduce(Int64(0)) { $0 + $1.size }, bundles: inventory.bundles,
+                    signer: inventory.signature?.keyID,
+                    signatureValid: inventory.signatureVerdict(trustedKeys: []).map { $0 == .valid(trusted: nil) })
                 if json {
                     FileHandle.standardOutput.write(try jsonEncoder().encode(summary) + Data("\n".utf8))
                     return
@@ -72,6 +77,11 @@ public struct InspectCommand: AsyncParsableCommand {
                     "Holds:     \(summary.repositories) repositories, \(summary.tags) tag(s), \(summary.blobs) blob(s), "
                         + ProgressReporter.bytes(summary.blobBytes))
                 print("Bundles:   \(summary.bundles.count) imported")
+                if let signer = summary.signer {
+                    print("Signed:    \(signer)\(summary.signatureValid == true ? "" : " (SIGNATURE DOES NOT MATCH)")")
+                } else {
+                    print("Signed:    no")
+                }
                 for repository in inventory.repositories {
                     for (tag, digest) in repository.tags.sorted(by: { $0.key < $1.key }) {
                         print("  \(repository.name):\(tag)  \(digest)")

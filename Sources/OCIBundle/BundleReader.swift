@@ -523,7 +523,10 @@ public struct BundleReader: Sendable {
                 throw SinkFailure(underlying: error)
             }
         }
-        guard let position = state.listed.position(of: digest) else {
+        // A part whose bytes equal a listed blob's has its name: it is the part unless the blob
+        // belongs here too (then the one entry is both).
+        let listedHere = state.listed.position(of: digest).flatMap { state.isElsewhere($0) ? nil : $0 }
+        guard let position = state.parts[digest] == nil ? state.listed.position(of: digest) : listedHere else {
             if let size = state.parts[digest] {
                 guard state.partsSeen.insert(digest).inserted else {
                     state.problem(.structure, "duplicate entry", entry: entry.path)
@@ -568,6 +571,7 @@ public struct BundleReader: Sendable {
             try readContent(entry, of: listed, from: tar, into: &state, sink: sink, keep: keep ? { kept += $0 } : nil)
         else { return true }
         state.present[position] = true
+        if state.parts[digest] != nil { state.partsSeen.insert(digest) }
         state.report.blobCount += 1
         state.report.blobBytes += listed.size
         if keep,
@@ -785,43 +789,27 @@ public struct BundleReader: Sendable {
             if requireSignature { state.problem(.signature, "bundle is not signed", entry: BundleSignature.fileName) }
             return
         }
-        guard let manifestBytes = state.manifestBytes, signature.algorithm == "ed25519",
-            let signatureBytes = Data(base64Encoded: signature.signature).map(Array.init)
-        else {
+        guard let manifestBytes = state.manifestBytes else {
             state.problem(.signature, "malformed signature", entry: BundleSignature.fileName)
             return
         }
-        guard !trustedKeys.isEmpty else {
-            // No trust anchors: still check the signature against the key it carries, and that the
-            // key ID it shows is that key's (so a report never names a signer falsely).
-            guard let raw = Data(base64Encoded: signature.publicKey).map(Array.init), raw.count == 32,
-                PublicKey(raw: raw).keyID == signature.keyID
-            else {
-                state.problem(
-                    .signature, "signature names a key ID that is not its key's", entry: BundleSignature.fileName,
-                    found: signature.keyID)
-                return
-            }
-            if !PublicKey(raw: raw).verify(signature: signatureBytes, of: manifestBytes) {
-                state.problem(
-                    .signature, "signature does not match the bundle manifest", entry: BundleSignature.fileName)
-            }
-            return
-        }
-        guard let key = trustedKeys.first(where: { $0.keyID == signature.keyID }) else {
+        let entry = BundleSignature.fileName
+        switch signature.verdict(over: manifestBytes, trustedKeys: trustedKeys) {
+        case .valid(let trusted):
+            state.report.trusted = trusted
+        case .malformed:
+            state.problem(.signature, "malformed signature", entry: entry)
+        case .keyIDMismatch(let keyID):
+            state.problem(.signature, "signature names a key ID that is not its key's", entry: entry, found: keyID)
+        case .mismatch:
+            state.problem(.signature, "signature does not match the bundle manifest", entry: entry)
+        case .untrusted(let keyID):
+            state.report.trusted = false
+            state.problem(.signature, "signed by a key that is not trusted", entry: entry, found: keyID)
+        case .tampered(let keyID):
             state.report.trusted = false
             state.problem(
-                .signature, "signed by a key that is not trusted", entry: BundleSignature.fileName,
-                found: signature.keyID)
-            return
-        }
-        if key.verify(signature: signatureBytes, of: manifestBytes) {
-            state.report.trusted = true
-        } else {
-            state.report.trusted = false
-            state.problem(
-                .signature, "signature does not match the bundle manifest (tampered)", entry: BundleSignature.fileName,
-                found: signature.keyID)
+                .signature, "signature does not match the bundle manifest (tampered)", entry: entry, found: keyID)
         }
     }
 }

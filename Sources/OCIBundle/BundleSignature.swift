@@ -30,6 +30,40 @@ public struct BundleSignature: Codable, Sendable, Hashable {
     }
 }
 
+/// What a signature says about the bytes it signs: the one judgement bundles and inventories share.
+public enum SignatureVerdict: Sendable, Equatable {
+    /// It verifies: against a trusted key (`trusted` true), or, with no trusted keys given, against
+    /// the key it carries (`trusted` nil: intact, but who signed is not established).
+    case valid(trusted: Bool?)
+    case malformed
+    /// The key ID shown is not that of the key carried (no trusted keys given).
+    case keyIDMismatch(String)
+    /// With no trusted keys given: the bytes changed since they were signed.
+    case mismatch
+    case untrusted(String)
+    /// Signed by a trusted key, but the bytes changed since.
+    case tampered(String)
+}
+
+extension BundleSignature {
+    /// Judges this signature over `bytes`: against `trustedKeys`, or when there are none, against
+    /// the key it carries (and that the key ID it shows is that key's, so no report names a
+    /// signer falsely).
+    public func verdict(over bytes: [UInt8], trustedKeys: [PublicKey]) -> SignatureVerdict {
+        guard algorithm == "ed25519", let signatureBytes = Data(base64Encoded: signature).map(Array.init) else {
+            return .malformed
+        }
+        guard !trustedKeys.isEmpty else {
+            guard let raw = Data(base64Encoded: publicKey).map(Array.init), raw.count == 32,
+                PublicKey(raw: raw).keyID == keyID
+            else { return .keyIDMismatch(keyID) }
+            return PublicKey(raw: raw).verify(signature: signatureBytes, of: bytes) ? .valid(trusted: nil) : .mismatch
+        }
+        guard let key = trustedKeys.first(where: { $0.keyID == keyID }) else { return .untrusted(keyID) }
+        return key.verify(signature: signatureBytes, of: bytes) ? .valid(trusted: true) : .tampered(keyID)
+    }
+}
+
 public enum SigningError: Error, CustomStringConvertible {
     case unreadableKey(String, String)
     case openssl(String)

@@ -179,7 +179,10 @@ final class PartialBundleFile {
 
     deinit {
         if fd >= 0 { close(fd) }
-        if !published { unlink(partialPath) }
+        if !published {
+            unlink(partialPath)
+            unlink(checksumPartial)
+        }
     }
 
     /// A tar writer into this file whose every byte is hashed for the checksum file.
@@ -196,14 +199,50 @@ final class PartialBundleFile {
 
     /// fsyncs the finished tar and makes it the bundle; returns its sha256.
     func publish() throws -> Digest {
+        let digest = try seal()
+        try rename()
+        return digest
+    }
+
+    /// The first half of publishing: fsyncs and closes the tar and writes its checksum beside it,
+    /// still under the partial names (a set of volumes is sealed whole before any is renamed).
+    func seal() throws -> Digest {
         guard fsync(fd) == 0 else { throw BundleError.io("fsync \(partialPath)", errno: errno) }
         close(fd)
         fd = -1
         let digest = hasher.finalize()
-        try Self.publish(partialPath, as: path, digest: digest)
-        published = true
+        let name = (path as NSString).lastPathComponent
+        do {
+            try Data("\(digest.encoded)  \(name)\n".utf8).write(to: URL(fileURLWithPath: checksumPartial))
+        } catch {
+            throw BundleError.io("write \(checksumPartial)", errno: EIO)
+        }
         return digest
     }
+
+    /// The second half: the sealed tar and its checksum take their final names. A bundle under its
+    /// final name never sits beside a wrong checksum, and a failure leaves nothing under it.
+    func rename() throws {
+        unlink(path + ".sha256")
+        guard Glibc.rename(partialPath, path) == 0 else {
+            throw BundleError.io("rename to \(path)", errno: errno)
+        }
+        guard Glibc.rename(checksumPartial, path + ".sha256") == 0 else {
+            let code = errno
+            unlink(path)
+            throw BundleError.io("rename to \(path).sha256", errno: code)
+        }
+        published = true
+        BundleWriter.syncDirectory(of: path)
+    }
+
+    /// Takes a published bundle back (when the rest of its volume set failed to publish).
+    func withdraw() {
+        unlink(path)
+        unlink(path + ".sha256")
+    }
+
+    private var checksumPartial: String { partialPath + ".sha256" }
 
     /// A new, unique `PATH.XXXXXX.partial` in the bundle's directory, created exclusively (two
     /// writers never share one, and a planted symlink is never followed).
@@ -216,32 +255,6 @@ final class PartialBundleFile {
             if errno != EEXIST { throw BundleError.io("create \(candidate)", errno: errno) }
         }
         throw BundleError.io("create \(path).*.partial", errno: EEXIST)
-    }
-
-    /// Makes a finished (fsynced) partial file the bundle: the checksum file is prepared first and
-    /// any stale one removed, so a bundle under its final name never sits beside a wrong checksum,
-    /// and a failure leaves nothing under the final name.
-    private static func publish(_ partialPath: String, as path: String, digest: Digest) throws {
-        let name = (path as NSString).lastPathComponent
-        let checksumPartial = partialPath + ".sha256"
-        do {
-            try Data("\(digest.encoded)  \(name)\n".utf8).write(to: URL(fileURLWithPath: checksumPartial))
-        } catch {
-            throw BundleError.io("write \(checksumPartial)", errno: EIO)
-        }
-        unlink(path + ".sha256")
-        guard rename(partialPath, path) == 0 else {
-            let code = errno
-            unlink(checksumPartial)
-            throw BundleError.io("rename to \(path)", errno: code)
-        }
-        guard rename(checksumPartial, path + ".sha256") == 0 else {
-            let code = errno
-            unlink(path)
-            unlink(checksumPartial)
-            throw BundleError.io("rename to \(path).sha256", errno: code)
-        }
-        BundleWriter.syncDirectory(of: path)
     }
 
 }

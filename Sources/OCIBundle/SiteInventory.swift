@@ -31,6 +31,8 @@ public struct SiteInventory: Codable, Sendable, Equatable {
     public var repositories: [Repository]
     /// Ids (bundle manifest digests, hex) of the bundles imported.
     public var bundles: [String]
+    /// The appliance's signature over this inventory as encoded without it (`--sign-key`).
+    public var signature: BundleSignature?
 
     public init(
         appliance: String, created: String, blobs: [BundleManifest.FileDigest], repositories: [Repository],
@@ -50,6 +52,24 @@ public struct SiteInventory: Codable, Sendable, Equatable {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
         return Array(try encoder.encode(self)) + [0x0a]
+    }
+
+    /// This inventory signed with `key`: the signature covers the canonical encoding without it.
+    public func signed(with key: SigningKey) throws -> SiteInventory {
+        var signed = self
+        signed.signature = nil
+        signed.signature = try BundleSignature.sign(manifest: try signed.encoded(), with: key)
+        return signed
+    }
+
+    /// The signature's verdict (nil when unsigned): against `trustedKeys`, or when none are
+    /// given, against the key it carries.
+    public func signatureVerdict(trustedKeys: [PublicKey]) -> SignatureVerdict? {
+        guard let signature else { return nil }
+        var unsigned = self
+        unsigned.signature = nil
+        guard let bytes = try? unsigned.encoded() else { return .malformed }
+        return signature.verdict(over: bytes, trustedKeys: trustedKeys)
     }
 
     /// Reads an inventory file, gzip-compressed or not; its digest (sha256 of the JSON, so the same

@@ -194,7 +194,7 @@ extension BundleManifest {
         manifest.volumes = nil
         for i in manifest.blobs.indices { manifest.blobs[i].volume = nil }
         let plain = Int64(try manifest.encoded().count)
-        // Each blob gains `"volume" : N,` (at most ~24 bytes with indentation); each part ~400.
+        // Each blob gains `"volume" : N,` (at most ~24 bytes with indentation); each part ~600.
         var estimate = plain + Int64(blobs.count) * 24 + 4096
         var plan: VolumePlanner.Plan
         while true {
@@ -202,7 +202,8 @@ extension BundleManifest {
                 manifestSize: estimate, signatureSize: signed ? 1024 : nil, indexSize: indexSize,
                 dockerManifestSize: dockerManifestSize)
             plan = try VolumePlanner.plan(blobs: manifest.blobs, headerBytes: header, volumeSize: volumeSize)
-            let needed = plain + Int64(blobs.count) * 24 + Int64(plan.parts.count) * 400 + 4096
+            // A part entry is about 310 bytes with sha256 digests, 440 with sha512.
+            let needed = plain + Int64(blobs.count) * 24 + Int64(plan.parts.count) * 600 + 4096
             if needed <= estimate { break }
             estimate = needed
         }
@@ -230,7 +231,7 @@ extension VolumeSet {
             guard volume == 0 else { continue }
             var offset: Int64 = 0
             for part in (partsOf.removeValue(forKey: blob.digest) ?? []).sorted(by: { $0.offset < $1.offset }) {
-                guard part.offset == offset, part.size > 0 else { break }
+                guard part.offset == offset, part.size > 0 else { return "the parts of blob \(blob.digest) overlap" }
                 offset += part.size
             }
             guard offset == blob.size else { return "the parts of blob \(blob.digest) do not cover it" }

@@ -78,16 +78,29 @@ public final class PartHasher: BundleBlobSink {
     public func commit() throws {}
     public func abort() {}
 
-    /// Hashes the parted blobs from the files `blobs` names (verified sources, as in an export's
-    /// cache: each is checked again when it is written into its volumes).
-    public static func fill(_ manifest: BundleManifest, blobs: BundleWriter.BlobLocator) throws -> BundleManifest {
+    /// Hashes the parted blobs from the files `blobs` names (an export's cache), verifying each
+    /// whole in the same pass: the writer need not hash them again. Returns the manifest with its
+    /// part digests, and the blobs verified.
+    public static func fill(_ manifest: BundleManifest, blobs: BundleWriter.BlobLocator) throws
+        -> (manifest: BundleManifest, verified: Set<Digest>)
+    {
         let hasher = PartHasher(manifest)
         let parted = Set((manifest.volumes?.parts ?? []).map(\.blob))
         for blob in manifest.blobs where parted.contains(blob.digest) {
+            let source = blobs(blob.digest)
+            var verifier = BlobVerifier(digest: blob.digest, size: blob.size)
             try hasher.begin(blob)
-            try FileChunks.read(blobs(blob.digest), size: blob.size) { try hasher.write($0) }
+            do {
+                try FileChunks.read(source, size: blob.size) { chunk in
+                    try verifier.update(chunk)
+                    try hasher.write(chunk)
+                }
+                try verifier.finish()
+            } catch let error as BlobVerificationError {
+                throw BundleError.corruptSource(path: source, error)
+            }
         }
-        return hasher.manifest
+        return (hasher.manifest, parted)
     }
 }
 
@@ -98,6 +111,7 @@ public final class PartHasher: BundleBlobSink {
 public final class VolumeSetWriter: BundleBlobSink {
     public let manifest: BundleManifest
     public let paths: [String]
+    private let output: String
     private var files: [PartialBundleFile] = []
     private var tars: [TarWriter] = []
     private let volumes: VolumeSet
@@ -106,7 +120,7 @@ public final class VolumeSetWriter: BundleBlobSink {
     /// Volumes (0-based) receiving the current blob whole.
     private var targets: [Int] = []
     private var parted = false
-    /// Per volume: part digests already written (identical parts are stored once).
+    /// Per volume: entry names (digests) already written (identical parts are stored once).
     private var written: [Set<Digest>]
     /// Per part: the volume it is being written to, or nil when skipped as a duplicate.
     private var writing: [Int: Int] = [:]
@@ -119,6 +133,8 @@ public final class VolumeSetWriter: BundleBlobSink {
         dockerManifest: [UInt8]?, modificationTime: Int64
     ) throws {
         guard let volumes = manifest.volumes else { throw BundleError.io("not a volume set", errno: EINVAL) }
+        try Self.ensureOpenFiles(volumes.count + 64)
+        self.output = output
         self.manifest = manifest
         self.volumes = volumes
         router = PartRouter(volumes.parts)
@@ -157,7 +173,10 @@ public final class VolumeSetWriter: BundleBlobSink {
         if parted {
             targets = []
         } else {
-            targets = volume.map { [$0 - 1] } ?? Array(tars.indices)
+            // One entry per name and volume: a part with the same bytes may have been written already.
+            targets = (volume.map { [$0 - 1] } ?? Array(tars.indices)).filter {
+                written[$0].insert(blob.digest).inserted
+            }
             for v in targets { try tars[v].beginFile(blob.digest.layoutPath, size: blob.size) }
         }
     }
@@ -224,9 +243,41 @@ public final class VolumeSetWriter: BundleBlobSink {
                     errno: EFBIG)
             }
         }
-        var published: [(String, Digest)] = []
-        for (path, file) in zip(paths, files) { published.append((path, try file.publish())) }
-        return published
+        // Every volume is sealed (fsynced, checksum written) before any takes its name; if a rename
+        // fails, the volumes already renamed are taken back: a set is published whole or not at all.
+        let digests = try files.map { try $0.seal() }
+        for (i, file) in files.enumerated() {
+            do {
+                try file.rename()
+            } catch {
+                for published in files[..<i] { published.withdraw() }
+                throw error
+            }
+        }
+        // Volumes of an earlier, larger set under the same name would look like part of this one.
+        var stale = paths.count + 1
+        while true {
+            let path = VolumeSet.volumePath(for: output, number: stale, count: stale)
+            guard access(path, F_OK) == 0 else { break }
+            unlink(path)
+            unlink(path + ".sha256")
+            stale += 1
+        }
+        return Array(zip(paths, digests))
+    }
+
+    /// Raises the open-file limit to hold every volume open at once, or says why it cannot.
+    static func ensureOpenFiles(_ needed: Int) throws {
+        var limit = rlimit()
+        guard getrlimit(__rlimit_resource_t(RLIMIT_NOFILE.rawValue), &limit) == 0 else { return }
+        guard limit.rlim_cur < rlim_t(needed) else { return }
+        guard limit.rlim_max >= rlim_t(needed) else {
+            throw BundleError.io(
+                "\(needed - 64) volumes need \(needed) open files, over this system's limit of \(limit.rlim_max); "
+                    + "give a larger --volume-size", errno: EMFILE)
+        }
+        limit.rlim_cur = rlim_t(needed)
+        setrlimit(__rlimit_resource_t(RLIMIT_NOFILE.rawValue), &limit)
     }
 
 }

@@ -72,9 +72,15 @@ public protocol RegistryStorage: Sendable {
     /// Runs `body` holding the set's lock: two imports of volumes of one set (in any processes)
     /// take turns, so exactly one of them sees the set complete.
     func withVolumeSetLock<T>(_ id: String, _ body: () throws -> T) throws -> T
-    /// Records that a volume of `set` arrived, verified and stored, with the blobs (and parts) it
-    /// stored: garbage collection keeps them until the set is finished.
-    func recordVolume(_ number: Int, of set: PendingVolumeSet, holding blobs: [Digest]) throws
+    /// Records that a volume of `set` arrived, verified and stored, with the blobs it stored and
+    /// those every volume carries (`shared`, kept once): gc keeps them until the set is finished.
+    func recordVolume(_ number: Int, of set: PendingVolumeSet, holding blobs: [Digest], shared: [Digest]) throws
+    /// Where the parts of a blob carried in parts are written, each at its offset, until the set
+    /// is complete (the file, not yet created, in the set's own directory).
+    func volumePartFile(set id: String, blob: Digest) throws -> String
+    /// Forgets the arrival of every volume that stored one of `digests` (gone from the store), so
+    /// those volumes can be imported again; returns their numbers.
+    func forgetVolumes(holding digests: Set<Digest>, of id: String) throws -> [Int]
     /// Forgets a set (imported, or given up): its blobs are garbage once nothing references them.
     func finishVolumeSet(_ id: String) throws
     /// Every blob a pending set holds.

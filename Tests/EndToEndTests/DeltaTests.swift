@@ -167,6 +167,30 @@ struct DeltaTests {
                 "\(name)")
         }
 
+        // A signed inventory: --site-key requires it to be signed by the site, and unchanged since.
+        try Ferry.run(["keygen", "-o", "\(work)/site"])
+        try Ferry.run(["keygen", "-o", "\(work)/stranger"])
+        try appliance.command(["inventory", "-o", "\(work)/signed.json.gz", "--sign-key", "\(work)/site.key"])
+        let shown = try Ferry.run(["inspect", "\(work)/signed.json.gz"]).stdout
+        #expect(shown.contains("Signed:    sha256:") && !shown.contains("DOES NOT MATCH"), "\(shown)")
+        let delta = ["export", "-o", "\(work)/signed-delta.tar", "--cache", "\(work)/cache", "--against"]
+        try Ferry.run(
+            delta + ["\(work)/signed.json.gz", "--site-key", "\(work)/site.pub"] + v2 + registry.ferryTrustFlags)
+        for (inventory, key, why) in [
+            ("\(work)/signed.json.gz", "\(work)/stranger.pub", "not a trusted site key"),
+            ("\(work)/site.inventory.json", "\(work)/site.pub", "not signed"),
+        ] {
+            let refused = try Ferry.run(
+                delta + [inventory, "--site-key", key] + v2 + registry.ferryTrustFlags, check: false)
+            #expect(refused.status == 65 && refused.stderr.contains(why), "\(refused.stderr)")
+        }
+        // One tag changed in the signed inventory: the signature no longer holds, key or no key.
+        let plain = try Shell.run(["gzip", "-dc", "\(work)/signed.json.gz"]).stdout
+        try plain.replacingOccurrences(of: "\"1\":", with: "\"one\":").write(
+            toFile: "\(work)/forged.json", atomically: true, encoding: .utf8)
+        let forged = try Ferry.run(delta + ["\(work)/forged.json"] + v2 + registry.ferryTrustFlags, check: false)
+        #expect(forged.status == 65 && forged.stderr.contains("does not match"), "\(forged.stderr)")
+
         // Not an inventory: a usage error naming the file.
         try "{\"hello\": 1}".write(toFile: "\(work)/not.json", atomically: true, encoding: .utf8)
         let bad = try Ferry.run(

@@ -197,6 +197,51 @@ struct VolumeTests {
     }
 }
 
+extension VolumeTests {
+    /// A delta cut into volumes, whose last volume arrives before the base: refused (65), and the
+    /// same volume imported again once the base is in completes the set (the last volume is
+    /// recorded only by the set's import).
+    @Test func aDeltaSetWhoseBaseArrivesLateCompletesWithTheLastVolumeAgain() throws {
+        let registry = try RegistryFixture(tls: true)
+        defer { registry.stop() }
+        let work = try Shell.temporaryDirectory()
+        defer { Shell.remove(work) }
+        let builder = try ImageBuilder(directory: "\(work)/images")
+        let amd64 = Platform(os: "linux", architecture: "amd64")
+        let base = try builder.addRandomLayer(size: 600 << 10)
+        try builder.tag(try builder.addImage(platform: amd64, layers: [base]), as: "v1")
+        try builder.tag(
+            try builder.addImage(
+                platform: amd64,
+                layers: [
+                    base, try builder.addRandomLayer(size: 700 << 10), try builder.addRandomLayer(size: 700 << 10),
+                ]),
+            as: "v2")
+        try builder.push("v1", to: registry, as: "test/app:1")
+        try builder.push("v2", to: registry, as: "test/app:2")
+        let cache = ["--cache", "\(work)/cache"] + registry.ferryTrustFlags
+        try Ferry.run(["export", "-o", "\(work)/v1.tar", "\(registry.host)/test/app:1"] + cache)
+        try Ferry.run(
+            [
+                "export", "-o", "\(work)/d.tar", "--against", "\(work)/v1.tar", "--volume-size", "1M",
+                "\(registry.host)/test/app:2",
+            ]
+                + cache)
+        let volumes = ["\(work)/d.vol001.tar", "\(work)/d.vol002.tar"]
+        #expect(volumes.allSatisfy { FileManager.default.fileExists(atPath: $0) })
+        #expect(!FileManager.default.fileExists(atPath: "\(work)/d.vol003.tar"))
+        let data = ["--data-dir", "\(work)/site"]
+        try Shell.run([ImportTests.appliance, "import", volumes[1]] + data)
+        let early = try Shell.run([ImportTests.appliance, "import", volumes[0]] + data, check: false)
+        #expect(early.status == 65 && early.stderr.contains("lacks"), "\(early.stderr)")
+        try Shell.run([ImportTests.appliance, "import", "\(work)/v1.tar"] + data)
+        let done = try Shell.run([ImportTests.appliance, "import", volumes[0]] + data).stdout
+        #expect(done.contains("the set is imported"), "\(done)")
+        let images = try Shell.run([ImportTests.appliance, "images"] + data).stdout
+        #expect(images.contains("test/app:2"), "\(images)")
+    }
+}
+
 enum FileSystemSize {
     static func of(_ path: String) -> Int64? {
         (try? FileManager.default.attributesOfItem(atPath: path)[.size] as? NSNumber)?.int64Value
