@@ -297,8 +297,8 @@ final class StoreSink: BundleBlobSink {
     /// This volume's parts, by digest: where each goes (identical parts share a digest).
     private var partTargets: [Digest: [VolumeSet.Part]] = [:]
     private var set = ""
-    /// The part files being written for the current entry, and the offset reached in each.
-    private var partFiles: [(fd: Int32, offset: Int64)] = []
+    /// The part files being written for the current entry, each from its part's offset.
+    private var partFiles: [RangeWriter] = []
 
     init(storage: any RegistryStorage, screen: @escaping (BundleManifest, VolumeHeader) throws -> Void) {
         self.storage = storage
@@ -324,10 +324,8 @@ final class StoreSink: BundleBlobSink {
     func begin(_ blob: BundleManifest.Blob) throws {
         closeParts()
         for part in partTargets[blob.digest] ?? [] {
-            let path = try storage.volumePartFile(set: set, blob: part.blob)
-            let fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC, 0o640)
-            guard fd >= 0 else { throw StoreError.io("open \(path)", errno: errno) }
-            partFiles.append((fd, part.offset))
+            partFiles.append(
+                try RangeWriter(path: try storage.volumePartFile(set: set, blob: part.blob), offset: part.offset))
         }
         writer = nil
         // The reader gives a part as a blob without a media type: not a blob of the store.
@@ -344,21 +342,11 @@ final class StoreSink: BundleBlobSink {
 
     func write(_ bytes: UnsafeRawBufferPointer) throws {
         try writer?.write(bytes)
-        guard let base = bytes.baseAddress else { return }
-        for i in partFiles.indices {
-            var done = 0
-            while done < bytes.count {
-                let n = pwrite(partFiles[i].fd, base + done, bytes.count - done, off_t(partFiles[i].offset))
-                if n < 0 && errno == EINTR { continue }
-                guard n > 0 else { throw StoreError.io("write a part of a blob", errno: errno) }
-                done += n
-                partFiles[i].offset += Int64(n)
-            }
-        }
+        for file in partFiles { try file.write(bytes) }
     }
 
     func commit() throws {
-        for file in partFiles where fsync(file.fd) != 0 { throw StoreError.io("fsync a part file", errno: errno) }
+        for file in partFiles { try file.commit() }
         if !partFiles.isEmpty && writer == nil { written += 1 }
         closeParts()
         guard let writer else { return }
@@ -374,7 +362,7 @@ final class StoreSink: BundleBlobSink {
     }
 
     private func closeParts() {
-        for file in partFiles { close(file.fd) }
+        for file in partFiles { file.cancel() }
         partFiles = []
     }
 }

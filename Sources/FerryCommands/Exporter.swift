@@ -271,7 +271,8 @@ public struct Exporter: Sendable {
                     let set = try Self.writeVolumes(
                         manifest, volumeSize: volumeSize, output: options.output, index: index,
                         dockerManifest: dockerManifest, signingKey: options.signingKey,
-                        modificationTime: options.creationTime, partSource: { store.path(of: $0) }
+                        modificationTime: options.creationTime, partSource: { store.path(of: $0) },
+                        downloaded: verified
                     ) { writer, hashed in
                         try writer.writeBlobs(
                             from: { store.path(of: $0) }, verifiedThisRun: verified.union(hashed),
@@ -304,6 +305,7 @@ public struct Exporter: Sendable {
     static func writeVolumes(
         _ plain: BundleManifest, volumeSize: Int64, output: String, index: [UInt8], dockerManifest: [UInt8]?,
         signingKey: SigningKey?, modificationTime: Int64, partSource: BundleWriter.BlobLocator? = nil,
+        downloaded: Set<Digest> = [],
         hashParts: ((PartHasher) throws -> Void)? = nil, feed: (VolumeSetWriter, Set<Digest>) throws -> Void
     ) throws -> (id: Digest, volumes: [Summary.Volume], signer: String?) {
         var manifest = try plain.planningVolumes(
@@ -312,7 +314,7 @@ public struct Exporter: Sendable {
         var verified: Set<Digest> = []
         if manifest.volumes?.parts.isEmpty == false {
             if let partSource {
-                (manifest, verified) = try PartHasher.fill(manifest, blobs: partSource)
+                (manifest, verified) = try PartHasher.fill(manifest, blobs: partSource, verified: downloaded)
             } else if let hashParts {
                 let hasher = PartHasher(manifest)
                 try hashParts(hasher)

@@ -29,8 +29,11 @@ final class WritePipeline: @unchecked Sendable {
 
     /// `direct`: write whole buffers with O_DIRECT (for a store whose blobs are not read back at
     /// once; a cache read right after would then come from the device).
-    init(fd: Int32, path: String, direct: Bool, depth: Int = 6, bufferSize: Int = 1 << 20) {
+    /// `start`: the file offset the first byte goes to (a part of a blob written at its place).
+    init(fd: Int32, path: String, direct: Bool, start: Int64 = 0, depth: Int = 6, bufferSize: Int = 1 << 20) {
         self.fd = fd
+        self.offset = start
+        self.flushed = start
         self.directFD = direct ? open(path, O_WRONLY | O_CLOEXEC | Self.directFlag) : -1
         self.path = path
         self.bufferSize = bufferSize
