@@ -1,16 +1,16 @@
 #!/usr/bin/env bash
-# Benchmark: volumes. In one run, a bundle of about 2.3 GiB (five images of a 320 MiB layer and a
-# 64 MiB layer, and one of a 600 MiB layer, which a 512 MiB volume carries in parts):
-#   export as one bundle vs with --volume-size (each from a cold cache, then each again from a
-#   warm one: the writing alone); import of the bundle vs of the volumes in reverse order, one
-#   run per volume, each into an empty site.
+# Benchmark: volumes. In one run, a bundle of about 2.5 GiB (five images of a 320 MiB and a
+# 64 MiB layer, one of a 600 MiB layer), written as one bundle and as volumes of 512 MiB (the
+# 600 MiB layer is carried in two parts) and of 1 GiB (every blob whole):
+#   export: each from a cold cache (plain and 512M), then each again from a warm one (the
+#   writing alone); import: the bundle, and each set's volumes in reverse order, one run per
+#   volume, each into an empty site.
 # Goals (issue 12): volume export <= 1.1x the plain export; reverse-order import <= 1.1x.
 #
-#   Benchmarks/volumes.sh [VOLUME_SIZE]      (default 512M)
+#   Benchmarks/volumes.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
-size=${1:-512M}
 
 build_ferry . | tail -n 1 # the release build install.sh ships
 bin=.build-static/release
@@ -26,39 +26,46 @@ for name in a b c d e; do specs+=("bench/vol-$name:1=320M,64M"); done
 specs+=("bench/vol-big:1=600M")
 "$PYTHON" scripts/make-images.py --registry "$REGISTRY" --cert-dir "$REGISTRY_CERTS" "${specs[@]}" >"$work/images.txt"
 
-export_once() { # NAME CACHE [ARGS...]
+export_once() { # NAME CACHE [ARGS...]: prints seconds
   local name=$1 cache=$2
   shift 2
+  rm -f "$work/$name.tar" "$work/$name".vol*.tar*
   local t0
   t0=$(now)
   "$bin/ferry" export -f "$work/images.txt" -o "$work/$name.tar" --ca-file "$REGISTRY_CA" --cache "$cache" \
     --progress none "$@" >/dev/null
   seconds "$t0" "$(now)"
 }
-plain_cold=$(export_once plain "$work/cache-plain")
-volume_cold=$(export_once vols "$work/cache-vols" --volume-size "$size")
-rm -f "$work/plain.tar" "$work"/vols.vol*.tar*
-plain_warm=$(export_once plain "$work/cache-plain")
-volume_warm=$(export_once vols "$work/cache-vols" --volume-size "$size")
+cold_plain=$(export_once plain "$work/cache-plain")
+cold_512=$(export_once v512 "$work/cache-v512" --volume-size 512M)
+warm_plain=$(export_once plain "$work/cache-plain")
+warm_512=$(export_once v512 "$work/cache-plain" --volume-size 512M)
+warm_1g=$(export_once v1g "$work/cache-plain" --volume-size 1G)
 stop_registry
-volumes=("$work"/vols.vol*.tar)
-count=${#volumes[@]}
-largest=$(stat -c %s "$work"/vols.vol*.tar | sort -n | tail -n 1)
 
+import_reversed() { # NAME: imports NAME.volNNN.tar last to first into an empty site; prints seconds
+  local volumes=("$work/$1".vol*.tar) t0 i
+  t0=$(now)
+  for ((i = ${#volumes[@]} - 1; i >= 0; i--)); do
+    "$bin/ferry-appliance" import "${volumes[$i]}" --data-dir "$work/site-$1" >/dev/null
+  done
+  seconds "$t0" "$(now)"
+}
 t0=$(now)
 "$bin/ferry-appliance" import "$work/plain.tar" --data-dir "$work/site-plain" >/dev/null
-plain_import=$(seconds "$t0" "$(now)")
-t0=$(now)
-for ((i = count - 1; i >= 0; i--)); do
-  volume=${volumes[$i]}
-  "$bin/ferry-appliance" import "$volume" --data-dir "$work/site-vols" >/dev/null
+import_plain=$(seconds "$t0" "$(now)")
+import_512=$(import_reversed v512)
+import_1g=$(import_reversed v1g)
+for site in v512 v1g; do
+  "$bin/ferry-appliance" images --data-dir "$work/site-$site" | grep -q 'bench/vol-big' ||
+    { echo "the $site volumes did not import" >&2; exit 1; }
 done
-volume_import=$(seconds "$t0" "$(now)")
-"$bin/ferry-appliance" images --data-dir "$work/site-vols" | grep -q 'bench/vol-big' ||
-  { echo "the volumes did not import" >&2; exit 1; }
 
-echo "bundle: $(($(stat -c %s "$work/plain.tar") / 1048576)) MiB; $count volumes of at most $size (largest $((largest / 1048576)) MiB)"
-printf '%-24s %-8s %-8s %-6s\n' step plain volumes ratio
-printf '%-24s %-8s %-8s %-6s\n' "export (cold cache)" "$plain_cold" "$volume_cold" "$(ratio "$plain_cold" "$volume_cold")"
-printf '%-24s %-8s %-8s %-6s\n' "export (warm cache)" "$plain_warm" "$volume_warm" "$(ratio "$plain_warm" "$volume_warm")"
-printf '%-24s %-8s %-8s %-6s\n' "import (volumes reversed)" "$plain_import" "$volume_import" "$(ratio "$plain_import" "$volume_import")"
+count() { local v=("$work/$1".vol*.tar); echo "${#v[@]}"; }
+echo "bundle: $(($(stat -c %s "$work/plain.tar") / 1048576)) MiB; $(count v512) volumes of 512 MiB (one layer in parts), $(count v1g) of 1 GiB"
+printf '%-26s %-7s %-12s %-12s\n' "seconds (ratio to plain)" plain "512M" "1G"
+printf '%-26s %-7s %-12s %-12s\n' "export, cold cache" "$cold_plain" "$cold_512 ($(ratio "$cold_plain" "$cold_512"))" "-"
+printf '%-26s %-7s %-12s %-12s\n' "export, warm cache" "$warm_plain" "$warm_512 ($(ratio "$warm_plain" "$warm_512"))" \
+  "$warm_1g ($(ratio "$warm_plain" "$warm_1g"))"
+printf '%-26s %-7s %-12s %-12s\n' "import, volumes reversed" "$import_plain" \
+  "$import_512 ($(ratio "$import_plain" "$import_512"))" "$import_1g ($(ratio "$import_plain" "$import_1g"))"

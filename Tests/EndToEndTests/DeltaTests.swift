@@ -149,6 +149,15 @@ struct DeltaTests {
             ])
         }
 
+        // containerd pulls them too, with upstream's digests.
+        let pulled = try appliance.pullWithContainerd(
+            ["test/multi:2", "test/app:2"].map { "\(served)/\($0)" }, work: work)
+        for name in ["test/multi:2", "test/app:2"] {
+            #expect(
+                pulled["\(served)/\(name)"] == (try SeededRegistry.registryDigest(registry, name)).description,
+                "ctr \(name): \(pulled)")
+        }
+
         // ferry push of the delta: refused by a registry without the base, before anything is
         // pushed; accepted by one that holds v1, with upstream's digests.
         let target = try RegistryFixture(tls: true)

@@ -118,6 +118,13 @@ struct VolumeTests {
             #expect(Digest.of(Array(raw.utf8)) == upstream, "\(name)")
             try Shell.run(["skopeo", "copy", "-q", "--src-cert-dir", certs, reference, "oci:\(work)/pulled:x"])
         }
+        let pulled = try appliance.pullWithContainerd(
+            ["test/big:1", "test/small:1"].map { "\(served)/\($0)" }, work: work)
+        for name in ["test/big:1", "test/small:1"] {
+            #expect(
+                pulled["\(served)/\(name)"] == (try SeededRegistry.registryDigest(registry, name)).description,
+                "ctr \(name): \(pulled)")
+        }
         #expect(try appliance.command(["check"]).status == 0)
         let after = try appliance.command(["import", volumes[0]], check: false)
         #expect(after.status == 65 && after.stderr.contains("was imported already"), "\(after.stderr)")

@@ -120,3 +120,26 @@ struct HTTPReply {
         return HTTPReply(status: status, headers: fields, body: body)
     }
 }
+
+extension ApplianceFixture {
+    /// Pulls each `REPOSITORY:TAG` of this appliance (all platforms) with a containerd of the
+    /// test's own, configured with exactly what `client-config --for containerd` prints; returns
+    /// the digest `ctr images ls` shows for each.
+    func pullWithContainerd(_ names: [String], work: String) throws -> [String: String] {
+        let snippet = try command(["client-config", host, "--for", "containerd"]).stdout
+        let hostsDirectory = "\(work)/certs.d"
+        try Shell.run(
+            ["sh", "-c", snippet.replacingOccurrences(of: "/etc/containerd/certs.d", with: hostsDirectory)])
+        let containerd = try ContainerdFixture()
+        defer { containerd.stop() }
+        var digests: [String: String] = [:]
+        for name in names {
+            let reference = "\(host)/\(name)"
+            try containerd.ctr(["images", "pull", "--all-platforms", "--hosts-dir", hostsDirectory, reference])
+            let listing = try containerd.ctr(["images", "ls"])
+            let line = listing.split(separator: "\n").first { $0.hasPrefix(reference + " ") }
+            digests[name] = line?.split(separator: " ").first { $0.hasPrefix("sha256:") }.map(String.init)
+        }
+        return digests
+    }
+}
