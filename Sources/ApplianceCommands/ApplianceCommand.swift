@@ -89,6 +89,7 @@ func reportingApplianceErrors(_ body: () async throws -> Void) async throws {
             switch error {
             case .invalid, .baseMissing, .duplicateVolume, .setAlreadyImported, .volumeContentGone, .partsDoNotJoin:
                 throw ExitCode(65)
+            case .archive(let error): throw ExitCode(error.isUsage ? 64 : 65)
             default: break
             }
             throw ExitCode(1)
@@ -116,6 +117,13 @@ struct ImportCommand: AsyncParsableCommand {
             With import.requireSignature in the configuration, a bundle must be signed by one of \
             the trusted keys (import.trustedKeys, --trust-key).
 
+            Other tools' OCI image layout tars are imported too, with the same checks: `skopeo copy \
+            ... oci-archive:FILE[:NAME]` (one image or --all), `ctr images export`, Docker 25+'s \
+            `docker save`; uncompressed, gzip or zstd. They are read twice (structure, then every \
+            blob verified and stored), so they must be files. Images are named by \
+            io.containerd.image.name, or org.opencontainers.image.ref.name when it is a full \
+            reference; a tag-only name needs --name REPOSITORY.
+
             Volumes of a set (`ferry export --volume-size`, `ferry split`) are taken in any order, \
             over as many runs as it takes: each volume is verified and stored on arrival, and the \
             set's images appear in one step when its last volume is in. A volume given twice is \
@@ -127,12 +135,20 @@ struct ImportCommand: AsyncParsableCommand {
               ferry-appliance import site.bundle.tar
               ferry-appliance import /media/disc/site.vol003.tar
               ferry-appliance import --status
+              ferry-appliance import nginx.oci.tar --name mirror/nginx   # skopeo's oci-archive:nginx.oci.tar:1.25
               ferry-appliance import --forget 1f0c2a   # give up a set that will never be complete
             """
     )
 
     @Argument(help: "Bundles (or volumes) to import, or - for standard input.")
     var bundles: [String] = []
+
+    @Option(
+        help: """
+            For another tool's archive whose index.json names images by tag only (skopeo's \
+            oci-archive:FILE:1.0): the repository to import them into, as REPOSITORY:TAG.
+            """)
+    var name: String?
 
     @Flag(help: "List volume sets with volumes still to come, and which they need.")
     var status = false
@@ -192,7 +208,7 @@ struct ImportCommand: AsyncParsableCommand {
             let importer = Importer(store: registry, reader: BundleReader(trustedKeys: keys), paranoid: paranoid)
             var results: [Importer.Result] = []
             for bundle in bundles {
-                let result = try importer.importBundle(bundle, skipKnown: skipKnown)
+                let result = try importer.importBundle(bundle, skipKnown: skipKnown, repository: name)
                 results.append(result)
                 if !json { Self.describe(result, bundle: bundle).forEach { print($0) } }
             }

@@ -59,9 +59,10 @@ public struct Importer: Sendable {
     /// A bundle imported before is verified again like any other (a copy may have been altered since);
     /// with `skipKnown`, one whose header names a recorded import with unchanged tags is not read
     /// past its header (whose signature is still checked against the trusted keys).
-    public func importBundle(_ path: String, skipKnown: Bool = false) throws -> Result {
+    public func importBundle(_ path: String, skipKnown: Bool = false, repository: String? = nil) throws -> Result {
         let started = Date()
-        if skipKnown, path != "-", let header = try read(path, headerOnly: true, sink: nil), header.ok,
+        if skipKnown, path != "-", LayoutArchive.isFerryBundle(path: path),
+            let header = try read(path, headerOnly: true, sink: nil), header.ok,
             let digest = header.manifestDigest, let manifest = header.manifest, store.hasImportRecord(digest.encoded),
             try isCurrent(manifest)
         {
@@ -76,7 +77,14 @@ public struct Importer: Sendable {
         let sink = StoreSink(storage: store) { [self] manifest, volume in
             try refuseRepeated(volume, manifest: manifest)
         }
-        guard let report = try read(path, headerOnly: false, sink: sink) else { throw ImportError.unreadable(path) }
+        let report: VerificationReport
+        do {
+            report = try reader.verifyAny(path: path, sink: sink, repository: repository)
+        } catch let error as LayoutArchiveError {
+            throw ImportError.archive(error)
+        } catch {
+            throw ImportError.unreadable(path)
+        }
         if let refusal = sink.refusal { throw refusal }
         if let failure = report.problems.first(where: { $0.kind == .sink }) {
             throw ImportError.store(bundle: path, failure.message)
@@ -372,6 +380,8 @@ public enum ImportError: Error, CustomStringConvertible {
     case invalid(bundle: String, [VerificationProblem])
     case badReference(String, ReferenceError)
     case storeChanged(String, Digest)
+    /// Another tool's archive that cannot be read as an OCI layout, or whose images need a name.
+    case archive(LayoutArchiveError)
     case store(bundle: String, String)
     /// A delta whose base this appliance does not hold (all of it).
     case baseMissing(bundle: String, base: String, missing: [Digest])
@@ -416,6 +426,7 @@ public enum ImportError: Error, CustomStringConvertible {
         case .partsDoNotJoin(let volume, let blob, let volumes):
             "\(volume): not imported, nothing changed: the parts of \(blob) (volumes "
                 + volumes.map(String.init).joined(separator: ", ") + ") do not join into it; the set is broken"
+        case .archive(let error): error.description
         case .storeChanged(let bundle, let digest):
             "\(bundle): blob \(digest) left the store during the import (garbage collection?); nothing changed, import it again"
         }

@@ -65,6 +65,7 @@ func exitCode(for error: any Error) -> Int32 {
         FerryExitCode.usage
     case let error as ExportError where error.isVerificationFailure: FerryExitCode.verification
     case is BundleVerificationFailed: FerryExitCode.verification
+    case let error as LayoutArchiveError: error.isUsage ? FerryExitCode.usage : FerryExitCode.verification
     case let error as SiteRecordError:
         if case .signature = error { FerryExitCode.verification } else { FerryExitCode.usage }
     case let error as PushError where error.isVerification: FerryExitCode.verification

@@ -26,6 +26,9 @@ public struct VerifyCommand: AsyncParsableCommand {
             With --trust-key (a public key from `ferry keygen`, or a directory of *.pub files), the \
             bundle must be signed by one of those keys and unchanged since.
 
+            Another tool's OCI image layout tar (skopeo oci-archive, ctr export, docker save) is \
+            verified the same way: every blob against its digest, and the image graph.
+
             A volume (from `ferry export --volume-size` or `ferry split`) verifies alone: its header, \
             the signed bundle manifest, and every blob and part it carries. Given several volumes, \
             they must also make one whole set: each volume once, none missing, none from another set.
@@ -45,6 +48,13 @@ public struct VerifyCommand: AsyncParsableCommand {
     @Option(name: .customLong("trust-key"), help: "A trusted public key, or a directory of them (repeatable).")
     var trustKeys: [String] = []
 
+    @Option(
+        help: """
+            For another tool's archive whose index.json names images by tag only: the repository \
+            to show them under (default: unnamed).
+            """)
+    var name: String?
+
     @Flag(help: "Print the report as JSON on standard output.")
     var json = false
 
@@ -58,7 +68,11 @@ public struct VerifyCommand: AsyncParsableCommand {
             var reports: [VerificationReport] = []
             var failed = false
             for bundle in bundles {
-                let report = try await Self.read(bundle, reader: BundleReader(trustedKeys: keys))
+                let reader = BundleReader(trustedKeys: keys)
+                let repository = name
+                let report = try await NIOThreadPool.singleton.runIfActive {
+                    try reader.verifyAny(path: bundle, repository: repository ?? "unnamed")
+                }
                 if !json { Self.show(report, bundle: bundle) }
                 failed = failed || !report.ok
                 reports.append(report)

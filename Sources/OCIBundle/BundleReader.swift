@@ -179,24 +179,35 @@ public struct BundleReader: Sendable {
     public static let manifestLimit = 256 << 20
 
     /// Reads the bundle at `path`, or standard input for `-` (blocking; run it off the event loop).
-    public func verify(path: String, sink: (any BundleBlobSink)? = nil, stopAfterHeader: Bool = false)
-        throws(BundleError) -> VerificationReport
-    {
+    public func verify(
+        path: String, sink: (any BundleBlobSink)? = nil, stopAfterHeader: Bool = false,
+        described: LayoutArchive.Description? = nil
+    ) throws(BundleError) -> VerificationReport {
         let fd = path == "-" ? STDIN_FILENO : open(path, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else { throw .io("open \(path)", errno: errno) }
         defer { if path != "-" { close(fd) } }
         return verify(
-            fileDescriptor: fd, name: path == "-" ? "(stdin)" : path, sink: sink, stopAfterHeader: stopAfterHeader)
+            fileDescriptor: fd, name: path == "-" ? "(stdin)" : path, sink: sink, stopAfterHeader: stopAfterHeader,
+            described: described)
     }
 
-    /// Reads the whole bundle from `fileDescriptor`. `name` is what reports call it.
+    /// Reads the whole bundle from `fileDescriptor`. `name` is what reports call it. `described`:
+    /// another tool's OCI layout, as its first pass described it (``LayoutArchive``), in place of
+    /// a bundle manifest; it may be compressed, and its images are named as described.
     public func verify(
-        fileDescriptor: Int32, name: String, sink: (any BundleBlobSink)? = nil, stopAfterHeader: Bool = false
+        fileDescriptor: Int32, name: String, sink: (any BundleBlobSink)? = nil, stopAfterHeader: Bool = false,
+        described: LayoutArchive.Description? = nil
     ) -> VerificationReport {
         var state = ReadState(report: VerificationReport(bundle: name))
+        if let described {
+            state.imageNames = described.names
+            state.manifestSeen = true
+            state.report.manifestDigest = (try? described.manifest.encoded()).map { Digest.of($0) }
+            if !state.adopt(described.manifest, entry: "index.json") { return state.finalReport }
+        }
         do {
             let tar = try TarReader(fileDescriptor: fileDescriptor)
-            if let compression = tar.compression {
+            if let compression = tar.compression, described == nil {
                 state.problem(
                     .structure,
                     "bundle is a \(compression)-compressed tar; a Ferry bundle is a plain tar (decompress it first)")
@@ -268,6 +279,8 @@ public struct BundleReader: Sendable {
         var prepared = false
         var filter = PlatformFilter.all
         var signatureChecked = false
+        /// Another tool's layout: the name of each `index.json` entry, in order.
+        var imageNames: [String]?
         /// A volume's number, once its header was read.
         var volume: Int?
         /// The parts this volume carries (by digest: size), and those seen.
@@ -299,6 +312,41 @@ public struct BundleReader: Sendable {
                 VerificationProblem(
                     kind, message, entry: entry, image: image, digest: digest?.description, expected: expected,
                     found: found))
+        }
+
+        /// Takes `manifest` as the bundle's description: the listing, and the checks on it. False
+        /// when nothing after it can be checked.
+        mutating func adopt(_ manifest: BundleManifest, entry bare: String) -> Bool {
+            report.manifest = manifest
+            listed = ListingIndex(manifest.blobs)
+            for (position, blob) in manifest.blobs.enumerated() {
+                if listed.insert(position) != nil {
+                    problem(.manifest, "blob listed twice", entry: bare, digest: blob.digest)
+                }
+            }
+            present = Array(repeating: false, count: manifest.blobs.count)
+            entrySeen = present
+            flagged = present
+            edgeStart = Array(repeating: -1, count: manifest.blobs.count)
+            edgeCount = Array(repeating: 0, count: manifest.blobs.count)
+            if let volumes = manifest.volumes, let inconsistency = volumes.problem(with: manifest.blobs) {
+                problem(.manifest, "volume plan is inconsistent: \(inconsistency)", entry: bare)
+                return false
+            }
+            if manifest.volumes == nil, manifest.blobs.contains(where: { $0.volume != nil }) {
+                problem(
+                    .manifest, "blobs assigned to volumes in a bundle that is not a volume set", entry: bare)
+                return false
+            }
+            if let partial = manifest.partial {
+                do {
+                    filter = PlatformFilter(try partial.platforms.map { try Platform(parsing: $0) })
+                } catch {
+                    problem(.manifest, "partial platform does not parse: \(error)", entry: bare)
+                    return false
+                }
+            }
+            return true
         }
 
         /// The report, with a last line for the problems not listed.
@@ -383,35 +431,7 @@ public struct BundleReader: Sendable {
                         expected: "\(BundleManifest.currentFormatVersion)", found: "\(manifest.formatVersion)")
                     return false
                 }
-                state.report.manifest = manifest
-                state.listed = ListingIndex(manifest.blobs)
-                for (position, blob) in manifest.blobs.enumerated() {
-                    if state.listed.insert(position) != nil {
-                        state.problem(.manifest, "blob listed twice", entry: bare, digest: blob.digest)
-                    }
-                }
-                state.present = Array(repeating: false, count: manifest.blobs.count)
-                state.entrySeen = state.present
-                state.flagged = state.present
-                state.edgeStart = Array(repeating: -1, count: manifest.blobs.count)
-                state.edgeCount = Array(repeating: 0, count: manifest.blobs.count)
-                if let volumes = manifest.volumes, let problem = volumes.problem(with: manifest.blobs) {
-                    state.problem(.manifest, "volume plan is inconsistent: \(problem)", entry: bare)
-                    return false
-                }
-                if manifest.volumes == nil, manifest.blobs.contains(where: { $0.volume != nil }) {
-                    state.problem(
-                        .manifest, "blobs assigned to volumes in a bundle that is not a volume set", entry: bare)
-                    return false
-                }
-                if let partial = manifest.partial {
-                    do {
-                        state.filter = PlatformFilter(try partial.platforms.map { try Platform(parsing: $0) })
-                    } catch {
-                        state.problem(.manifest, "partial platform does not parse: \(error)", entry: bare)
-                        return false
-                    }
-                }
+                if !state.adopt(manifest, entry: bare) { return false }
             } catch {
                 state.problem(.manifest, "bundle manifest does not parse: \(error)", entry: bare)
                 return false
@@ -493,6 +513,8 @@ public struct BundleReader: Sendable {
     ) throws -> Bool {
         let parts = path.split(separator: "/")
         guard parts.count == 3, parts[0] == "blobs", let algorithm = DigestAlgorithm(rawValue: String(parts[1])) else {
+            // Docker's `repositories` beside its layout names images (index.json does too).
+            if state.imageNames != nil && path == "repositories" { return true }
             state.problem(.structure, "name outside the image layout", entry: entry.path)
             return true
         }
@@ -508,7 +530,10 @@ public struct BundleReader: Sendable {
             return true
         }
         guard let manifest = state.report.manifest else {
-            state.problem(.structure, "blob before the bundle manifest: cannot verify in one pass", entry: entry.path)
+            state.problem(
+                .structure,
+                "blob before the bundle manifest: cannot verify in one pass (another tool's archive is read "
+                    + "from a file, not from standard input)", entry: entry.path)
             return false
         }
         // The signature is judged before the first blob, so a sink (an import) never receives the
@@ -695,8 +720,12 @@ public struct BundleReader: Sendable {
         state.indexBytes = nil
         // Images named in the bundle manifest and index.json agree.
         var indexNames: [String: Digest] = [:]
-        for descriptor in index.manifests {
-            if let name = descriptor.annotations?[AnnotationKey.refName] { indexNames[name] = descriptor.digest }
+        for (i, descriptor) in index.manifests.enumerated() {
+            if let name = state.imageNames.map({ i < $0.count ? $0[i] : "" })
+                ?? descriptor.annotations?[AnnotationKey.refName]
+            {
+                indexNames[name] = descriptor.digest
+            }
         }
         for image in manifest.images {
             guard let digest = indexNames[image.reference] else {
@@ -719,8 +748,10 @@ public struct BundleReader: Sendable {
         var owners: [Digest: String] = [:]
         // A delta's images reach blobs the site holds: expected there, not missing here.
         let external = Set((manifest.external ?? []).map(\.digest))
-        for descriptor in index.manifests {
-            let image = descriptor.annotations?[AnnotationKey.refName] ?? descriptor.digest.description
+        for (i, descriptor) in index.manifests.enumerated() {
+            let image =
+                state.imageNames.map { i < $0.count ? $0[i] : "" } ?? descriptor.annotations?[AnnotationKey.refName]
+                ?? descriptor.digest.description
             var contents = VerificationReport.ImageContents(top: descriptor, manifests: [], blobs: [])
             var stack = [state.node(descriptor.digest, mediaType: descriptor.mediaType)]
             var seen: Set<Int32> = []

@@ -1,0 +1,81 @@
+import Foundation
+import OCICore
+import Testing
+
+/// Other tools' OCI layout tars (issue 17): skopeo's oci-archive and containerd's export, imported
+/// with the checks a Ferry bundle gets, served with the digests the source registry reports.
+@Suite(.serialized)
+struct ArchiveImportTests {
+    @Test func skopeoAndContainerdArchivesImportAndServeUpstreamDigests() throws {
+        let registry = try RegistryFixture(tls: true)
+        defer { registry.stop() }
+        let work = try Shell.temporaryDirectory()
+        defer { Shell.remove(work) }
+        let seeded = try SeededRegistry.make(registry, largeLayer: 1 << 20)
+        let upstream = try #require(seeded.images["test/multi:1.0"])
+        let source = "docker://\(registry.host)/test/multi:1.0"
+        let certs = registry.skopeoFlags("src")
+
+        // skopeo copy --all into an oci-archive whose image is named by tag only.
+        let archive = "oci-archive:\(work)/multi.tar:1.0"
+        try Shell.run(["skopeo", "copy", "-q", "--all", "--preserve-digests"] + certs + [source, archive])
+        let verified = try Ferry.run(["verify", "\(work)/multi.tar"])
+        #expect(verified.stdout.contains("OK, 1 image(s)"), "\(verified.stdout)")
+        let site = try ApplianceFixture(dataDirectory: "\(work)/site")
+        defer { site.stop() }
+        let unnamed = try site.command(["import", "\(work)/multi.tar"], check: false)
+        #expect(unnamed.status == 64 && unnamed.stderr.contains("--name"), "\(unnamed.stderr)")
+        // From a pipe it cannot be read twice: refused, saying why.
+        let piped = try Shell.run(
+            [
+                "sh", "-c", "cat \"$1\" | \"$2\" import - --data-dir \"$3\"", "sh", "\(work)/multi.tar",
+                ImportTests.appliance, "\(work)/site",
+            ],
+            check: false)
+        #expect(piped.status == 65 && piped.stderr.contains("from a file"), "\(piped.stderr)")
+        // A flipped byte in a layer: refused, nothing visible.
+        try Shell.run([
+            "/usr/bin/python3", "-c",
+            """
+            import sys, tarfile, io
+            src, dst = sys.argv[1], sys.argv[2]
+            with tarfile.open(src) as t, tarfile.open(dst, "w") as out:
+                members = [(m, t.extractfile(m).read() if m.isfile() else None) for m in t.getmembers()]
+                largest = max((m for m, d in members if d is not None), key=lambda m: m.size)
+                for m, d in members:
+                    if m is largest:
+                        d = bytes([d[0] ^ 1]) + d[1:]
+                    out.addfile(m, io.BytesIO(d) if d is not None else None)
+            """, "\(work)/multi.tar", "\(work)/flipped.tar",
+        ])
+        let flipped = try site.command(["import", "\(work)/flipped.tar", "--name", "site/multi"], check: false)
+        #expect(flipped.status == 65 && flipped.stderr.contains("does not match its digest"), "\(flipped.stderr)")
+        #expect(try site.curl("/v2/docker.io/site/multi/manifests/1.0").status == 404)
+
+        let imported = try site.command(["import", "\(work)/multi.tar", "--name", "site/multi"])
+        #expect(imported.stdout.contains("imported: 1 image(s)"), "\(imported.stdout)")
+        let siteCerts = try site.certDirectory()
+        let served = "docker://\(site.host)/docker.io/site/multi:1.0"
+        let raw = try Shell.run(["skopeo", "inspect", "--raw", "--cert-dir", siteCerts, served]).stdout
+        #expect(Digest.of(Array(raw.utf8)) == upstream)
+        try Shell.run(["skopeo", "copy", "-q", "--all", "--src-cert-dir", siteCerts, served, "oci:\(work)/back:x"])
+        let again = try site.command(["import", "\(work)/multi.tar", "--name", "site/multi"])
+        #expect(again.stdout.contains("already imported, unchanged"), "\(again.stdout)")
+
+        // containerd's export of the one platform it pulled (an index with the others absent),
+        // named by io.containerd.image.name, into a second site.
+        let snippet = try site.command(["client-config", site.host, "--for", "containerd"]).stdout
+        let hosts = "\(work)/certs.d"
+        try Shell.run(["sh", "-c", snippet.replacingOccurrences(of: "/etc/containerd/certs.d", with: hosts)])
+        let containerd = try ContainerdFixture()
+        defer { containerd.stop() }
+        let name = "\(site.host)/docker.io/site/multi:1.0"
+        try containerd.ctr(["images", "pull", "--platform", "linux/amd64", "--hosts-dir", hosts, name])
+        try containerd.ctr(["images", "export", "--platform", "linux/amd64", "\(work)/ctr.tar", name])
+        let second = "\(work)/second"
+        try Shell.run([ImportTests.appliance, "import", "\(work)/ctr.tar", "--data-dir", second])
+        let listed = try Shell.run([ImportTests.appliance, "images", "--json", "--data-dir", second]).stdout
+        #expect(listed.contains(upstream.description), "\(listed)")
+        #expect(listed.contains(Reference.servedHost(site.host)), "\(listed)")
+    }
+}
