@@ -201,6 +201,12 @@ public struct BundleReader: Sendable {
         var state = ReadState(report: VerificationReport(bundle: name))
         if let described {
             state.imageNames = described.names
+            state.aliases = described.aliases
+            state.virtualDocuments = described.documents
+            if let index = described.index {
+                state.indexBytes = index
+                state.layoutSeen = true  // a docker-archive has no oci-layout
+            }
             state.manifestSeen = true
             state.report.manifestDigest = (try? described.manifest.encoded()).map { Digest.of($0) }
             if !state.adopt(described.manifest, entry: "index.json") { return state.finalReport }
@@ -281,6 +287,11 @@ public struct BundleReader: Sendable {
         var signatureChecked = false
         /// Another tool's layout: the name of each `index.json` entry, in order.
         var imageNames: [String]?
+        /// A docker-archive: its files by path, as the blobs they are; what else it holds (per-layer
+        /// `json` and `VERSION`, `repositories`) is not content and is passed over.
+        var aliases: [String: Digest]?
+        /// Documents the description made, handed to the sink before the first blob.
+        var virtualDocuments: [(BundleManifest.Blob, [UInt8])] = []
         /// A volume's number, once its header was read.
         var volume: Int?
         /// The parts this volume carries (by digest: size), and those seen.
@@ -312,6 +323,19 @@ public struct BundleReader: Sendable {
                 VerificationProblem(
                     kind, message, entry: entry, image: image, digest: digest?.description, expected: expected,
                     found: found))
+        }
+
+        /// Records the children the walk follows from the document at listing `position`: a
+        /// platform-filtered index its selected children; an image manifest all of them
+        /// (non-distributable layers included).
+        mutating func follow(_ document: ManifestDocument, at position: Int) {
+            var children = filter.selectedChildren(of: document)
+            if case .manifest = document.content {
+                children += document.children.filter { MediaType.isNondistributable($0.mediaType) }
+            }
+            edgeStart[position] = Int32(edgeTargets.count)
+            edgeCount[position] = Int32(children.count)
+            for child in children { edgeTargets.append(node(child.digest, mediaType: child.mediaType)) }
         }
 
         /// Takes `manifest` as the bundle's description: the listing, and the checks on it. False
@@ -383,6 +407,11 @@ public struct BundleReader: Sendable {
         if path.hasPrefix("/") || bare.split(separator: "/", omittingEmptySubsequences: false).contains("..") {
             state.problem(.structure, "unsafe path (absolute or with ..)", entry: entry.path)
             return false
+        }
+        if let aliases = state.aliases, bare != BundleWriter.dockerManifestName {
+            // A docker-archive: its named files are blobs; the rest is not content.
+            guard entry.type == .regular, let digest = aliases[bare] else { return true }
+            return try readBlob(entry, path: digest.layoutPath, from: tar, into: &state, sink: sink)
         }
         guard entry.type == .regular || entry.type == .directory else {
             state.problem(
@@ -547,6 +576,7 @@ public struct BundleReader: Sendable {
             } catch {
                 throw SinkFailure(underlying: error)
             }
+            try acceptVirtualDocuments(&state, sink: sink)
         }
         // A part whose bytes equal a listed blob's has its name: it is the part unless the blob
         // belongs here too (then the one entry is both).
@@ -602,17 +632,32 @@ public struct BundleReader: Sendable {
         if keep,
             let document = try? ManifestDocument(bytes: kept, declaredMediaType: listed.mediaType, algorithm: algorithm)
         {
-            // Only what the walk follows is kept: a platform-filtered index keeps its selected
-            // children; an image manifest all of them (non-distributable layers included).
-            var children = state.filter.selectedChildren(of: document)
-            if case .manifest = document.content {
-                children += document.children.filter { MediaType.isNondistributable($0.mediaType) }
-            }
-            state.edgeStart[position] = Int32(state.edgeTargets.count)
-            state.edgeCount[position] = Int32(children.count)
-            for child in children { state.edgeTargets.append(state.node(child.digest, mediaType: child.mediaType)) }
+            state.follow(document, at: position)
         }
         return true
+    }
+
+    /// Hands the documents a description made (a docker-archive's manifests) to the sink, as if
+    /// they were entries, and follows them: they are exactly the bytes that will be served.
+    private func acceptVirtualDocuments(_ state: inout ReadState, sink: (any BundleBlobSink)?) throws {
+        for (blob, bytes) in state.virtualDocuments {
+            guard let position = state.listed.position(of: blob.digest), !state.present[position] else { continue }
+            do {
+                try sink?.begin(blob)
+                try bytes.withUnsafeBytes { try sink?.write($0) }
+                try sink?.commit()
+            } catch {
+                throw SinkFailure(underlying: error)
+            }
+            state.present[position] = true
+            state.entrySeen[position] = true
+            if let document = try? ManifestDocument(
+                bytes: bytes, declaredMediaType: blob.mediaType, algorithm: blob.digest.algorithm)
+            {
+                state.follow(document, at: position)
+            }
+        }
+        state.virtualDocuments = []
     }
 
     /// Streams one entry's content to the sink, verifying it against `listed`; false (with the

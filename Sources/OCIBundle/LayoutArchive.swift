@@ -18,6 +18,13 @@ public enum LayoutArchive {
     public struct Description: Sendable {
         public var manifest: BundleManifest
         public var names: [String]
+        /// A docker-archive: the archive's files that are blobs (layer tars, configs) by path.
+        public var aliases: [String: Digest]?
+        /// Documents the archive implies but does not hold (a docker-archive's image manifests),
+        /// listed in `manifest` and stored like blobs.
+        public var documents: [(BundleManifest.Blob, [UInt8])] = []
+        /// The `index.json` the archive implies, when it holds none.
+        public var index: [UInt8]?
     }
 
     /// The reference an image of `index.json` is imported under: containerd's full name
@@ -50,6 +57,9 @@ public enum LayoutArchive {
         var dockerManifest: [UInt8]?
         var sizes: [(digest: Digest, size: Int64)] = []
         var documents: [Digest: ManifestDocument] = [:]
+        // For a docker-archive: every other file's size, and the small JSON files (its configs).
+        var files: [String: Int64] = [:]
+        var jsonFiles: [String: [UInt8]] = [:]
         do {
             let tar = try TarReader(fileDescriptor: fd)
             while let entry = try tar.next() {
@@ -65,7 +75,14 @@ public enum LayoutArchive {
                     guard parts.count == 3, parts[0] == "blobs",
                         let algorithm = DigestAlgorithm(rawValue: String(parts[1])),
                         let digest = try? Digest(algorithm: algorithm, encoded: String(parts[2]))
-                    else { continue }  // the verifying pass names what does not belong
+                    else {
+                        // The verifying pass names what does not belong to a layout.
+                        files[name] = entry.size
+                        if name.hasSuffix(".json") && entry.size <= ManifestDocument.maximumSize {
+                            jsonFiles[name] = try tar.readAll(limit: ManifestDocument.maximumSize)
+                        }
+                        continue
+                    }
                     sizes.append((digest, entry.size))
                     // Small blobs may be manifests: parse them to learn the graph and media types.
                     if entry.size <= ManifestDocument.maximumSize {
@@ -82,7 +99,11 @@ public enum LayoutArchive {
         } catch {
             throw .unreadable(path, String(describing: error))
         }
-        guard let index else { throw .noIndex(path) }
+        guard let index else {
+            guard let dockerManifest else { throw .noIndex(path) }
+            return try describeDockerArchive(
+                path: path, manifest: dockerManifest, files: files, jsonFiles: jsonFiles, repository: repository)
+        }
         let top: ImageIndex
         do {
             top = try JSONDecoder().decode(ImageIndex.self, from: Data(index))
@@ -128,6 +149,126 @@ public enum LayoutArchive {
         return Description(manifest: manifest, names: names)
     }
 
+    /// A docker-archive (`docker save` before Docker 25, `podman save`): `manifest.json` names each
+    /// image's config file, tags and layer files, and the config's `rootfs.diff_ids` give the
+    /// layers' digests (they are uncompressed tars). The image manifest is the OCI manifest of
+    /// exactly those bytes (uncompressed layers are standard in OCI, not in Docker's schema 2):
+    /// config and layers keep their digests, and the image ID (the config's digest) is what
+    /// `docker images` showed; a registry that served the image with compressed layers had another
+    /// manifest digest, which cannot be rebuilt from an archive that holds the layers uncompressed.
+    static func describeDockerArchive(
+        path: String, manifest dockerManifest: [UInt8], files: [String: Int64], jsonFiles: [String: [UInt8]],
+        repository: String?
+    ) throws(LayoutArchiveError) -> Description {
+        struct Item: Decodable {
+            var Config: String
+            var RepoTags: [String]?
+            var Layers: [String]
+        }
+        struct Config: Decodable {
+            struct RootFS: Decodable { var diff_ids: [Digest] }
+            var rootfs: RootFS
+        }
+        let items: [Item]
+        do {
+            items = try JSONDecoder().decode([Item].self, from: Data(dockerManifest))
+        } catch {
+            throw .badArchive(path, "manifest.json: \(error)")
+        }
+        var aliases: [String: Digest] = [:]
+        var blobs: [BundleManifest.Blob] = []
+        var documents: [(BundleManifest.Blob, [UInt8])] = []
+        var entries: [(name: String, descriptor: Descriptor)] = []
+        func alias(_ file: String, _ digest: Digest, mediaType: String) throws(LayoutArchiveError) {
+            guard let size = files[file] else { throw .missingEntry(path, file) }
+            if let known = aliases[file] {
+                guard known == digest else { throw .badArchive(path, "\(file) is named with two digests") }
+                return
+            }
+            aliases[file] = digest
+            if !blobs.contains(where: { $0.digest == digest }) {
+                blobs.append(.init(digest: digest, size: size, mediaType: mediaType))
+            }
+        }
+        for item in items {
+            guard let configBytes = jsonFiles[item.Config] else { throw .missingEntry(path, item.Config) }
+            let configDigest = Digest.of(configBytes)
+            let diffIDs: [Digest]
+            do {
+                diffIDs = try JSONDecoder().decode(Config.self, from: Data(configBytes)).rootfs.diff_ids
+            } catch {
+                throw .badArchive(path, "\(item.Config): \(error)")
+            }
+            guard diffIDs.count == item.Layers.count else {
+                throw .badArchive(
+                    path, "\(item.Config) lists \(diffIDs.count) layers, manifest.json \(item.Layers.count)")
+            }
+            try alias(item.Config, configDigest, mediaType: MediaType.ociConfig)
+            for (file, digest) in zip(item.Layers, diffIDs) { try alias(file, digest, mediaType: MediaType.ociLayer) }
+            let image = ImageManifest(
+                mediaType: MediaType.ociManifest,
+                config: Descriptor(
+                    mediaType: MediaType.ociConfig, digest: configDigest, size: Int64(configBytes.count)),
+                layers: zip(item.Layers, diffIDs).map { file, digest in
+                    Descriptor(mediaType: MediaType.ociLayer, digest: digest, size: files[file] ?? 0)
+                })
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+            let bytes: [UInt8]
+            do {
+                bytes = Array(try encoder.encode(image))
+            } catch {
+                throw .badArchive(path, "\(error)")
+            }
+            let descriptor = Descriptor(
+                mediaType: MediaType.ociManifest, digest: Digest.of(bytes), size: Int64(bytes.count))
+            if !documents.contains(where: { $0.0.digest == descriptor.digest }) {
+                let blob = BundleManifest.Blob(
+                    digest: descriptor.digest, size: descriptor.size, mediaType: descriptor.mediaType)
+                documents.append((blob, bytes))
+                blobs.insert(blob, at: 0)
+            }
+            var names = item.RepoTags ?? []
+            if names.isEmpty {
+                guard let repository else { throw .unnamed(descriptor.digest) }
+                names = ["\(repository)@\(descriptor.digest)"]
+            }
+            for name in names {
+                guard (try? Reference(name)) != nil else { throw .badName(name) }
+                entries.append((name, descriptor))
+            }
+        }
+        let index = try encodedIndex(entries)
+        let manifest = BundleManifest(
+            tool: .init(name: "docker-archive", version: "1"), created: BundleManifest.timestamp(0), partial: nil,
+            index: .init(digest: Digest.of(index), size: Int64(index.count)),
+            images: entries.map {
+                .init(
+                    reference: $0.name, digest: $0.descriptor.digest, mediaType: $0.descriptor.mediaType, platforms: [],
+                    size: $0.descriptor.size)
+            },
+            blobs: blobs, dockerManifest: .init(digest: Digest.of(dockerManifest), size: Int64(dockerManifest.count)))
+        return Description(
+            manifest: manifest, names: entries.map(\.name), aliases: aliases, documents: documents, index: index)
+    }
+
+    private static func encodedIndex(_ entries: [(name: String, descriptor: Descriptor)]) throws(LayoutArchiveError)
+        -> [UInt8]
+    {
+        let manifests = entries.map { entry -> Descriptor in
+            var descriptor = entry.descriptor
+            descriptor.annotations = [AnnotationKey.refName: entry.name]
+            return descriptor
+        }
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        do {
+            return Array(try encoder.encode(ImageIndex(mediaType: MediaType.ociIndex, manifests: manifests)))
+        } catch {
+            throw .badIndex("index.json", "\(error)")
+        }
+    }
+
     /// Whether the tar at `path` is a Ferry bundle (its bundle manifest among the first entries)
     /// rather than another tool's layout. Reads a few headers only.
     public static func isFerryBundle(path: String) -> Bool {
@@ -168,6 +309,8 @@ public enum LayoutArchiveError: Error, CustomStringConvertible, Equatable {
     case shortName(String)
     case badName(String)
     case unnamed(Digest)
+    case missingEntry(String, String)
+    case badArchive(String, String)
 
     /// A name to give (`--name`) or a pipe to replace with a file: a usage error, not bad content.
     public var isUsage: Bool {
@@ -184,6 +327,8 @@ public enum LayoutArchiveError: Error, CustomStringConvertible, Equatable {
             "\(path): an archive without a bundle manifest is read twice, so it must be a file (not a pipe)"
         case .noIndex(let path): "\(path): neither a Ferry bundle nor an OCI image layout (no index.json)"
         case .badIndex(let path, let why): "\(path): index.json does not parse (\(why))"
+        case .badArchive(let path, let why): "\(path): not a readable docker-archive (\(why))"
+        case .missingEntry(let path, let file): "\(path): manifest.json names \(file), which the archive does not hold"
         case .shortName(let name):
             "image named \"\(name)\" in index.json is not a full reference; give --name REPOSITORY to import it "
                 + "as REPOSITORY:\(name)"

@@ -78,4 +78,63 @@ struct ArchiveImportTests {
         #expect(listed.contains(upstream.description), "\(listed)")
         #expect(listed.contains(Reference.servedHost(site.host)), "\(listed)")
     }
+
+    /// podman's docker-archive of two images (layers as uncompressed tars, named by
+    /// `manifest.json`): imported with the configs and layers it holds, so podman pulls back the
+    /// same image IDs.
+    @Test func aPodmanDockerArchiveImportsWithItsImageIDs() throws {
+        let registry = try RegistryFixture(tls: true)
+        defer { registry.stop() }
+        let work = try Shell.temporaryDirectory()
+        defer { Shell.remove(work) }
+        _ = try SeededRegistry.make(registry, largeLayer: 1 << 20)
+        let podman = [
+            "podman", "--storage-driver", "vfs", "--root", "\(work)/podman", "--runroot", "\(work)/podman-run",
+        ]
+        defer { _ = try? Shell.run(podman + ["system", "reset", "-f"], check: false) }
+        let certs = registry.skopeoFlags("src")[1]
+        var ids: [String: String] = [:]
+        let names = ["test/single:1.0", "test/nested/docker:v2"].map { "\(registry.host)/\($0)" }
+        for name in names {
+            try Shell.run(podman + ["pull", "-q", "--cert-dir", certs, name])
+            ids[name] = try Shell.run(podman + ["image", "inspect", "--format", "{{.Id}}", name]).stdout
+                .trimmingCharacters(in: .whitespacesAndNewlines)
+        }
+        try Shell.run(
+            podman + ["save", "-q", "--format", "docker-archive", "--multi-image-archive", "-o", "\(work)/saved.tar"]
+                + names)
+        #expect(try BundleInspector.entries("\(work)/saved.tar").contains("manifest.json"))
+        let verified = try Ferry.run(["verify", "\(work)/saved.tar"])
+        #expect(verified.stdout.contains("OK, 2 image(s)"), "\(verified.stdout)")
+
+        let site = try ApplianceFixture(dataDirectory: "\(work)/site")
+        defer { site.stop() }
+        try site.command(["import", "\(work)/saved.tar"])
+        _ = try? Shell.run(podman + ["system", "reset", "-f"], check: false)
+        let siteCerts = try site.certDirectory()
+        for name in names {
+            let served =
+                "\(site.host)/\(Reference.servedHost(registry.host))/\(name.split(separator: "/", maxSplits: 1)[1])"
+            try Shell.run(podman + ["pull", "-q", "--cert-dir", siteCerts, served])
+            let id = try Shell.run(podman + ["image", "inspect", "--format", "{{.Id}}", served]).stdout
+                .trimmingCharacters(in: .whitespacesAndNewlines)
+            #expect(id == ids[name], "\(name): image ID \(id), saved as \(ids[name] ?? "?")")
+        }
+        // A layer cut short: refused, nothing visible (a fresh site).
+        try Shell.run([
+            "/usr/bin/python3", "-c",
+            """
+            import sys, tarfile, io
+            with tarfile.open(sys.argv[1]) as t, tarfile.open(sys.argv[2], "w") as out:
+                for m in t.getmembers():
+                    d = t.extractfile(m).read() if m.isfile() else None
+                    if d is not None and m.name.endswith(".tar"):
+                        d = d[:-1] + bytes([d[-1] ^ 1])
+                    out.addfile(m, io.BytesIO(d) if d is not None else None)
+            """, "\(work)/saved.tar", "\(work)/broken.tar",
+        ])
+        let refused = try Shell.run(
+            [ImportTests.appliance, "import", "\(work)/broken.tar", "--data-dir", "\(work)/other"], check: false)
+        #expect(refused.status == 65 && refused.stderr.contains("does not match its digest"), "\(refused.stderr)")
+    }
 }
