@@ -27,23 +27,44 @@ public enum LayoutArchive {
         public var index: [UInt8]?
     }
 
-    /// The reference an image of `index.json` is imported under: containerd's full name
-    /// (`io.containerd.image.name`), else `org.opencontainers.image.ref.name` when it is a full
-    /// reference, else that name as a tag of `repository` (skopeo's `oci-archive:FILE:1.0`).
+    /// The reference an image of `index.json` is imported under, from the first of:
+    /// containerd's `io.containerd.image.name` (ctr, Hauler), with the tag of the ref name when that
+    /// differs (Hauler names an image's cosign signature `REPO:sha256-HEX.sig` under the image's
+    /// containerd name); `org.opencontainers.image.base.name` (Zarf); a ref name that is a full
+    /// reference; a tag-only ref name as a tag of `repository` (skopeo's `oci-archive:FILE:1.0`);
+    /// the digest in `repository`.
     public static func imageName(_ descriptor: Descriptor, repository: String?) throws(LayoutArchiveError) -> String {
         let annotations = descriptor.annotations ?? [:]
-        if let name = annotations[AnnotationKey.containerdImageName], (try? Reference(name)) != nil { return name }
-        guard let refName = annotations[AnnotationKey.refName], !refName.isEmpty else {
+        func full(_ key: String) -> Reference? {
+            guard let name = annotations[key], name.contains("/") else { return nil }
+            return try? Reference(name)
+        }
+        let refName = annotations[AnnotationKey.refName].flatMap { $0.isEmpty ? nil : $0 }
+        // The tag a ref name carries: all of a tag-only name, else what follows the last colon
+        // after the last slash.
+        let refTag = refName.flatMap { name -> String? in
+            let last = name.split(separator: "/", omittingEmptySubsequences: false).last ?? ""
+            guard !name.contains("@") else { return nil }
+            return name.contains("/") ? last.split(separator: ":").dropFirst().last.map(String.init) : name
+        }
+        if let containerd = full(AnnotationKey.containerdImageName) {
+            if let refTag, refTag != containerd.tag?.value, (try? Tag(refTag)) != nil {
+                return "\(containerd.name):\(refTag)"
+            }
+            return annotations[AnnotationKey.containerdImageName] ?? containerd.description
+        }
+        if full("org.opencontainers.image.base.name") != nil, let base = annotations["org.opencontainers.image.base.name"] {
+            return base
+        }
+        if full(AnnotationKey.refName) != nil, let refName { return refName }
+        guard let refName else {
             guard let repository else { throw .unnamed(descriptor.digest) }
             return "\(repository)@\(descriptor.digest)"
         }
-        if let repository {
-            let name = refName.contains("/") || refName.contains("@") ? refName : "\(repository):\(refName)"
-            guard (try? Reference(name)) != nil else { throw .badName(refName) }
-            return name
-        }
-        guard refName.contains("/"), (try? Reference(refName)) != nil else { throw .shortName(refName) }
-        return refName
+        guard let repository else { throw .shortName(refName) }
+        let name = "\(repository):\(refName)"
+        guard (try? Reference(name)) != nil else { throw .badName(refName) }
+        return name
     }
 
     /// First pass over the archive at `path` (a seekable file; a pipe cannot be read twice).
@@ -60,22 +81,33 @@ public enum LayoutArchive {
         // For a docker-archive: every other file's size, and the small JSON files (its configs).
         var files: [String: Int64] = [:]
         var jsonFiles: [String: [UInt8]] = [:]
+        let zarfImages = "images/"
+        var zarfIndex: [UInt8]?
+        var zarfAliases: [String: Digest] = [:]
         do {
             let tar = try TarReader(fileDescriptor: fd)
             while let entry = try tar.next() {
                 var name = entry.path
                 while name.hasPrefix("./") { name.removeFirst(2) }
                 guard entry.type == .regular else { continue }
+                // A Zarf package keeps its images as an OCI layout under images/.
+                if name.hasPrefix(zarfImages) {
+                    let inner = String(name.dropFirst(zarfImages.count))
+                    if inner == "index.json" {
+                        zarfIndex = try tar.readAll(limit: BundleReader.documentLimit)
+                        continue
+                    }
+                    if let digest = Self.blobDigest(inner) {
+                        zarfAliases[name] = digest
+                        name = inner
+                    }
+                }
                 switch name {
                 case "index.json": index = try tar.readAll(limit: BundleReader.documentLimit)
                 case BundleWriter.dockerManifestName:
                     dockerManifest = try tar.readAll(limit: BundleReader.documentLimit)
                 default:
-                    let parts = name.split(separator: "/")
-                    guard parts.count == 3, parts[0] == "blobs",
-                        let algorithm = DigestAlgorithm(rawValue: String(parts[1])),
-                        let digest = try? Digest(algorithm: algorithm, encoded: String(parts[2]))
-                    else {
+                    guard let digest = Self.blobDigest(name) else {
                         // The verifying pass names what does not belong to a layout.
                         files[name] = entry.size
                         if name.hasSuffix(".json") && entry.size <= ManifestDocument.maximumSize {
@@ -88,7 +120,7 @@ public enum LayoutArchive {
                     if entry.size <= ManifestDocument.maximumSize {
                         let bytes = try tar.readAll(limit: ManifestDocument.maximumSize)
                         if bytes.first == UInt8(ascii: "{"),
-                            let document = try? ManifestDocument(bytes: bytes, algorithm: algorithm),
+                            let document = try? ManifestDocument(bytes: bytes, algorithm: digest.algorithm),
                             document.digest == digest
                         {
                             documents[digest] = document
@@ -99,7 +131,8 @@ public enum LayoutArchive {
         } catch {
             throw .unreadable(path, String(describing: error))
         }
-        guard let index else {
+        let zarf = index == nil && zarfIndex != nil
+        guard let index = index ?? zarfIndex else {
             guard let dockerManifest else { throw .noIndex(path) }
             return try describeDockerArchive(
                 path: path, manifest: dockerManifest, files: files, jsonFiles: jsonFiles, repository: repository)
@@ -132,7 +165,13 @@ public enum LayoutArchive {
             }
         }
         var names: [String] = []
-        for descriptor in top.manifests { names.append(try imageName(descriptor, repository: repository)) }
+        var named: [String: Digest] = [:]
+        for descriptor in top.manifests {
+            let name = try imageName(descriptor, repository: repository)
+            if let other = named[name], other != descriptor.digest { throw .duplicateName(name) }
+            named[name] = descriptor.digest
+            names.append(name)
+        }
         let blobs = sizes.map {
             BundleManifest.Blob(digest: $0.digest, size: $0.size, mediaType: mediaTypes[$0.digest])
         }
@@ -146,7 +185,18 @@ public enum LayoutArchive {
             partial: absent ? .init(platforms: present.sorted()) : nil,
             index: .init(digest: Digest.of(index), size: Int64(index.count)), images: images, blobs: blobs,
             dockerManifest: dockerManifest.map { .init(digest: Digest.of($0), size: Int64($0.count)) })
-        return Description(manifest: manifest, names: names)
+        guard zarf else { return Description(manifest: manifest, names: names) }
+        // The layout under images/: its blobs are read by their paths, index.json as read here.
+        return Description(manifest: manifest, names: names, aliases: zarfAliases, index: index)
+    }
+
+    /// The digest a layout path `blobs/ALGORITHM/HEX` names.
+    static func blobDigest(_ path: String) -> Digest? {
+        let parts = path.split(separator: "/")
+        guard parts.count == 3, parts[0] == "blobs", let algorithm = DigestAlgorithm(rawValue: String(parts[1])) else {
+            return nil
+        }
+        return try? Digest(algorithm: algorithm, encoded: String(parts[2]))
     }
 
     /// A docker-archive (`docker save` before Docker 25, `podman save`): `manifest.json` names each
@@ -310,6 +360,7 @@ public enum LayoutArchiveError: Error, CustomStringConvertible, Equatable {
     case badName(String)
     case unnamed(Digest)
     case missingEntry(String, String)
+    case duplicateName(String)
     case badArchive(String, String)
 
     /// A name to give (`--name`) or a pipe to replace with a file: a usage error, not bad content.
@@ -328,6 +379,8 @@ public enum LayoutArchiveError: Error, CustomStringConvertible, Equatable {
         case .noIndex(let path): "\(path): neither a Ferry bundle nor an OCI image layout (no index.json)"
         case .badIndex(let path, let why): "\(path): index.json does not parse (\(why))"
         case .badArchive(let path, let why): "\(path): not a readable docker-archive (\(why))"
+        case .duplicateName(let name):
+            "index.json names two different images \(name); which one to serve under it would be a guess"
         case .missingEntry(let path, let file): "\(path): manifest.json names \(file), which the archive does not hold"
         case .shortName(let name):
             "image named \"\(name)\" in index.json is not a full reference; give --name REPOSITORY to import it "

@@ -137,4 +137,68 @@ struct ArchiveImportTests {
             [ImportTests.appliance, "import", "\(work)/broken.tar", "--data-dir", "\(work)/other"], check: false)
         #expect(refused.status == 65 && refused.stderr.contains("does not match its digest"), "\(refused.stderr)")
     }
+
+    /// A Hauler haul (`haul.tar.zst`: an OCI layout whose index names images by containerd name,
+    /// with a cosign signature tagged under the image's name) and a Zarf package (a zstd tar with
+    /// the layout under `images/`, named by `org.opencontainers.image.base.name`), built from their
+    /// documented layouts around what skopeo writes.
+    @Test func haulerAndZarfShapedArchivesImport() throws {
+        let registry = try RegistryFixture(tls: true)
+        defer { registry.stop() }
+        let work = try Shell.temporaryDirectory()
+        defer { Shell.remove(work) }
+        let seeded = try SeededRegistry.make(registry, largeLayer: 1 << 20)
+        let multi = try #require(seeded.images["test/multi:1.0"])
+        let single = try #require(seeded.images["test/single:1.0"])
+        let certs = registry.skopeoFlags("src")
+        for name in ["multi", "single"] {
+            try Shell.run(
+                ["skopeo", "copy", "-q", "--all", "--preserve-digests"] + certs
+                    + ["docker://\(registry.host)/test/\(name):1.0", "oci:\(work)/layout:\(name)"])
+        }
+        let host = registry.host
+        // index.json rewritten in each tool's way; Hauler's signature entry reuses the single image.
+        try Shell.run([
+            "/usr/bin/python3", "-c",
+            """
+            import json, os, sys, tarfile
+            work, host = sys.argv[1], sys.argv[2]
+            index = json.load(open(f"{work}/layout/index.json"))
+            by_tag = {m["annotations"]["org.opencontainers.image.ref.name"]: m for m in index["manifests"]}
+            def layout_tar(path, prefix, manifests, extra=None):
+                with tarfile.open(path, "w") as t:
+                    if extra:
+                        for name, data in extra.items():
+                            info = tarfile.TarInfo(name); info.size = len(data)
+                            t.addfile(info, __import__("io").BytesIO(data))
+                    t.add(f"{work}/layout/oci-layout", prefix + "oci-layout")
+                    data = json.dumps({"schemaVersion": 2, "manifests": manifests}).encode()
+                    info = tarfile.TarInfo(prefix + "index.json"); info.size = len(data)
+                    t.addfile(info, __import__("io").BytesIO(data))
+                    t.add(f"{work}/layout/blobs", prefix + "blobs")
+            def entry(tag, annotations):
+                m = dict(by_tag[tag]); m["annotations"] = annotations; return m
+            layout_tar(f"{work}/haul.tar", "", [
+                entry("multi", {"io.containerd.image.name": f"{host}/test/multi:1.0",
+                                "org.opencontainers.image.ref.name": "test/multi:1.0", "kind": "dev.hauler/imageIndex"}),
+                entry("single", {"io.containerd.image.name": f"{host}/test/multi:1.0",
+                                 "org.opencontainers.image.ref.name": "test/multi:sha256-abc.sig", "kind": "dev.hauler/sigs"}),
+            ])
+            layout_tar(f"{work}/zarf.tar", "images/", [
+                entry("multi", {"org.opencontainers.image.base.name": f"{host}/test/multi:1.0"}),
+                entry("single", {"org.opencontainers.image.base.name": f"{host}/test/single:1.0"}),
+            ], {"zarf.yaml": b"kind: ZarfPackageConfig\\nmetadata:\\n  name: test\\n"})
+            """, work, host,
+        ])
+        for name in ["haul", "zarf"] {
+            try Shell.run(["zstd", "-q", "--rm", "\(work)/\(name).tar", "-o", "\(work)/\(name).tar.zst"])
+            let site = "\(work)/site-\(name)"
+            try Shell.run([ImportTests.appliance, "import", "\(work)/\(name).tar.zst", "--data-dir", site])
+            let listed = try Shell.run([ImportTests.appliance, "images", "--json", "--data-dir", site]).stdout
+            let served = Reference.servedHost(registry.host)
+            #expect(listed.contains("\(served)/test/multi") && listed.contains(multi.description), "\(name): \(listed)")
+            #expect(listed.contains(single.description), "\(name): \(listed)")
+            if name == "haul" { #expect(listed.contains("sha256-abc.sig"), "\(listed)") }
+        }
+    }
 }
