@@ -53,9 +53,8 @@ public enum LayoutArchive {
             }
             return annotations[AnnotationKey.containerdImageName] ?? containerd.description
         }
-        if full("org.opencontainers.image.base.name") != nil, let base = annotations["org.opencontainers.image.base.name"] {
-            return base
-        }
+        let baseName = "org.opencontainers.image.base.name"
+        if full(baseName) != nil, let base = annotations[baseName] { return base }
         if full(AnnotationKey.refName) != nil, let refName { return refName }
         guard let refName else {
             guard let repository else { throw .unnamed(descriptor.digest) }
