@@ -30,6 +30,8 @@ struct BundlePusher {
         var prefix: String?
         var keepRegistryHost: Bool
         var trustedKeys: [PublicKey]
+        /// Names images of another tool's archive that index.json names by tag only.
+        var repository: String? = nil
     }
 
     struct Summary: Codable {
@@ -101,7 +103,9 @@ struct BundlePusher {
             plan.set(targets: targets, staging: staging, present: present)
             return (staging, present)
         }
-        let report = try await NIOThreadPoolRunner.run { try Self.read(options.bundle, reader: reader, sink: sink) }
+        let report = try await NIOThreadPoolRunner.run {
+            try reader.verifyAny(path: options.bundle, sink: sink, repository: options.repository)
+        }
         progress.finishWriting()
         if let failure = sink.failure { throw failure }
         guard report.ok, let manifest = report.manifest else {
@@ -158,10 +162,6 @@ struct BundlePusher {
     }
 
     static func isManifest(_ blob: BundleManifest.Blob) -> Bool { MediaType.isManifestOrIndex(blob.mediaType) }
-
-    static func read(_ path: String, reader: BundleReader, sink: any BundleBlobSink) throws -> VerificationReport {
-        try reader.verify(path: path, sink: sink)
-    }
 
     /// Which of `blobs` the repository has already (eight HEADs at a time).
     static func existing(

@@ -23,7 +23,7 @@ public struct FerryCommand: AsyncParsableCommand {
         version: FerryVersion.string,
         subcommands: [
             ExportCommand.self, PlanCommand.self, DiffCommand.self, VerifyCommand.self, InspectCommand.self,
-            PushCommand.self, SplitCommand.self,
+            PushCommand.self, SplitCommand.self, ConvertCommand.self,
             KeygenCommand.self,
             SignCommand.self,
         ]

@@ -26,8 +26,11 @@ public struct PushCommand: AsyncParsableCommand {
               ferry push site.tar --to appliance.local:5000 --ca-file ferry-ca.crt --drop-registry-host
             """)
 
-    @Argument(help: "The bundle, or - for standard input.")
+    @Argument(help: "The bundle (or another tool's OCI layout or docker-archive tar), or - for standard input.")
     var bundle: String
+
+    @Option(help: "For another tool's archive whose index.json names images by tag only: their repository.")
+    var name: String?
 
     @Option(help: "Target: HOST[:PORT], optionally followed by /PREFIX for the repositories.")
     var to: String
@@ -55,7 +58,7 @@ public struct PushCommand: AsyncParsableCommand {
             let reporter = ProgressReporter(mode: json && progress == .auto ? .plain : progress)
             let options = BundlePusher.Options(
                 bundle: bundle, registry: target.registry, prefix: target.prefix, keepRegistryHost: !dropRegistryHost,
-                trustedKeys: try trustKeys.flatMap { try PublicKey.load($0) })
+                trustedKeys: try trustKeys.flatMap { try PublicKey.load($0) }, repository: name)
             let summary = try await registryOptions.withClient(credentials: try registryOptions.credentialStore()) {
                 client in try await BundlePusher(client: client, progress: reporter).run(options)
             }

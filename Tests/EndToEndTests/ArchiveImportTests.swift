@@ -62,6 +62,24 @@ struct ArchiveImportTests {
         let again = try site.command(["import", "\(work)/multi.tar", "--name", "site/multi"])
         #expect(again.stdout.contains("already imported, unchanged"), "\(again.stdout)")
 
+        // ferry convert: a signed Ferry bundle with the same digests, verified against the key.
+        try Ferry.run(["keygen", "-o", "\(work)/key"])
+        let converted = try Ferry.run(
+            [
+                "convert", "\(work)/multi.tar", "--name", "site/multi", "-o", "\(work)/converted.tar", "--sign-key",
+                "\(work)/key.key", "--cache", "\(work)/cache", "--json",
+            ])
+        #expect(converted.stdout.contains(upstream.description), "\(converted.stdout)")
+        try Ferry.run(["verify", "\(work)/converted.tar", "--trust-key", "\(work)/key.pub"])
+        #expect(try BundleInspector.entries("\(work)/converted.tar").prefix(2) == ["oci-layout", "ferry-bundle.json"])
+        // ferry push of the archive itself: the digest upstream has.
+        let target = try RegistryFixture(tls: true)
+        defer { target.stop() }
+        try Ferry.run(
+            ["push", "\(work)/multi.tar", "--name", "site/multi", "--to", target.host, "--drop-registry-host"]
+                + target.ferryTrustFlags)
+        #expect(try SeededRegistry.registryDigest(target, "site/multi:1.0") == upstream)
+
         // containerd's export of the one platform it pulled (an index with the others absent),
         // named by io.containerd.image.name, into a second site.
         let snippet = try site.command(["client-config", site.host, "--for", "containerd"]).stdout
