@@ -150,6 +150,14 @@ struct ImportCommand: AsyncParsableCommand {
             """)
     var name: String?
 
+    @Option(
+        name: .customLong("name-prefix"),
+        help: """
+            Serve every image of these bundles or archives under this prefix: `mirror` serves \
+            docker.io/library/nginx as mirror/docker.io/library/nginx.
+            """)
+    var namePrefix: String?
+
     @Flag(help: "List volume sets with volumes still to come, and which they need.")
     var status = false
 
@@ -205,7 +213,14 @@ struct ImportCommand: AsyncParsableCommand {
             guard !bundles.isEmpty else {
                 throw ValidationError("name a bundle to import (or - for standard input), or --status")
             }
-            let importer = Importer(store: registry, reader: BundleReader(trustedKeys: keys), paranoid: paranoid)
+            let prefix: RepositoryName?
+            do {
+                prefix = try namePrefix.map { try RepositoryName($0) }
+            } catch {
+                throw ValidationError("--name-prefix \(namePrefix ?? ""): \(error)")
+            }
+            let importer = Importer(
+                store: registry, reader: BundleReader(trustedKeys: keys), paranoid: paranoid, namePrefix: prefix)
             var results: [Importer.Result] = []
             for bundle in bundles {
                 let result = try importer.importBundle(bundle, skipKnown: skipKnown, repository: name)

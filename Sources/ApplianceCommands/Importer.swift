@@ -47,11 +47,16 @@ public struct Importer: Sendable {
     let reader: BundleReader
     /// Re-hash the stored blobs a delta relies on (else their sizes are checked).
     let paranoid: Bool
+    /// Serve every image under this prefix (`--name-prefix`).
+    let namePrefix: RepositoryName?
 
-    public init(store: any RegistryStorage, reader: BundleReader, paranoid: Bool = false) {
+    public init(
+        store: any RegistryStorage, reader: BundleReader, paranoid: Bool = false, namePrefix: RepositoryName? = nil
+    ) {
         self.store = store
         self.reader = reader
         self.paranoid = paranoid
+        self.namePrefix = namePrefix
     }
 
     /// Imports the bundle at `path`, or standard input for `-`. Blocking; run it off the event loop.
@@ -68,7 +73,7 @@ public struct Importer: Sendable {
         {
             return Result(
                 bundle: path, manifestDigest: digest.description, signer: header.signature?.keyID,
-                images: try manifest.images.map(Self.imported), blobsWritten: 0,
+                images: try manifest.images.map { try imported($0) }, blobsWritten: 0,
                 blobsAlreadyPresent: manifest.blobs.count,
                 unchanged: true, skippedUnread: true,
                 time: BundleManifest.timestamp(Int64(Date().timeIntervalSince1970)),
@@ -122,7 +127,7 @@ public struct Importer: Sendable {
             let missing = missingBlobs(elsewhere, sizes: manifest.blobs)
             if !missing.isEmpty { throw ImportError.volumeContentGone(volume: path, missing: missing, needAgain: []) }
         }
-        let images = try manifest.images.map(Self.imported)
+        let images = try manifest.images.map { try imported($0) }
         let unchanged = try store.hasImportRecord(manifestDigest.encoded) && isCurrent(manifest)
         var plan = ImportPlan(images: [])
         if let platforms = manifest.partial?.platforms {
@@ -205,7 +210,7 @@ public struct Importer: Sendable {
                 shared: manifest.blobs.filter { $0.volume == nil }.map(\.digest))
             return Result(
                 bundle: path, manifestDigest: volume.set.description, signer: report.signature?.keyID,
-                images: try manifest.images.map(Self.imported), blobsWritten: sink.written,
+                images: try manifest.images.map { try imported($0) }, blobsWritten: sink.written,
                 blobsAlreadyPresent: sink.present, unchanged: false, skippedUnread: false,
                 time: BundleManifest.timestamp(Int64(Date().timeIntervalSince1970)),
                 seconds: Date().timeIntervalSince(started), volume: progress)
@@ -245,12 +250,14 @@ public struct Importer: Sendable {
         }
     }
 
-    static func imported(_ image: BundleManifest.Image) throws -> ImportedImage {
+    /// Where an image is served: its served repository name, under `namePrefix` when given.
+    func imported(_ image: BundleManifest.Image) throws -> ImportedImage {
         let reference: Reference
-        let served: RepositoryName
+        var served: RepositoryName
         do {
             reference = try Reference(image.reference)
             served = try reference.servedRepositoryName()
+            if let namePrefix { served = try RepositoryName("\(namePrefix.value)/\(served.value)") }
         } catch {
             throw ImportError.badReference(image.reference, error)
         }
@@ -269,7 +276,7 @@ public struct Importer: Sendable {
 
     func isCurrent(_ manifest: BundleManifest) throws -> Bool {
         for image in manifest.images {
-            let imported = try Self.imported(image)
+            let imported = try self.imported(image)
             let repository = try Self.repositoryName(imported)
             guard try store.resolve(.digest(image.digest), in: repository) != nil else { return false }
             if let tag = imported.tag {

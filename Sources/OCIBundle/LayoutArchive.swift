@@ -81,8 +81,10 @@ public enum LayoutArchive {
         var files: [String: Int64] = [:]
         var jsonFiles: [String: [UInt8]] = [:]
         let zarfImages = "images/"
-        var zarfIndex: [UInt8]?
-        var zarfAliases: [String: Digest] = [:]
+        var impliedIndex: [UInt8]?
+        var aliases: [String: Digest] = [:]
+        var storageAliases: [String: Digest] = [:]
+        var storageTags: [(repository: String, tag: String, digest: Digest)] = []
         do {
             let tar = try TarReader(fileDescriptor: fd)
             while let entry = try tar.next() {
@@ -93,12 +95,29 @@ public enum LayoutArchive {
                 if name.hasPrefix(zarfImages) {
                     let inner = String(name.dropFirst(zarfImages.count))
                     if inner == "index.json" {
-                        zarfIndex = try tar.readAll(limit: BundleReader.documentLimit)
+                        impliedIndex = try tar.readAll(limit: BundleReader.documentLimit)
                         continue
                     }
                     if let digest = Self.blobDigest(inner) {
-                        zarfAliases[name] = digest
+                        aliases[name] = digest
                         name = inner
+                    }
+                }
+                // A registry's storage directory (mindthegap, oc-mirror): blobs/sha256/XX/HEX/data,
+                // and repositories/NAME/_manifests/tags/TAG/current/link naming each tag's digest.
+                if let root = name.range(of: "docker/registry/v2/") {
+                    let inner = name[root.upperBound...]
+                    if let digest = Self.storageBlobDigest(inner) {
+                        storageAliases[name] = digest
+                        name = digest.layoutPath
+                    } else {
+                        if let tag = Self.storageTag(inner), entry.size < 1024,
+                            let link = String(bytes: try tar.readAll(limit: 1024), encoding: .utf8),
+                            let digest = try? Digest(link.trimmingCharacters(in: .whitespacesAndNewlines))
+                        {
+                            storageTags.append((tag.repository, tag.tag, digest))
+                        }
+                        continue
                     }
                 }
                 switch name {
@@ -130,8 +149,24 @@ public enum LayoutArchive {
         } catch {
             throw .unreadable(path, String(describing: error))
         }
-        let zarf = index == nil && zarfIndex != nil
-        guard let index = index ?? zarfIndex else {
+        if index == nil && impliedIndex == nil && !storageTags.isEmpty {
+            // The index a registry's tags make.
+            let sizeOf = Dictionary(sizes.map { ($0.digest, $0.size) }, uniquingKeysWith: { a, _ in a })
+            let tags = storageTags.sorted { ($0.repository, $0.tag) < ($1.repository, $1.tag) }
+            var entries: [(name: String, descriptor: Descriptor)] = []
+            for tag in tags {
+                guard let size = sizeOf[tag.digest] else {
+                    throw .missingEntry(path, "the manifest of \(tag.repository):\(tag.tag)")
+                }
+                let mediaType = documents[tag.digest]?.mediaType ?? MediaType.ociManifest
+                entries.append(
+                    ("\(tag.repository):\(tag.tag)", Descriptor(mediaType: mediaType, digest: tag.digest, size: size)))
+            }
+            impliedIndex = try encodedIndex(entries)
+            aliases = storageAliases
+        }
+        let implied = index == nil && impliedIndex != nil
+        guard let index = index ?? impliedIndex else {
             guard let dockerManifest else { throw .noIndex(path) }
             return try describeDockerArchive(
                 path: path, manifest: dockerManifest, files: files, jsonFiles: jsonFiles, repository: repository)
@@ -184,9 +219,30 @@ public enum LayoutArchive {
             partial: absent ? .init(platforms: present.sorted()) : nil,
             index: .init(digest: Digest.of(index), size: Int64(index.count)), images: images, blobs: blobs,
             dockerManifest: dockerManifest.map { .init(digest: Digest.of($0), size: Int64($0.count)) })
-        guard zarf else { return Description(manifest: manifest, names: names) }
-        // The layout under images/: its blobs are read by their paths, index.json as read here.
-        return Description(manifest: manifest, names: names, aliases: zarfAliases, index: index)
+        guard implied else { return Description(manifest: manifest, names: names) }
+        // A layout under images/ (Zarf), or a registry's storage: blobs are read by their paths,
+        // index.json is the one read here or made from the tags.
+        return Description(manifest: manifest, names: names, aliases: aliases, index: index)
+    }
+
+    /// The digest a registry storage path `blobs/ALGORITHM/XX/HEX/data` names.
+    static func storageBlobDigest(_ path: Substring) -> Digest? {
+        let parts = path.split(separator: "/")
+        guard parts.count == 5, parts[0] == "blobs", parts[4] == "data",
+            let algorithm = DigestAlgorithm(rawValue: String(parts[1])), parts[3].hasPrefix(parts[2])
+        else { return nil }
+        return try? Digest(algorithm: algorithm, encoded: String(parts[3]))
+    }
+
+    /// The repository and tag a registry storage path `repositories/NAME/_manifests/tags/TAG/current/link` names.
+    static func storageTag(_ path: Substring) -> (repository: String, tag: String)? {
+        guard path.hasPrefix("repositories/"), path.hasSuffix("/current/link"),
+            let marker = path.range(of: "/_manifests/tags/")
+        else { return nil }
+        let repository = path[path.index(path.startIndex, offsetBy: "repositories/".count)..<marker.lowerBound]
+        let tag = path[marker.upperBound...].dropLast("/current/link".count)
+        guard !repository.isEmpty, !tag.isEmpty, !tag.contains("/") else { return nil }
+        return (String(repository), String(tag))
     }
 
     /// The digest a layout path `blobs/ALGORITHM/HEX` names.

@@ -219,4 +219,32 @@ struct ArchiveImportTests {
             if name == "haul" { #expect(listed.contains("sha256-abc.sig"), "\(listed)") }
         }
     }
+
+    /// A tar of a distribution registry's storage directory (as mindthegap and oc-mirror carry
+    /// one): every repository and tag in it, with the registry's digests.
+    @Test func aRegistryStorageDirectoryImportsEveryTag() throws {
+        let registry = try RegistryFixture(tls: true)
+        defer { registry.stop() }
+        let work = try Shell.temporaryDirectory()
+        defer { Shell.remove(work) }
+        let seeded = try SeededRegistry.make(registry, largeLayer: 1 << 20)
+        try Shell.run(["tar", "-C", registry.storage, "-cf", "\(work)/storage.tar", "."])
+        let site = "\(work)/site"
+        try Shell.run([ImportTests.appliance, "import", "\(work)/storage.tar", "--data-dir", site])
+        let listed = try Shell.run([ImportTests.appliance, "images", "--json", "--data-dir", site]).stdout
+        for (name, digest) in seeded.images {
+            #expect(listed.contains(digest.description), "\(name): \(listed)")
+            #expect(listed.contains("docker.io/\(name.split(separator: ":")[0])"), "\(name): \(listed)")
+        }
+        // --name-prefix puts every image where the site wants it.
+        let prefixed = "\(work)/prefixed"
+        try Shell.run(
+            [ImportTests.appliance, "import", "\(work)/storage.tar", "--name-prefix", "mirror", "--data-dir", prefixed])
+        let names = try Shell.run([ImportTests.appliance, "images", "--data-dir", prefixed]).stdout
+        #expect(names.contains("mirror/docker.io/test/multi:1.0"), "\(names)")
+        let bad = try Shell.run(
+            [ImportTests.appliance, "import", "\(work)/storage.tar", "--name-prefix", "Bad/", "--data-dir", prefixed],
+            check: false)
+        #expect(bad.status == 64, "\(bad.stderr)")
+    }
 }
