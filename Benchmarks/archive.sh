@@ -15,9 +15,6 @@ build_ferry . | tail -n 1 # the release build install.sh ships
 bin=.build-static/release
 work=$(mktemp -d -t ferry-bench-archive-XXXXXX)
 trap 'stop_registry; rm -rf "$work"' EXIT
-now() { date +%s.%N; }
-seconds() { "$PYTHON" -c "import sys; print(f'{float(sys.argv[2]) - float(sys.argv[1]):.2f}')" "$@"; }
-ratio() { "$PYTHON" -c "import sys; print(f'{float(sys.argv[2]) / float(sys.argv[1]):.2f}')" "$@"; }
 
 start_registry "$work/registry"
 "$PYTHON" scripts/make-images.py --registry "$REGISTRY" --cert-dir "$REGISTRY_CERTS" \
@@ -28,14 +25,14 @@ skopeo copy -q --preserve-digests --src-cert-dir "$REGISTRY_CERTS" "docker://$RE
   --progress none >/dev/null
 stop_registry
 
-t0=$(now)
+t0=$(bench_now)
 "$bin/ferry-appliance" import "$work/bundle.tar" --data-dir "$work/site-bundle" >/dev/null
-bundle_import=$(seconds "$t0" "$(now)")
-t0=$(now)
+bundle_import=$(bench_seconds "$t0" "$(bench_now)")
+t0=$(bench_now)
 "$bin/ferry-appliance" import "$work/archive.tar" --name bench/archive --data-dir "$work/site-archive" >/dev/null
-archive_import=$(seconds "$t0" "$(now)")
+archive_import=$(bench_seconds "$t0" "$(bench_now)")
 
 echo "bundle: $(($(stat -c %s "$work/bundle.tar") / 1048576)) MiB; oci-archive: $(($(stat -c %s "$work/archive.tar") / 1048576)) MiB"
 printf '%-28s %-8s\n' import seconds
 printf '%-28s %-8s\n' "Ferry bundle" "$bundle_import"
-printf '%-28s %-8s\n' "skopeo oci-archive" "$archive_import ($(ratio "$bundle_import" "$archive_import"))"
+printf '%-28s %-8s\n' "skopeo oci-archive" "$archive_import ($(bench_ratio "$archive_import" "$bundle_import"))"

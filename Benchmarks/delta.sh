@@ -16,8 +16,6 @@ build_ferry . | tail -n 1 # the release build install.sh ships
 bin=.build-static/release
 work=$(mktemp -d -t ferry-bench-delta-XXXXXX)
 trap 'stop_registry; rm -rf "$work"' EXIT
-now() { date +%s.%N; }
-seconds() { "$PYTHON" -c "import sys; print(f'{float(sys.argv[2]) - float(sys.argv[1]):.2f}')" "$@"; }
 mib() { echo $(($(stat -c %s "$1") / 1048576)); }
 
 start_registry "$work/registry"
@@ -38,24 +36,24 @@ for site in full delta resume; do
 done
 "$bin/ferry-appliance" inventory -o "$work/site.inventory.json" --data-dir "$work/site-delta" 2>/dev/null
 
-t0=$(now)
+t0=$(bench_now)
 "$bin/ferry" export -f "$work/v2.txt" -o "$work/full.tar" --ca-file "$REGISTRY_CA" --cache "$work/cache-full" \
   --progress none >/dev/null
-t1=$(now)
+t1=$(bench_now)
 "$bin/ferry" export -f "$work/v2.txt" -o "$work/delta.tar" --ca-file "$REGISTRY_CA" --cache "$work/cache-delta" \
   --against "$work/site.inventory.json" --progress none >/dev/null
-t2=$(now)
-full_export=$(seconds "$t0" "$t1")
-delta_export=$(seconds "$t1" "$t2")
+t2=$(bench_now)
+full_export=$(bench_seconds "$t0" "$t1")
+delta_export=$(bench_seconds "$t1" "$t2")
 stop_registry
 
-t0=$(now)
+t0=$(bench_now)
 "$bin/ferry-appliance" import "$work/full.tar" --data-dir "$work/site-full" >/dev/null
-t1=$(now)
+t1=$(bench_now)
 "$bin/ferry-appliance" import "$work/delta.tar" --data-dir "$work/site-delta" >/dev/null
-t2=$(now)
-full_import=$(seconds "$t0" "$t1")
-delta_import=$(seconds "$t1" "$t2")
+t2=$(bench_now)
+full_import=$(bench_seconds "$t0" "$t1")
+delta_import=$(bench_seconds "$t1" "$t2")
 
 printf '%-8s %-8s %-10s %-10s\n' bundle MiB export_s import_s
 printf '%-8s %-8s %-10s %-10s\n' full "$(mib "$work/full.tar")" "$full_export" "$full_import"
@@ -68,10 +66,10 @@ pid=$!
 sleep "$("$PYTHON" -c "import sys; print(float(sys.argv[1]) / 2)" "$full_import")"
 kill -9 "$pid" 2>/dev/null || true
 wait "$pid" 2>/dev/null || true
-t0=$(now)
+t0=$(bench_now)
 "$bin/ferry-appliance" import "$work/full.tar" --data-dir "$work/site-resume" --json >"$work/resume.json"
-t1=$(now)
-"$PYTHON" - "$work/resume.json" "$(seconds "$t0" "$t1")" <<'PY'
+t1=$(bench_now)
+"$PYTHON" - "$work/resume.json" "$(bench_seconds "$t0" "$t1")" <<'PY'
 import json, sys
 result = json.load(open(sys.argv[1]))
 result = result[0] if isinstance(result, list) else result.get("results", [result])[0]

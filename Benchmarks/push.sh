@@ -26,8 +26,6 @@ cleanup() {
   rm -rf "$work"
 }
 trap cleanup EXIT
-now() { date +%s.%N; }
-seconds() { python3 -c "import sys; print(f'{float(sys.argv[2]) - float(sys.argv[1]):.2f}')" "$@"; }
 best() { python3 -c "import sys; print(min(float(x) for x in sys.argv[1:]))" "$@"; }
 
 echo "== content"
@@ -64,17 +62,17 @@ ours=()
 theirs=()
 for i in $(seq "$runs"); do
   start_appliance "$work/appliance-$i"
-  t0=$(now)
+  t0=$(bench_now)
   skopeo copy --quiet --preserve-digests --dest-cert-dir "$APPLIANCE_CERTS" --dest-creds bench:bench-password \
     "oci:$work/large-oci:x" "docker://$APPLIANCE/bench/large:1"
-  ours+=("$(seconds "$t0" "$(now)")")
+  ours+=("$(bench_seconds "$t0" "$(bench_now)")")
   stop_appliance
   rm -rf "$work/appliance-$i"
   start_registry "$work/peer-$i"
-  t0=$(now)
+  t0=$(bench_now)
   skopeo copy --quiet --preserve-digests --dest-cert-dir "$REGISTRY_CERTS" "oci:$work/large-oci:x" \
     "docker://$REGISTRY/bench/large:1"
-  theirs+=("$(seconds "$t0" "$(now)")")
+  theirs+=("$(bench_seconds "$t0" "$(bench_now)")")
   stop_registry
   REGISTRY_PID=
   rm -rf "$work/peer-$i"
@@ -88,20 +86,20 @@ ferry_runs=()
 skopeo_runs=()
 for i in $(seq "$runs"); do
   start_registry "$work/ferry-target-$i"
-  t0=$(now)
+  t0=$(bench_now)
   "$bin/ferry" push "$work/site.tar" --to "$REGISTRY" --ca-file "$REGISTRY_CA" --progress none >/dev/null
-  ferry_runs+=("$(seconds "$t0" "$(now)")")
+  ferry_runs+=("$(bench_seconds "$t0" "$(bench_now)")")
   stop_registry
   REGISTRY_PID=
   rm -rf "$work/ferry-target-$i"
   start_registry "$work/skopeo-target-$i"
-  t0=$(now)
+  t0=$(bench_now)
   while read -r reference; do
     name=${reference#*/}
     skopeo copy --quiet --all --preserve-digests --dest-cert-dir "$REGISTRY_CERTS" \
       "oci-archive:$work/site.tar:$reference" "docker://$REGISTRY/${name}"
   done <"$work/images.txt"
-  skopeo_runs+=("$(seconds "$t0" "$(now)")")
+  skopeo_runs+=("$(bench_seconds "$t0" "$(bench_now)")")
   stop_registry
   REGISTRY_PID=
   rm -rf "$work/skopeo-target-$i"
@@ -110,9 +108,8 @@ done
 ferry_best=$(best "${ferry_runs[@]}")
 skopeo_best=$(best "${skopeo_runs[@]}")
 
-ratio() { python3 -c "import sys; print(f'{float(sys.argv[1]) / float(sys.argv[2]):.2f}')" "$@"; }
 echo
 echo "| measure (best of $runs) | ferry | peer | ratio |"
 echo "|---|---|---|---|"
-echo "| skopeo copy of a $large-layer image, s | $skopeo_ours (into ferry-appliance) | $skopeo_theirs (into distribution registry) | appliance $(ratio "$skopeo_theirs" "$skopeo_ours")x the registry's speed |"
-echo "| push of the bundle into the distribution registry, s | $ferry_best (ferry push) | $skopeo_best (skopeo copy per image) | $(ratio "$skopeo_best" "$ferry_best")x faster |"
+echo "| skopeo copy of a $large-layer image, s | $skopeo_ours (into ferry-appliance) | $skopeo_theirs (into distribution registry) | appliance $(bench_ratio "$skopeo_theirs" "$skopeo_ours")x the registry's speed |"
+echo "| push of the bundle into the distribution registry, s | $ferry_best (ferry push) | $skopeo_best (skopeo copy per image) | $(bench_ratio "$skopeo_best" "$ferry_best")x faster |"

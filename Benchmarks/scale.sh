@@ -39,7 +39,6 @@ cleanup() {
   rm -rf "$work"
 }
 trap cleanup EXIT
-seconds() { "$PYTHON" -c "import sys; print(f'{float(sys.argv[2]) - float(sys.argv[1]):.2f}')" "$@"; }
 # mean of the whitespace-separated numbers in one argument
 mean() { "$PYTHON" -c "import sys; v=[float(x) for x in sys.argv[1].split()]; print(f'{sum(v)/len(v):.3f}')" "$1"; }
 password=bench-password-1
@@ -91,10 +90,10 @@ stop_peer
 echo "== (2) seeding each store with $repos x $per_repo manifests"
 start=$(date +%s.%N)
 "$PYTHON" Benchmarks/scale.py seed-appliance "$data" "$repos" "$per_repo"
-echo "   appliance seeded in $(seconds "$start" "$(date +%s.%N)") s, registry.db $(($(stat -c %s "$data/registry.db") / 1048576)) MiB"
+echo "   appliance seeded in $(bench_seconds "$start" "$(date +%s.%N)") s, registry.db $(($(stat -c %s "$data/registry.db") / 1048576)) MiB"
 start=$(date +%s.%N)
 "$PYTHON" Benchmarks/scale.py seed-registry "$work/peer/data" "$repos" "$per_repo"
-echo "   registry seeded in $(seconds "$start" "$(date +%s.%N)") s"
+echo "   registry seeded in $(bench_seconds "$start" "$(date +%s.%N)") s"
 sync # the seeding's dirty pages are written back now, not during the measurement
 start_ours
 start_peer
@@ -140,26 +139,25 @@ per_import=$((import_count / 500))
 "$PYTHON" Benchmarks/scale.py refs "$peer" 500 "$per_import" >"$work/images.txt"
 start=$(date +%s.%N)
 "$bin/ferry" export -f "$work/images.txt" -o "$work/import.tar" --ca-file "$peer_ca" --progress none >/dev/null
-export_s=$(seconds "$start" "$(date +%s.%N)")
+export_s=$(bench_seconds "$start" "$(date +%s.%N)")
 start=$(date +%s.%N)
 "$bin/ferry-appliance" import "$work/import.tar" --data-dir "$data" >/dev/null
-import_s=$(seconds "$start" "$(date +%s.%N)")
+import_s=$(bench_seconds "$start" "$(date +%s.%N)")
 start=$(date +%s.%N)
 "$bin/ferry-appliance" gc --data-dir "$data" >/dev/null
-gc_s=$(seconds "$start" "$(date +%s.%N)")
+gc_s=$(bench_seconds "$start" "$(date +%s.%N)")
 start=$(date +%s.%N)
 "$bin/ferry-appliance" check --data-dir "$data" >/dev/null
-check_s=$(seconds "$start" "$(date +%s.%N)")
+check_s=$(bench_seconds "$start" "$(date +%s.%N)")
 rss_kib=$(awk '/VmHWM/{print $2}' "/proc/$appliance_pid/status")
 
-ratio() { "$PYTHON" -c "import sys; print(f'{float(sys.argv[1]) / float(sys.argv[2]):.2f}')" "$@"; }
 manifests=$((repos * per_repo))
 echo
 echo "| measure ($manifests manifests in $repos repositories) | ferry-appliance | distribution registry $(docker-registry --version 2>/dev/null | awk '{print $3}') |"
 echo "|---|---|---|"
 echo "| s per 100 manifest PUTs, empty store | $ours_start | $peer_start |"
 echo "| s per 100 manifest PUTs, at scale | $ours_end | $peer_end |"
-echo "| end / start (goal <= 1.2) | $(ratio "$ours_end" "$ours_start") | $(ratio "$peer_end" "$peer_start") |"
+echo "| end / start (goal <= 1.2) | $(bench_ratio "$ours_end" "$ours_start") | $(bench_ratio "$peer_end" "$peer_start") |"
 echo "| manifest GET req/s, 50 conns, PUTs running | $ours_get | $peer_get |"
 echo "| manifest GET p99 | $ours_p99 | $peer_p99 |"
 echo "| blob GET req/s (small blob, 50 conns), idle / gc running | $blob_idle / $blob_gc | |"

@@ -34,7 +34,6 @@ cleanup() {
   rm -rf "$work"
 }
 trap cleanup EXIT
-seconds() { python3 -c "import sys; print(f'{float(sys.argv[2]) - float(sys.argv[1]):.2f}')" "$@"; }
 
 echo "== content: one image with a $size layer, exported into a bundle"
 start_registry "$work/source"
@@ -53,10 +52,10 @@ echo "== (3) import"
 cat "$work/site.tar" >/dev/null # same page-cache state for everyone
 start=$(date +%s.%N)
 openssl dgst -sha256 "$work/site.tar" >/dev/null
-openssl_s=$(seconds "$start" "$(date +%s.%N)")
+openssl_s=$(bench_seconds "$start" "$(date +%s.%N)")
 start=$(date +%s.%N)
 "$bin/ferry-appliance" import "$work/site.tar" --data-dir "$work/appliance" >/dev/null
-import_s=$(seconds "$start" "$(date +%s.%N)")
+import_s=$(bench_seconds "$start" "$(date +%s.%N)")
 start_registry "$work/peer"
 peer="$REGISTRY"
 peer_ca="$REGISTRY_CA"
@@ -65,7 +64,7 @@ REGISTRY_PID=
 start=$(date +%s.%N)
 skopeo copy --quiet --preserve-digests --dest-cert-dir "$work/peer/certs" "oci-archive:$work/site.tar:$reference" \
   "docker://$peer/bench/large:1"
-skopeo_s=$(seconds "$start" "$(date +%s.%N)")
+skopeo_s=$(bench_seconds "$start" "$(date +%s.%N)")
 rm -f "$work/site.tar"
 
 port=$(free_port)
@@ -113,15 +112,14 @@ read -r ours_head ours_head_bad < <(head_rate "$ours_manifest" "$ours_ca")
 read -r peer_head peer_head_bad < <(head_rate "$peer_manifest" "$peer_ca")
 rss_kib=$(awk '/VmHWM/{print $2}' "/proc/$appliance_pid/status")
 
-ratio() { python3 -c "import sys; print(f'{float(sys.argv[1]) / float(sys.argv[2]):.2f}')" "$@"; }
 echo
 echo "| measure | ferry-appliance | distribution registry $(docker-registry --version 2>/dev/null | awk '{print $3}') | ratio |"
 echo "|---|---|---|---|"
-echo "| blob GET, MB/s (best of $runs) | $ours_blob | $peer_blob | $(ratio "$ours_blob" "$peer_blob") |"
-echo "| manifest GET, req/s (wrk, 50 conns) | $ours_get | $peer_get | $(ratio "$ours_get" "$peer_get") |"
-echo "| manifest HEAD, req/s (headload.py, 50 conns) | $ours_head | $peer_head | $(ratio "$ours_head" "$peer_head") |"
-echo "| import of a $((bundle_bytes / 1048576)) MiB bundle, s | $import_s (ferry-appliance import) | $skopeo_s (skopeo copy oci-archive: → registry) | $(ratio "$skopeo_s" "$import_s")x faster |"
-echo "| openssl dgst -sha256 of the bundle, s | $openssl_s | | import at $(ratio "$openssl_s" "$import_s") of its speed |"
+echo "| blob GET, MB/s (best of $runs) | $ours_blob | $peer_blob | $(bench_ratio "$ours_blob" "$peer_blob") |"
+echo "| manifest GET, req/s (wrk, 50 conns) | $ours_get | $peer_get | $(bench_ratio "$ours_get" "$peer_get") |"
+echo "| manifest HEAD, req/s (headload.py, 50 conns) | $ours_head | $peer_head | $(bench_ratio "$ours_head" "$peer_head") |"
+echo "| import of a $((bundle_bytes / 1048576)) MiB bundle, s | $import_s (ferry-appliance import) | $skopeo_s (skopeo copy oci-archive: → registry) | $(bench_ratio "$skopeo_s" "$import_s")x faster |"
+echo "| openssl dgst -sha256 of the bundle, s | $openssl_s | | import at $(bench_ratio "$openssl_s" "$import_s") of its speed |"
 echo
 echo "non-2xx answers: ours GET $ours_get_bad HEAD $ours_head_bad; registry GET $peer_get_bad HEAD $peer_head_bad"
 echo "ferry-appliance peak RSS through the run: $((rss_kib / 1024)) MiB"

@@ -16,9 +16,6 @@ build_ferry . | tail -n 1 # the release build install.sh ships
 bin=.build-static/release
 work=$(mktemp -d -t ferry-bench-volumes-XXXXXX)
 trap 'stop_registry; rm -rf "$work"' EXIT
-now() { date +%s.%N; }
-seconds() { "$PYTHON" -c "import sys; print(f'{float(sys.argv[2]) - float(sys.argv[1]):.2f}')" "$@"; }
-ratio() { "$PYTHON" -c "import sys; print(f'{float(sys.argv[2]) / float(sys.argv[1]):.2f}')" "$@"; }
 
 start_registry "$work/registry"
 specs=()
@@ -31,10 +28,10 @@ export_once() { # NAME CACHE [ARGS...]: prints seconds
   shift 2
   rm -f "$work/$name.tar" "$work/$name".vol*.tar*
   local t0
-  t0=$(now)
+  t0=$(bench_now)
   "$bin/ferry" export -f "$work/images.txt" -o "$work/$name.tar" --ca-file "$REGISTRY_CA" --cache "$cache" \
     --progress none "$@" >/dev/null
-  seconds "$t0" "$(now)"
+  bench_seconds "$t0" "$(bench_now)"
 }
 cold_plain=$(export_once plain "$work/cache-plain")
 cold_512=$(export_once v512 "$work/cache-v512" --volume-size 512M)
@@ -45,15 +42,15 @@ stop_registry
 
 import_reversed() { # NAME: imports NAME.volNNN.tar last to first into an empty site; prints seconds
   local volumes=("$work/$1".vol*.tar) t0 i
-  t0=$(now)
+  t0=$(bench_now)
   for ((i = ${#volumes[@]} - 1; i >= 0; i--)); do
     "$bin/ferry-appliance" import "${volumes[$i]}" --data-dir "$work/site-$1" >/dev/null
   done
-  seconds "$t0" "$(now)"
+  bench_seconds "$t0" "$(bench_now)"
 }
-t0=$(now)
+t0=$(bench_now)
 "$bin/ferry-appliance" import "$work/plain.tar" --data-dir "$work/site-plain" >/dev/null
-import_plain=$(seconds "$t0" "$(now)")
+import_plain=$(bench_seconds "$t0" "$(bench_now)")
 import_512=$(import_reversed v512)
 import_1g=$(import_reversed v1g)
 for site in v512 v1g; do
@@ -64,8 +61,8 @@ done
 count() { local v=("$work/$1".vol*.tar); echo "${#v[@]}"; }
 echo "bundle: $(($(stat -c %s "$work/plain.tar") / 1048576)) MiB; $(count v512) volumes of 512 MiB (one layer in parts), $(count v1g) of 1 GiB"
 printf '%-26s %-7s %-12s %-12s\n' "seconds (ratio to plain)" plain "512M" "1G"
-printf '%-26s %-7s %-12s %-12s\n' "export, cold cache" "$cold_plain" "$cold_512 ($(ratio "$cold_plain" "$cold_512"))" "-"
-printf '%-26s %-7s %-12s %-12s\n' "export, warm cache" "$warm_plain" "$warm_512 ($(ratio "$warm_plain" "$warm_512"))" \
-  "$warm_1g ($(ratio "$warm_plain" "$warm_1g"))"
+printf '%-26s %-7s %-12s %-12s\n' "export, cold cache" "$cold_plain" "$cold_512 ($(bench_ratio "$cold_512" "$cold_plain"))" "-"
+printf '%-26s %-7s %-12s %-12s\n' "export, warm cache" "$warm_plain" "$warm_512 ($(bench_ratio "$warm_512" "$warm_plain"))" \
+  "$warm_1g ($(bench_ratio "$warm_1g" "$warm_plain"))"
 printf '%-26s %-7s %-12s %-12s\n' "import, volumes reversed" "$import_plain" \
-  "$import_512 ($(ratio "$import_plain" "$import_512"))" "$import_1g ($(ratio "$import_plain" "$import_1g"))"
+  "$import_512 ($(bench_ratio "$import_512" "$import_plain"))" "$import_1g ($(bench_ratio "$import_1g" "$import_plain"))"

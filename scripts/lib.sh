@@ -23,6 +23,11 @@ FERRY_TEST_PACKAGES=(
 # Debian's python3 (with Debian's python3-* modules), whatever python3 comes first on PATH.
 PYTHON=/usr/bin/python3
 
+# Timing for the benchmarks: now, seconds between two of them, and A / B, each to two decimals.
+bench_now() { date +%s.%N; }
+bench_seconds() { "$PYTHON" -c "import sys; print(f'{float(sys.argv[2]) - float(sys.argv[1]):.2f}')" "$@"; }
+bench_ratio() { "$PYTHON" -c "import sys; print(f'{float(sys.argv[1]) / float(sys.argv[2]):.2f}')" "$@"; }
+
 sudo_if_needed() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 
 # stage TEXT: one progress line with the time since the script started.
