@@ -62,6 +62,14 @@ public struct ExportCommand: AsyncParsableCommand {
         help: "Write volumes of at most this size (4G, 700M, 4GB, bytes): NAME.vol001.tar, NAME.vol002.tar, ...")
     var volumeSize: ByteSize?
 
+    @Flag(
+        name: .customLong("no-referrers"),
+        help: """
+            Leave out the images' signatures, attestations and SBOMs (by default each image's \
+            cosign tags sha256-HEX.sig/.att/.sbom and its OCI referrers tag sha256-HEX are carried).
+            """)
+    var noReferrers = false
+
     @Option(help: "Blobs downloaded at once.")
     var parallel: Int = 6
 
@@ -104,7 +112,7 @@ public struct ExportCommand: AsyncParsableCommand {
                 requests: requests, output: output, platforms: platforms, parallel: parallel,
                 cacheDirectory: cache ?? Self.defaultCacheDirectory(), creationTime: Self.creationTime(),
                 signingKey: signingKey, loadPlatform: try Platform(parsing: loadPlatform),
-                against: try selection.deltaBase(), volumeSize: volumeSize?.bytes)
+                against: try selection.deltaBase(), volumeSize: volumeSize?.bytes, referrers: !noReferrers)
             let summary = try await registryOptions.withClient(credentials: credentialStore) { client in
                 try await Exporter(client: client, progress: reporter).run(options)
             }

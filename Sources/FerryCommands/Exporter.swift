@@ -29,12 +29,16 @@ public struct Exporter: Sendable {
         public var against: DeltaBase?
         /// Write the bundle as volumes of at most this many bytes (`NAME.vol001.tar`, ...).
         public var volumeSize: Int64?
+        /// Carry each image's signatures, attestations and SBOMs (cosign's tags, the OCI
+        /// referrers tag); `--no-referrers` turns it off.
+        public var referrers = true
         public init(
             requests: [ImageRequest], output: String, platforms: [Platform], parallel: Int, cacheDirectory: String,
             creationTime: Int64, signingKey: SigningKey? = nil,
             loadPlatform: Platform = Platform(os: "linux", architecture: "amd64"), against: DeltaBase? = nil,
-            volumeSize: Int64? = nil
+            volumeSize: Int64? = nil, referrers: Bool = true
         ) {
+            self.referrers = referrers
             self.against = against
             self.volumeSize = volumeSize
             self.signingKey = signingKey
@@ -163,8 +167,9 @@ public struct Exporter: Sendable {
         // Every image must have a name the appliance can serve it under, before anything is fetched.
         for request in options.requests { _ = try request.reference.servedRepositoryName() }
 
-        // Phase 1: resolve (bounded parallelism, order kept).
-        let resolved = try await resolveAll(options, filter: filter, store: store)
+        // Phase 1: resolve (bounded parallelism, order kept), then what refers to each image.
+        var resolved = try await resolveAll(options, filter: filter, store: store)
+        if options.referrers { resolved += try await referrers(of: resolved, options: options, store: store) }
 
         // Phase 2: download each distinct blob once.
         var sources: [Digest: BlobSource] = [:]
@@ -338,6 +343,54 @@ public struct Exporter: Sendable {
         var os: String?
         var architecture: String?
         var variant: String?
+    }
+
+    /// What refers to the resolved images, as images of their own: for every manifest and index
+    /// the bundle carries, cosign's tags (`sha256-HEX.sig`, `.att`, `.sbom`) and the OCI referrers
+    /// tag schema's index (`sha256-HEX`), in the image's repository. A tag the registry does not
+    /// have is skipped; any other failure stops the export. Each is carried whole (every platform).
+    func referrers(of images: [ResolvedImage], options: Options, store: BlobStore) async throws -> [ResolvedImage] {
+        var candidates: [ImageRequest] = []
+        var named = Set(images.map(\.request.reference.description))
+        for image in images {
+            let reference = image.request.reference
+            for document in image.documents {
+                let stem = "\(document.digest.algorithm.rawValue)-\(document.digest.encoded)"
+                for suffix in ["", ".sig", ".att", ".sbom"] {
+                    guard let tagged = try? Reference("\(reference.name):\(stem)\(suffix)"),
+                        named.insert(tagged.description).inserted
+                    else { continue }
+                    candidates.append(ImageRequest(reference: tagged, origin: "referrer of \(reference)"))
+                }
+            }
+        }
+        guard !candidates.isEmpty else { return [] }
+        progress.phase("Looking for signatures, attestations and SBOMs of \(images.count) image(s)")
+        return try await withThrowingTaskGroup(of: (Int, ResolvedImage?).self) { group in
+            var found = [ResolvedImage?](repeating: nil, count: candidates.count)
+            var next = 0
+            func addNext() {
+                guard next < candidates.count else { return }
+                let (i, request) = (next, candidates[next])
+                group.addTask {
+                    do {
+                        return (i, try await resolve(request, filter: .all, store: store))
+                    } catch ExportError.registry(_, .notFound) {
+                        return (i, nil)
+                    }
+                }
+                next += 1
+            }
+            for _ in 0..<min(options.parallel, candidates.count) { addNext() }
+            while let (i, image) = try await group.next() {
+                found[i] = image
+                if let image {
+                    progress.imageResolved(image.request.reference.description, digest: image.top.digest.description)
+                }
+                addNext()
+            }
+            return found.compactMap { $0 }
+        }
     }
 
     /// Fetches the top document and, recursively, the manifests the platform filter selects.

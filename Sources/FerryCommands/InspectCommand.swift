@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import NIOPosix
 import OCIBundle
 import OCICore
 
@@ -15,8 +16,11 @@ public struct InspectCommand: AsyncParsableCommand {
             """
     )
 
-    @Argument(help: "The bundle, or a site inventory.")
+    @Argument(help: "The bundle, another tool's image archive, or a site inventory.")
     var bundle: String
+
+    @Option(help: "For another tool's archive whose index.json names images by tag only: their repository.")
+    var name: String?
 
     @Flag(help: "Print JSON on standard output.")
     var json = false
@@ -57,6 +61,22 @@ public struct InspectCommand: AsyncParsableCommand {
         var signatureValid: Bool?
     }
 
+    /// What a carried image is to another, from its tag: cosign's `sha256-HEX.sig` (signature),
+    /// `.att` (attestation), `.sbom` (SBOM), and the OCI referrers tag `sha256-HEX` (referrers).
+    static func referrerKind(_ reference: String) -> (subject: String, what: String)? {
+        guard let tag = (try? Reference(reference))?.tag?.value, tag.hasPrefix("sha256-") else { return nil }
+        let rest = tag.dropFirst("sha256-".count)
+        let hex = String(rest.prefix(64))
+        guard hex.count == 64 else { return nil }
+        switch rest.dropFirst(64) {
+        case ".sig": return (hex, "signature")
+        case ".att": return (hex, "attestation")
+        case ".sbom": return (hex, "SBOM")
+        case "": return (hex, "referrers")
+        default: return nil
+        }
+    }
+
     public func run() async throws {
         try await reportingErrors {
             if let (inventory, digest) = try? SiteInventory.read(path: bundle) {
@@ -89,8 +109,17 @@ public struct InspectCommand: AsyncParsableCommand {
                 }
                 return
             }
-            let report = try await VerifyCommand.read(
-                bundle, reader: BundleReader(requireSignature: false), headerOnly: true)
+            var report = VerificationReport(bundle: bundle)
+            if bundle != "-", !LayoutArchive.isFerryBundle(path: bundle) {
+                // Another tool's archive: its first pass says what it holds (nothing is verified).
+                let (path, repository) = (bundle, name ?? "unnamed")
+                report.manifest = try await NIOThreadPool.singleton.runIfActive {
+                    try LayoutArchive.describe(path: path, repository: repository).manifest
+                }
+            } else {
+                report = try await VerifyCommand.read(
+                    bundle, reader: BundleReader(requireSignature: false), headerOnly: true)
+            }
             guard let manifest = report.manifest else {
                 for problem in report.problems {
                     FileHandle.standardError.write(Data("ferry: \(bundle): \(problem)\n".utf8))
@@ -127,6 +156,12 @@ public struct InspectCommand: AsyncParsableCommand {
                 print("Signed:   no")
             }
             print("")
+            // Signatures, attestations, SBOMs and referrer indexes, by the digest they refer to.
+            var carried: [String: [String]] = [:]
+            for image in manifest.images {
+                guard let kind = Self.referrerKind(image.reference) else { continue }
+                carried[kind.subject, default: []].append(kind.what)
+            }
             for image in manifest.images {
                 print(image.reference)
                 if let served = (try? Reference(image.reference))?.servedRepository {
@@ -136,6 +171,9 @@ public struct InspectCommand: AsyncParsableCommand {
                 print("  type       \(image.mediaType)")
                 print("  platforms  \(image.platforms.isEmpty ? "-" : image.platforms.joined(separator: ", "))")
                 print("  size       \(ProgressReporter.bytes(image.size))")
+                if let kinds = carried[image.digest.encoded] {
+                    print("  carries    \(kinds.sorted().joined(separator: ", "))")
+                }
             }
         }
     }

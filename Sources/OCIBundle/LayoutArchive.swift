@@ -215,7 +215,7 @@ public enum LayoutArchive {
                 platforms: [], size: descriptor.size)
         }
         let manifest = BundleManifest(
-            tool: .init(name: "oci-layout", version: "1.0.0"), created: BundleManifest.timestamp(0),
+            tool: .init(name: "oci-layout", version: "1.0.0"), created: "unknown",
             partial: absent ? .init(platforms: present.sorted()) : nil,
             index: .init(digest: Digest.of(index), size: Int64(index.count)), images: images, blobs: blobs,
             dockerManifest: dockerManifest.map { .init(digest: Digest.of($0), size: Int64($0.count)) })
@@ -345,7 +345,7 @@ public enum LayoutArchive {
         }
         let index = try encodedIndex(entries)
         let manifest = BundleManifest(
-            tool: .init(name: "docker-archive", version: "1"), created: BundleManifest.timestamp(0), partial: nil,
+            tool: .init(name: "docker-archive", version: "1"), created: "unknown", partial: nil,
             index: .init(digest: Digest.of(index), size: Int64(index.count)),
             images: entries.map {
                 .init(

@@ -6,6 +6,23 @@ import Testing
 /// with the checks a Ferry bundle gets, served with the digests the source registry reports.
 @Suite(.serialized)
 struct ArchiveImportTests {
+    /// A copy of the tar `source` with one bit of its largest file flipped (a layer, in these archives).
+    static func flipLargest(_ source: String, _ destination: String) throws {
+        try Shell.run([
+            "/usr/bin/python3", "-c",
+            """
+            import sys, tarfile, io
+            with tarfile.open(sys.argv[1]) as t, tarfile.open(sys.argv[2], "w") as out:
+                members = [(m, t.extractfile(m).read() if m.isfile() else None) for m in t.getmembers()]
+                largest = max((m for m, d in members if d is not None), key=lambda m: m.size)
+                for m, d in members:
+                    if m is largest:
+                        d = bytes([d[0] ^ 1]) + d[1:]
+                    out.addfile(m, io.BytesIO(d) if d is not None else None)
+            """, source, destination,
+        ])
+    }
+
     @Test func skopeoAndContainerdArchivesImportAndServeUpstreamDigests() throws {
         let registry = try RegistryFixture(tls: true)
         defer { registry.stop() }
@@ -21,6 +38,13 @@ struct ArchiveImportTests {
         try Shell.run(["skopeo", "copy", "-q", "--all", "--preserve-digests"] + certs + [source, archive])
         let verified = try Ferry.run(["verify", "\(work)/multi.tar"])
         #expect(verified.stdout.contains("OK, 1 image(s)"), "\(verified.stdout)")
+        // gzip-compressed, the same archive verifies alike.
+        try Shell.run(["gzip", "-k", "\(work)/multi.tar"])
+        let gzipped = try Ferry.run(["verify", "\(work)/multi.tar.gz"])
+        #expect(gzipped.stdout.contains("OK, 1 image(s)"), "\(gzipped.stdout)")
+        let inspected = try Ferry.run(["inspect", "\(work)/multi.tar", "--name", "site/multi"]).stdout
+        #expect(
+            inspected.contains("site/multi:1.0") && inspected.contains(upstream.description), "\(inspected)")
         let site = try ApplianceFixture(dataDirectory: "\(work)/site")
         defer { site.stop() }
         let unnamed = try site.command(["import", "\(work)/multi.tar"], check: false)
@@ -34,20 +58,7 @@ struct ArchiveImportTests {
             check: false)
         #expect(piped.status == 65 && piped.stderr.contains("from a file"), "\(piped.stderr)")
         // A flipped byte in a layer: refused, nothing visible.
-        try Shell.run([
-            "/usr/bin/python3", "-c",
-            """
-            import sys, tarfile, io
-            src, dst = sys.argv[1], sys.argv[2]
-            with tarfile.open(src) as t, tarfile.open(dst, "w") as out:
-                members = [(m, t.extractfile(m).read() if m.isfile() else None) for m in t.getmembers()]
-                largest = max((m for m, d in members if d is not None), key=lambda m: m.size)
-                for m, d in members:
-                    if m is largest:
-                        d = bytes([d[0] ^ 1]) + d[1:]
-                    out.addfile(m, io.BytesIO(d) if d is not None else None)
-            """, "\(work)/multi.tar", "\(work)/flipped.tar",
-        ])
+        try Self.flipLargest("\(work)/multi.tar", "\(work)/flipped.tar")
         let flipped = try site.command(["import", "\(work)/flipped.tar", "--name", "site/multi"], check: false)
         #expect(flipped.status == 65 && flipped.stderr.contains("does not match its digest"), "\(flipped.stderr)")
         #expect(try site.curl("/v2/docker.io/site/multi/manifests/1.0").status == 404)
@@ -59,6 +70,16 @@ struct ArchiveImportTests {
         let raw = try Shell.run(["skopeo", "inspect", "--raw", "--cert-dir", siteCerts, served]).stdout
         #expect(Digest.of(Array(raw.utf8)) == upstream)
         try Shell.run(["skopeo", "copy", "-q", "--all", "--src-cert-dir", siteCerts, served, "oci:\(work)/back:x"])
+        // One image (no --all: skopeo keeps the platform's image manifest), imported the same way.
+        let single = try #require(seeded.images["test/single:1.0"])
+        try Shell.run(
+            ["skopeo", "copy", "-q", "--preserve-digests"] + certs
+                + ["docker://\(registry.host)/test/single:1.0", "oci-archive:\(work)/single.tar:1.0"])
+        try site.command(["import", "\(work)/single.tar", "--name", "site/single"])
+        let singleRaw = try Shell.run(
+            ["skopeo", "inspect", "--raw", "--cert-dir", siteCerts, "docker://\(site.host)/docker.io/site/single:1.0"]
+        ).stdout
+        #expect(Digest.of(Array(singleRaw.utf8)) == single)
         let again = try site.command(["import", "\(work)/multi.tar", "--name", "site/multi"])
         #expect(again.stdout.contains("already imported, unchanged"), "\(again.stdout)")
 
@@ -208,8 +229,17 @@ struct ArchiveImportTests {
             ], {"zarf.yaml": b"kind: ZarfPackageConfig\\nmetadata:\\n  name: test\\n"})
             """, work, host,
         ])
-        for name in ["haul", "zarf"] {
+        try Self.flipLargest("\(work)/zarf.tar", "\(work)/flipped-zarf.tar")
+        for name in ["haul", "zarf", "flipped-zarf"] {
             try Shell.run(["zstd", "-q", "--rm", "\(work)/\(name).tar", "-o", "\(work)/\(name).tar.zst"])
+            if name == "flipped-zarf" {
+                let refused = try Shell.run(
+                    [ImportTests.appliance, "import", "\(work)/\(name).tar.zst", "--data-dir", "\(work)/site-bad"],
+                    check: false)
+                #expect(
+                    refused.status == 65 && refused.stderr.contains("does not match its digest"), "\(refused.stderr)")
+                continue
+            }
             let site = "\(work)/site-\(name)"
             try Shell.run([ImportTests.appliance, "import", "\(work)/\(name).tar.zst", "--data-dir", site])
             let listed = try Shell.run([ImportTests.appliance, "images", "--json", "--data-dir", site]).stdout
@@ -229,9 +259,24 @@ struct ArchiveImportTests {
         defer { Shell.remove(work) }
         let seeded = try SeededRegistry.make(registry, largeLayer: 1 << 20)
         try Shell.run(["tar", "-C", registry.storage, "-cf", "\(work)/storage.tar", "."])
+        try Self.flipLargest("\(work)/storage.tar", "\(work)/flipped.tar")
+        let refused = try Shell.run(
+            [ImportTests.appliance, "import", "\(work)/flipped.tar", "--data-dir", "\(work)/site"], check: false)
+        #expect(refused.status == 65 && refused.stderr.contains("does not match its digest"), "\(refused.stderr)")
+        let appliance = try ApplianceFixture(dataDirectory: "\(work)/site")
+        defer { appliance.stop() }
+        let catalog = try appliance.curl("/v2/_catalog").text
+        #expect(!catalog.contains("test/"), "a refused archive left something visible: \(catalog)")
+        try appliance.command(["import", "\(work)/storage.tar"])
         let site = "\(work)/site"
-        try Shell.run([ImportTests.appliance, "import", "\(work)/storage.tar", "--data-dir", site])
         let listed = try Shell.run([ImportTests.appliance, "images", "--json", "--data-dir", site]).stdout
+        let raw = try Shell.run(
+            [
+                "skopeo", "inspect", "--raw", "--cert-dir", try appliance.certDirectory(),
+                "docker://\(appliance.host)/docker.io/test/nested/docker:v2",
+            ]
+        ).stdout
+        #expect(Digest.of(Array(raw.utf8)) == seeded.images["test/nested/docker:v2"])
         for (name, digest) in seeded.images {
             #expect(listed.contains(digest.description), "\(name): \(listed)")
             #expect(listed.contains("docker.io/\(name.split(separator: ":")[0])"), "\(name): \(listed)")

@@ -1,0 +1,77 @@
+import Foundation
+import OCICore
+import Testing
+
+/// Signatures and SBOMs travel with their images (issue 13, point 1): cosign's tags and the OCI
+/// referrers tag schema, found in the source registry, carried by default, served by the appliance
+/// under the same tags with the same digests, and left out with `--no-referrers`.
+@Suite(.serialized)
+struct ReferrerTests {
+    @Test func cosignTagsAndTheReferrersIndexTravelWithTheirImage() throws {
+        let registry = try RegistryFixture(tls: true)
+        defer { registry.stop() }
+        let work = try Shell.temporaryDirectory()
+        defer { Shell.remove(work) }
+        let seeded = try SeededRegistry.make(registry, largeLayer: 1 << 20)
+        let image = try #require(seeded.images["test/single:1.0"])
+        let stem = "sha256-\(image.encoded)"
+        // A signature in cosign's shape (a simple-signing payload layer with its signature
+        // annotation), an SBOM attestation, and an OCI referrers-schema index pointing at a third
+        // artifact whose subject is the image.
+        let builder = try ImageBuilder(directory: "\(work)/artifacts")
+        let amd64 = Platform(os: "linux", architecture: "amd64")
+        func artifact(_ payload: String, _ mediaType: String, annotations: [String: String]) throws -> Descriptor {
+            var layer = try builder.addBlob(Array(payload.utf8), mediaType: mediaType)
+            layer.annotations = annotations
+            return try builder.addImage(platform: amd64, layers: [layer])
+        }
+        let signature = try artifact(
+            #"{"critical":{"image":{"docker-manifest-digest":"\#(image)"},"type":"cosign container image signature"}}"#,
+            "application/vnd.dev.cosign.simplesigning.v1+json",
+            annotations: ["dev.cosignproject.cosign/signature": "MEUCIQ=="])
+        let attestation = try artifact(
+            #"{"payloadType":"application/vnd.in-toto+json","payload":"e30="}"#,
+            "application/vnd.dsse.envelope.v1+json",
+            annotations: ["predicateType": "https://spdx.dev/Document"])
+        let sbom = try artifact(#"{"spdxVersion":"SPDX-2.3"}"#, "application/spdx+json", annotations: [:])
+        // (skopeo, which pushes it, keeps an index's children as they are only with a platform.)
+        let listed = sbom
+        try builder.tag(signature, as: "sig")
+        try builder.tag(attestation, as: "att")
+        try builder.tag(try builder.addIndex([listed]), as: "referrers")
+        try builder.push("sig", to: registry, as: "test/single:\(stem).sig")
+        try builder.push("att", to: registry, as: "test/single:\(stem).att")
+        try builder.push("referrers", to: registry, as: "test/single:\(stem)")
+        let upstream = try ["\(stem).sig", "\(stem).att", stem].map {
+            ($0, try SeededRegistry.registryDigest(registry, "test/single:\($0)"))
+        }
+
+        let source = "\(registry.host)/test/single:1.0"
+        let exported = try Ferry.run(
+            ["export", "-o", "\(work)/b.tar", "--cache", "\(work)/cache", "--json", source] + registry.ferryTrustFlags)
+        let summary = try JSONSerialization.jsonObject(with: Data(exported.stdout.utf8)) as? [String: Any]
+        let carried = (summary?["images"] as? [[String: Any]] ?? []).compactMap { $0["reference"] as? String }
+        #expect(carried.count == 4, "\(carried)")
+        for (tag, _) in upstream { #expect(carried.contains("\(registry.host)/test/single:\(tag)"), "\(carried)") }
+        let inspected = try Ferry.run(["inspect", "\(work)/b.tar"]).stdout
+        #expect(inspected.contains("carries    attestation, referrers, signature"), "\(inspected)")
+        let without = try Ferry.run(
+            ["export", "-o", "\(work)/plain.tar", "--cache", "\(work)/cache", "--json", "--no-referrers", source]
+                + registry.ferryTrustFlags)
+        #expect(!without.stdout.contains(stem), "\(without.stdout)")
+
+        // The appliance serves them under the same tags, with upstream's digests.
+        let appliance = try ApplianceFixture(dataDirectory: "\(work)/site")
+        defer { appliance.stop() }
+        try appliance.command(["import", "\(work)/b.tar"])
+        let certs = try appliance.certDirectory()
+        let served = Reference.servedHost(registry.host)
+        for (tag, digest) in upstream {
+            let raw = try Shell.run([
+                "skopeo", "inspect", "--raw", "--cert-dir", certs,
+                "docker://\(appliance.host)/\(served)/test/single:\(tag)",
+            ]).stdout
+            #expect(Digest.of(Array(raw.utf8)) == digest, "\(tag)")
+        }
+    }
+}
