@@ -346,23 +346,55 @@ public struct Exporter: Sendable {
     }
 
     /// What refers to the resolved images, as images of their own: for every manifest and index
-    /// the bundle carries, cosign's tags (`sha256-HEX.sig`, `.att`, `.sbom`) and the OCI referrers
-    /// tag schema's index (`sha256-HEX`), in the image's repository. A tag the registry does not
-    /// have is skipped; any other failure stops the export. Each is carried whole (every platform).
+    /// the bundle carries, the OCI 1.1 referrers API's answer (each referrer by digest), cosign's
+    /// tags (`sha256-HEX.sig`, `.att`, `.sbom`) and the referrers tag schema's index (`sha256-HEX`),
+    /// in the image's repository. A tag the registry does not have, or a registry without the
+    /// referrers API, is skipped; any other failure stops the export. Each is carried whole.
     func referrers(of images: [ResolvedImage], options: Options, store: BlobStore) async throws -> [ResolvedImage] {
         var candidates: [ImageRequest] = []
         var named = Set(images.map(\.request.reference.description))
+        func add(_ text: String, of reference: Reference) {
+            guard let candidate = try? Reference(text), named.insert(candidate.description).inserted else { return }
+            candidates.append(ImageRequest(reference: candidate, origin: "referrer of \(reference)"))
+        }
+        var subjects: [(reference: Reference, digest: Digest)] = []
         for image in images {
             let reference = image.request.reference
             for document in image.documents {
+                subjects.append((reference, document.digest))
                 let stem = "\(document.digest.algorithm.rawValue)-\(document.digest.encoded)"
-                for suffix in ["", ".sig", ".att", ".sbom"] {
-                    guard let tagged = try? Reference("\(reference.name):\(stem)\(suffix)"),
-                        named.insert(tagged.description).inserted
-                    else { continue }
-                    candidates.append(ImageRequest(reference: tagged, origin: "referrer of \(reference)"))
-                }
+                for suffix in ["", ".sig", ".att", ".sbom"] { add("\(reference.name):\(stem)\(suffix)", of: reference) }
             }
+        }
+        // The referrers API, where the registry has it: every subject asked, a few at a time.
+        let client = self.client
+        let answers = try await withThrowingTaskGroup(of: (Int, [Descriptor]).self) { group in
+            var answers = [[Descriptor]](repeating: [], count: subjects.count)
+            var next = 0
+            func addNext() {
+                guard next < subjects.count else { return }
+                let (i, subject) = (next, subjects[next])
+                group.addTask {
+                    do {
+                        let found = try await client.fetchReferrers(
+                            registry: subject.reference.registry, repository: subject.reference.repository,
+                            subject: subject.digest)
+                        return (i, found ?? [])
+                    } catch let error as RegistryError {
+                        throw ExportError.registry(image: subject.reference.description, error)
+                    }
+                }
+                next += 1
+            }
+            for _ in 0..<min(options.parallel, subjects.count) { addNext() }
+            while let (i, found) = try await group.next() {
+                answers[i] = found
+                addNext()
+            }
+            return answers
+        }
+        for (subject, found) in zip(subjects, answers) {
+            for referrer in found { add("\(subject.reference.name)@\(referrer.digest)", of: subject.reference) }
         }
         guard !candidates.isEmpty else { return [] }
         progress.phase("Looking for signatures, attestations and SBOMs of \(images.count) image(s)")

@@ -1,3 +1,4 @@
+import Foundation
 import AsyncHTTPClient
 import NIOCore
 import NIOHTTP1
@@ -52,6 +53,35 @@ extension RegistryClient {
                 throw RegistryError.manifestDigestMismatch(what: what, expected: pinned, found: document.digest)
             }
             return document
+        }
+    }
+
+    /// The manifests whose `subject` is `subject`, from the OCI 1.1 referrers API
+    /// (`GET /v2/NAME/referrers/DIGEST`), or nil when the registry does not offer it (a 404, or an
+    /// answer that is not an index: the distribution registry 2.x has no such route).
+    public func fetchReferrers(registry: String, repository: RepositoryName, subject: Digest) async throws
+        -> [Descriptor]?
+    {
+        try await configuration.retry.run { _ -> [Descriptor]? in
+            let response: HTTPClientResponse
+            do {
+                response = try await send(
+                    .GET, registry: registry, path: "/v2/\(repository)/referrers/\(subject)",
+                    scope: "repository:\(repository):pull", headers: ["Accept": MediaType.ociIndex])
+            } catch RegistryError.notFound {
+                return nil
+            }
+            let body: ByteBuffer
+            do {
+                body = try await response.body.collect(upTo: ManifestDocument.maximumSize)
+            } catch {
+                throw RegistryError.connection(
+                    registry: registry, url: "/v2/\(repository)/referrers/\(subject)", underlying: Self.describe(error))
+            }
+            guard let index = try? JSONDecoder().decode(ImageIndex.self, from: Data(body.readableBytesView)) else {
+                return nil
+            }
+            return index.manifests
         }
     }
 

@@ -74,4 +74,68 @@ struct ReferrerTests {
             #expect(Digest.of(Array(raw.utf8)) == digest, "\(tag)")
         }
     }
+
+    /// A registry with the OCI 1.1 referrers API (the appliance itself): an SBOM pushed with the
+    /// image as its `subject` is found through the API, carried by digest, and listed by the next
+    /// appliance's referrers API.
+    @Test func referrersFromTheReferrersAPITravelByDigest() throws {
+        let registry = try RegistryFixture(tls: true)
+        defer { registry.stop() }
+        let work = try Shell.temporaryDirectory()
+        defer { Shell.remove(work) }
+        let seeded = try SeededRegistry.make(registry, largeLayer: 1 << 20)
+        let image = try #require(seeded.images["test/single:1.0"])
+        try Ferry.run(
+            [
+                "export", "-o", "\(work)/base.tar", "--cache", "\(work)/cache", "--no-referrers",
+                "\(registry.host)/test/single:1.0",
+            ] + registry.ferryTrustFlags)
+        let source = try ApplianceFixture(dataDirectory: "\(work)/source")
+        defer { source.stop() }
+        try source.command(["import", "\(work)/base.tar"])
+        try source.addUser("ci", password: "ci-password", role: "push")
+        let repository = "\(Reference.servedHost(registry.host))/test/single"
+        let raw = try Shell.run([
+            "skopeo", "inspect", "--raw", "--cert-dir", try source.certDirectory(),
+            "docker://\(source.host)/\(repository):1.0",
+        ]).stdout
+
+        // An SBOM artifact whose subject is the image, pushed by digest (no tag).
+        let empty = Array("{}".utf8)
+        let document = Array(#"{"spdxVersion":"SPDX-2.3","name":"single"}"#.utf8)
+        for blob in [empty, document] {
+            try Data(blob).write(to: URL(fileURLWithPath: "\(work)/blob"))
+            let upload = try source.curl(
+                "/v2/\(repository)/blobs/uploads/?digest=\(Digest.of(blob))", method: "POST",
+                headers: ["Content-Type: application/octet-stream"], user: "ci:ci-password", bodyFile: "\(work)/blob")
+            #expect(upload.status == 201)
+        }
+        let manifest =
+            #"{"schemaVersion":2,"mediaType":"\#(MediaType.ociManifest)","artifactType":"application/spdx+json","#
+            + #""config":{"mediaType":"\#(MediaType.ociEmpty)","digest":"\#(Digest.of(empty))","size":2},"#
+            + #""layers":[{"mediaType":"application/spdx+json","digest":"\#(Digest.of(document))","size":\#(document.count)}],"#
+            + #""subject":{"mediaType":"\#(MediaType.ociManifest)","digest":"\#(image)","size":\#(raw.utf8.count)}}"#
+        try manifest.write(toFile: "\(work)/sbom.json", atomically: true, encoding: .utf8)
+        let sbom = Digest.of(Array(manifest.utf8))
+        let put = try source.curl(
+            "/v2/\(repository)/manifests/\(sbom)", method: "PUT", headers: ["Content-Type: \(MediaType.ociManifest)"],
+            user: "ci:ci-password", bodyFile: "\(work)/sbom.json")
+        #expect(put.status == 201, "\(put.text)")
+        #expect(try source.curl("/v2/\(repository)/referrers/\(image)").text.contains(sbom.description))
+
+        // Exported from that appliance, the SBOM travels by digest and is listed again downstream.
+        let exported = try Ferry.run(
+            [
+                "export", "-o", "\(work)/b.tar", "--cache", "\(work)/cache", "--json", "--ca-file",
+                source.caCertificate,
+                "\(source.host)/\(repository):1.0",
+            ])
+        #expect(exported.stdout.contains("\(source.host)/\(repository)@\(sbom)"), "\(exported.stdout)")
+        let target = try ApplianceFixture(dataDirectory: "\(work)/target")
+        defer { target.stop() }
+        try target.command(["import", "\(work)/b.tar"])
+        let downstream = "\(Reference.servedHost(source.host))/\(repository)"
+        let listed = try target.curl("/v2/\(downstream)/referrers/\(image)").text
+        #expect(listed.contains(sbom.description) && listed.contains("application/spdx+json"), "\(listed)")
+    }
 }
