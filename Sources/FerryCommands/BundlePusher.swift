@@ -167,22 +167,10 @@ struct BundlePusher {
     static func existing(
         _ blobs: [BundleManifest.Blob], in repository: String, registry: String, client: RegistryClient
     ) async throws -> Set<Digest> {
-        try await withThrowingTaskGroup(of: (Digest, Bool).self) { group in
-            var found = Set<Digest>()
-            var pending = blobs[...]
-            func next() {
-                guard let blob = pending.popFirst() else { return }
-                group.addTask {
-                    (blob.digest, try await client.blobExists(blob.digest, repository: repository, registry: registry))
-                }
-            }
-            for _ in 0..<8 { next() }
-            while let (digest, exists) = try await group.next() {
-                if exists { found.insert(digest) }
-                next()
-            }
-            return found
+        let answers = try await boundedMap(blobs, width: 8) { blob in
+            (blob.digest, try await client.blobExists(blob.digest, repository: repository, registry: registry))
         }
+        return Set(answers.filter(\.1).map(\.0))
     }
 }
 

@@ -136,23 +136,11 @@ public struct Exporter: Sendable {
     /// cache), with bounded parallelism, in request order. No layer is downloaded.
     func resolveAll(_ options: Options, filter: PlatformFilter, store: BlobStore) async throws -> [ResolvedImage] {
         progress.phase("Resolving \(options.requests.count) image(s)")
-        return try await withThrowingTaskGroup(of: (Int, ResolvedImage).self) { group in
-            var results = [ResolvedImage?](repeating: nil, count: options.requests.count)
-            var next = 0
-            func addNext() {
-                guard next < options.requests.count else { return }
-                let i = next
-                let request = options.requests[i]
-                group.addTask { (i, try await resolve(request, filter: filter, store: store)) }
-                next += 1
-            }
-            for _ in 0..<min(options.parallel, options.requests.count) { addNext() }
-            while let (i, image) = try await group.next() {
-                results[i] = image
-                progress.imageResolved(image.request.reference.description, digest: image.top.digest.description)
-                addNext()
-            }
-            return results.compactMap { $0 }
+        let progress = self.progress
+        return try await boundedMap(options.requests, width: options.parallel) { request in
+            try await resolve(request, filter: filter, store: store)
+        } done: { image in
+            progress.imageResolved(image.request.reference.description, digest: image.top.digest.description)
         }
     }
 
@@ -368,61 +356,33 @@ public struct Exporter: Sendable {
         }
         // The referrers API, where the registry has it: every subject asked, a few at a time.
         let client = self.client
-        let answers = try await withThrowingTaskGroup(of: (Int, [Descriptor]).self) { group in
-            var answers = [[Descriptor]](repeating: [], count: subjects.count)
-            var next = 0
-            func addNext() {
-                guard next < subjects.count else { return }
-                let (i, subject) = (next, subjects[next])
-                group.addTask {
-                    do {
-                        let found = try await client.fetchReferrers(
-                            registry: subject.reference.registry, repository: subject.reference.repository,
-                            subject: subject.digest)
-                        return (i, found ?? [])
-                    } catch let error as RegistryError {
-                        throw ExportError.registry(image: subject.reference.description, error)
-                    }
-                }
-                next += 1
+        let answers = try await boundedMap(subjects, width: options.parallel) { subject in
+            do {
+                return try await client.fetchReferrers(
+                    registry: subject.reference.registry, repository: subject.reference.repository,
+                    subject: subject.digest) ?? []
+            } catch let error as RegistryError {
+                throw ExportError.registry(image: subject.reference.description, error)
             }
-            for _ in 0..<min(options.parallel, subjects.count) { addNext() }
-            while let (i, found) = try await group.next() {
-                answers[i] = found
-                addNext()
-            }
-            return answers
         }
         for (subject, found) in zip(subjects, answers) {
             for referrer in found { add("\(subject.reference.name)@\(referrer.digest)", of: subject.reference) }
         }
         guard !candidates.isEmpty else { return [] }
         progress.phase("Looking for signatures, attestations and SBOMs of \(images.count) image(s)")
-        return try await withThrowingTaskGroup(of: (Int, ResolvedImage?).self) { group in
-            var found = [ResolvedImage?](repeating: nil, count: candidates.count)
-            var next = 0
-            func addNext() {
-                guard next < candidates.count else { return }
-                let (i, request) = (next, candidates[next])
-                group.addTask {
-                    do {
-                        return (i, try await resolve(request, filter: .all, store: store))
-                    } catch ExportError.registry(_, .notFound) {
-                        return (i, nil)
-                    }
-                }
-                next += 1
+        let progress = self.progress
+        let found = try await boundedMap(candidates, width: options.parallel) { request -> ResolvedImage? in
+            do {
+                return try await resolve(request, filter: .all, store: store)
+            } catch ExportError.registry(_, .notFound) {
+                return nil
             }
-            for _ in 0..<min(options.parallel, candidates.count) { addNext() }
-            while let (i, image) = try await group.next() {
-                found[i] = image
-                if let image {
-                    progress.imageResolved(image.request.reference.description, digest: image.top.digest.description)
-                }
-                addNext()
+        } done: { image in
+            if let image {
+                progress.imageResolved(image.request.reference.description, digest: image.top.digest.description)
             }
-            return found.compactMap { $0 }
         }
+        return found.compactMap { $0 }
     }
 
     /// Fetches the top document and, recursively, the manifests the platform filter selects.
