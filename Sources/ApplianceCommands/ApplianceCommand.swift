@@ -299,21 +299,51 @@ struct ImagesCommand: AsyncParsableCommand {
 
     func run() async throws {
         try await reportingApplianceErrors {
-            let listing = try RegistryStore(root: try store.resolved).listing()
+            let registry = try RegistryStore(root: try store.resolved)
+            let listing = try registry.listing()
+            let carried = try Self.carried(listing, registry: registry)
             if json {
-                struct Listing: Encodable { var repositories: [String: RepositoryListing] }
+                struct Listing: Encodable {
+                    var repositories: [String: RepositoryListing]
+                    /// `REPOSITORY:TAG` → what refers to its manifest (signature, attestation, sbom, referrers).
+                    var carries: [String: [String]]
+                }
                 let encoder = JSONEncoder()
                 encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
                 let document = Listing(
-                    repositories: Dictionary(uniqueKeysWithValues: listing.map { ($0.name.value, $0) }))
+                    repositories: Dictionary(uniqueKeysWithValues: listing.map { ($0.name.value, $0) }),
+                    carries: carried)
                 FileHandle.standardOutput.write(try encoder.encode(document) + Data("\n".utf8))
                 return
             }
             for repository in listing {
                 for (tag, digest) in repository.tags.sorted(by: { $0.key < $1.key }) {
-                    print("\(repository.name):\(tag)  \(digest)")
+                    let kinds = carried["\(repository.name):\(tag)"].map { "  [\($0.joined(separator: ", "))]" } ?? ""
+                    print("\(repository.name):\(tag)  \(digest)\(kinds)")
                 }
             }
         }
+    }
+
+    /// For each tag that is not itself a signature, attestation, SBOM or referrers tag: what
+    /// refers to its manifest, by cosign's tags and by the referrers index.
+    static func carried(_ listing: [RepositoryListing], registry: RegistryStore) throws -> [String: [String]] {
+        var carried: [String: [String]] = [:]
+        for repository in listing {
+            var kinds: [Digest: Set<String>] = [:]
+            for tag in repository.tags.keys {
+                if let referrer = ReferrerTag(tag: tag) {
+                    kinds[referrer.subject, default: []].insert(referrer.kind.rawValue)
+                }
+            }
+            for (tag, digest) in repository.tags where ReferrerTag(tag: tag) == nil {
+                var found = kinds[digest] ?? []
+                if try !registry.referrers(of: digest, in: repository.name, artifactType: nil).isEmpty {
+                    found.insert("referrers")
+                }
+                if !found.isEmpty { carried["\(repository.name):\(tag)"] = found.sorted() }
+            }
+        }
+        return carried
     }
 }

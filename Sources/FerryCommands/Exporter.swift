@@ -350,8 +350,9 @@ public struct Exporter: Sendable {
             let reference = image.request.reference
             for document in image.documents {
                 subjects.append((reference, document.digest))
-                let stem = "\(document.digest.algorithm.rawValue)-\(document.digest.encoded)"
-                for suffix in ["", ".sig", ".att", ".sbom"] { add("\(reference.name):\(stem)\(suffix)", of: reference) }
+                for kind in ReferrerTag.Kind.allCases {
+                    add("\(reference.name):\(ReferrerTag(subject: document.digest, kind: kind).tag)", of: reference)
+                }
             }
         }
         // The referrers API, where the registry has it: every subject asked, a few at a time.

@@ -61,22 +61,6 @@ public struct InspectCommand: AsyncParsableCommand {
         var signatureValid: Bool?
     }
 
-    /// What a carried image is to another, from its tag: cosign's `sha256-HEX.sig` (signature),
-    /// `.att` (attestation), `.sbom` (SBOM), and the OCI referrers tag `sha256-HEX` (referrers).
-    static func referrerKind(_ reference: String) -> (subject: String, what: String)? {
-        guard let tag = (try? Reference(reference))?.tag?.value, tag.hasPrefix("sha256-") else { return nil }
-        let rest = tag.dropFirst("sha256-".count)
-        let hex = String(rest.prefix(64))
-        guard hex.count == 64 else { return nil }
-        switch rest.dropFirst(64) {
-        case ".sig": return (hex, "signature")
-        case ".att": return (hex, "attestation")
-        case ".sbom": return (hex, "SBOM")
-        case "": return (hex, "referrers")
-        default: return nil
-        }
-    }
-
     public func run() async throws {
         try await reportingErrors {
             if let (inventory, digest) = try? SiteInventory.read(path: bundle) {
@@ -159,8 +143,9 @@ public struct InspectCommand: AsyncParsableCommand {
             // Signatures, attestations, SBOMs and referrer indexes, by the digest they refer to.
             var carried: [String: [String]] = [:]
             for image in manifest.images {
-                guard let kind = Self.referrerKind(image.reference) else { continue }
-                carried[kind.subject, default: []].append(kind.what)
+                guard let tag = (try? Reference(image.reference))?.tag, let referrer = ReferrerTag(tag: tag.value)
+                else { continue }
+                carried[referrer.subject.description, default: []].append(referrer.kind.rawValue)
             }
             for image in manifest.images {
                 print(image.reference)
@@ -171,7 +156,7 @@ public struct InspectCommand: AsyncParsableCommand {
                 print("  type       \(image.mediaType)")
                 print("  platforms  \(image.platforms.isEmpty ? "-" : image.platforms.joined(separator: ", "))")
                 print("  size       \(ProgressReporter.bytes(image.size))")
-                if let kinds = carried[image.digest.encoded] {
+                if let kinds = carried[image.digest.description] {
                     print("  carries    \(kinds.sorted().joined(separator: ", "))")
                 }
             }

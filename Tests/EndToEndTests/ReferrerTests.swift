@@ -66,6 +66,8 @@ struct ReferrerTests {
         try appliance.command(["import", "\(work)/b.tar"])
         let certs = try appliance.certDirectory()
         let served = Reference.servedHost(registry.host)
+        let images = try appliance.command(["images"]).stdout
+        #expect(images.contains("test/single:1.0  \(image)  [attestation, referrers, signature]"), "\(images)")
         for (tag, digest) in upstream {
             let raw = try Shell.run([
                 "skopeo", "inspect", "--raw", "--cert-dir", certs,
@@ -135,6 +137,8 @@ struct ReferrerTests {
         defer { target.stop() }
         try target.command(["import", "\(work)/b.tar"])
         let downstream = "\(Reference.servedHost(source.host))/\(repository)"
+        let images = try target.command(["images"]).stdout
+        #expect(images.contains("\(downstream):1.0  \(image)  [referrers]"), "\(images)")
         let listed = try target.curl("/v2/\(downstream)/referrers/\(image)").text
         #expect(listed.contains(sbom.description) && listed.contains("application/spdx+json"), "\(listed)")
     }
