@@ -70,6 +70,15 @@ public struct ExportCommand: AsyncParsableCommand {
             """)
     var noReferrers = false
 
+    @Option(
+        name: .customLong("referrers-type"),
+        help: """
+            Carry only these referrers (repeatable): signature, attestation, sbom, referrers (by \
+            cosign's and the referrers schema's tags), or an artifact type the registry's referrers \
+            API reports, e.g. application/spdx+json.
+            """)
+    var referrerTypes: [String] = []
+
     @Option(help: "Blobs downloaded at once.")
     var parallel: Int = 6
 
@@ -92,6 +101,9 @@ public struct ExportCommand: AsyncParsableCommand {
     public func validate() throws {
         guard parallel >= 1 && parallel <= 64 else { throw ValidationError("--parallel must be between 1 and 64") }
         guard !output.isEmpty else { throw ValidationError("--output must name a file") }
+        if noReferrers && !referrerTypes.isEmpty {
+            throw ValidationError("--referrers-type keeps some referrers; --no-referrers leaves them all out: give one")
+        }
     }
 
     public func run() async throws {
@@ -112,7 +124,8 @@ public struct ExportCommand: AsyncParsableCommand {
                 requests: requests, output: output, platforms: platforms, parallel: parallel,
                 cacheDirectory: cache ?? Self.defaultCacheDirectory(), creationTime: Self.creationTime(),
                 signingKey: signingKey, loadPlatform: try Platform(parsing: loadPlatform),
-                against: try selection.deltaBase(), volumeSize: volumeSize?.bytes, referrers: !noReferrers)
+                against: try selection.deltaBase(), volumeSize: volumeSize?.bytes, referrers: !noReferrers,
+                referrerTypes: referrerTypes.isEmpty ? nil : Set(referrerTypes))
             let summary = try await registryOptions.withClient(credentials: credentialStore) { client in
                 try await Exporter(client: client, progress: reporter).run(options)
             }

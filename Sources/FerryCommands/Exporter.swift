@@ -32,13 +32,17 @@ public struct Exporter: Sendable {
         /// Carry each image's signatures, attestations and SBOMs (cosign's tags, the OCI
         /// referrers tag); `--no-referrers` turns it off.
         public var referrers = true
+        /// Only these referrers: kinds of ``ReferrerTag`` by name, or artifact types the referrers
+        /// API reports. Nil: all.
+        public var referrerTypes: Set<String>?
         public init(
             requests: [ImageRequest], output: String, platforms: [Platform], parallel: Int, cacheDirectory: String,
             creationTime: Int64, signingKey: SigningKey? = nil,
             loadPlatform: Platform = Platform(os: "linux", architecture: "amd64"), against: DeltaBase? = nil,
-            volumeSize: Int64? = nil, referrers: Bool = true
+            volumeSize: Int64? = nil, referrers: Bool = true, referrerTypes: Set<String>? = nil
         ) {
             self.referrers = referrers
+            self.referrerTypes = referrerTypes
             self.against = against
             self.volumeSize = volumeSize
             self.signingKey = signingKey
@@ -350,7 +354,7 @@ public struct Exporter: Sendable {
             let reference = image.request.reference
             for document in image.documents {
                 subjects.append((reference, document.digest))
-                for kind in ReferrerTag.Kind.allCases {
+                for kind in ReferrerTag.Kind.allCases where options.referrerTypes?.contains(kind.rawValue) ?? true {
                     add("\(reference.name):\(ReferrerTag(subject: document.digest, kind: kind).tag)", of: reference)
                 }
             }
@@ -367,7 +371,10 @@ public struct Exporter: Sendable {
             }
         }
         for (subject, found) in zip(subjects, answers) {
-            for referrer in found { add("\(subject.reference.name)@\(referrer.digest)", of: subject.reference) }
+            for referrer in found where options.referrerTypes.map({ $0.contains(referrer.artifactType ?? "") }) ?? true
+            {
+                add("\(subject.reference.name)@\(referrer.digest)", of: subject.reference)
+            }
         }
         guard !candidates.isEmpty else { return [] }
         progress.phase("Looking for signatures, attestations and SBOMs of \(images.count) image(s)")

@@ -55,6 +55,13 @@ struct ReferrerTests {
         for (tag, _) in upstream { #expect(carried.contains("\(registry.host)/test/single:\(tag)"), "\(carried)") }
         let inspected = try Ferry.run(["inspect", "\(work)/b.tar"]).stdout
         #expect(inspected.contains("carries    attestation, referrers, signature"), "\(inspected)")
+        let onlySignatures = try Ferry.run(
+            [
+                "export", "-o", "\(work)/sig.tar", "--cache", "\(work)/cache", "--json", "--referrers-type",
+                "signature",
+                source,
+            ] + registry.ferryTrustFlags)
+        #expect(onlySignatures.stdout.contains("\(stem).sig") && !onlySignatures.stdout.contains("\(stem).att"))
         let without = try Ferry.run(
             ["export", "-o", "\(work)/plain.tar", "--cache", "\(work)/cache", "--json", "--no-referrers", source]
                 + registry.ferryTrustFlags)
@@ -133,6 +140,20 @@ struct ReferrerTests {
                 "\(source.host)/\(repository):1.0",
             ])
         #expect(exported.stdout.contains("\(source.host)/\(repository)@\(sbom)"), "\(exported.stdout)")
+        let filtered = try Ferry.run(
+            [
+                "export", "-o", "\(work)/f.tar", "--cache", "\(work)/cache", "--json", "--ca-file",
+                source.caCertificate,
+                "--referrers-type", "application/vnd.example+json", "\(source.host)/\(repository):1.0",
+            ])
+        #expect(!filtered.stdout.contains(sbom.description), "\(filtered.stdout)")
+        let kept = try Ferry.run(
+            [
+                "export", "-o", "\(work)/k.tar", "--cache", "\(work)/cache", "--json", "--ca-file",
+                source.caCertificate,
+                "--referrers-type", "application/spdx+json", "\(source.host)/\(repository):1.0",
+            ])
+        #expect(kept.stdout.contains(sbom.description), "\(kept.stdout)")
         let target = try ApplianceFixture(dataDirectory: "\(work)/target")
         defer { target.stop() }
         try target.command(["import", "\(work)/b.tar"])
