@@ -163,4 +163,56 @@ struct ReferrerTests {
         let listed = try target.curl("/v2/\(downstream)/referrers/\(image)").text
         #expect(listed.contains(sbom.description) && listed.contains("application/spdx+json"), "\(listed)")
     }
+
+    /// Any OCI artifact travels like an image (issue 13, point 2): a Helm chart as Helm pushes it
+    /// (its own config and layer media types), named in the list like an image, exported, verified,
+    /// imported, served and pushed with its digest unchanged.
+    @Test func aHelmChartArtifactTravelsLikeAnImage() throws {
+        let registry = try RegistryFixture(tls: true)
+        defer { registry.stop() }
+        let work = try Shell.temporaryDirectory()
+        defer { Shell.remove(work) }
+        let ca = try #require(registry.tls?.caCertificate)
+        let config = Array(#"{"name":"demo","version":"0.1.0","apiVersion":"v2"}"#.utf8)
+        let chart = (0..<4096).map { UInt8(truncatingIfNeeded: $0 &* 31) }
+        // The distribution registry's two-step upload: POST for a location, PUT the bytes there.
+        for blob in [config, chart] {
+            try Data(blob).write(to: URL(fileURLWithPath: "\(work)/blob"))
+            let started = try HTTPReply.fetch(
+                "https://\(registry.host)/v2/charts/demo/blobs/uploads/", method: "POST", ca: ca)
+            let location = try #require(started.headers["location"])
+            let url = location.hasPrefix("http") ? location : "https://\(registry.host)\(location)"
+            let upload = try HTTPReply.fetch(
+                "\(url)\(url.contains("?") ? "&" : "?")digest=\(Digest.of(blob))", method: "PUT",
+                headers: ["Content-Type: application/octet-stream"], ca: ca, bodyFile: "\(work)/blob")
+            #expect(upload.status == 201, "\(upload.text)")
+        }
+        let manifest =
+            #"{"schemaVersion":2,"mediaType":"\#(MediaType.ociManifest)","#
+            + #""config":{"mediaType":"application/vnd.cncf.helm.config.v1+json","digest":"\#(Digest.of(config))","size":\#(config.count)},"#
+            + #""layers":[{"mediaType":"application/vnd.cncf.helm.chart.content.v1.tar+gzip","digest":"\#(Digest.of(chart))","size":\#(chart.count)}]}"#
+        try manifest.write(toFile: "\(work)/chart.json", atomically: true, encoding: .utf8)
+        let put = try HTTPReply.fetch(
+            "https://\(registry.host)/v2/charts/demo/manifests/0.1.0", method: "PUT",
+            headers: ["Content-Type: \(MediaType.ociManifest)"], ca: ca, bodyFile: "\(work)/chart.json")
+        #expect(put.status == 201, "\(put.text)")
+        let digest = Digest.of(Array(manifest.utf8))
+
+        try "\(registry.host)/charts/demo:0.1.0\n".write(toFile: "\(work)/list.txt", atomically: true, encoding: .utf8)
+        try Ferry.run(
+            ["export", "-f", "\(work)/list.txt", "-o", "\(work)/b.tar", "--cache", "\(work)/cache"]
+                + registry.ferryTrustFlags)
+        try Ferry.run(["verify", "\(work)/b.tar"])
+        let appliance = try ApplianceFixture(dataDirectory: "\(work)/site")
+        defer { appliance.stop() }
+        try appliance.command(["import", "\(work)/b.tar"])
+        let served = try appliance.curl(
+            "/v2/\(Reference.servedHost(registry.host))/charts/demo/manifests/0.1.0",
+            headers: ["Accept: \(MediaType.ociManifest)"])
+        #expect(served.status == 200 && served.headers["docker-content-digest"] == digest.description)
+        let target = try RegistryFixture(tls: true)
+        defer { target.stop() }
+        try Ferry.run(["push", "\(work)/b.tar", "--to", target.host, "--drop-registry-host"] + target.ferryTrustFlags)
+        #expect(try SeededRegistry.registryDigest(target, "charts/demo:0.1.0") == digest)
+    }
 }
