@@ -79,6 +79,14 @@ public struct ExportCommand: AsyncParsableCommand {
             """)
     var referrerTypes: [String] = []
 
+    @Option(
+        name: .customLong("verify-signatures"),
+        help: """
+            Refuse images without a cosign signature by this key (repeatable; ECDSA P-256 or \
+            Ed25519 public key in PEM): checked offline before the bundle is written.
+            """)
+    var signatureKeyFiles: [String] = []
+
     @Option(help: "Blobs downloaded at once.")
     var parallel: Int = 6
 
@@ -101,6 +109,9 @@ public struct ExportCommand: AsyncParsableCommand {
     public func validate() throws {
         guard parallel >= 1 && parallel <= 64 else { throw ValidationError("--parallel must be between 1 and 64") }
         guard !output.isEmpty else { throw ValidationError("--output must name a file") }
+        if noReferrers && !signatureKeyFiles.isEmpty {
+            throw ValidationError("--verify-signatures needs the signatures: drop --no-referrers")
+        }
         if noReferrers && !referrerTypes.isEmpty {
             throw ValidationError("--referrers-type keeps some referrers; --no-referrers leaves them all out: give one")
         }
@@ -125,7 +136,8 @@ public struct ExportCommand: AsyncParsableCommand {
                 cacheDirectory: cache ?? Self.defaultCacheDirectory(), creationTime: Self.creationTime(),
                 signingKey: signingKey, loadPlatform: try Platform(parsing: loadPlatform),
                 against: try selection.deltaBase(), volumeSize: volumeSize?.bytes, referrers: !noReferrers,
-                referrerTypes: referrerTypes.isEmpty ? nil : Set(referrerTypes))
+                referrerTypes: referrerTypes.isEmpty ? nil : Set(referrerTypes),
+                signatureKeys: try signatureKeyFiles.map { try ImageSignatureKey(pemFile: $0) })
             let summary = try await registryOptions.withClient(credentials: credentialStore) { client in
                 try await Exporter(client: client, progress: reporter).run(options)
             }

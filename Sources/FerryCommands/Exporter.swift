@@ -35,12 +35,16 @@ public struct Exporter: Sendable {
         /// Only these referrers: kinds of ``ReferrerTag`` by name, or artifact types the referrers
         /// API reports. Nil: all.
         public var referrerTypes: Set<String>?
+        /// Refuse images without a cosign signature verified by one of these keys.
+        public var signatureKeys: [ImageSignatureKey] = []
         public init(
             requests: [ImageRequest], output: String, platforms: [Platform], parallel: Int, cacheDirectory: String,
             creationTime: Int64, signingKey: SigningKey? = nil,
             loadPlatform: Platform = Platform(os: "linux", architecture: "amd64"), against: DeltaBase? = nil,
-            volumeSize: Int64? = nil, referrers: Bool = true, referrerTypes: Set<String>? = nil
+            volumeSize: Int64? = nil, referrers: Bool = true, referrerTypes: Set<String>? = nil,
+            signatureKeys: [ImageSignatureKey] = []
         ) {
+            self.signatureKeys = signatureKeys
             self.referrers = referrers
             self.referrerTypes = referrerTypes
             self.against = against
@@ -161,6 +165,7 @@ public struct Exporter: Sendable {
 
         // Phase 1: resolve (bounded parallelism, order kept), then what refers to each image.
         var resolved = try await resolveAll(options, filter: filter, store: store)
+        let requested = resolved.count
         if options.referrers { resolved += try await referrers(of: resolved, options: options, store: store) }
 
         // Phase 2: download each distinct blob once.
@@ -200,6 +205,11 @@ public struct Exporter: Sendable {
             while try await group.next() != nil { addNext() }
         }
         progress.finishDownload()
+
+        // With keys given, every requested image must carry a cosign signature they verify.
+        if !options.signatureKeys.isEmpty {
+            try Self.checkSignatures(of: resolved, requested: requested, keys: options.signatureKeys, store: store)
+        }
 
         // Platforms of single-manifest images come from their config.
         let images = resolved.map { image -> ResolvedImage in
@@ -337,6 +347,31 @@ public struct Exporter: Sendable {
         var variant: String?
     }
 
+    /// Checks that each of the first `requested` images has a signature (its `sha256-HEX.sig`
+    /// referrer among `images`) that one of `keys` verifies; the payloads are read from the cache.
+    static func checkSignatures(
+        of images: [ResolvedImage], requested: Int, keys: [ImageSignatureKey], store: BlobStore
+    ) throws {
+        var byName: [String: ResolvedImage] = [:]
+        for image in images { byName[image.request.reference.description] = image }
+        var refused: [String] = []
+        for image in images.prefix(requested) {
+            let reference = image.request.reference
+            let tag = ReferrerTag(subject: image.top.digest, kind: .signature).tag
+            guard let name = try? Reference("\(reference.name):\(tag)"), let signature = byName[name.description],
+                case .manifest(let manifest) = signature.top.content
+            else {
+                refused.append("\(reference): not signed (no \(tag))")
+                continue
+            }
+            let verified = CosignSignature.verifies(manifest, subject: image.top.digest, keys: keys) { layer in
+                try? store.read(layer.digest, limit: 1 << 20)
+            }
+            if !verified { refused.append("\(reference): its signature does not verify with the given keys") }
+        }
+        if !refused.isEmpty { throw ExportError.signatures(refused) }
+    }
+
     /// What refers to the resolved images, as images of their own: for every manifest and index
     /// the bundle carries, the OCI 1.1 referrers API's answer (each referrer by digest), cosign's
     /// tags (`sha256-HEX.sig`, `.att`, `.sbom`) and the referrers tag schema's index (`sha256-HEX`),
@@ -472,9 +507,14 @@ public enum ExportError: Error, CustomStringConvertible {
     case blob(image: String, digest: Digest, RegistryError)
     case noMatchingPlatform(image: String, requested: [String], available: [String])
     case tooDeep(image: String)
+    /// Images whose cosign signature is missing or does not verify with the keys given.
+    case signatures([String])
 
     public var description: String {
         switch self {
+        case .signatures(let refused):
+            (["nothing written: \(refused.count) image(s) without a valid signature by the given keys:"]
+                + refused.map { "  \($0)" }).joined(separator: "\n")
         case .registry(let image, let error): "\(image): \(error)"
         case .blob(let image, let digest, let error): "\(image): blob \(digest): \(error)"
         case .noMatchingPlatform(let image, let requested, let available):
@@ -491,6 +531,7 @@ public enum ExportError: Error, CustomStringConvertible {
             case .corruptBlob, .manifestDigestMismatch: true
             default: false
             }
+        case .signatures: true
         default: false
         }
     }

@@ -215,4 +215,72 @@ struct ReferrerTests {
         try Ferry.run(["push", "\(work)/b.tar", "--to", target.host, "--drop-registry-host"] + target.ferryTrustFlags)
         #expect(try SeededRegistry.registryDigest(target, "charts/demo:0.1.0") == digest)
     }
+
+    /// Cosign signatures checked offline at export (issue 13, point 4): ECDSA P-256 signatures over
+    /// simple-signing payloads, made with python's `cryptography` in cosign's format.
+    @Test func exportVerifiesCosignSignaturesOffline() throws {
+        let registry = try RegistryFixture(tls: true)
+        defer { registry.stop() }
+        let work = try Shell.temporaryDirectory()
+        defer { Shell.remove(work) }
+        let seeded = try SeededRegistry.make(registry, largeLayer: 1 << 20)
+        let single = try #require(seeded.images["test/single:1.0"])
+        let docker = try #require(seeded.images["test/nested/docker:v2"])
+        let multi = try #require(seeded.images["test/multi:1.0"])
+        // Keys, and payloads signed with the first: test/single's names its digest; the one for
+        // test/nested/docker names another image's (a signature over another digest).
+        let signed = try Shell.run([
+            "/usr/bin/python3", "-c",
+            """
+            import base64, json, sys
+            from cryptography.hazmat.primitives import hashes, serialization
+            from cryptography.hazmat.primitives.asymmetric import ec
+            work = sys.argv[1]
+            keys = [ec.generate_private_key(ec.SECP256R1()) for _ in range(2)]
+            for name, key in zip(["good", "wrong"], keys):
+                open(f"{work}/{name}.pub", "wb").write(key.public_key().public_bytes(
+                    serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+            for i, digest in enumerate(sys.argv[2:]):
+                payload = json.dumps({"critical": {"identity": {"docker-reference": "x"},
+                    "image": {"docker-manifest-digest": digest}, "type": "cosign container image signature"},
+                    "optional": None}).encode()
+                open(f"{work}/payload{i}", "wb").write(payload)
+                print(base64.b64encode(keys[0].sign(payload, ec.ECDSA(hashes.SHA256()))).decode())
+            """, work, single.description, multi.description,
+        ]).stdout.split(separator: "\n").map(String.init)
+        #expect(signed.count == 2)
+        let builder = try ImageBuilder(directory: "\(work)/signatures")
+        for (i, (repository, subject)) in [("test/single", single), ("test/nested/docker", docker)].enumerated() {
+            let payload = Array(try Data(contentsOf: URL(fileURLWithPath: "\(work)/payload\(i)")))
+            var layer = try builder.addBlob(payload, mediaType: "application/vnd.dev.cosign.simplesigning.v1+json")
+            layer.annotations = ["dev.cosignproject.cosign/signature": signed[i]]
+            try builder.tag(
+                try builder.addImage(platform: Platform(os: "linux", architecture: "amd64"), layers: [layer]),
+                as: "s\(i)")
+            try builder.push("s\(i)", to: registry, as: "\(repository):sha256-\(subject.encoded).sig")
+        }
+        func export(_ name: String, key: String) throws -> Shell.Result {
+            try Ferry.run(
+                [
+                    "export", "-o",
+                    "\(work)/\(key.hasSuffix("good.pub") ? name.split(separator: "/")[1] : "refused").tar",
+                    "--cache", "\(work)/cache", "--verify-signatures", key,
+                    "\(registry.host)/\(name)",
+                ] + registry.ferryTrustFlags, check: false)
+        }
+        #expect(try export("test/single:1.0", key: "\(work)/good.pub").status == 0)
+        let wrong = try export("test/single:1.0", key: "\(work)/wrong.pub")
+        #expect(wrong.status == 65 && wrong.stderr.contains("does not verify"), "\(wrong.stderr)")
+        let other = try export("test/nested/docker:v2", key: "\(work)/good.pub")
+        #expect(other.status == 65 && other.stderr.contains("test/nested/docker:v2"), "\(other.stderr)")
+        let unsigned = try export("test/multi:1.0", key: "\(work)/good.pub")
+        #expect(unsigned.status == 65 && unsigned.stderr.contains("not signed"), "\(unsigned.stderr)")
+        try "not a key".write(toFile: "\(work)/bad.pub", atomically: true, encoding: .utf8)
+        let badKey = try export("test/single:1.0", key: "\(work)/bad.pub")
+        #expect(badKey.status == 64 && badKey.stderr.contains("bad.pub"), "\(badKey.stderr)")
+        // Nothing was written for a refused export.
+        #expect(!FileManager.default.fileExists(atPath: "\(work)/refused.tar"))
+        #expect(!FileManager.default.fileExists(atPath: "\(work)/nested.tar"))
+        #expect(!FileManager.default.fileExists(atPath: "\(work)/multi:1.0.tar"))
+    }
 }
