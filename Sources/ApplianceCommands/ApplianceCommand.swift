@@ -87,7 +87,8 @@ func reportingApplianceErrors(_ body: () async throws -> Void) async throws {
         switch error {
         case let error as ImportError:
             switch error {
-            case .invalid, .baseMissing, .duplicateVolume, .setAlreadyImported, .volumeContentGone, .partsDoNotJoin:
+            case .invalid, .baseMissing, .duplicateVolume, .setAlreadyImported, .volumeContentGone, .partsDoNotJoin,
+                .unsignedImages:
                 throw ExitCode(65)
             case .archive(let error): throw ExitCode(error.isUsage ? 64 : 65)
             default: break
@@ -219,8 +220,12 @@ struct ImportCommand: AsyncParsableCommand {
             } catch {
                 throw ValidationError("--name-prefix \(namePrefix ?? ""): \(error)")
             }
+            let imageKeys = try (configuration.import?.requireImageSignatures ?? []).map {
+                try ImageSignatureKey(pemFile: $0)
+            }
             let importer = Importer(
-                store: registry, reader: BundleReader(trustedKeys: keys), paranoid: paranoid, namePrefix: prefix)
+                store: registry, reader: BundleReader(trustedKeys: keys), paranoid: paranoid, namePrefix: prefix,
+                imageKeys: imageKeys)
             var results: [Importer.Result] = []
             for bundle in bundles {
                 let result = try importer.importBundle(bundle, skipKnown: skipKnown, repository: name)

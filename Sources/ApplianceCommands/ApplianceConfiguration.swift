@@ -32,6 +32,7 @@ import Yams
 /// import:
 ///   requireSignature: true
 ///   trustedKeys: [/etc/ferry/keys]    # public keys (PEM), files or directories
+///   requireImageSignatures: [/etc/ferry/cosign.pub]   # every image needs a cosign signature by one
 /// ```
 public struct ApplianceConfiguration: Codable, Equatable, Sendable {
     public struct TLS: Codable, Equatable, Sendable {
@@ -66,6 +67,9 @@ public struct ApplianceConfiguration: Codable, Equatable, Sendable {
     public struct Import: Codable, Equatable, Sendable {
         public var requireSignature: Bool?
         public var trustedKeys: [String]?
+        /// cosign public keys (PEM files): an image of a bundle without a signature by one of them
+        /// is refused, and nothing of that bundle becomes visible.
+        public var requireImageSignatures: [String]?
     }
 
     public var dataDir: String?

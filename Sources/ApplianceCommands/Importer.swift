@@ -49,10 +49,14 @@ public struct Importer: Sendable {
     let paranoid: Bool
     /// Serve every image under this prefix (`--name-prefix`).
     let namePrefix: RepositoryName?
+    /// cosign keys every image of a bundle needs a signature by (`import.requireImageSignatures`).
+    let imageKeys: [ImageSignatureKey]
 
     public init(
-        store: any RegistryStorage, reader: BundleReader, paranoid: Bool = false, namePrefix: RepositoryName? = nil
+        store: any RegistryStorage, reader: BundleReader, paranoid: Bool = false, namePrefix: RepositoryName? = nil,
+        imageKeys: [ImageSignatureKey] = []
     ) {
+        self.imageKeys = imageKeys
         self.store = store
         self.reader = reader
         self.paranoid = paranoid
@@ -83,8 +87,9 @@ public struct Importer: Sendable {
             try refuseRepeated(volume, manifest: manifest)
         }
         let report: VerificationReport
+        let capture = SignatureCapture(passingTo: sink)
         do {
-            report = try reader.verifyAny(path: path, sink: sink, repository: repository)
+            report = try reader.verifyAny(path: path, sink: imageKeys.isEmpty ? sink : capture, repository: repository)
         } catch let error as LayoutArchiveError {
             throw ImportError.archive(error)
         } catch {
@@ -96,6 +101,17 @@ public struct Importer: Sendable {
         }
         guard report.ok, let manifest = report.manifest, let manifestDigest = report.manifestDigest else {
             throw ImportError.invalid(bundle: path, report.problems)
+        }
+        if !imageKeys.isEmpty {
+            // Signature documents come with the bundle (a volume's may be in the store already).
+            let blobs = store.blobs
+            func bytes(_ digest: Digest) -> [UInt8]? {
+                capture.kept[digest] ?? (try? blobs.read(digest, limit: ManifestDocument.maximumSize))
+            }
+            let refused = CosignSignature.refused(
+                try manifest.images.map { (try Reference($0.reference), $0.digest) }, keys: imageKeys,
+                manifest: bytes, payload: { bytes($0.digest) })
+            if !refused.isEmpty { throw ImportError.unsignedImages(bundle: path, refused) }
         }
         if let volume = report.volume {
             return try store.withVolumeSetLock(manifestDigest.encoded) {
@@ -387,6 +403,8 @@ public enum ImportError: Error, CustomStringConvertible {
     case invalid(bundle: String, [VerificationProblem])
     case badReference(String, ReferenceError)
     case storeChanged(String, Digest)
+    /// Images without a cosign signature by the keys `import.requireImageSignatures` names.
+    case unsignedImages(bundle: String, [String])
     /// Another tool's archive that cannot be read as an OCI layout, or whose images need a name.
     case archive(LayoutArchiveError)
     case store(bundle: String, String)
@@ -434,6 +452,11 @@ public enum ImportError: Error, CustomStringConvertible {
             "\(volume): not imported, nothing changed: the parts of \(blob) (volumes "
                 + volumes.map(String.init).joined(separator: ", ") + ") do not join into it; the set is broken"
         case .archive(let error): error.description
+        case .unsignedImages(let bundle, let refused):
+            ([
+                "\(bundle): not imported, nothing changed: \(refused.count) image(s) without a valid signature "
+                    + "by import.requireImageSignatures:"
+            ] + refused.map { "  \($0)" }).joined(separator: "\n")
         case .storeChanged(let bundle, let digest):
             "\(bundle): blob \(digest) left the store during the import (garbage collection?); nothing changed, import it again"
         }

@@ -347,28 +347,16 @@ public struct Exporter: Sendable {
         var variant: String?
     }
 
-    /// Checks that each of the first `requested` images has a signature (its `sha256-HEX.sig`
-    /// referrer among `images`) that one of `keys` verifies; the payloads are read from the cache.
+    /// Checks that each of the first `requested` images has a signature among `images` that one
+    /// of `keys` verifies; the documents and payloads are read from the cache.
     static func checkSignatures(
         of images: [ResolvedImage], requested: Int, keys: [ImageSignatureKey], store: BlobStore
     ) throws {
-        var byName: [String: ResolvedImage] = [:]
-        for image in images { byName[image.request.reference.description] = image }
-        var refused: [String] = []
-        for image in images.prefix(requested) {
-            let reference = image.request.reference
-            let tag = ReferrerTag(subject: image.top.digest, kind: .signature).tag
-            guard let name = try? Reference("\(reference.name):\(tag)"), let signature = byName[name.description],
-                case .manifest(let manifest) = signature.top.content
-            else {
-                refused.append("\(reference): not signed (no \(tag))")
-                continue
-            }
-            let verified = CosignSignature.verifies(manifest, subject: image.top.digest, keys: keys) { layer in
-                try? store.read(layer.digest, limit: 1 << 20)
-            }
-            if !verified { refused.append("\(reference): its signature does not verify with the given keys") }
-        }
+        let named = images.map { ($0.request.reference, $0.top.digest) }
+        let refused = CosignSignature.refused(
+            Array(named.prefix(requested)) + named.dropFirst(requested).filter { $0.0.tag != nil }, keys: keys,
+            manifest: { try? store.read($0, limit: ManifestDocument.maximumSize) },
+            payload: { try? store.read($0.digest, limit: 1 << 20) })
         if !refused.isEmpty { throw ExportError.signatures(refused) }
     }
 

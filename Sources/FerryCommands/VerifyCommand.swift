@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import NIOPosix
 import OCIBundle
+import OCICore
 
 #if canImport(Glibc)
     import Glibc
@@ -55,6 +56,11 @@ public struct VerifyCommand: AsyncParsableCommand {
             """)
     var name: String?
 
+    @Option(
+        name: .customLong("image-keys"),
+        help: "Also require each image's cosign signature by this key (repeatable; ECDSA P-256 or Ed25519, PEM).")
+    var imageKeyFiles: [String] = []
+
     @Flag(help: "Print the report as JSON on standard output.")
     var json = false
 
@@ -67,11 +73,21 @@ public struct VerifyCommand: AsyncParsableCommand {
             guard !bundles.isEmpty else { throw ValidationError("name a bundle, or - for standard input") }
             var reports: [VerificationReport] = []
             var failed = false
+            let imageKeys = try imageKeyFiles.map { try ImageSignatureKey(pemFile: $0) }
             for bundle in bundles {
                 let reader = BundleReader(trustedKeys: keys)
                 let repository = name
                 let report = try await NIOThreadPool.singleton.runIfActive {
-                    try reader.verifyAny(path: bundle, repository: repository ?? "unnamed")
+                    let capture = SignatureCapture(passingTo: nil)
+                    var report = try reader.verifyAny(
+                        path: bundle, sink: imageKeys.isEmpty ? nil : capture, repository: repository ?? "unnamed")
+                    if !imageKeys.isEmpty, report.ok, let manifest = report.manifest {
+                        let refused = CosignSignature.refused(
+                            try manifest.images.map { (try Reference($0.reference), $0.digest) }, keys: imageKeys,
+                            manifest: { capture.kept[$0] }, payload: { capture.kept[$0.digest] })
+                        report.problems += refused.map { VerificationProblem(.signature, $0) }
+                    }
+                    return report
                 }
                 if !json { Self.show(report, bundle: bundle) }
                 failed = failed || !report.ok

@@ -68,3 +68,78 @@ public enum CosignSignature {
         return false
     }
 }
+
+extension CosignSignature {
+    /// The images of `images` that are not themselves signatures, attestations, SBOMs or referrer
+    /// indexes, and have no signature (their `sha256-HEX.sig` among `images`) that one of `keys`
+    /// verifies: the one check an export, `ferry verify --image-keys` and an import share.
+    /// `manifest` and `payload` give the bytes of a signature manifest and of a payload layer.
+    public static func refused(
+        _ images: [(reference: Reference, digest: Digest)], keys: [ImageSignatureKey],
+        manifest: (Digest) -> [UInt8]?, payload: (Descriptor) -> [UInt8]?
+    ) -> [String] {
+        var byName: [String: Digest] = [:]
+        for image in images { byName[image.reference.description] = image.digest }
+        var refused: [String] = []
+        for image in images where image.reference.tag.flatMap({ ReferrerTag(tag: $0.value) }) == nil {
+            let tag = ReferrerTag(subject: image.digest, kind: .signature).tag
+            guard let name = try? Reference("\(image.reference.name):\(tag)"), let digest = byName[name.description],
+                let bytes = manifest(digest), let document = try? ManifestDocument(bytes: bytes),
+                case .manifest(let signature) = document.content
+            else {
+                refused.append("\(image.reference): not signed (no \(tag))")
+                continue
+            }
+            if !verifies(signature, subject: image.digest, keys: keys, payload: payload) {
+                refused.append("\(image.reference): its signature does not verify with the given keys")
+            }
+        }
+        return refused
+    }
+}
+
+/// Keeps, while a bundle is read, what checking its images' signatures needs: the manifests of
+/// its signature images and the simple-signing payloads (small), passing every blob on to `inner`.
+public final class SignatureCapture: BundleBlobSink {
+    let inner: (any BundleBlobSink)?
+    private var wanted: Set<Digest> = []
+    private var current: Digest?
+    private var bytes: [UInt8] = []
+    public private(set) var kept: [Digest: [UInt8]] = [:]
+
+    public init(passingTo inner: (any BundleBlobSink)?) { self.inner = inner }
+
+    public func prepare(_ manifest: BundleManifest, volume: VolumeHeader?) throws {
+        for image in manifest.images {
+            if let tag = (try? Reference(image.reference))?.tag, ReferrerTag(tag: tag.value)?.kind == .signature {
+                wanted.insert(image.digest)
+            }
+        }
+        for blob in manifest.blobs where blob.mediaType == CosignSignature.payloadMediaType && blob.size <= 1 << 20 {
+            wanted.insert(blob.digest)
+        }
+        try inner?.prepare(manifest, volume: volume)
+    }
+
+    public func begin(_ blob: BundleManifest.Blob) throws {
+        current = wanted.contains(blob.digest) ? blob.digest : nil
+        bytes = []
+        try inner?.begin(blob)
+    }
+
+    public func write(_ bytes: UnsafeRawBufferPointer) throws {
+        if current != nil { self.bytes += bytes }
+        try inner?.write(bytes)
+    }
+
+    public func commit() throws {
+        try inner?.commit()
+        if let current { kept[current] = bytes }
+        current = nil
+    }
+
+    public func abort() {
+        current = nil
+        inner?.abort()
+    }
+}

@@ -278,6 +278,27 @@ struct ReferrerTests {
         try "not a key".write(toFile: "\(work)/bad.pub", atomically: true, encoding: .utf8)
         let badKey = try export("test/single:1.0", key: "\(work)/bad.pub")
         #expect(badKey.status == 64 && badKey.stderr.contains("bad.pub"), "\(badKey.stderr)")
+        // The same check on a bundle anywhere, and at the appliance under requireImageSignatures.
+        try Ferry.run(
+            [
+                "export", "-o", "\(work)/mixed.tar", "--cache", "\(work)/cache", "\(registry.host)/test/single:1.0",
+                "\(registry.host)/test/multi:1.0",
+            ] + registry.ferryTrustFlags)
+        try Ferry.run(["verify", "\(work)/single:1.0.tar", "--image-keys", "\(work)/good.pub"])
+        let mixed = try Ferry.run(["verify", "\(work)/mixed.tar", "--image-keys", "\(work)/good.pub"], check: false)
+        #expect(mixed.status == 65 && mixed.stderr.contains("test/multi:1.0: not signed"), "\(mixed.stderr)")
+        let site = "\(work)/site"
+        try FileManager.default.createDirectory(atPath: site, withIntermediateDirectories: true)
+        try "import:\n  requireImageSignatures: [\(work)/good.pub]\n".write(
+            toFile: "\(work)/ferry.yaml", atomically: true, encoding: .utf8)
+        let config = ["--config", "\(work)/ferry.yaml", "--data-dir", site]
+        let refusedImport = try Shell.run(
+            [ImportTests.appliance, "import", "\(work)/mixed.tar"] + config, check: false)
+        #expect(refusedImport.status == 65 && refusedImport.stderr.contains("not signed"), "\(refusedImport.stderr)")
+        #expect(!(try Shell.run([ImportTests.appliance, "images"] + config).stdout.contains("test/")))
+        try Shell.run([ImportTests.appliance, "import", "\(work)/single:1.0.tar"] + config)
+        #expect(try Shell.run([ImportTests.appliance, "images"] + config).stdout.contains("test/single:1.0"))
+
         // Nothing was written for a refused export.
         #expect(!FileManager.default.fileExists(atPath: "\(work)/refused.tar"))
         #expect(!FileManager.default.fileExists(atPath: "\(work)/nested.tar"))
