@@ -102,22 +102,15 @@ public struct Importer: Sendable {
         guard report.ok, let manifest = report.manifest, let manifestDigest = report.manifestDigest else {
             throw ImportError.invalid(bundle: path, report.problems)
         }
-        if !imageKeys.isEmpty {
-            // Signature documents come with the bundle (a volume's may be in the store already).
-            let blobs = store.blobs
-            func bytes(_ digest: Digest) -> [UInt8]? {
-                capture.kept[digest] ?? (try? blobs.read(digest, limit: ManifestDocument.maximumSize))
-            }
-            let refused = CosignSignature.refused(
-                try manifest.images.map { (try Reference($0.reference), $0.digest) }, keys: imageKeys,
-                manifest: bytes, payload: { bytes($0.digest) })
-            if !refused.isEmpty { throw ImportError.unsignedImages(bundle: path, refused) }
-        }
         if let volume = report.volume {
+            // A set's signatures are checked when it is complete (its payloads may be in any volume).
             return try store.withVolumeSetLock(manifestDigest.encoded) {
-                try importVolume(volume, report: report, manifest: manifest, path: path, sink: sink, started: started)
+                try importVolume(
+                    volume, report: report, manifest: manifest, path: path, sink: sink, started: started,
+                    kept: capture.kept)
             }
         }
+        try checkImageSignatures(report, manifest: manifest, path: path, kept: capture.kept)
         return try commit(report, manifest: manifest, path: path, sink: sink, started: started)
     }
 
@@ -174,6 +167,31 @@ public struct Importer: Sendable {
         return result
     }
 
+    /// With `import.requireImageSignatures`: every image needs a cosign signature by one of the
+    /// keys. The documents come from the bundle as read (`kept`), else from the store (a volume
+    /// set's earlier volumes).
+    func checkImageSignatures(
+        _ report: VerificationReport, manifest: BundleManifest, path: String, kept: [Digest: [UInt8]]
+    ) throws {
+        guard !imageKeys.isEmpty else { return }
+        let blobs = store.blobs
+        func bytes(_ digest: Digest) -> [UInt8]? {
+            kept[digest] ?? (try? blobs.read(digest, limit: ManifestDocument.maximumSize))
+        }
+        var members: [CosignSignature.Member] = []
+        for image in manifest.images {
+            guard let reference = try? Reference(image.reference) else {
+                throw ImportError.unsignedImages(bundle: path, ["\(image.reference): not a reference"])
+            }
+            members.append(
+                .init(
+                    reference: reference, digest: image.digest,
+                    manifests: report.imageContents[image.reference]?.manifests ?? [image.digest]))
+        }
+        let refused = CosignSignature.refused(members, keys: imageKeys, manifest: bytes, payload: { bytes($0.digest) })
+        if !refused.isEmpty { throw ImportError.unsignedImages(bundle: path, refused) }
+    }
+
     /// Of `digests`, those the store lacks (by size; re-hashed with `paranoid`), in order.
     private func missingBlobs(_ digests: Set<Digest>, sizes listed: [BundleManifest.Blob]) -> [Digest] {
         var sizes: [Digest: Int64] = [:]
@@ -205,7 +223,7 @@ public struct Importer: Sendable {
     /// volume can be imported again. Runs under the set's lock.
     private func importVolume(
         _ volume: VolumeHeader, report: VerificationReport, manifest: BundleManifest, path: String,
-        sink: StoreSink, started: Date
+        sink: StoreSink, started: Date, kept: [Digest: [UInt8]]
     ) throws -> Result {
         try refuseRepeated(volume, manifest: manifest)
         var pending =
@@ -231,6 +249,7 @@ public struct Importer: Sendable {
                 time: BundleManifest.timestamp(Int64(Date().timeIntervalSince1970)),
                 seconds: Date().timeIntervalSince(started), volume: progress)
         }
+        try checkImageSignatures(report, manifest: manifest, path: path, kept: kept)
         do {
             try joinParts(manifest, set: volume.set.encoded, path: path)
             let result = try commit(

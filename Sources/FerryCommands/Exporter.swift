@@ -165,7 +165,6 @@ public struct Exporter: Sendable {
 
         // Phase 1: resolve (bounded parallelism, order kept), then what refers to each image.
         var resolved = try await resolveAll(options, filter: filter, store: store)
-        let requested = resolved.count
         if options.referrers { resolved += try await referrers(of: resolved, options: options, store: store) }
 
         // Phase 2: download each distinct blob once.
@@ -208,7 +207,7 @@ public struct Exporter: Sendable {
 
         // With keys given, every requested image must carry a cosign signature they verify.
         if !options.signatureKeys.isEmpty {
-            try Self.checkSignatures(of: resolved, requested: requested, keys: options.signatureKeys, store: store)
+            try Self.checkSignatures(of: resolved, keys: options.signatureKeys, store: store)
         }
 
         // Platforms of single-manifest images come from their config.
@@ -237,6 +236,9 @@ public struct Exporter: Sendable {
         let index = try BundleWriter.makeIndex(entries)
         let loadEntries = images.compactMap { Self.loadEntry($0, platform: options.loadPlatform) }
         let dockerManifest = loadEntries.isEmpty ? nil : try BundleWriter.makeDockerManifest(loadEntries)
+        // What each image needs, counted once per image (linear in the images' own blobs).
+        var sizeOf: [Digest: Int64] = [:]
+        for blob in documents + everyBlob { sizeOf[blob.digest] = blob.size }
         let manifest = BundleManifest(
             tool: .init(name: "ferry", version: FerryVersion.string),
             created: BundleManifest.timestamp(options.creationTime),
@@ -244,9 +246,7 @@ public struct Exporter: Sendable {
             index: .init(digest: Digest.of(index), size: Int64(index.count)),
             images: images.map { image in
                 let digests = Set(image.documents.map(\.digest) + image.blobs.map(\.digest))
-                let size = (documents + everyBlob).filter { digests.contains($0.digest) }.reduce(Int64(0)) {
-                    $0 + $1.size
-                }
+                let size = digests.reduce(Int64(0)) { $0 + (sizeOf[$1] ?? 0) }
                 return .init(
                     reference: BundleWriter.imageName(image.request.reference), digest: image.top.digest,
                     mediaType: image.top.mediaType, platforms: image.platforms, size: size)
@@ -347,14 +347,15 @@ public struct Exporter: Sendable {
         var variant: String?
     }
 
-    /// Checks that each of the first `requested` images has a signature among `images` that one
-    /// of `keys` verifies; the documents and payloads are read from the cache.
-    static func checkSignatures(
-        of images: [ResolvedImage], requested: Int, keys: [ImageSignatureKey], store: BlobStore
-    ) throws {
-        let named = images.map { ($0.request.reference, $0.top.digest) }
+    /// Checks that each image (other than the referrers of one) has a signature among `images`
+    /// that one of `keys` verifies; the documents and payloads are read from the cache.
+    static func checkSignatures(of images: [ResolvedImage], keys: [ImageSignatureKey], store: BlobStore) throws {
+        let members = images.map {
+            CosignSignature.Member(
+                reference: $0.request.reference, digest: $0.top.digest, manifests: Set($0.documents.map(\.digest)))
+        }
         let refused = CosignSignature.refused(
-            Array(named.prefix(requested)) + named.dropFirst(requested).filter { $0.0.tag != nil }, keys: keys,
+            members, keys: keys,
             manifest: { try? store.read($0, limit: ManifestDocument.maximumSize) },
             payload: { try? store.read($0.digest, limit: 1 << 20) })
         if !refused.isEmpty { throw ExportError.signatures(refused) }
@@ -382,16 +383,23 @@ public struct Exporter: Sendable {
                 }
             }
         }
-        // The referrers API, where the registry has it: every subject asked, a few at a time.
+        // The referrers API, where the registry has it: each registry asked once first, and only
+        // one that answers is asked about every subject, a few at a time.
         let client = self.client
-        let answers = try await boundedMap(subjects, width: options.parallel) { subject in
-            do {
-                return try await client.fetchReferrers(
-                    registry: subject.reference.registry, repository: subject.reference.repository,
-                    subject: subject.digest) ?? []
-            } catch let error as RegistryError {
-                throw ExportError.registry(image: subject.reference.description, error)
+        @Sendable func ask(_ subject: (reference: Reference, digest: Digest)) async -> [Descriptor]? {
+            try? await client.fetchReferrers(
+                registry: subject.reference.registry, repository: subject.reference.repository,
+                subject: subject.digest)
+        }
+        var withAPI: Set<String> = []
+        for registry in Set(subjects.map(\.reference.registry)).sorted() {
+            if let first = subjects.first(where: { $0.reference.registry == registry }), await ask(first) != nil {
+                withAPI.insert(registry)
             }
+        }
+        let answering = withAPI
+        let answers = try await boundedMap(subjects, width: options.parallel) { subject in
+            answering.contains(subject.reference.registry) ? await ask(subject) ?? [] : []
         }
         for (subject, found) in zip(subjects, answers) {
             for referrer in found where options.referrerTypes.map({ $0.contains(referrer.artifactType ?? "") }) ?? true
@@ -402,11 +410,15 @@ public struct Exporter: Sendable {
         guard !candidates.isEmpty else { return [] }
         progress.phase("Looking for signatures, attestations and SBOMs of \(images.count) image(s)")
         let progress = self.progress
+        // A referrer that cannot be had is left out, not a reason to fail the export (a missing
+        // signature still fails --verify-signatures); only an unreachable registry stops it.
         let found = try await boundedMap(candidates, width: options.parallel) { request -> ResolvedImage? in
             do {
                 return try await resolve(request, filter: .all, store: store)
-            } catch ExportError.registry(_, .notFound) {
+            } catch ExportError.registry(_, let error) where !Self.isUnreachable(error) {
                 return nil
+            } catch ExportError.noMatchingPlatform {
+                return nil  // an empty referrers index
             }
         } done: { image in
             if let image {
@@ -414,6 +426,15 @@ public struct Exporter: Sendable {
             }
         }
         return found.compactMap { $0 }
+    }
+
+    /// A registry that could not be reached at all (as opposed to one that answered no).
+    static func isUnreachable(_ error: RegistryError) -> Bool {
+        switch error {
+        case .connection, .unreachable, .tls: true
+        case .gaveUp(let underlying, _): isUnreachable(underlying)
+        default: false
+        }
     }
 
     /// Fetches the top document and, recursively, the manifests the platform filter selects.

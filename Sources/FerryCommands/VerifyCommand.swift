@@ -83,8 +83,11 @@ public struct VerifyCommand: AsyncParsableCommand {
                         path: bundle, sink: imageKeys.isEmpty ? nil : capture, repository: repository ?? "unnamed")
                     if !imageKeys.isEmpty, report.ok, let manifest = report.manifest {
                         let refused = CosignSignature.refused(
-                            try manifest.images.map { (try Reference($0.reference), $0.digest) }, keys: imageKeys,
-                            manifest: { capture.kept[$0] }, payload: { capture.kept[$0.digest] })
+                            try manifest.images.map {
+                                CosignSignature.Member(
+                                    reference: try Reference($0.reference), digest: $0.digest,
+                                    manifests: report.imageContents[$0.reference]?.manifests ?? [$0.digest])
+                            }, keys: imageKeys, manifest: { capture.kept[$0] }, payload: { capture.kept[$0.digest] })
                         report.problems += refused.map { VerificationProblem(.signature, $0) }
                     }
                     return report

@@ -409,8 +409,10 @@ public struct BundleReader: Sendable {
             return false
         }
         if let aliases = state.aliases, bare != BundleWriter.dockerManifestName {
-            // A docker-archive: its named files are blobs; the rest is not content.
+            // A docker-archive: its named files are blobs; the rest is not content. A second copy
+            // of a blob already verified (docker save repeats a shared layer) is passed over.
             guard entry.type == .regular, let digest = aliases[bare] else { return true }
+            if let position = state.listed.position(of: digest), state.present[position] { return true }
             return try readBlob(entry, path: digest.layoutPath, from: tar, into: &state, sink: sink)
         }
         guard entry.type == .regular || entry.type == .directory else {
@@ -448,6 +450,10 @@ public struct BundleReader: Sendable {
                 return true
             }
         case BundleManifest.fileName:
+            guard state.imageNames == nil else {
+                state.problem(.structure, "a bundle manifest deep inside another tool's archive", entry: entry.path)
+                return false
+            }
             let bytes = try tar.readAll(limit: Self.manifestLimit)
             state.manifestBytes = bytes
             state.manifestSeen = true

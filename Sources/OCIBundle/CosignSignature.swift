@@ -70,18 +70,58 @@ public enum CosignSignature {
 }
 
 extension CosignSignature {
-    /// The images of `images` that are not themselves signatures, attestations, SBOMs or referrer
-    /// indexes, and have no signature (their `sha256-HEX.sig` among `images`) that one of `keys`
-    /// verifies: the one check an export, `ferry verify --image-keys` and an import share.
-    /// `manifest` and `payload` give the bytes of a signature manifest and of a payload layer.
+    /// An image of a bundle, for the signature check: its name, digest, and every manifest and
+    /// index it reaches.
+    public struct Member: Sendable {
+        public var reference: Reference
+        public var digest: Digest
+        public var manifests: Set<Digest>
+        public init(reference: Reference, digest: Digest, manifests: Set<Digest>) {
+            self.reference = reference
+            self.digest = digest
+            self.manifests = manifests
+        }
+    }
+
+    /// The images of `images` without a signature (their `sha256-HEX.sig` among `images`) that one
+    /// of `keys` verifies: the one check an export, `ferry verify --image-keys` and an import
+    /// share. A signature, attestation, SBOM or referrers image (by its tag, or by digest with a
+    /// `subject`) is exempt only when what it refers to is one of the checked images' manifests:
+    /// a tag that merely looks like one does not exempt a runnable image.
+    /// `manifest` and `payload` give the bytes of a manifest and of a payload layer.
     public static func refused(
-        _ images: [(reference: Reference, digest: Digest)], keys: [ImageSignatureKey],
-        manifest: (Digest) -> [UInt8]?, payload: (Descriptor) -> [UInt8]?
+        _ images: [Member], keys: [ImageSignatureKey], manifest: (Digest) -> [UInt8]?,
+        payload: (Descriptor) -> [UInt8]?
     ) -> [String] {
+        func subject(of image: Member) -> Digest? {
+            if let tag = image.reference.tag { return ReferrerTag(tag: tag.value)?.subject }
+            guard let bytes = manifest(image.digest), let document = try? ManifestDocument(bytes: bytes) else {
+                return nil
+            }
+            switch document.content {
+            case .manifest(let manifest): return manifest.subject?.digest
+            case .index(let index): return index.subject?.digest
+            }
+        }
+        // Exempt referrers, grown to a fixed point (a signature of an SBOM refers to a referrer).
+        var checked = images.filter { subject(of: $0) == nil }
+        var known = checked.reduce(into: Set<Digest>()) { $0.formUnion($1.manifests) }
+        var pending = images.filter { subject(of: $0) != nil }
+        var grew = true
+        while grew {
+            grew = false
+            pending.removeAll { image in
+                guard let target = subject(of: image), known.contains(target) else { return false }
+                known.formUnion(image.manifests)
+                grew = true
+                return true
+            }
+        }
+        checked += pending  // referring to nothing checked: an image like any other
         var byName: [String: Digest] = [:]
         for image in images { byName[image.reference.description] = image.digest }
         var refused: [String] = []
-        for image in images where image.reference.tag.flatMap({ ReferrerTag(tag: $0.value) }) == nil {
+        for image in checked {
             let tag = ReferrerTag(subject: image.digest, kind: .signature).tag
             guard let name = try? Reference("\(image.reference.name):\(tag)"), let digest = byName[name.description],
                 let bytes = manifest(digest), let document = try? ManifestDocument(bytes: bytes),
@@ -110,10 +150,11 @@ public final class SignatureCapture: BundleBlobSink {
     public init(passingTo inner: (any BundleBlobSink)?) { self.inner = inner }
 
     public func prepare(_ manifest: BundleManifest, volume: VolumeHeader?) throws {
+        // Signature manifests, and the top manifests of images named by tag-like or digest-only
+        // names (to learn what they refer to).
         for image in manifest.images {
-            if let tag = (try? Reference(image.reference))?.tag, ReferrerTag(tag: tag.value)?.kind == .signature {
-                wanted.insert(image.digest)
-            }
+            let tag = (try? Reference(image.reference))?.tag
+            if tag == nil || tag.flatMap({ ReferrerTag(tag: $0.value) }) != nil { wanted.insert(image.digest) }
         }
         for blob in manifest.blobs where blob.mediaType == CosignSignature.payloadMediaType && blob.size <= 1 << 20 {
             wanted.insert(blob.digest)
@@ -121,8 +162,13 @@ public final class SignatureCapture: BundleBlobSink {
         try inner?.prepare(manifest, volume: volume)
     }
 
+    /// The most a capture keeps, all blobs together; each is at most a manifest's size.
+    public static let budget = 64 << 20
+    private var used = 0
+
     public func begin(_ blob: BundleManifest.Blob) throws {
-        current = wanted.contains(blob.digest) ? blob.digest : nil
+        let fits = blob.size <= ManifestDocument.maximumSize && used + Int(blob.size) <= Self.budget
+        current = wanted.contains(blob.digest) && fits ? blob.digest : nil
         bytes = []
         try inner?.begin(blob)
     }
@@ -134,7 +180,10 @@ public final class SignatureCapture: BundleBlobSink {
 
     public func commit() throws {
         try inner?.commit()
-        if let current { kept[current] = bytes }
+        if let current {
+            kept[current] = bytes
+            used += bytes.count
+        }
         current = nil
     }
 

@@ -76,7 +76,13 @@ public enum LayoutArchive {
         var index: [UInt8]?
         var dockerManifest: [UInt8]?
         var sizes: [(digest: Digest, size: Int64)] = []
-        var documents: [Digest: ManifestDocument] = [:]
+        // What each small manifest or index is (not its bytes): media type, children, platforms.
+        var documents: [Digest: Shape] = [:]
+        // Memory stays bounded however the archive is made (a few MB of zstd can hold millions
+        // of entries): what is kept per entry, and the JSON read whole, have limits.
+        var entries = 0
+        var kept = 0
+        var links: [String: String] = [:]
         // For a docker-archive: every other file's size, and the small JSON files (its configs).
         var files: [String: Int64] = [:]
         var jsonFiles: [String: [UInt8]] = [:]
@@ -90,6 +96,15 @@ public enum LayoutArchive {
             while let entry = try tar.next() {
                 var name = entry.path
                 while name.hasPrefix("./") { name.removeFirst(2) }
+                entries += 1
+                guard entries <= Self.entryLimit, kept <= Self.documentBudget else {
+                    throw LayoutArchiveError.tooLarge(path)
+                }
+                // docker save writes a layer it already saved as a link to the first copy.
+                if entry.type == .symlink || entry.type == .hardlink, let target = entry.linkTarget {
+                    links[name] = entry.type == .hardlink ? target : Self.resolve(target, from: name)
+                    continue
+                }
                 guard entry.type == .regular else { continue }
                 // A Zarf package keeps its images as an OCI layout under images/.
                 if name.hasPrefix(zarfImages) {
@@ -130,6 +145,7 @@ public enum LayoutArchive {
                         files[name] = entry.size
                         if name.hasSuffix(".json") && entry.size <= ManifestDocument.maximumSize {
                             jsonFiles[name] = try tar.readAll(limit: ManifestDocument.maximumSize)
+                            kept += Int(entry.size)
                         }
                         continue
                     }
@@ -141,7 +157,8 @@ public enum LayoutArchive {
                             let document = try? ManifestDocument(bytes: bytes, algorithm: digest.algorithm),
                             document.digest == digest
                         {
-                            documents[digest] = document
+                            documents[digest] = Shape(document)
+                            kept += 64 * (document.children.count + 1)
                         }
                     }
                 }
@@ -162,14 +179,18 @@ public enum LayoutArchive {
                 entries.append(
                     ("\(tag.repository):\(tag.tag)", Descriptor(mediaType: mediaType, digest: tag.digest, size: size)))
             }
-            impliedIndex = try encodedIndex(entries)
+            // A storage path holds no registry host: `alpine` reads as Docker Hub's, as docker reads it.
+            impliedIndex = try encodedIndex(entries, key: AnnotationKey.containerdImageName) {
+                (try? Reference($0))?.description ?? $0
+            }
             aliases = storageAliases
         }
         let implied = index == nil && impliedIndex != nil
         guard let index = index ?? impliedIndex else {
             guard let dockerManifest else { throw .noIndex(path) }
             return try describeDockerArchive(
-                path: path, manifest: dockerManifest, files: files, jsonFiles: jsonFiles, repository: repository)
+                path: path, manifest: dockerManifest, files: files, links: links, jsonFiles: jsonFiles,
+                repository: repository)
         }
         let top: ImageIndex
         do {
@@ -180,17 +201,16 @@ public enum LayoutArchive {
         // Media types from the graph: each descriptor says what its target is.
         var mediaTypes: [Digest: String] = [:]
         for descriptor in top.manifests { mediaTypes[descriptor.digest] = descriptor.mediaType }
-        for document in documents.values {
-            mediaTypes[document.digest] = mediaTypes[document.digest] ?? document.mediaType
+        for (digest, document) in documents {
+            mediaTypes[digest] = mediaTypes[digest] ?? document.mediaType
             for child in document.children { mediaTypes[child.digest] = mediaTypes[child.digest] ?? child.mediaType }
         }
         // An index some of whose platforms are absent (`ctr export` takes one by default) is carried
         // partially: the platforms present are the ones it holds.
         var present: Set<String> = []
         var absent = false
-        for document in documents.values {
-            guard case .index(let list) = document.content else { continue }
-            for child in list.manifests where MediaType.isManifestOrIndex(child.mediaType) {
+        for document in documents.values where document.isIndex {
+            for child in document.children where MediaType.isManifestOrIndex(child.mediaType) {
                 if documents[child.digest] != nil {
                     if let platform = child.platform { present.insert(platform.description) }
                 } else {
@@ -245,6 +265,32 @@ public enum LayoutArchive {
         return (String(repository), String(tag))
     }
 
+    /// Entries a first pass takes, and bytes of small documents it keeps, before it refuses the
+    /// archive as too large to describe.
+    static let entryLimit = 4_000_000
+    static let documentBudget = 512 << 20
+
+    /// What the first pass keeps of a small manifest or index.
+    struct Shape {
+        var mediaType: String
+        var children: [Descriptor]
+        var isIndex: Bool
+        init(_ document: ManifestDocument) {
+            mediaType = document.mediaType
+            children = document.children
+            isIndex = document.isIndex
+        }
+    }
+
+    /// A symlink's target as an archive path, from the link's own directory.
+    static func resolve(_ target: String, from link: String) -> String {
+        var parts = link.split(separator: "/").dropLast().map(String.init)
+        for part in target.split(separator: "/") {
+            if part == ".." { _ = parts.popLast() } else if part != "." { parts.append(String(part)) }
+        }
+        return parts.joined(separator: "/")
+    }
+
     /// The digest a layout path `blobs/ALGORITHM/HEX` names.
     static func blobDigest(_ path: String) -> Digest? {
         let parts = path.split(separator: "/")
@@ -262,8 +308,8 @@ public enum LayoutArchive {
     /// `docker images` showed; a registry that served the image with compressed layers had another
     /// manifest digest, which cannot be rebuilt from an archive that holds the layers uncompressed.
     static func describeDockerArchive(
-        path: String, manifest dockerManifest: [UInt8], files: [String: Int64], jsonFiles: [String: [UInt8]],
-        repository: String?
+        path: String, manifest dockerManifest: [UInt8], files: [String: Int64], links: [String: String] = [:],
+        jsonFiles: [String: [UInt8]], repository: String?
     ) throws(LayoutArchiveError) -> Description {
         struct Item: Decodable {
             var Config: String
@@ -282,18 +328,18 @@ public enum LayoutArchive {
         }
         var aliases: [String: Digest] = [:]
         var blobs: [BundleManifest.Blob] = []
+        var listed: Set<Digest> = []
         var documents: [(BundleManifest.Blob, [UInt8])] = []
         var entries: [(name: String, descriptor: Descriptor)] = []
-        func alias(_ file: String, _ digest: Digest, mediaType: String) throws(LayoutArchiveError) {
-            guard let size = files[file] else { throw .missingEntry(path, file) }
+        func alias(_ named: String, _ digest: Digest, mediaType: String) throws(LayoutArchiveError) {
+            let file = links[named] ?? named
+            guard let size = files[file] else { throw .missingEntry(path, named) }
             if let known = aliases[file] {
                 guard known == digest else { throw .badArchive(path, "\(file) is named with two digests") }
                 return
             }
             aliases[file] = digest
-            if !blobs.contains(where: { $0.digest == digest }) {
-                blobs.append(.init(digest: digest, size: size, mediaType: mediaType))
-            }
+            if listed.insert(digest).inserted { blobs.append(.init(digest: digest, size: size, mediaType: mediaType)) }
         }
         for item in items {
             guard let configBytes = jsonFiles[item.Config] else { throw .missingEntry(path, item.Config) }
@@ -327,11 +373,10 @@ public enum LayoutArchive {
             }
             let descriptor = Descriptor(
                 mediaType: MediaType.ociManifest, digest: Digest.of(bytes), size: Int64(bytes.count))
-            if !documents.contains(where: { $0.0.digest == descriptor.digest }) {
+            if listed.insert(descriptor.digest).inserted {
                 let blob = BundleManifest.Blob(
                     digest: descriptor.digest, size: descriptor.size, mediaType: descriptor.mediaType)
                 documents.append((blob, bytes))
-                blobs.insert(blob, at: 0)
             }
             var names = item.RepoTags ?? []
             if names.isEmpty {
@@ -352,17 +397,19 @@ public enum LayoutArchive {
                     reference: $0.name, digest: $0.descriptor.digest, mediaType: $0.descriptor.mediaType, platforms: [],
                     size: $0.descriptor.size)
             },
-            blobs: blobs, dockerManifest: .init(digest: Digest.of(dockerManifest), size: Int64(dockerManifest.count)))
+            blobs: documents.map(\.0) + blobs,
+            dockerManifest: .init(digest: Digest.of(dockerManifest), size: Int64(dockerManifest.count)))
         return Description(
             manifest: manifest, names: entries.map(\.name), aliases: aliases, documents: documents, index: index)
     }
 
-    private static func encodedIndex(_ entries: [(name: String, descriptor: Descriptor)]) throws(LayoutArchiveError)
-        -> [UInt8]
-    {
+    private static func encodedIndex(
+        _ entries: [(name: String, descriptor: Descriptor)], key: String = AnnotationKey.refName,
+        spelled: (String) -> String = { $0 }
+    ) throws(LayoutArchiveError) -> [UInt8] {
         let manifests = entries.map { entry -> Descriptor in
             var descriptor = entry.descriptor
-            descriptor.annotations = [AnnotationKey.refName: entry.name]
+            descriptor.annotations = [key: spelled(entry.name)]
             return descriptor
         }
         let encoder = JSONEncoder()
@@ -416,6 +463,7 @@ public enum LayoutArchiveError: Error, CustomStringConvertible, Equatable {
     case unnamed(Digest)
     case missingEntry(String, String)
     case duplicateName(String)
+    case tooLarge(String)
     case badArchive(String, String)
 
     /// A name to give (`--name`) or a pipe to replace with a file: a usage error, not bad content.
@@ -434,6 +482,9 @@ public enum LayoutArchiveError: Error, CustomStringConvertible, Equatable {
         case .noIndex(let path): "\(path): neither a Ferry bundle nor an OCI image layout (no index.json)"
         case .badIndex(let path, let why): "\(path): index.json does not parse (\(why))"
         case .badArchive(let path, let why): "\(path): not a readable docker-archive (\(why))"
+        case .tooLarge(let path):
+            "\(path): more entries or small documents than a first pass keeps "
+                + "(\(LayoutArchive.entryLimit) entries, \(LayoutArchive.documentBudget >> 20) MiB)"
         case .duplicateName(let name):
             "index.json names two different images \(name); which one to serve under it would be a guess"
         case .missingEntry(let path, let file): "\(path): manifest.json names \(file), which the archive does not hold"

@@ -258,6 +258,10 @@ struct ArchiveImportTests {
         let work = try Shell.temporaryDirectory()
         defer { Shell.remove(work) }
         let seeded = try SeededRegistry.make(registry, largeLayer: 1 << 20)
+        // A repository without a slash, as a Docker Hub mirror holds `alpine`.
+        try Shell.run(
+            ["skopeo", "copy", "-q", "--preserve-digests"] + registry.skopeoFlags("src") + registry.skopeoFlags("dest")
+                + ["docker://\(registry.host)/test/single:1.0", "docker://\(registry.host)/plain:1"])
         try Shell.run(["tar", "-C", registry.storage, "-cf", "\(work)/storage.tar", "."])
         try Self.flipLargest("\(work)/storage.tar", "\(work)/flipped.tar")
         let refused = try Shell.run(
@@ -277,6 +281,7 @@ struct ArchiveImportTests {
             ]
         ).stdout
         #expect(Digest.of(Array(raw.utf8)) == seeded.images["test/nested/docker:v2"])
+        #expect(listed.contains("docker.io/library/plain"), "\(listed)")
         for (name, digest) in seeded.images {
             #expect(listed.contains(digest.description), "\(name): \(listed)")
             #expect(listed.contains("docker.io/\(name.split(separator: ":")[0])"), "\(name): \(listed)")
