@@ -1,16 +1,18 @@
 #!/usr/bin/env bash
 # Benchmark: volumes. In one run, a bundle of about 2.5 GiB (five images of a 320 MiB and a
-# 64 MiB layer, one of a 600 MiB layer), written as one bundle and as volumes of 512 MiB (the
-# 600 MiB layer is carried in two parts) and of 1 GiB (every blob whole):
+# 64 MiB layer, one of a BIG_LAYER layer, default 600 MiB), written as one bundle and as volumes
+# of 512 MiB (a 600 MiB layer is carried in two parts; give 400M to keep every blob whole) and
+# of 1 GiB (every blob whole):
 #   export: each from a cold cache (plain and 512M), then each again from a warm one (the
 #   writing alone); import: the bundle, and each set's volumes in reverse order, one run per
 #   volume, each into an empty site.
 # Goals (issue 12): volume export <= 1.1x the plain export; reverse-order import <= 1.1x.
 #
-#   Benchmarks/volumes.sh
+#   Benchmarks/volumes.sh [BIG_LAYER]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
+big=${1:-600M}
 
 build_ferry . | tail -n 1 # the release build install.sh ships
 bin=.build-static/release
@@ -20,7 +22,7 @@ trap 'stop_registry; rm -rf "$work"' EXIT
 start_registry "$work/registry"
 specs=()
 for name in a b c d e; do specs+=("bench/vol-$name:1=320M,64M"); done
-specs+=("bench/vol-big:1=600M")
+specs+=("bench/vol-big:1=$big")
 "$PYTHON" scripts/make-images.py --registry "$REGISTRY" --cert-dir "$REGISTRY_CERTS" "${specs[@]}" >"$work/images.txt"
 
 export_once() { # NAME CACHE [ARGS...]: prints seconds
@@ -59,7 +61,7 @@ for site in v512 v1g; do
 done
 
 count() { local v=("$work/$1".vol*.tar); echo "${#v[@]}"; }
-echo "bundle: $(($(stat -c %s "$work/plain.tar") / 1048576)) MiB; $(count v512) volumes of 512 MiB (one layer in parts), $(count v1g) of 1 GiB"
+echo "bundle: $(($(stat -c %s "$work/plain.tar") / 1048576)) MiB; $(count v512) volumes of 512 MiB, $(count v1g) of 1 GiB (largest layer $big)"
 printf '%-26s %-7s %-12s %-12s\n' "seconds (ratio to plain)" plain "512M" "1G"
 printf '%-26s %-7s %-12s %-12s\n' "export, cold cache" "$cold_plain" "$cold_512 ($(bench_ratio "$cold_512" "$cold_plain"))" "-"
 printf '%-26s %-7s %-12s %-12s\n' "export, warm cache" "$warm_plain" "$warm_512 ($(bench_ratio "$warm_512" "$warm_plain"))" \
