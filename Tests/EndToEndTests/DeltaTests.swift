@@ -149,6 +149,19 @@ struct DeltaTests {
             ])
         }
 
+        // podman (vfs storage of the test's own) pulls them with upstream's digests.
+        let podman = [
+            "podman", "--storage-driver", "vfs", "--root", "\(work)/podman", "--runroot", "\(work)/podman-run",
+        ]
+        defer { _ = try? Shell.run(podman + ["system", "reset", "-f"], check: false) }
+        for name in ["test/multi:2", "test/app:2"] {
+            let reference = "\(appliance.host)/\(served)/\(name)"
+            try Shell.run(podman + ["pull", "-q", "--cert-dir", certs, reference])
+            let digest = try Shell.run(podman + ["image", "inspect", "--format", "{{.Digest}}", reference]).stdout
+                .trimmingCharacters(in: .whitespacesAndNewlines)
+            #expect(digest == (try SeededRegistry.registryDigest(registry, name)).description, "podman \(name)")
+        }
+
         // containerd pulls them too, with upstream's digests.
         let pulled = try appliance.pullWithContainerd(
             ["test/multi:2", "test/app:2"].map { "\(served)/\($0)" }, work: work)
