@@ -9,6 +9,8 @@
 //   OCIRegistryClient               Distribution API client (auth, retries, verified blob streams)
 //   OCIRegistryServer               Distribution API server over the store (Hummingbird, TLS, generated CA)
 //   OCIBundle                       the bundle format (OCI image layout in a tar + bundle manifest)
+//   HelmCharts                      chart repositories' index.yaml, chart archives as OCI artifacts, the
+//                                   images a chart names
 //   FerryCommands, ApplianceCommands  subcommands as library code
 //   ferry, ferry-appliance          thin executables
 import PackageDescription
@@ -76,9 +78,12 @@ let package = Package(
         ),
         .target(name: "OCIBundle", dependencies: ["CLibCrypto", "OCICore", "OCITar"], swiftSettings: swiftSettings),
         .target(
+            name: "HelmCharts", dependencies: ["OCICore", "OCITar", .product(name: "Yams", package: "Yams")],
+            swiftSettings: swiftSettings),
+        .target(
             name: "FerryCommands",
             dependencies: [
-                "OCICore", "OCIStore", "OCIRegistryClient", "OCIBundle", "OCITar",
+                "OCICore", "OCIStore", "OCIRegistryClient", "OCIBundle", "OCITar", "HelmCharts",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -117,11 +122,15 @@ let package = Package(
             swiftSettings: swiftSettings),
         .testTarget(
             name: "OCIBundleTests", dependencies: ["OCIBundle", "OCICore", "OCITar"], swiftSettings: swiftSettings),
+        .testTarget(name: "HelmChartsTests", dependencies: ["HelmCharts", "OCICore"], swiftSettings: swiftSettings),
         .testTarget(
             name: "FerryCommandsTests", dependencies: ["FerryCommands", "OCICore"], swiftSettings: swiftSettings),
         .testTarget(
             name: "EndToEndTests", dependencies: ["OCICore", "OCITar", "OCIBundle"],
-            exclude: ["Support/token_server.py", "Support/upstream_proxy.py", "Support/bundle_mutator.py"],
+            exclude: [
+                "Support/token_server.py", "Support/upstream_proxy.py", "Support/bundle_mutator.py",
+                "Support/static_server.py",
+            ],
             swiftSettings: swiftSettings),
     ]
 )

@@ -12,19 +12,21 @@ LAYERS = {
     "CLibCrypto": 0, "CArchive": 0, "CCrypt": 0, "CSQLite": 0,
     "OCICore": 1, "OCITar": 1,
     "OCIStore": 2,
-    "OCIRegistryClient": 3, "OCIBundle": 3, "OCIRegistryServer": 3,
+    "OCIRegistryClient": 3, "OCIBundle": 3, "OCIRegistryServer": 3, "HelmCharts": 3,
     "FerryCommands": 4, "ApplianceCommands": 4,
     "ferry": 5, "ferry-appliance": 5,
 }
 # The store knows nothing of HTTP or tar; the bundle knows nothing of HTTP or the store; the
 # registry client knows nothing of the store, tar or bundles; the registry server serves the store
-# and knows nothing of bundles, tar or the client; OCICore does no tar.
+# and knows nothing of bundles, tar or the client; chart formats do no I/O but reading an archive;
+# OCICore does no tar.
 FORBIDDEN = {
     "OCIStore": {"OCITar", "OCIRegistryClient", "OCIBundle"},
     "OCIBundle": {"OCIStore", "OCIRegistryClient"},
     "OCIRegistryClient": {"OCIStore", "OCITar", "OCIBundle"},
     "OCICore": {"OCITar", "CArchive"},
     "OCIRegistryServer": {"OCIRegistryClient", "OCIBundle", "OCITar"},
+    "HelmCharts": {"OCIStore", "OCIRegistryClient", "OCIBundle", "OCIRegistryServer"},
 }
 
 

@@ -1,6 +1,7 @@
 import ArgumentParser
 import AsyncHTTPClient
 import Foundation
+import HelmCharts
 import OCIBundle
 import OCICore
 import OCIRegistryClient
@@ -21,6 +22,19 @@ public struct ExportCommand: AsyncParsableCommand {
               docker.io:
                 images:
                   library/nginx: ["1.25", "1.26"]
+
+            Helm charts from classic chart repositories (index.yaml over HTTPS, with the same CA, \
+            certs.d, --insecure-registry and credential rules as registries) are named in a text list as
+              chart https://charts.example.com/stable nginx 1.2.3
+            or in YAML as
+              charts:
+                - {repo: https://charts.example.com/stable, name: nginx, version: 1.2.3}
+            Each archive is checked against its index's sha256 and carried as the OCI artifact \
+            `helm push` makes, under charts.example.com/stable/nginx:1.2.3 (`+` in a version becomes \
+            `_`), so `helm pull oci://APPLIANCE/charts.example.com/stable/nginx --version 1.2.3` works \
+            on the isolated side. --chart-images report lists the images a chart names (values.yaml \
+            image maps, literal references in templates, args and env) and what only a template \
+            expression names; --chart-images add exports them too.
 
             References are read the way docker reads them: `nginx` is docker.io/library/nginx:latest; \
             `name:tag@sha256:...` pins the digest and keeps the tag as the image's name.
@@ -87,6 +101,14 @@ public struct ExportCommand: AsyncParsableCommand {
             """)
     var signatureKeyFiles: [String] = []
 
+    @Option(
+        name: .customLong("chart-images"),
+        help: """
+            For the charts listed: report the images each names (and what could not be resolved), \
+            or add them to the export (report|add).
+            """)
+    var chartImages: Exporter.ChartImagesMode?
+
     @Option(help: "Blobs downloaded at once.")
     var parallel: Int = 6
 
@@ -119,25 +141,31 @@ public struct ExportCommand: AsyncParsableCommand {
 
     public func run() async throws {
         try await reportingErrors {
-            let requests = try selection.loadRequests()
+            let (requests, charts) = try selection.load()
+            if chartImages != nil && charts.isEmpty {
+                throw ValidationError("--chart-images needs charts in a list (chart REPO_URL NAME VERSION)")
+            }
             let signingKey = try signKey.map { try SigningKey(pemFile: $0) }
             let platforms = try selection.platforms()
             let credentialStore = try registryOptions.credentialStore()
             // A password without a host goes to one registry only: never to every registry named.
-            let registries = Set(requests.map(\.reference.registry))
+            let registries = Set(
+                requests.map(\.reference.registry) + charts.compactMap { try? $0.reference().registry })
             if credentialStore.explicitForAll != nil && registries.count > 1 {
                 throw ValidationError(
                     "--creds without a host, with images from \(registries.count) registries: name it, --creds HOST=USER:PASSWORD"
                 )
             }
             let reporter = ProgressReporter(mode: json && progress == .auto ? .plain : progress)
-            let options = Exporter.Options(
+            var options = Exporter.Options(
                 requests: requests, output: output, platforms: platforms, parallel: parallel,
                 cacheDirectory: cache ?? Self.defaultCacheDirectory(), creationTime: Self.creationTime(),
                 signingKey: signingKey, loadPlatform: try Platform(parsing: loadPlatform),
                 against: try selection.deltaBase(), volumeSize: volumeSize?.bytes, referrers: !noReferrers,
                 referrerTypes: referrerTypes.isEmpty ? nil : Set(referrerTypes),
                 signatureKeys: try signatureKeyFiles.map { try ImageSignatureKey(pemFile: $0) })
+            options.charts = charts
+            options.chartImages = chartImages
             let summary = try await registryOptions.withClient(credentials: credentialStore) { client in
                 try await Exporter(client: client, progress: reporter).run(options)
             }
@@ -161,11 +189,24 @@ public struct ExportCommand: AsyncParsableCommand {
                     print("sha256 \(summary.bundleDigest) (also in \(summary.bundle).sha256)")
                 }
                 if let signer = summary.signedBy { print("signed by \(signer)") }
+                for chart in summary.charts ?? [] { Self.printChart(chart, added: chartImages == .add) }
                 if let base = summary.base, let external = summary.externalBlobs, let saved = summary.savedBytes {
                     print(
                         "delta against \(base): \(external) blob(s), \(ProgressReporter.bytes(saved)) left to the site")
                 }
             }
+        }
+    }
+
+    static func printChart(_ chart: Exporter.ChartSummary, added: Bool) {
+        print("chart \(chart.chart) -> \(chart.reference)")
+        guard let images = chart.images else { return }
+        print("  \(images.count) image(s)\(added ? ", exported" : ""):")
+        for image in images { print("    \(image.reference)  (\(image.origin))") }
+        let unresolved = chart.unresolved ?? []
+        if !unresolved.isEmpty {
+            print("  \(unresolved.count) not resolved (named by a template expression only):")
+            for item in unresolved { print("    \(item.text)  (\(item.origin))") }
         }
     }
 
@@ -185,3 +226,4 @@ public struct ExportCommand: AsyncParsableCommand {
 }
 
 extension ProgressReporter.Mode: ExpressibleByArgument {}
+extension Exporter.ChartImagesMode: ExpressibleByArgument {}

@@ -1,5 +1,6 @@
 import AsyncHTTPClient
 import Foundation
+import HelmCharts
 import NIOPosix
 import OCIBundle
 import OCICore
@@ -37,6 +38,10 @@ public struct Exporter: Sendable {
         public var referrerTypes: Set<String>?
         /// Refuse images without a cosign signature verified by one of these keys.
         public var signatureKeys: [ImageSignatureKey] = []
+        /// Helm charts from classic chart repositories, carried as OCI chart artifacts.
+        public var charts: [ChartRequest] = []
+        /// Find the images the charts name: list them, or list and export them.
+        public var chartImages: ChartImagesMode?
         public init(
             requests: [ImageRequest], output: String, platforms: [Platform], parallel: Int, cacheDirectory: String,
             creationTime: Int64, signingKey: SigningKey? = nil,
@@ -88,6 +93,8 @@ public struct Exporter: Sendable {
         /// A volume set: each volume's file, size and sha256 (then `bundleDigest` is the set's id,
         /// the sha256 of its bundle manifest, and `bundleSize` the volumes' total).
         public var volumes: [Volume]?
+        /// The charts carried, with the images found in them (`--chart-images`).
+        public var charts: [ChartSummary]?
 
         public struct Volume: Codable, Sendable {
             public var path: String
@@ -120,6 +127,8 @@ public struct Exporter: Sendable {
         /// Configs and layers, in walk order.
         var blobs: [Descriptor]
         var platforms: [String]
+        /// A chart from a chart repository: no referrers to look for, no cosign signature to check.
+        var isChart = false
     }
 
     /// What `docker load` and `podman load` take of `image`: its image manifest, or for an index
@@ -158,14 +167,38 @@ public struct Exporter: Sendable {
         // cached blob found corrupt there is removed so the next run fetches it again.
         let store = try BlobStore(root: options.cacheDirectory, durable: false)
         store.removeStaleIngests(olderThan: 24 * 3600)
-        let filter = PlatformFilter(options.platforms)
 
         // Every image must have a name the appliance can serve it under, before anything is fetched.
         for request in options.requests { _ = try request.reference.servedRepositoryName() }
 
+        // Charts first: with --chart-images add, the images they name join the requests.
+        var expanded = options
+        var charts: [FetchedChart] = []
+        if !options.charts.isEmpty {
+            charts = try await fetchCharts(options.charts, options: options, store: store)
+            if options.chartImages == .add {
+                var known = Set(options.requests.map(\.reference))
+                for chart in charts {
+                    for found in chart.images?.found ?? [] where known.insert(found.reference).inserted {
+                        expanded.requests.append(
+                            ImageRequest(
+                                reference: found.reference, origin: "chart \(chart.summary.chart): \(found.origin)"))
+                    }
+                }
+            }
+        }
+        return try await export(expanded, charts: charts, store: store, started: started)
+    }
+
+    private func export(_ options: Options, charts: [FetchedChart], store: BlobStore, started: Date) async throws
+        -> Summary
+    {
+        let filter = PlatformFilter(options.platforms)
+
         // Phase 1: resolve (bounded parallelism, order kept), then what refers to each image.
-        var resolved = try await resolveAll(options, filter: filter, store: store)
+        var resolved = options.requests.isEmpty ? [] : try await resolveAll(options, filter: filter, store: store)
         if options.referrers { resolved += try await referrers(of: resolved, options: options, store: store) }
+        resolved += charts.map(\.image)
 
         // Phase 2: download each distinct blob once.
         var sources: [Digest: BlobSource] = [:]
@@ -207,7 +240,7 @@ public struct Exporter: Sendable {
 
         // With keys given, every requested image must carry a cosign signature they verify.
         if !options.signatureKeys.isEmpty {
-            try Self.checkSignatures(of: resolved, keys: options.signatureKeys, store: store)
+            try Self.checkSignatures(of: resolved.filter { !$0.isChart }, keys: options.signatureKeys, store: store)
         }
 
         // Platforms of single-manifest images come from their config.
@@ -292,18 +325,21 @@ public struct Exporter: Sendable {
                 }
             }
         progress.finishWriting()
+        let chartArchives = charts.compactMap(\.downloaded)
         return Summary(
             bundle: options.output, bundleSize: written.size,
             bundleDigest: written.digest.description, signedBy: written.signer,
             images: manifest.images.map {
                 .init(reference: $0.reference, digest: $0.digest.description, platforms: $0.platforms, size: $0.size)
             },
-            blobs: allBlobs.count, blobBytes: totalBytes, downloadedBlobs: missing.count, downloadedBytes: missingBytes,
-            cachedBlobs: blobOrder.count - missing.count, partial: !options.platforms.isEmpty,
+            blobs: allBlobs.count, blobBytes: totalBytes,
+            downloadedBlobs: missing.count + chartArchives.count,
+            downloadedBytes: missingBytes + chartArchives.reduce(0, +),
+            cachedBlobs: blobOrder.count - missing.count - chartArchives.count, partial: !options.platforms.isEmpty,
             seconds: Date().timeIntervalSince(started), base: options.against?.base.description,
             externalBlobs: options.against.map { _ in external.count },
             savedBytes: options.against.map { _ in external.reduce(Int64(0)) { $0 + $1.size } },
-            volumes: written.volumes)
+            volumes: written.volumes, charts: charts.isEmpty ? nil : charts.map(\.summary))
     }
 
     /// Cuts `manifest` into volumes of `volumeSize`, fills in the part digests from the cache,

@@ -1,4 +1,5 @@
 import Foundation
+import HelmCharts
 import OCICore
 import Yams
 
@@ -14,10 +15,17 @@ public struct ImageRequest: Sendable, Hashable {
 
 /// Reads image lists: plain text (one reference a line, `#` comments, blank lines), or YAML, either
 /// a plain `images:` list or mindthegap's form (registry → `images` → repository → list of tags).
+/// Both may also name Helm charts of classic chart repositories: `chart REPO_URL NAME VERSION` in
+/// text, a `charts:` list of `{repo, name, version}` in YAML (Hauler's `repoURL` is read too).
 ///
 /// Every bad entry is reported, each with its file and line, before anything is pulled.
 public enum ImageList {
-    public static func load(path: String) throws(ImageListError) -> [ImageRequest] {
+    public struct Contents: Sendable, Equatable {
+        public var images: [ImageRequest] = []
+        public var charts: [ChartRequest] = []
+    }
+
+    public static func load(path: String) throws(ImageListError) -> Contents {
         guard let data = FileManager.default.contents(atPath: path) else { throw .unreadable(path) }
         guard let text = String(data: data, encoding: .utf8) else {
             throw .invalid([.init(file: path, line: nil, message: "not UTF-8 text")])
@@ -28,8 +36,9 @@ public enum ImageList {
         return try parseText(text, file: path)
     }
 
-    public static func parseText(_ text: String, file: String) throws(ImageListError) -> [ImageRequest] {
+    public static func parseText(_ text: String, file: String) throws(ImageListError) -> Contents {
         var requests: [ImageRequest] = []
+        var charts: [ChartRequest] = []
         var problems: [ImageListError.Problem] = []
         for (number, rawLine) in text.split(omittingEmptySubsequences: false, whereSeparator: \.isNewline).enumerated()
         {
@@ -41,6 +50,19 @@ public enum ImageList {
             }
             let entry = line.trimmingCharacters(in: .whitespaces)
             if entry.isEmpty { continue }
+            let fields = entry.split(whereSeparator: \.isWhitespace).map(String.init)
+            if fields.first == "chart" {
+                do throws(ChartError) {
+                    guard fields.count == 4 else { throw .invalidRequest("expected `chart REPO_URL NAME VERSION`") }
+                    charts.append(
+                        try ChartRequest(
+                            repository: fields[1], name: fields[2], version: fields[3], origin: "\(file):\(number + 1)")
+                    )
+                } catch {
+                    problems.append(.init(file: file, line: number + 1, message: error.description))
+                }
+                continue
+            }
             do {
                 requests.append(ImageRequest(reference: try Reference(entry), origin: "\(file):\(number + 1)"))
             } catch {
@@ -48,10 +70,10 @@ public enum ImageList {
             }
         }
         if !problems.isEmpty { throw .invalid(problems) }
-        return requests
+        return Contents(images: requests, charts: charts)
     }
 
-    public static func parseYAML(_ text: String, file: String) throws(ImageListError) -> [ImageRequest] {
+    public static func parseYAML(_ text: String, file: String) throws(ImageListError) -> Contents {
         let root: Node?
         do {
             root = try Yams.compose(yaml: text)
@@ -64,6 +86,7 @@ public enum ImageList {
             throw .invalid([.init(file: file, line: root.map(line), message: "expected a mapping at the top level")])
         }
         var requests: [ImageRequest] = []
+        var charts: [ChartRequest] = []
         var problems: [ImageListError.Problem] = []
         func add(_ string: String, at node: Node) {
             do {
@@ -90,6 +113,31 @@ public enum ImageList {
                         continue
                     }
                     add(s, at: item)
+                }
+                continue
+            }
+            if keyString == "charts" {
+                // charts: [{repo: URL, name: NAME, version: VERSION}, ...]
+                guard let list = value.sequence else {
+                    problems.append(.init(file: file, line: line(value), message: "'charts' must be a list"))
+                    continue
+                }
+                for item in list {
+                    let map = item.mapping
+                    let repository = (map?["repo"] ?? map?["repoURL"] ?? map?["url"])?.string
+                    guard let repository, let name = map?["name"]?.string, let version = map?["version"]?.string
+                    else {
+                        problems.append(
+                            .init(file: file, line: line(item), message: "a chart needs repo, name and version"))
+                        continue
+                    }
+                    do {
+                        charts.append(
+                            try ChartRequest(
+                                repository: repository, name: name, version: version, origin: "\(file):\(line(item))"))
+                    } catch {
+                        problems.append(.init(file: file, line: line(item), message: error.description))
+                    }
                 }
                 continue
             }
@@ -130,7 +178,7 @@ public enum ImageList {
             }
         }
         if !problems.isEmpty { throw .invalid(problems) }
-        return requests
+        return Contents(images: requests, charts: charts)
     }
 
     static func line(_ node: Node) -> Int { (node.mark?.line ?? 0) }

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import HelmCharts
 import OCIBundle
 import OCICore
 
@@ -47,14 +48,30 @@ struct ImageSelection: ParsableArguments {
         return against.isEmpty ? nil : try DeltaBase.load(against, trustedKeys: keys)
     }
 
+    /// The images only (a plan compares images): charts in the lists are left out, with a warning.
+    func loadRequests() throws -> [ImageRequest] {
+        let (requests, charts) = try load()
+        if let chart = charts.first {
+            FileHandle.standardError.write(
+                Data(
+                    "ferry: warning: \(charts.count) chart(s) left out (first: \(chart.origin)): plans are of images\n"
+                        .utf8))
+        }
+        if requests.isEmpty { throw ImageListError.empty }
+        return requests
+    }
+
     /// Lists first, then arguments; duplicates (after normalisation) are dropped. Every problem in
     /// every list is reported before anything is pulled.
-    func loadRequests() throws -> [ImageRequest] {
+    func load() throws -> (images: [ImageRequest], charts: [ChartRequest]) {
         var requests: [ImageRequest] = []
+        var charts: [ChartRequest] = []
         var problems: [ImageListError.Problem] = []
         for file in files {
             do {
-                requests += try ImageList.load(path: file)
+                let contents = try ImageList.load(path: file)
+                requests += contents.images
+                charts += contents.charts
             } catch {
                 switch error {
                 case .invalid(let found): problems += found
@@ -72,7 +89,9 @@ struct ImageSelection: ParsableArguments {
         if !problems.isEmpty { throw ImageListError.invalid(problems) }
         var seen: Set<Reference> = []
         requests = requests.filter { seen.insert($0.reference).inserted }
-        if requests.isEmpty { throw ImageListError.empty }
+        var seenCharts: Set<String> = []
+        charts = charts.filter { seenCharts.insert($0.description).inserted }
+        if requests.isEmpty && charts.isEmpty { throw ImageListError.empty }
         // Two requests may not be stored under one name (nginx:1.25 and nginx:1.25@sha256:...).
         var names: [String: ImageRequest] = [:]
         for request in requests {
@@ -88,6 +107,6 @@ struct ImageSelection: ParsableArguments {
             names[name] = request
         }
         if !problems.isEmpty { throw ImageListError.invalid(problems) }
-        return requests
+        return (requests, charts)
     }
 }

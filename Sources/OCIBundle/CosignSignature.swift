@@ -83,8 +83,8 @@ extension CosignSignature {
         }
     }
 
-    /// The images of `images` without a signature (their `sha256-HEX.sig` among `images`) that one
-    /// of `keys` verifies: the one check an export, `ferry verify --image-keys` and an import
+    /// The images of `images` without a signature that one of `keys` verifies (cosign's
+    /// `sha256-HEX.sig` among `images`, or an artifact among them whose `subject` is the image): the one check an export, `ferry verify --image-keys` and an import
     /// share. A signature, attestation, SBOM or referrers image (by its tag, or by digest with a
     /// `subject`) is exempt only when what it refers to is one of the checked images' manifests:
     /// a tag that merely looks like one does not exempt a runnable image.
@@ -120,17 +120,33 @@ extension CosignSignature {
         checked += pending  // referring to nothing checked: an image like any other
         var byName: [String: Digest] = [:]
         for image in images { byName[image.reference.description] = image.digest }
+        // Signatures in the referrers form (cosign's OCI 1.1 mode): artifacts whose subject is the image.
+        var bySubject: [Digest: [Digest]] = [:]
+        for image in images where image.reference.tag == nil {
+            if let target = subject(of: image) { bySubject[target, default: []].append(image.digest) }
+        }
+        func signature(_ digest: Digest) -> ImageManifest? {
+            guard let bytes = manifest(digest), let document = try? ManifestDocument(bytes: bytes),
+                case .manifest(let signature) = document.content,
+                signature.layers.contains(where: { $0.mediaType == payloadMediaType })
+            else { return nil }
+            return signature
+        }
         var refused: [String] = []
         for image in checked {
             let tag = ReferrerTag(subject: image.digest, kind: .signature).tag
-            guard let name = try? Reference("\(image.reference.name):\(tag)"), let digest = byName[name.description],
-                let bytes = manifest(digest), let document = try? ManifestDocument(bytes: bytes),
-                case .manifest(let signature) = document.content
-            else {
-                refused.append("\(image.reference): not signed (no \(tag))")
-                continue
+            var candidates: [ImageManifest] = []
+            if let name = try? Reference("\(image.reference.name):\(tag)"), let digest = byName[name.description],
+                let found = signature(digest)
+            {
+                candidates.append(found)
             }
-            if !verifies(signature, subject: image.digest, keys: keys, payload: payload) {
+            candidates += (bySubject[image.digest] ?? []).compactMap(signature)
+            if candidates.isEmpty {
+                refused.append("\(image.reference): not signed (no \(tag), no signature among its referrers)")
+            } else if !candidates.contains(where: {
+                verifies($0, subject: image.digest, keys: keys, payload: payload)
+            }) {
                 refused.append("\(image.reference): its signature does not verify with the given keys")
             }
         }

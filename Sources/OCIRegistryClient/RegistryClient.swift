@@ -152,7 +152,7 @@ public final class RegistryClient: Sendable {
 
     /// One request, following redirects by hand: a redirect to another origin drops the
     /// Authorization header (Docker Hub sends blobs to a CDN with signed URLs).
-    private func execute(
+    func execute(
         _ method: HTTPMethod, url: String, registry: String, endpoint: Endpoint, headers: HTTPHeaders,
         authorization: String?, body: HTTPClientRequest.Body? = nil
     ) async throws -> (HTTPClientResponse, String) {

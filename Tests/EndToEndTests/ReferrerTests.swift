@@ -112,13 +112,15 @@ struct ReferrerTests {
         // An SBOM artifact whose subject is the image, pushed by digest (no tag).
         let empty = Array("{}".utf8)
         let document = Array(#"{"spdxVersion":"SPDX-2.3","name":"single"}"#.utf8)
-        for blob in [empty, document] {
+        func upload(_ blob: [UInt8]) throws {
             try Data(blob).write(to: URL(fileURLWithPath: "\(work)/blob"))
             let upload = try source.curl(
                 "/v2/\(repository)/blobs/uploads/?digest=\(Digest.of(blob))", method: "POST",
                 headers: ["Content-Type: application/octet-stream"], user: "ci:ci-password", bodyFile: "\(work)/blob")
             #expect(upload.status == 201)
         }
+        try upload(empty)
+        try upload(document)
         let manifest =
             #"{"schemaVersion":2,"mediaType":"\#(MediaType.ociManifest)","artifactType":"application/spdx+json","#
             + #""config":{"mediaType":"\#(MediaType.ociEmpty)","digest":"\#(Digest.of(empty))","size":2},"#
@@ -131,6 +133,34 @@ struct ReferrerTests {
             user: "ci:ci-password", bodyFile: "\(work)/sbom.json")
         #expect(put.status == 201, "\(put.text)")
         #expect(try source.curl("/v2/\(repository)/referrers/\(image)").text.contains(sbom.description))
+
+        // A cosign signature in the referrers form (cosign's OCI 1.1 mode): an artifact whose
+        // subject is the image, with the simple-signing payload and its signature annotation.
+        let signature = try #require(try Self.cosignSign([image], in: work).first)
+        let payload = Array(try Data(contentsOf: URL(fileURLWithPath: "\(work)/payload0")))
+        try upload(payload)
+        let signatureManifest =
+            #"{"schemaVersion":2,"mediaType":"\#(MediaType.ociManifest)","artifactType":"application/vnd.dev.cosign.artifact.sig.v1+json","#
+            + #""config":{"mediaType":"\#(MediaType.ociEmpty)","digest":"\#(Digest.of(empty))","size":2},"#
+            + #""layers":[{"mediaType":"application/vnd.dev.cosign.simplesigning.v1+json","digest":"\#(Digest.of(payload))","size":\#(payload.count),"#
+            + #""annotations":{"dev.cosignproject.cosign/signature":"\#(signature)"}}],"#
+            + #""subject":{"mediaType":"\#(MediaType.ociManifest)","digest":"\#(image)","size":\#(raw.utf8.count)}}"#
+        try signatureManifest.write(toFile: "\(work)/signature.json", atomically: true, encoding: .utf8)
+        let signaturePut = try source.curl(
+            "/v2/\(repository)/manifests/\(Digest.of(Array(signatureManifest.utf8)))", method: "PUT",
+            headers: ["Content-Type: \(MediaType.ociManifest)"], user: "ci:ci-password",
+            bodyFile: "\(work)/signature.json")
+        #expect(signaturePut.status == 201, "\(signaturePut.text)")
+        for (key, status) in [("good", Int32(0)), ("wrong", 65)] {
+            let checked = try Ferry.run(
+                [
+                    "export", "-o", "\(work)/signed-\(key).tar", "--cache", "\(work)/cache", "--ca-file",
+                    source.caCertificate, "--verify-signatures", "\(work)/\(key).pub",
+                    "\(source.host)/\(repository):1.0",
+                ], check: false)
+            #expect(checked.status == status, "\(key): \(checked.stderr)")
+        }
+        try Ferry.run(["verify", "\(work)/signed-good.tar", "--image-keys", "\(work)/good.pub"])
 
         // Exported from that appliance, the SBOM travels by digest and is listed again downstream.
         let exported = try Ferry.run(
@@ -216,6 +246,33 @@ struct ReferrerTests {
         #expect(try SeededRegistry.registryDigest(target, "charts/demo:0.1.0") == digest)
     }
 
+    /// Makes `good.pub` and `wrong.pub` in `work`, and for each digest a cosign simple-signing
+    /// payload (`payloadN`) naming it, signed with the good key (ECDSA P-256, with python's
+    /// `cryptography`); returns the base64 signatures.
+    static func cosignSign(_ digests: [Digest], in work: String) throws -> [String] {
+        try Shell.run(
+            [
+                "/usr/bin/python3", "-c",
+                """
+                import base64, json, os, sys
+                from cryptography.hazmat.primitives import hashes, serialization
+                from cryptography.hazmat.primitives.asymmetric import ec
+                work = sys.argv[1]
+                keys = [ec.generate_private_key(ec.SECP256R1()) for _ in range(2)]
+                for name, key in zip(["good", "wrong"], keys):
+                    open(f"{work}/{name}.pub", "wb").write(key.public_key().public_bytes(
+                        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+                for i, digest in enumerate(sys.argv[2:]):
+                    payload = json.dumps({"critical": {"identity": {"docker-reference": "x"},
+                        "image": {"docker-manifest-digest": digest}, "type": "cosign container image signature"},
+                        "optional": None}).encode()
+                    open(f"{work}/payload{i}", "wb").write(payload)
+                    print(base64.b64encode(keys[0].sign(payload, ec.ECDSA(hashes.SHA256()))).decode())
+                """, work,
+            ] + digests.map(\.description)
+        ).stdout.split(separator: "\n").map(String.init)
+    }
+
     /// Cosign signatures checked offline at export (issue 13, point 4): ECDSA P-256 signatures over
     /// simple-signing payloads, made with python's `cryptography` in cosign's format.
     @Test func exportVerifiesCosignSignaturesOffline() throws {
@@ -229,25 +286,7 @@ struct ReferrerTests {
         let multi = try #require(seeded.images["test/multi:1.0"])
         // Keys, and payloads signed with the first: test/single's names its digest; the one for
         // test/nested/docker names another image's (a signature over another digest).
-        let signed = try Shell.run([
-            "/usr/bin/python3", "-c",
-            """
-            import base64, json, sys
-            from cryptography.hazmat.primitives import hashes, serialization
-            from cryptography.hazmat.primitives.asymmetric import ec
-            work = sys.argv[1]
-            keys = [ec.generate_private_key(ec.SECP256R1()) for _ in range(2)]
-            for name, key in zip(["good", "wrong"], keys):
-                open(f"{work}/{name}.pub", "wb").write(key.public_key().public_bytes(
-                    serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
-            for i, digest in enumerate(sys.argv[2:]):
-                payload = json.dumps({"critical": {"identity": {"docker-reference": "x"},
-                    "image": {"docker-manifest-digest": digest}, "type": "cosign container image signature"},
-                    "optional": None}).encode()
-                open(f"{work}/payload{i}", "wb").write(payload)
-                print(base64.b64encode(keys[0].sign(payload, ec.ECDSA(hashes.SHA256()))).decode())
-            """, work, single.description, multi.description,
-        ]).stdout.split(separator: "\n").map(String.init)
+        let signed = try Self.cosignSign([single, multi], in: work)
         #expect(signed.count == 2)
         let builder = try ImageBuilder(directory: "\(work)/signatures")
         for (i, (repository, subject)) in [("test/single", single), ("test/nested/docker", docker)].enumerated() {

@@ -11,7 +11,7 @@ struct ImageListTests {
               quay.io/coreos/etcd:v3.5.9   # pinned
             registry.local:5000/team/app@sha256:\(String(repeating: "a", count: 64))
             """
-        let requests = try ImageList.parseText(text, file: "images.txt")
+        let requests = try ImageList.parseText(text, file: "images.txt").images
         #expect(
             requests.map(\.reference.description) == [
                 "docker.io/library/nginx:1.25", "quay.io/coreos/etcd:v3.5.9",
@@ -21,7 +21,7 @@ struct ImageListTests {
     }
 
     @Test func readsWindowsLineEndings() throws {
-        let requests = try ImageList.parseText("# list\r\nnginx:1.25\r\n\r\nredis:7\r\n", file: "crlf.txt")
+        let requests = try ImageList.parseText("# list\r\nnginx:1.25\r\n\r\nredis:7\r\n", file: "crlf.txt").images
         #expect(requests.map(\.reference.description) == ["docker.io/library/nginx:1.25", "docker.io/library/redis:7"])
         #expect(requests.map(\.origin) == ["crlf.txt:2", "crlf.txt:4"])
     }
@@ -30,7 +30,7 @@ struct ImageListTests {
         let text = "nginx\nlibrary/Bad\nok:1\nx@sha256:abc\n"
         #expect(throws: ImageListError.self) { try ImageList.parseText(text, file: "l.txt") }
         do {
-            _ = try ImageList.parseText(text, file: "l.txt")
+            _ = try ImageList.parseText(text, file: "l.txt").images
         } catch {
             guard case .invalid(let problems) = error else { Issue.record("wrong error \(error)"); return }
             #expect(problems.map(\.line) == [2, 4])
@@ -44,7 +44,7 @@ struct ImageListTests {
               - nginx:1.25
               - "ghcr.io/a/b:c"
             """
-        let requests = try ImageList.parseYAML(yaml, file: "i.yaml")
+        let requests = try ImageList.parseYAML(yaml, file: "i.yaml").images
         #expect(requests.map(\.reference.description) == ["docker.io/library/nginx:1.25", "ghcr.io/a/b:c"])
         #expect(requests.map(\.origin) == ["i.yaml:2", "i.yaml:3"])
     }
@@ -61,7 +61,7 @@ struct ImageListTests {
               images:
                 coreos/etcd: [v3.5.9]
             """
-        let requests = try ImageList.parseYAML(yaml, file: "m.yaml")
+        let requests = try ImageList.parseYAML(yaml, file: "m.yaml").images
         #expect(
             requests.map(\.reference.description) == [
                 "docker.io/library/nginx:1.25", "docker.io/library/nginx:1.26", "quay.io/coreos/etcd:v3.5.9",
@@ -79,11 +79,43 @@ struct ImageListTests {
     ])
     func refusesBadYAML(_ yaml: String, _ line: Int?) {
         do {
-            _ = try ImageList.parseYAML(yaml, file: "y.yaml")
+            _ = try ImageList.parseYAML(yaml, file: "y.yaml").images
             Issue.record("accepted bad YAML")
         } catch {
             guard case .invalid(let problems) = error else { Issue.record("wrong error \(error)"); return }
             if let line { #expect(problems.first?.line == line, "\(problems)") }
         }
+    }
+}
+
+struct ChartListTests {
+    @Test func textAndYAMLListsNameCharts() throws {
+        let text = try ImageList.parseText(
+            "nginx:1.25\nchart https://charts.example.com/stable nginx 1.2.3\n", file: "l.txt")
+        #expect(text.images.count == 1)
+        #expect(text.charts.map(\.description) == ["https://charts.example.com/stable nginx 1.2.3"])
+        #expect(text.charts.first?.origin == "l.txt:2")
+        let yaml = try ImageList.parseYAML(
+            """
+            images: [redis:7]
+            charts:
+              - {repo: https://charts.example.com/stable, name: nginx, version: 1.2.3}
+              - repoURL: https://other.example.com
+                name: app
+                version: 0.1.0
+
+            """, file: "l.yaml")
+        #expect(yaml.images.map(\.reference.description) == ["docker.io/library/redis:7"])
+        #expect(yaml.charts.map(\.name) == ["nginx", "app"])
+    }
+
+    @Test func badChartLinesAreReportedWithTheirLine() {
+        #expect {
+            try ImageList.parseText("chart https://x.example.com nginx\nchart ftp://x a 1\n", file: "l.txt")
+        } throws: { error in
+            let text = "\(error)"
+            return text.contains("l.txt:1: expected `chart REPO_URL NAME VERSION`") && text.contains("l.txt:2:")
+        }
+        #expect(throws: ImageListError.self) { try ImageList.parseYAML("charts:\n  - {name: a}\n", file: "c.yaml") }
     }
 }

@@ -1,0 +1,53 @@
+"""A static file server over TLS on 127.0.0.1, like the web servers that host Helm chart repositories.
+
+  --port N --root DIR --cert FILE --key FILE [--require-basic USER:PASS]
+
+With --require-basic, a request without those credentials gets 401 and a Basic challenge. Every
+request is logged as one line: "METHOD PATH STATUS auth=yes|no".
+"""
+import argparse
+import base64
+import functools
+import ssl
+import sys
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--root", required=True)
+    parser.add_argument("--cert", required=True)
+    parser.add_argument("--key", required=True)
+    parser.add_argument("--require-basic")
+    args = parser.parse_args()
+    expected = ("Basic " + base64.b64encode(args.require_basic.encode()).decode()) if args.require_basic else None
+
+    class Handler(SimpleHTTPRequestHandler):
+        def do_GET(self):
+            auth = self.headers.get("Authorization")
+            if expected and auth != expected:
+                self.send_response(401)
+                self.send_header("WWW-Authenticate", 'Basic realm="charts"')
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            super().do_GET()
+
+        def log_request(self, code="-", size="-"):
+            auth = "yes" if self.headers.get("Authorization") else "no"
+            print(f"{self.command} {self.path} {code} auth={auth}", flush=True)
+
+        def log_message(self, format, *arguments):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", args.port), functools.partial(Handler, directory=args.root))
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(args.cert, args.key)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    print("ready", flush=True)
+    server.serve_forever()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
