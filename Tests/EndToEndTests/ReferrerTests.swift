@@ -286,11 +286,17 @@ struct ReferrerTests {
         let multi = try #require(seeded.images["test/multi:1.0"])
         // Keys, and payloads signed with the first: test/single's names its digest; the one for
         // test/nested/docker names another image's (a signature over another digest).
-        let signed = try Self.cosignSign([single, multi], in: work)
-        #expect(signed.count == 2)
+        // test/large's payload is altered after signing (a tampered payload).
+        let large = try #require(seeded.images["test/large:latest"])
+        let signed = try Self.cosignSign([single, multi, large], in: work)
+        #expect(signed.count == 3)
         let builder = try ImageBuilder(directory: "\(work)/signatures")
-        for (i, (repository, subject)) in [("test/single", single), ("test/nested/docker", docker)].enumerated() {
-            let payload = Array(try Data(contentsOf: URL(fileURLWithPath: "\(work)/payload\(i)")))
+        let signedImages = [("test/single", single), ("test/nested/docker", docker), ("test/large", large)]
+        for (i, (repository, subject)) in signedImages.enumerated() {
+            var payload = Array(try Data(contentsOf: URL(fileURLWithPath: "\(work)/payload\(i)")))
+            if repository == "test/large" {
+                payload = Array(String(decoding: payload, as: UTF8.self).replacingOccurrences(of: "\"x\"", with: "\"y\"").utf8)
+            }
             var layer = try builder.addBlob(payload, mediaType: "application/vnd.dev.cosign.simplesigning.v1+json")
             layer.annotations = ["dev.cosignproject.cosign/signature": signed[i]]
             try builder.tag(
@@ -312,6 +318,8 @@ struct ReferrerTests {
         #expect(wrong.status == 65 && wrong.stderr.contains("does not verify"), "\(wrong.stderr)")
         let other = try export("test/nested/docker:v2", key: "\(work)/good.pub")
         #expect(other.status == 65 && other.stderr.contains("test/nested/docker:v2"), "\(other.stderr)")
+        let tampered = try export("test/large:latest", key: "\(work)/good.pub")
+        #expect(tampered.status == 65 && tampered.stderr.contains("test/large:latest: its signature does not verify"), "\(tampered.stderr)")
         let unsigned = try export("test/multi:1.0", key: "\(work)/good.pub")
         #expect(unsigned.status == 65 && unsigned.stderr.contains("not signed"), "\(unsigned.stderr)")
         // A runnable image under a tag that merely looks like a signature's is checked like any other.
