@@ -11,6 +11,7 @@
 //   OCIBundle                       the bundle format (OCI image layout in a tar + bundle manifest)
 //   HelmCharts                      chart repositories' index.yaml, chart archives as OCI artifacts, the
 //                                   images a chart names
+//   ApplianceConsole                the web console under /ui/ (swift-mustache templates)
 //   FerryCommands, ApplianceCommands  subcommands as library code
 //   ferry, ferry-appliance          thin executables
 import PackageDescription
@@ -38,6 +39,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-crypto.git", "3.12.3"..<"5.0.0"),
         .package(url: "https://github.com/apple/swift-asn1.git", from: "1.7.4"),
         .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
+        .package(url: "https://github.com/hummingbird-project/swift-mustache.git", from: "2.1.1"),
     ],
     targets: [
         .systemLibrary(name: "CLibCrypto", path: "Sources/CLibCrypto", providers: [.apt(["libssl-dev"])]),
@@ -81,6 +83,15 @@ let package = Package(
             name: "HelmCharts", dependencies: ["OCICore", "OCITar", .product(name: "Yams", package: "Yams")],
             swiftSettings: swiftSettings),
         .target(
+            name: "ApplianceConsole",
+            dependencies: [
+                "OCICore", "OCIStore", "OCIRegistryServer",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "Mustache", package: "swift-mustache"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .target(
             name: "FerryCommands",
             dependencies: [
                 "OCICore", "OCIStore", "OCIRegistryClient", "OCIBundle", "OCITar", "HelmCharts",
@@ -95,7 +106,7 @@ let package = Package(
         .target(
             name: "ApplianceCommands",
             dependencies: [
-                "OCICore", "OCIStore", "OCIBundle", "OCIRegistryServer", "OCITar",
+                "OCICore", "OCIStore", "OCIBundle", "OCIRegistryServer", "OCITar", "ApplianceConsole",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Yams", package: "Yams"),
@@ -129,7 +140,7 @@ let package = Package(
             name: "EndToEndTests", dependencies: ["OCICore", "OCITar", "OCIBundle"],
             exclude: [
                 "Support/token_server.py", "Support/upstream_proxy.py", "Support/bundle_mutator.py",
-                "Support/static_server.py",
+                "Support/static_server.py", "Support/console_browser.py",
             ],
             swiftSettings: swiftSettings),
     ]

@@ -13,8 +13,9 @@ LAYERS = {
     "OCICore": 1, "OCITar": 1,
     "OCIStore": 2,
     "OCIRegistryClient": 3, "OCIBundle": 3, "OCIRegistryServer": 3, "HelmCharts": 3,
-    "FerryCommands": 4, "ApplianceCommands": 4,
-    "ferry": 5, "ferry-appliance": 5,
+    "ApplianceConsole": 4,
+    "FerryCommands": 5, "ApplianceCommands": 5,
+    "ferry": 6, "ferry-appliance": 6,
 }
 # The store knows nothing of HTTP or tar; the bundle knows nothing of HTTP or the store; the
 # registry client knows nothing of the store, tar or bundles; the registry server serves the store
@@ -27,6 +28,7 @@ FORBIDDEN = {
     "OCICore": {"OCITar", "CArchive"},
     "OCIRegistryServer": {"OCIRegistryClient", "OCIBundle", "OCITar"},
     "HelmCharts": {"OCIStore", "OCIRegistryClient", "OCIBundle", "OCIRegistryServer"},
+    "ApplianceConsole": {"OCIRegistryClient", "OCIBundle", "OCITar"},
 }
 
 

@@ -78,6 +78,8 @@ public struct ApplianceConfiguration: Codable, Equatable, Sendable {
     public var accessLog: String?
     /// Refuse pushes and deletes over HTTP (imports still work).
     public var readOnly: Bool?
+    /// Serve the web console under `/ui/` (default true).
+    public var console: Bool?
     public var auth: Auth?
     public var storage: Storage?
     public var http: HTTP?

@@ -1,6 +1,8 @@
+import ApplianceConsole
 import ArgumentParser
 import Foundation
 import Logging
+import OCICore
 import OCIRegistryServer
 import OCIStore
 
@@ -63,6 +65,9 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(help: "An htpasswd file (bcrypt entries, as `htpasswd -B` writes) whose users get auth.htpasswdRole.")
     var htpasswd: String?
 
+    @Flag(name: .customLong("no-console"), help: "Do not serve the web console under /ui/.")
+    var noConsole = false
+
     func run() async throws {
         try await reportingApplianceErrors {
             let (configuration, configPath) = try store.configuration()
@@ -101,7 +106,7 @@ struct ServeCommand: AsyncParsableCommand {
             let logger = Logger(label: "ferry-appliance")
             let policy = try Self.policy(configuration.auth, anonymous: anonymous, htpasswd: htpasswd, path: configPath)
             let authenticator = try Authenticator(dataDirectory: dataDirectory, policy: policy, logger: logger)
-            let server = RegistryServer(
+            var server = RegistryServer(
                 content: RegistryContent(storage: registry), host: listen.host, port: listen.port, transport: transport,
                 accessLog: log, readOnly: readOnly || configuration.readOnly == true, authenticator: authenticator,
                 limits: UploadLimits(
@@ -114,6 +119,15 @@ struct ServeCommand: AsyncParsableCommand {
                     idleTimeout: .seconds(Int64(configuration.http?.idleTimeout ?? 60)),
                     maxConnections: configuration.http?.maxConnections ?? 4096),
                 logger: logger)
+            if !noConsole && configuration.console != false {
+                var expiry: Date?
+                if case .tls(let chain, _) = transport { expiry = ApplianceCertificates.expiry(ofPEMFile: chain) }
+                server.side = try Console(
+                    content: server.content, authenticator: authenticator,
+                    settings: .init(
+                        secureCookies: !plainHTTP || !(configuration.http?.trustedProxies ?? []).isEmpty,
+                        version: FerryVersion.string, dataDirectory: dataDirectory, certificateExpiry: expiry))
+            }
             let scheme = plainHTTP ? "http" : "https"
             let description = summary
             try await server.run { port in

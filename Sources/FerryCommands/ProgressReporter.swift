@@ -1,4 +1,5 @@
 import Foundation
+import OCICore
 import Synchronization
 
 #if canImport(Glibc)
@@ -134,16 +135,7 @@ public final class ProgressReporter: Sendable {
         return text
     }
 
-    static func bytes(_ n: Int64) -> String {
-        let units = ["B", "KiB", "MiB", "GiB", "TiB"]
-        var value = Double(n)
-        var unit = 0
-        while value >= 1024 && unit < units.count - 1 {
-            value /= 1024
-            unit += 1
-        }
-        return unit == 0 ? "\(n) B" : String(format: "%.1f %@", value, units[unit])
-    }
+    static func bytes(_ n: Int64) -> String { ByteCount.text(n) }
 
     static func duration(_ seconds: Double) -> String {
         guard seconds.isFinite else { return "--:--" }

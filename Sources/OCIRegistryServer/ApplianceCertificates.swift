@@ -172,6 +172,14 @@ public struct ApplianceCertificates: Sendable {
     /// Makes sure a server certificate for `names`, signed by the appliance CA, is on disk. Holds
     /// the directory's lock throughout, so a `ca` or another `serve` starting at the same moment
     /// neither makes a second CA nor writes a key that does not match the certificate.
+    /// When the first certificate of a PEM file stops being valid; nil if the file holds none.
+    public static func expiry(ofPEMFile path: String) -> Date? {
+        guard let pem = try? String(contentsOfFile: path, encoding: .utf8),
+            let certificate = try? Certificate(pemEncoded: pem)
+        else { return nil }
+        return certificate.notValidAfter
+    }
+
     public func ensureServerCertificate(for names: SubjectNames, now: Date = Date()) throws -> Outcome {
         try locked { try ensureServerCertificateLocked(for: names, now: now) }
     }

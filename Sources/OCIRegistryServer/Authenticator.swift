@@ -13,6 +13,11 @@ public struct Identity: Sendable, Equatable {
     public var name: String?
     public var grant: Grant?
 
+    public init(name: String?, grant: Grant?) {
+        self.name = name
+        self.grant = grant
+    }
+
     public static let nobody = Identity(name: nil, grant: nil)
 
     public func actions(on repository: String) -> Set<Action> { grant?.actions(on: repository) ?? [] }
@@ -138,6 +143,15 @@ public final class Authenticator: Sendable {
 
     /// The anonymous identity the policy allows.
     public var anonymous: Identity { Identity(name: nil, grant: policy.anonymous) }
+
+    /// `name`'s identity as the user files say now (a session re-reads it on every request, so a
+    /// removed user or a changed role takes effect at once); nil when the user is gone.
+    public func currentIdentity(name: String) -> Identity? {
+        let (users, htpasswd) = currentUsers()
+        if let user = users[name] { return Identity(name: name, grant: user.grant) }
+        if htpasswd.entries[name] != nil { return Identity(name: name, grant: policy.htpasswdGrant) }
+        return nil
+    }
 
     static func decodeBasic(_ header: String) -> (String, String)? {
         guard header.lowercased().hasPrefix("basic "),

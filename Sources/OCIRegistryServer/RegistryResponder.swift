@@ -17,6 +17,17 @@ public struct RegistryRequestContext: RequestContext {
     }
 }
 
+/// Another application on the registry's port (the web console under `/ui/`): asked first
+/// whether it takes a path; the Distribution API keeps every other one.
+public protocol SideResponder: Sendable {
+    func takes(_ request: Request) -> Bool
+    /// The response, and the user it was for (for the access log). `remote` is the client's
+    /// address (`X-Forwarded-For` from a trusted proxy).
+    func respond(to request: Request, context: RegistryRequestContext, remote: String) async throws -> (
+        Response, String?
+    )
+}
+
 /// The pull side of the OCI Distribution API over a ``RegistryContent``
 /// (`../shared/specs/oci-distribution/spec.md`): `/v2/`, manifests and blobs (GET, HEAD, ranges),
 /// `_catalog`, `tags/list`, referrers, and `/healthz`. Writes are refused until the write path lands.
@@ -35,6 +46,8 @@ public struct RegistryResponder: HTTPResponder {
     let authenticator: Authenticator?
     /// `https` or `http`: the scheme of the token realm clients are sent to.
     let realmScheme: String
+    /// The web console, when served.
+    let side: (any SideResponder)?
     // swift-format-ignore: NeverForceUnwrap
     // A literal token: valid by construction.
     static let apiVersion = HTTPField.Name("Docker-Distribution-API-Version")!
@@ -51,8 +64,10 @@ public struct RegistryResponder: HTTPResponder {
 
     public init(
         content: RegistryContent, accessLog: AccessLog?, readOnly: Bool = false, authenticator: Authenticator? = nil,
-        realmScheme: String = "https", limits: UploadLimits = UploadLimits(), trustedProxies: Set<String> = []
+        realmScheme: String = "https", limits: UploadLimits = UploadLimits(), trustedProxies: Set<String> = [],
+        side: (any SideResponder)? = nil
     ) {
+        self.side = side
         self.limits = limits
         self.trustedProxies = trustedProxies
         self.content = content
@@ -68,10 +83,17 @@ public struct RegistryResponder: HTTPResponder {
         var response: Response
         var caller = Caller.open
         do {
-            let requested = DistributionRoute(path: request.uri.path)
             let remote = Self.client(
                 peer: context.remoteAddress?.ipAddress, forwardedFor: request.headers[Self.forwardedFor],
                 trusted: trustedProxies)
+            if let side, side.takes(request) {
+                let (answer, user) = try await side.respond(to: request, context: context, remote: remote)
+                if let user { caller = .identity(Identity(name: user, grant: nil), basic: false) }
+                response = answer
+                log(request, response: response, caller: caller, context: context, started: started)
+                return response
+            }
+            let requested = DistributionRoute(path: request.uri.path)
             if requested == .token {
                 response = try await token(request, remote: remote)
             } else {
@@ -92,19 +114,24 @@ public struct RegistryResponder: HTTPResponder {
                 DistributionError(status: 500, code: .unknown, message: "internal error", detail: nil), for: request)
         }
         response.headers[Self.apiVersion] = "registry/2.0"
-        if let accessLog {
-            let elapsed = ContinuousClock.now - started
-            let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
-            accessLog.record(
-                remote: Self.client(
-                    peer: context.remoteAddress?.ipAddress, forwardedFor: request.headers[Self.forwardedFor],
-                    trusted: trustedProxies),
-                user: caller.name, method: request.method.rawValue,
-                target: request.uri.description, status: response.status.code,
-                bytes: request.method == .head ? 0 : response.body.contentLength, seconds: seconds,
-                userAgent: request.headers[.userAgent])
-        }
+        log(request, response: response, caller: caller, context: context, started: started)
         return response
+    }
+
+    private func log(
+        _ request: Request, response: Response, caller: Caller, context: Context, started: ContinuousClock.Instant
+    ) {
+        guard let accessLog else { return }
+        let elapsed = ContinuousClock.now - started
+        let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
+        accessLog.record(
+            remote: Self.client(
+                peer: context.remoteAddress?.ipAddress, forwardedFor: request.headers[Self.forwardedFor],
+                trusted: trustedProxies),
+            user: caller.name, method: request.method.rawValue,
+            target: request.uri.description, status: response.status.code,
+            bytes: request.method == .head ? 0 : response.body.contentLength, seconds: seconds,
+            userAgent: request.headers[.userAgent])
     }
 
     func route(_ route: DistributionRoute, _ request: Request, caller: Caller) async throws -> Response {

@@ -26,6 +26,8 @@ public struct RegistryServer: Sendable {
     public let trustedProxies: Set<String>
     public let connections: ConnectionLimits
     public let logger: Logger
+    /// The web console under `/ui/`, when served.
+    public var side: (any SideResponder)?
 
     public init(
         content: RegistryContent, host: String, port: Int, transport: Transport, accessLog: AccessLog?,
@@ -72,7 +74,7 @@ public struct RegistryServer: Sendable {
         if case .plainHTTP = transport { scheme = "http" }
         let responder = RegistryResponder(
             content: content, accessLog: accessLog, readOnly: readOnly, authenticator: authenticator,
-            realmScheme: scheme, limits: limits, trustedProxies: trustedProxies)
+            realmScheme: scheme, limits: limits, trustedProxies: trustedProxies, side: side)
         let server: HTTPServerBuilder
         let counter = ConnectionCounter()
         let limits = connections

@@ -64,6 +64,8 @@ public protocol RegistryStorage: Sendable {
     func hasImportRecord(_ id: String) -> Bool
     /// The ids of every import recorded, in order.
     func importRecordIDs() -> [String]
+    /// The records of the latest `limit` imports, newest first.
+    func latestImportRecords(limit: Int) -> [[UInt8]]
 
     // MARK: Volume sets, imported over several runs
 
@@ -173,5 +175,19 @@ public enum RegistryRuleError: Error, Equatable, CustomStringConvertible {
         case .contentMissing(let digest):
             "\(digest) left the store before the change committed (garbage collection?); nothing changed, try again"
         }
+    }
+}
+
+extension RegistryStorage {
+    /// What refers to `digest` in `repository`, by kind: cosign's tags and the referrers tag that
+    /// exist (``ReferrerTag``), and `referrers` also when the referrers index lists any.
+    public func carried(_ digest: Digest, in repository: RepositoryName) throws -> [String] {
+        var kinds: Set<String> = []
+        for kind in ReferrerTag.Kind.allCases {
+            guard let tag = try? Tag(ReferrerTag(subject: digest, kind: kind).tag) else { continue }
+            if try resolve(.tag(tag), in: repository) != nil { kinds.insert(kind.rawValue) }
+        }
+        if try !referrers(of: digest, in: repository, artifactType: nil).isEmpty { kinds.insert("referrers") }
+        return kinds.sorted()
     }
 }

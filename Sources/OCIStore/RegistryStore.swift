@@ -387,6 +387,18 @@ public final class RegistryStore: RegistryStorage {
 
     public func hasImportRecord(_ id: String) -> Bool { FileSystem.size(of: "\(root)/imports/\(id).json") != nil }
 
+    public func latestImportRecords(limit: Int) -> [[UInt8]] {
+        let directory = "\(root)/imports"
+        var dated: [(Int, String)] = []
+        for name in FileSystem.list(directory) where name.hasSuffix(".json") {
+            var info = stat()
+            if stat("\(directory)/\(name)", &info) == 0 { dated.append((info.st_mtim.tv_sec, name)) }
+        }
+        return dated.sorted { $0.0 > $1.0 }.prefix(limit).compactMap {
+            try? FileSystem.readSmallFile("\(directory)/\($0.1)", limit: 16 << 20)
+        }
+    }
+
     public func importRecordIDs() -> [String] {
         FileSystem.list("\(root)/imports").filter { $0.hasSuffix(".json") }.map { String($0.dropLast(5)) }.sorted()
     }

@@ -295,7 +295,8 @@ struct ReferrerTests {
         for (i, (repository, subject)) in signedImages.enumerated() {
             var payload = Array(try Data(contentsOf: URL(fileURLWithPath: "\(work)/payload\(i)")))
             if repository == "test/large" {
-                payload = Array(String(decoding: payload, as: UTF8.self).replacingOccurrences(of: "\"x\"", with: "\"y\"").utf8)
+                payload = Array(
+                    String(decoding: payload, as: UTF8.self).replacingOccurrences(of: "\"x\"", with: "\"y\"").utf8)
             }
             var layer = try builder.addBlob(payload, mediaType: "application/vnd.dev.cosign.simplesigning.v1+json")
             layer.annotations = ["dev.cosignproject.cosign/signature": signed[i]]
@@ -319,7 +320,9 @@ struct ReferrerTests {
         let other = try export("test/nested/docker:v2", key: "\(work)/good.pub")
         #expect(other.status == 65 && other.stderr.contains("test/nested/docker:v2"), "\(other.stderr)")
         let tampered = try export("test/large:latest", key: "\(work)/good.pub")
-        #expect(tampered.status == 65 && tampered.stderr.contains("test/large:latest: its signature does not verify"), "\(tampered.stderr)")
+        #expect(
+            tampered.status == 65 && tampered.stderr.contains("test/large:latest: its signature does not verify"),
+            "\(tampered.stderr)")
         let unsigned = try export("test/multi:1.0", key: "\(work)/good.pub")
         #expect(unsigned.status == 65 && unsigned.stderr.contains("not signed"), "\(unsigned.stderr)")
         // A runnable image under a tag that merely looks like a signature's is checked like any other.

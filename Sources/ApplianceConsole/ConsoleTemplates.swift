@@ -1,0 +1,226 @@
+/// The console's pages (mustache: `{{x}}` is HTML-escaped; nothing here uses the unescaped forms),
+/// its stylesheet and its one script. No external asset: the site is offline.
+enum ConsoleTemplates {
+    static let all: [String: String] = [
+        "layout": layout, "login": login, "overview": overview, "repositories": repositories,
+        "repository": repository, "image": image, "message": message,
+    ]
+
+    static let layout = """
+        <!doctype html>
+        <html lang="en">
+        <head>
+        <meta charset="utf-8">
+        <meta name="viewport" content="width=device-width, initial-scale=1">
+        <title>{{title}} · Ferry appliance</title>
+        <link rel="stylesheet" href="/ui/static/console.css">
+        <script src="/ui/static/console.js" defer></script>
+        </head>
+        <body>
+        <header>
+        <a class="brand" href="/ui/">Ferry appliance</a>
+        {{#session}}
+        <nav><a href="/ui/">Overview</a> <a href="/ui/repositories">Repositories</a></nav>
+        {{#user}}
+        <form class="signout" method="post" action="/ui/logout">
+        <input type="hidden" name="csrf" value="{{csrf}}">
+        <span class="who">{{user}} ({{role}})</span> <button type="submit">Sign out</button>
+        </form>
+        {{/user}}
+        {{^user}}<a class="signin" href="/ui/login">Sign in</a>{{/user}}
+        {{/session}}
+        </header>
+        <main>
+        {{$body}}{{/body}}
+        </main>
+        <footer>ferry-appliance {{version}}</footer>
+        </body>
+        </html>
+        """
+
+    static let login = """
+        {{<layout}}{{$body}}
+        <h1>Sign in</h1>
+        {{#error}}<p class="error" role="alert">{{error}}</p>{{/error}}
+        <form class="login" method="post" action="/ui/login">
+        <input type="hidden" name="csrf" value="{{csrf}}">
+        <input type="hidden" name="next" value="{{next}}">
+        <label for="user">User</label>
+        <input id="user" name="user" autocomplete="username" required autofocus value="{{name}}">
+        <label for="password">Password</label>
+        <input id="password" name="password" type="password" autocomplete="current-password" required>
+        <button type="submit">Sign in</button>
+        </form>
+        {{/body}}{{/layout}}
+        """
+
+    static let overview = """
+        {{<layout}}{{$body}}
+        <h1>Overview</h1>
+        <dl class="facts">
+        {{#admin}}
+        <dt>Repositories</dt><dd id="repositories">{{repositories}}</dd>
+        <dt>Stored</dt><dd id="stored">{{stored}}</dd>
+        <dt>Free disk</dt><dd id="free">{{free}} of {{total}}</dd>
+        {{/admin}}
+        <dt>Health</dt><dd id="health">{{health}}</dd>
+        <dt>Server</dt><dd>ferry-appliance {{version}}</dd>
+        <dt>Certificate</dt><dd id="certificate">{{certificate}}</dd>
+        </dl>
+        <p><a href="/ui/repositories">Browse the repositories{{^admin}} you may pull{{/admin}}</a></p>
+        {{#admin}}
+        <h2>Last imports</h2>
+        {{^empty(imports)}}
+        <table class="list">
+        <thead><tr><th>Time</th><th>Bundle</th><th>Signed by</th><th>Images</th></tr></thead>
+        <tbody>
+        {{#imports}}<tr><td>{{time}}</td><td>{{bundle}}</td><td>{{signer}}</td><td>{{images}}</td></tr>
+        {{/imports}}
+        </tbody>
+        </table>
+        {{/empty(imports)}}
+        {{#empty(imports)}}<p>No bundle imported yet.</p>{{/empty(imports)}}
+        {{/admin}}
+        {{/body}}{{/layout}}
+        """
+
+    static let repositories = """
+        {{<layout}}{{$body}}
+        <h1>Repositories</h1>
+        <form class="search" method="get" action="/ui/repositories">
+        <label for="q">Name or source registry</label>
+        <input id="q" name="q" type="search" value="{{query}}">
+        <button type="submit">Search</button>
+        </form>
+        {{^empty(names)}}
+        <ul class="repositories">
+        {{#names}}<li><a href="/ui/repository?name={{link}}">{{name}}</a> <span class="source">{{source}}</span></li>
+        {{/names}}
+        </ul>
+        {{/empty(names)}}
+        {{^names}}<p>No repository{{#query}} matches “{{query}}”{{/query}}.</p>{{/names}}
+        {{#next}}<p class="pages"><a rel="next" href="/ui/repositories?q={{queryLink}}&amp;after={{next}}">Next page</a></p>{{/next}}
+        {{/body}}{{/layout}}
+        """
+
+    static let repository = """
+        {{<layout}}{{$body}}
+        <h1 class="name">{{name}}</h1>
+        {{#source}}<p>Mirrors <code>{{source}}</code></p>{{/source}}
+        <table class="list tags">
+        <thead><tr><th>Tag</th><th>Digest</th><th>Type</th><th>Platforms</th><th>Size</th><th>Created</th><th></th></tr></thead>
+        <tbody>
+        {{#tags}}<tr>
+        <td><a href="/ui/image?repository={{repositoryLink}}&amp;reference={{tag}}">{{tag}}</a></td>
+        <td class="digest"><code>{{digest}}</code></td><td>{{kind}}</td><td>{{platforms}}</td><td>{{size}}</td><td>{{created}}</td>
+        <td>{{#badges}}<span class="badge {{.}}">{{.}}</span> {{/badges}}</td>
+        </tr>
+        {{/tags}}
+        </tbody>
+        </table>
+        {{#next}}<p class="pages"><a rel="next" href="/ui/repository?name={{repositoryLink}}&amp;after={{next}}">Next page</a></p>{{/next}}
+        {{/body}}{{/layout}}
+        """
+
+    static let image = """
+        {{<layout}}{{$body}}
+        <h1 class="name">{{repository}}{{#tag}}:{{tag}}{{/tag}}</h1>
+        <dl class="facts">
+        <dt>Digest</dt><dd id="digest"><code>{{digest}}</code></dd>
+        <dt>Media type</dt><dd>{{mediaType}}</dd>
+        {{#artifactType}}<dt>Artifact type</dt><dd>{{artifactType}}</dd>{{/artifactType}}
+        <dt>Size</dt><dd>{{size}}</dd>
+        {{#created}}<dt>Created</dt><dd>{{created}}</dd>{{/created}}
+        {{^empty(badges)}}<dt>Carries</dt><dd>{{#badges}}<span class="badge {{.}}">{{.}}</span> {{/badges}}</dd>{{/empty(badges)}}
+        </dl>
+        <h2>Pull</h2>
+        <ul class="pull">
+        {{#pulls}}<li><span class="tool">{{tool}}</span> <code>{{command}}</code> <button type="button" class="copy" data-copy="{{command}}">Copy</button></li>
+        {{/pulls}}
+        </ul>
+        {{^empty(platforms)}}
+        <h2>Platforms</h2>
+        <table class="list"><thead><tr><th>Platform</th><th>Digest</th><th>Size</th></tr></thead><tbody>
+        {{#platforms}}<tr><td><a href="/ui/image?repository={{repositoryLink}}&amp;reference={{digest}}">{{platform}}</a></td><td><code>{{digest}}</code></td><td>{{size}}</td></tr>
+        {{/platforms}}
+        </tbody></table>
+        {{/empty(platforms)}}
+        {{#config}}
+        <h2>Configuration</h2>
+        <dl class="facts">
+        {{#platform}}<dt>Platform</dt><dd>{{platform}}</dd>{{/platform}}
+        {{#entrypoint}}<dt>Entrypoint</dt><dd><code>{{entrypoint}}</code></dd>{{/entrypoint}}
+        {{#command}}<dt>Command</dt><dd><code>{{command}}</code></dd>{{/command}}
+        {{#user}}<dt>User</dt><dd><code>{{user}}</code></dd>{{/user}}
+        {{^empty(env)}}<dt>Environment</dt><dd>{{#env}}<code>{{.}}</code><br>{{/env}}</dd>{{/empty(env)}}
+        {{^empty(labels)}}<dt>Labels</dt><dd>{{#labels}}<code>{{.}}</code><br>{{/labels}}</dd>{{/empty(labels)}}
+        </dl>
+        {{/config}}
+        {{^empty(layers)}}
+        <h2>Layers</h2>
+        <table class="list"><thead><tr><th>#</th><th>Digest</th><th>Media type</th><th>Size</th></tr></thead><tbody>
+        {{#layers}}<tr><td>{{number}}</td><td><code>{{digest}}</code></td><td>{{mediaType}}</td><td>{{size}}</td></tr>
+        {{/layers}}
+        </tbody></table>
+        {{/empty(layers)}}
+        {{^empty(referrers)}}
+        <h2>Referrers</h2>
+        <table class="list"><thead><tr><th>Digest</th><th>Artifact type</th></tr></thead><tbody>
+        {{#referrers}}<tr><td><a href="/ui/image?repository={{repositoryLink}}&amp;reference={{digest}}"><code>{{digest}}</code></a></td><td>{{artifactType}}</td></tr>
+        {{/referrers}}
+        </tbody></table>
+        {{/empty(referrers)}}
+        {{/body}}{{/layout}}
+        """
+
+    static let message = """
+        {{<layout}}{{$body}}
+        <h1>{{heading}}</h1>
+        <p class="message">{{text}}</p>
+        <p><a href="/ui/">Back to the overview</a></p>
+        {{/body}}{{/layout}}
+        """
+
+    static let stylesheet = """
+        :root { --ink: #1d2733; --muted: #5b6b7c; --line: #d8dee6; --accent: #0b5cad; --bad: #a4161a; font-family: system-ui, sans-serif; color: var(--ink); }
+        body { margin: 0; }
+        header { display: flex; gap: 1.5rem; align-items: center; padding: .6rem 1.5rem; background: #0f2336; color: #fff; }
+        header a { color: #fff; text-decoration: none; }
+        header nav { display: flex; gap: 1rem; flex: 1; }
+        .brand { font-weight: 700; }
+        .signout { display: flex; gap: .5rem; align-items: center; margin: 0; }
+        main { padding: 1rem 1.5rem; max-width: 75rem; }
+        footer { padding: 1rem 1.5rem; color: var(--muted); font-size: .85rem; }
+        h1.name { font-family: ui-monospace, monospace; font-size: 1.3rem; word-break: break-all; }
+        table.list { border-collapse: collapse; width: 100%; font-size: .9rem; }
+        table.list th, table.list td { text-align: left; padding: .35rem .5rem; border-bottom: 1px solid var(--line); vertical-align: top; }
+        td.digest code, td code { font-size: .8rem; word-break: break-all; }
+        dl.facts { display: grid; grid-template-columns: max-content 1fr; gap: .3rem 1rem; }
+        dl.facts dt { color: var(--muted); }
+        dl.facts dd { margin: 0; word-break: break-all; }
+        .badge { display: inline-block; padding: 0 .4rem; border-radius: .6rem; background: #e3eefa; color: var(--accent); font-size: .75rem; }
+        .badge.signature { background: #e2f4e6; color: #1b6b2f; }
+        .error { color: var(--bad); font-weight: 600; }
+        form.login { display: grid; gap: .4rem; max-width: 20rem; }
+        form.search { display: flex; gap: .5rem; align-items: center; margin-bottom: 1rem; }
+        ul.repositories { list-style: none; padding: 0; columns: 2; }
+        ul.repositories li { padding: .15rem 0; font-family: ui-monospace, monospace; font-size: .9rem; }
+        .source { color: var(--muted); font-size: .8rem; }
+        ul.pull { list-style: none; padding: 0; }
+        ul.pull li { margin: .3rem 0; }
+        .tool { display: inline-block; min-width: 6rem; color: var(--muted); }
+        button { font: inherit; padding: .2rem .7rem; }
+        """
+
+    /// The copy buttons (the pages work without it: the commands can be selected).
+    static let script = """
+        document.addEventListener("click", function (event) {
+          var button = event.target.closest("button.copy");
+          if (!button || !navigator.clipboard) return;
+          navigator.clipboard.writeText(button.getAttribute("data-copy")).then(function () {
+            button.textContent = "Copied";
+            setTimeout(function () { button.textContent = "Copy"; }, 1500);
+          });
+        });
+        """
+}

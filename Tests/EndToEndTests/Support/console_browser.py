@@ -1,0 +1,144 @@
+"""Drives the appliance's web console in headless Chromium (Debian's chromium and chromium-driver,
+through Debian's python3-selenium), over the appliance's own TLS: the server's key is pinned with
+--ignore-certificate-errors-spki-list, so no other certificate is accepted.
+
+  console_browser.py --url https://127.0.0.1:PORT --spki BASE64 --ca CA.crt --screenshots DIR
+      --admin USER:PASS --limited USER:PASS --repository REPO --tag TAG --digest DIGEST
+      --hidden REPO
+
+Prints one line per check; exits 1 at the first failure, with the page's text.
+"""
+import argparse
+import ssl
+import sys
+import tempfile
+import urllib.error
+import urllib.request
+
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support import expected_conditions
+from selenium.webdriver.support.ui import WebDriverWait
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    for name in ["url", "spki", "ca", "screenshots", "admin", "limited", "repository", "tag", "digest", "hidden"]:
+        parser.add_argument(f"--{name}", required=True)
+    args = parser.parse_args()
+    profile = tempfile.mkdtemp(prefix="ferry-chromium-")
+    options = webdriver.ChromeOptions()
+    options.binary_location = "/usr/bin/chromium"
+    for flag in ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                 "--window-size=1280,900", f"--user-data-dir={profile}",
+                 f"--ignore-certificate-errors-spki-list={args.spki}"]:
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
+    driver.set_page_load_timeout(30)
+
+    def check(condition, what):
+        if not condition:
+            print(f"FAILED: {what}\nat {driver.current_url}\n{driver.find_element(By.TAG_NAME, 'body').text}",
+                  flush=True)
+            driver.quit()
+            sys.exit(1)
+        print(f"ok: {what}", flush=True)
+
+    def sign_in(credentials):
+        user, password = credentials.split(":", 1)
+        driver.get(f"{args.url}/ui/login")
+        driver.find_element(By.ID, "user").clear()
+        driver.find_element(By.ID, "user").send_keys(user)
+        driver.find_element(By.ID, "password").send_keys(password)
+        submit(driver.find_element(By.CSS_SELECTOR, "form.login button"))
+
+    def submit(button):
+        # A click does not wait for the page it leads to: wait until this one is gone.
+        button.click()
+        WebDriverWait(driver, 15).until(expected_conditions.staleness_of(button))
+
+    def sign_out():
+        submit(driver.find_element(By.CSS_SELECTOR, "form.signout button"))
+
+    try:
+        # Nothing is visible without signing in.
+        driver.get(f"{args.url}/ui/")
+        check("/ui/login" in driver.current_url and "Sign in" in driver.title, "the console asks to sign in")
+        admin_user = args.admin.split(":", 1)[0]
+        sign_in(f"{admin_user}:not-the-password")
+        check("Wrong user or password" in driver.page_source, "a wrong password is refused")
+        sign_in(args.admin)
+        check(driver.current_url.endswith("/ui/") and driver.find_element(By.ID, "repositories").text == "2",
+              "the admin signs in and sees the overview")
+        check(driver.find_element(By.ID, "health").text == "ok", "the overview shows health")
+        check("expires" in driver.find_element(By.ID, "certificate").text, "the overview shows the certificate expiry")
+        driver.save_screenshot(f"{args.screenshots}/overview.png")
+
+        # Search, browse to the image, and the digest shown is upstream's.
+        driver.get(f"{args.url}/ui/repositories")
+        search = args.repository.split("/")[-1]
+        driver.find_element(By.ID, "q").send_keys(search)
+        submit(driver.find_element(By.CSS_SELECTOR, "form.search button"))
+        links = [a.text for a in driver.find_elements(By.CSS_SELECTOR, "ul.repositories a")]
+        check(args.repository in links and all(search in link for link in links), f"searching '{search}' finds it")
+        driver.save_screenshot(f"{args.screenshots}/repositories.png")
+        driver.find_element(By.LINK_TEXT, args.repository).click()
+        check(args.digest in driver.page_source, "the repository page lists the tag's digest")
+        driver.find_element(By.LINK_TEXT, args.tag).click()
+        check(driver.find_element(By.ID, "digest").text == args.digest, "the image page shows upstream's digest")
+        commands = [c.text for c in driver.find_elements(By.CSS_SELECTOR, "ul.pull code")]
+        check(any(c.startswith("podman pull ") and c.endswith(f"{args.repository}:{args.tag}") for c in commands),
+              "the image page shows the pull commands")
+        driver.save_screenshot(f"{args.screenshots}/image.png")
+        driver.get(f"{args.url}/ui/repositories?q=no-such-thing-here")
+        check("No repository matches" in driver.page_source, "a search without results says so")
+
+        # HTML in what a page shows is text, never markup.
+        driver.get(f"{args.url}/ui/repositories?q=%3Cb%3Ebold%3C%2Fb%3E")
+        check(not driver.find_elements(By.CSS_SELECTOR, "main b") and "<b>bold</b>" in
+              driver.find_element(By.TAG_NAME, "main").text, "HTML in a search is shown as text")
+
+        # A form without the session's CSRF token is refused (the session cookie alone is not enough).
+        cookie = "; ".join(f"{c['name']}={c['value']}" for c in driver.get_cookies())
+        context = ssl.create_default_context(cafile=args.ca)
+        request = urllib.request.Request(f"{args.url}/ui/logout", data=b"csrf=forged", method="POST",
+                                         headers={"Cookie": cookie,
+                                                  "Content-Type": "application/x-www-form-urlencoded"})
+        try:
+            urllib.request.urlopen(request, context=context)
+            status = 200
+        except urllib.error.HTTPError as error:
+            status = error.code
+        check(status == 403, f"a form with a forged CSRF token is refused ({status})")
+        driver.get(f"{args.url}/ui/")
+        check(driver.find_elements(By.CSS_SELECTOR, "form.signout"), "the session survived the forged form")
+        cookies = driver.get_cookies()
+        check(all(c.get("httpOnly") and c.get("secure") and c.get("sameSite") == "Strict" for c in cookies),
+              "the session cookie is HttpOnly, Secure and SameSite=Strict")
+        sign_out()
+        driver.get(f"{args.url}/ui/repositories")
+        check("/ui/login" in driver.current_url, "after signing out, pages ask to sign in again")
+
+        # A prefix-limited user sees only their repositories; another's page reads as not found.
+        sign_in(args.limited)
+        check(not driver.find_elements(By.ID, "repositories") and not driver.find_elements(By.ID, "stored"),
+              "the limited user's overview shows nothing of the whole store")
+        driver.get(f"{args.url}/ui/repositories")
+        links = [a.text for a in driver.find_elements(By.CSS_SELECTOR, "ul.repositories a")]
+        check(args.hidden not in links and links, f"the limited user sees {len(links)} repositories, not {args.hidden}")
+        driver.get(f"{args.url}/ui/repository?name={args.hidden}")
+        check("There is no such repository" in driver.page_source, "another repository's page is not found")
+        sign_out()
+
+        # The failed-login limit applies to the console.
+        for _ in range(6):
+            sign_in(f"{admin_user}:wrong-again")
+        check("Too many failed sign-ins" in driver.page_source, "repeated wrong passwords are locked out")
+    finally:
+        driver.quit()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
