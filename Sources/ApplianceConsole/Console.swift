@@ -387,7 +387,7 @@ public struct Console: SideResponder {
         if let type = manifest.artifactType { return type }
         switch manifest.config.mediaType {
         case MediaType.ociConfig, MediaType.dockerConfig: return "image"
-        case "application/vnd.cncf.helm.config.v1+json": return "Helm chart"
+        case MediaType.helmConfig: return "Helm chart"
         default: return manifest.config.mediaType
         }
     }
@@ -462,7 +462,7 @@ public struct Console: SideResponder {
             pulls.append(["tool": "through the mirror", "command": "podman pull \(source)\(pinned)"])
         }
         if case .manifest(let manifest) = document.content,
-            manifest.config.mediaType == "application/vnd.cncf.helm.config.v1+json",
+            manifest.config.mediaType == MediaType.helmConfig,
             let tag
         {
             pulls.append([

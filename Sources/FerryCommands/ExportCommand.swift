@@ -148,13 +148,14 @@ public struct ExportCommand: AsyncParsableCommand {
             let signingKey = try signKey.map { try SigningKey(pemFile: $0) }
             let platforms = try selection.platforms()
             let credentialStore = try registryOptions.credentialStore()
-            // A password without a host goes to one registry only: never to every registry named.
-            let registries = Set(
-                requests.map(\.reference.registry) + charts.compactMap { try? $0.reference().registry })
-            if credentialStore.explicitForAll != nil && registries.count > 1 {
+            // A password without a host goes to one registry only: never to every registry named,
+            // nor to the servers a chart repository's index or a chart's images name.
+            let registries = Set(requests.map(\.reference.registry))
+            if credentialStore.explicitForAll != nil && (registries.count > 1 || !charts.isEmpty) {
                 throw ValidationError(
-                    "--creds without a host, with images from \(registries.count) registries: name it, --creds HOST=USER:PASSWORD"
-                )
+                    charts.isEmpty
+                        ? "--creds without a host, with images from \(registries.count) registries: name it, --creds HOST=USER:PASSWORD"
+                        : "--creds without a host, with charts in the list: name the host, --creds HOST=USER:PASSWORD")
             }
             let reporter = ProgressReporter(mode: json && progress == .auto ? .plain : progress)
             var options = Exporter.Options(

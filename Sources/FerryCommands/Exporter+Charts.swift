@@ -2,9 +2,14 @@ import AsyncHTTPClient
 import Foundation
 import HelmCharts
 import NIOCore
+import NIOPosix
 import OCICore
 import OCIRegistryClient
 import OCIStore
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 extension Exporter {
     /// What to do with the images a chart names (`--chart-images`).
@@ -47,10 +52,15 @@ extension Exporter {
         progress.phase("Fetching \(charts.count) chart(s)")
         let repositories = Array(Set(charts.map(\.repository))).sorted()
         let client = self.client
-        let indexes = try await boundedMap(repositories, width: options.parallel) { repository in
+        // One index at a time: each is parsed whole, and the largest are tens of MiB.
+        let indexes = try await boundedMap(repositories, width: 1) { repository in
             let url = "\(repository)/index.yaml"
             let bytes = try await client.fetchResource(url: url) { response in
-                Array(try await response.body.collect(upTo: ChartIndex.maximumSize).readableBytesView)
+                do {
+                    return Array(try await response.body.collect(upTo: ChartIndex.maximumSize).readableBytesView)
+                } catch is NIOTooManyBytesError {
+                    throw ChartError.invalidIndex(url: url, why: "larger than \(ChartIndex.maximumSize >> 20) MiB")
+                }
             }
             return try ChartIndex(yaml: bytes, url: url)
         } done: { _ in
@@ -73,22 +83,52 @@ extension Exporter {
     {
         let url = ChartIndex.archiveURL(entry, repository: request.repository)
         let chart = "\(request.name) \(request.version)"
-        let digest = try Digest("sha256:\(entry.digest ?? "")")
+        guard let digest = entry.digest else {
+            throw ChartError.invalidIndex(url: request.indexURL, why: "\(chart) has no sha256 digest")
+        }
         let cached = FileSystem.size(of: store.path(of: digest)) != nil
         if !cached {
             do {
                 try await client.fetchResource(url: url) { response in
-                    let length = response.headers.first(name: "Content-Length").flatMap { Int64($0) }
-                    guard let length, length <= Int64(ChartArchive.maximumTotalSize) else {
-                        // No length given: small enough to take whole (Helm's own limit).
-                        let body = try await response.body.collect(upTo: ChartArchive.maximumTotalSize)
-                        try store.put(Array(body.readableBytesView), as: digest)
+                    let limit = Int64(ChartArchive.maximumTotalSize)
+                    if let length = response.headers.first(name: "Content-Length").flatMap({ Int64($0) }) {
+                        guard length <= limit else {
+                            throw ChartError.invalidArchive(chart: chart, why: "\(url) is larger than 100 MiB")
+                        }
+                        let writer = try store.makeWriter(for: digest, size: length)
+                        defer { writer.cancel() }
+                        for try await buffer in response.body {
+                            try buffer.withUnsafeReadableBytes { try writer.write($0) }
+                        }
+                        try writer.commit()
                         return
                     }
-                    let writer = try store.makeWriter(for: digest, size: length)
+                    // No length given: spooled to a temporary file first, since the cache takes
+                    // a blob by its size.
+                    let spool = "\(store.root)/ingest/chart-\(digest.encoded.prefix(16))-\(UUID().uuidString)"
+                    guard FileManager.default.createFile(atPath: spool, contents: nil),
+                        let output = FileHandle(forWritingAtPath: spool)
+                    else { throw ChartError.invalidArchive(chart: chart, why: "cannot write into the cache") }
+                    defer { unlink(spool) }
+                    var size: Int64 = 0
+                    do {
+                        defer { try? output.close() }
+                        for try await buffer in response.body {
+                            size += Int64(buffer.readableBytes)
+                            guard size <= limit else {
+                                throw ChartError.invalidArchive(chart: chart, why: "\(url) is larger than 100 MiB")
+                            }
+                            try output.write(contentsOf: Data(buffer.readableBytesView))
+                        }
+                    }
+                    let writer = try store.makeWriter(for: digest, size: size)
                     defer { writer.cancel() }
-                    for try await buffer in response.body {
-                        try buffer.withUnsafeReadableBytes { try writer.write($0) }
+                    guard let input = FileHandle(forReadingAtPath: spool) else {
+                        throw ChartError.invalidArchive(chart: chart, why: "cannot read the spooled archive")
+                    }
+                    defer { try? input.close() }
+                    while let chunk = try input.read(upToCount: 1 << 20), !chunk.isEmpty {
+                        try chunk.withUnsafeBytes { try writer.write($0) }
                     }
                     try writer.commit()
                 }
@@ -98,7 +138,7 @@ extension Exporter {
         }
         let path = store.path(of: digest)
         let size = FileSystem.size(of: path) ?? 0
-        let archive = try ChartArchive.read(path: path, chart: chart)
+        let archive = try await NIOThreadPool.singleton.runIfActive { try ChartArchive.read(path: path, chart: chart) }
         let layer = Descriptor(mediaType: ChartArtifact.contentMediaType, digest: digest, size: size)
         let artifact = try ChartArtifact(
             chartYAML: archive.chartYAML, archive: layer, request: request, created: entry.created)
@@ -106,14 +146,14 @@ extension Exporter {
         try store.put(artifact.config, as: configDigest)
         try store.put(artifact.manifest, as: Digest.of(artifact.manifest))
         let document = try ManifestDocument(bytes: artifact.manifest)
-        let reference = try request.reference()
+        let reference = request.reference
         let image = ResolvedImage(
             request: ImageRequest(reference: reference, origin: request.origin), top: document, documents: [document],
             blobs: [
                 Descriptor(
                     mediaType: ChartArtifact.configMediaType, digest: configDigest, size: Int64(artifact.config.count)),
                 layer,
-            ], platforms: [], isChart: true)
+            ], platforms: [])
         let images = scan ? ChartImages(archive: archive, appVersion: artifact.appVersion) : nil
         let summary = ChartSummary(
             chart: request.description, reference: reference.description, archive: url,

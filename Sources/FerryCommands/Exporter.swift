@@ -127,8 +127,6 @@ public struct Exporter: Sendable {
         /// Configs and layers, in walk order.
         var blobs: [Descriptor]
         var platforms: [String]
-        /// A chart from a chart repository: no referrers to look for, no cosign signature to check.
-        var isChart = false
     }
 
     /// What `docker load` and `podman load` take of `image`: its image manifest, or for an index
@@ -185,6 +183,8 @@ public struct Exporter: Sendable {
                                 reference: found.reference, origin: "chart \(chart.summary.chart): \(found.origin)"))
                     }
                 }
+                for request in expanded.requests { _ = try request.reference.servedRepositoryName() }
+                try ImageRequest.checkNames(expanded.requests, charts: options.charts)
             }
         }
         return try await export(expanded, charts: charts, store: store, started: started)
@@ -240,7 +240,7 @@ public struct Exporter: Sendable {
 
         // With keys given, every requested image must carry a cosign signature they verify.
         if !options.signatureKeys.isEmpty {
-            try Self.checkSignatures(of: resolved.filter { !$0.isChart }, keys: options.signatureKeys, store: store)
+            try Self.checkSignatures(of: resolved, keys: options.signatureKeys, store: store)
         }
 
         // Platforms of single-manifest images come from their config.

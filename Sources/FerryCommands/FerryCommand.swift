@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import HelmCharts
 import OCIBundle
 import OCICore
 import OCIRegistryClient
@@ -69,6 +70,12 @@ func exitCode(for error: any Error) -> Int32 {
     case let error as SiteRecordError:
         if case .signature = error { FerryExitCode.verification } else { FerryExitCode.usage }
     case let error as PushError where error.isVerification: FerryExitCode.verification
+    case let error as ChartError:
+        switch error {
+        case .invalidRequest: FerryExitCode.usage
+        case .invalidIndex, .invalidArchive, .digestMismatch: FerryExitCode.verification
+        case .notInIndex: FerryExitCode.failure
+        }
     case let error as BundleError:
         switch error {
         case .invalid, .corruptSource, .changedWhileSigning: FerryExitCode.verification

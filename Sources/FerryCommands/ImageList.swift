@@ -1,5 +1,6 @@
 import Foundation
 import HelmCharts
+import OCIBundle
 import OCICore
 import Yams
 
@@ -10,6 +11,30 @@ public struct ImageRequest: Sendable, Hashable {
     public init(reference: Reference, origin: String) {
         self.reference = reference
         self.origin = origin
+    }
+}
+
+extension ImageRequest {
+    /// Two requests may not be stored under one name (`nginx:1.25` and `nginx:1.25@sha256:…`),
+    /// nor a request under a chart's: checked on the lists, and again once a chart's images join.
+    public static func checkNames(_ requests: [ImageRequest], charts: [ChartRequest]) throws(ImageListError) {
+        var problems: [ImageListError.Problem] = []
+        var names: [String: (reference: String, origin: String)] = [:]
+        func claim(_ reference: Reference, origin: String) {
+            let name = BundleWriter.imageName(reference)
+            if let other = names[name] {
+                problems.append(
+                    .init(
+                        file: origin, line: nil,
+                        message: "\(reference) would be stored as \(name), like \(other.reference) (\(other.origin))"))
+            }
+            names[name] = (reference.description, origin)
+        }
+        for chart in charts {
+            claim(chart.reference, origin: chart.origin)
+        }
+        for request in requests { claim(request.reference, origin: request.origin) }
+        if !problems.isEmpty { throw .invalid(problems) }
     }
 }
 

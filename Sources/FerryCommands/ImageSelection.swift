@@ -92,21 +92,7 @@ struct ImageSelection: ParsableArguments {
         var seenCharts: Set<String> = []
         charts = charts.filter { seenCharts.insert($0.description).inserted }
         if requests.isEmpty && charts.isEmpty { throw ImageListError.empty }
-        // Two requests may not be stored under one name (nginx:1.25 and nginx:1.25@sha256:...).
-        var names: [String: ImageRequest] = [:]
-        for request in requests {
-            let name = BundleWriter.imageName(request.reference)
-            if let other = names[name] {
-                problems.append(
-                    .init(
-                        file: request.origin, line: nil,
-                        message:
-                            "\(request.reference) would be stored as \(name), like \(other.reference) (\(other.origin))"
-                    ))
-            }
-            names[name] = request
-        }
-        if !problems.isEmpty { throw ImageListError.invalid(problems) }
+        try ImageRequest.checkNames(requests, charts: charts)
         return (requests, charts)
     }
 }

@@ -54,17 +54,19 @@ public struct ChartArchive: Sendable {
                 let name = entry.path.hasPrefix("./") ? String(entry.path.dropFirst(2)) : entry.path
                 let nested = name.hasSuffix(".tgz") && name.contains("/charts/") && depth < 4
                 guard nested || wanted(name) else { continue }
-                let limit = nested ? maximumTotalSize : maximumFileSize
-                let bytes = try reader.readAll(limit: limit)
+                if nested {
+                    try scanNested(
+                        reader, size: entry.size, prefix: "\(prefix)\(name):", chart: chart, depth: depth + 1,
+                        total: &total, keep: keep)
+                    continue
+                }
+                let bytes = try reader.readAll(limit: maximumFileSize)
                 total += bytes.count
                 guard total <= maximumTotalSize else {
                     throw ChartError.invalidArchive(chart: chart, why: "more than 100 MiB unpacked")
                 }
-                if nested {
-                    try scanNested(
-                        bytes, prefix: "\(prefix)\(name):", chart: chart, depth: depth + 1, total: &total, keep: keep)
-                } else if let text = String(bytes: bytes, encoding: .utf8) {
-                    try keep(prefix + name, text)
+                if let text = String(bytes: bytes, encoding: .utf8) {
+                    try keep(prefix + name, text.replacingOccurrences(of: "\r\n", with: "\n"))
                 }
             }
         } catch let error as ChartError {
@@ -74,10 +76,14 @@ public struct ChartArchive: Sendable {
         }
     }
 
+    /// A subchart archived under `charts/`: streamed from the outer archive into a temporary file
+    /// (libarchive reads one archive at a time), then read like the outer one.
     private static func scanNested(
-        _ bytes: [UInt8], prefix: String, chart: String, depth: Int, total: inout Int,
+        _ reader: TarReader, size: Int64, prefix: String, chart: String, depth: Int, total: inout Int,
         keep: (String, String) throws(ChartError) -> Void
     ) throws(ChartError) {
+        total += Int(size)
+        guard total <= maximumTotalSize else { throw .invalidArchive(chart: chart, why: "more than 100 MiB unpacked") }
         var template = Array("\(NSTemporaryDirectory())/ferry-chart-XXXXXX".utf8CString)
         let fd = template.withUnsafeMutableBufferPointer { buffer -> Int32 in
             guard let base = buffer.baseAddress else { return -1 }
@@ -86,9 +92,20 @@ public struct ChartArchive: Sendable {
         guard fd >= 0 else { throw .invalidArchive(chart: chart, why: "cannot make a temporary file") }
         let temporary = String(decoding: template.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
         defer { unlink(temporary) }
-        let written = bytes.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+        var failed = false
+        do {
+            while let block = try reader.nextBlock() {
+                if write(fd, block.baseAddress, block.count) != block.count {
+                    failed = true
+                    break
+                }
+            }
+        } catch {
+            close(fd)
+            throw .invalidArchive(chart: chart, why: "not a chart archive: \(error)")
+        }
         close(fd)
-        guard written == bytes.count else { throw .invalidArchive(chart: chart, why: "cannot write a temporary file") }
+        guard !failed else { throw .invalidArchive(chart: chart, why: "cannot write a temporary file") }
         try scan(path: temporary, prefix: prefix, chart: chart, depth: depth, total: &total, keep: keep)
     }
 

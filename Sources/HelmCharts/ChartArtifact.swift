@@ -7,8 +7,8 @@ import Yams
 /// (`application/vnd.cncf.helm.config.v1+json`, in the field order of Helm's own encoder), and
 /// Helm's annotations on the manifest, so `helm pull oci://...` takes it as one it pushed.
 public struct ChartArtifact: Sendable {
-    public static let configMediaType = "application/vnd.cncf.helm.config.v1+json"
-    public static let contentMediaType = "application/vnd.cncf.helm.chart.content.v1.tar+gzip"
+    public static let configMediaType = MediaType.helmConfig
+    public static let contentMediaType = MediaType.helmChartContent
 
     public var name: String
     public var version: String
@@ -60,10 +60,11 @@ public struct ChartArtifact: Sendable {
         annotations.sort { $0.0 < $1.0 }
         let dependencies = map["dependencies"]?.sequence?.compactMap { node -> GoJSON? in
             guard let d = node.mapping else { return nil }
-            var fields: [(String, GoJSON)] = []
-            for key in ["name", "version", "repository", "condition"] {
-                if let v = d[key]?.string, !v.isEmpty { fields.append((key, .string(v))) }
-            }
+            // Helm writes name and repository always, the rest when set (import-values is left out).
+            var fields: [(String, GoJSON)] = [("name", .string(d["name"]?.string ?? ""))]
+            if let v = d["version"]?.string, !v.isEmpty { fields.append(("version", .string(v))) }
+            fields.append(("repository", .string(d["repository"]?.string ?? "")))
+            if let v = d["condition"]?.string, !v.isEmpty { fields.append(("condition", .string(v))) }
             if let tags = strings(d["tags"]) { fields.append(("tags", tags)) }
             if d["enabled"]?.bool == true { fields.append(("enabled", .bool(true))) }
             if let alias = d["alias"]?.string, !alias.isEmpty { fields.append(("alias", .string(alias))) }

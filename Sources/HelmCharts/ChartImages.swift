@@ -25,34 +25,65 @@ public struct ChartImages: Sendable, Equatable {
         var seen: Set<Reference> = []
         var imagePaths: [[String]] = []
         func note(_ text: String, origin: String) {
-            guard let reference = try? Reference(text), seen.insert(reference).inserted else { return }
-            found.append(Found(reference: reference, origin: origin))
+            guard let reference = try? Reference(text) else {
+                unresolved.append(Unresolved(text: text, origin: origin + " (not a reference)"))
+                return
+            }
+            if seen.insert(reference).inserted { found.append(Found(reference: reference, origin: origin)) }
+        }
+        // What the chart says it needs (Artifact Hub's `artifacthub.io/images` annotation).
+        if let root = try? Yams.compose(yaml: archive.chartYAML),
+            let listed = root.mapping?["annotations"]?.mapping?["artifacthub.io/images"]?.string,
+            let images = try? Yams.compose(yaml: listed)?.sequence
+        {
+            for item in images {
+                if let image = item.mapping?["image"]?.string {
+                    note(image, origin: "Chart.yaml (artifacthub.io/images)")
+                }
+            }
         }
         let values = archive.files.filter { $0.path.hasSuffix("values.yaml") }
         let templates = archive.files.filter { !$0.path.hasSuffix("values.yaml") }
         for file in values {
             guard let root = try? Yams.compose(yaml: file.text) else { continue }
+            // Bitnami's charts put every image under `global.imageRegistry` when it is set.
+            let globalRegistry = root.mapping?["global"]?.mapping?["imageRegistry"]?.string.flatMap {
+                $0.isEmpty ? nil : $0
+            }
             walk(root, path: []) { node, path in
                 let origin = "\(file.path):\(node.mark?.line ?? 0) (\(path.joined(separator: ".")))"
                 guard let key = path.last, key == "image" || key.hasSuffix("Image") else {
                     // Any other string: a fully qualified reference inside it (args, env).
-                    if let text = node.string {
+                    if let text = node.string, node.scalar != nil {
                         for token in Self.qualifiedReferences(in: text) { note(token, origin: origin) }
                     }
                     return
                 }
-                if let text = node.string, node.scalar != nil {
-                    if text.isEmpty { return }
+                if node.scalar != nil {
+                    // `image: null`, `pullImage: true` and the like name nothing.
+                    guard node.null == nil, node.bool == nil, let text = node.string, !text.isEmpty else { return }
                     if text.contains("{{") {
                         unresolved.append(Unresolved(text: text, origin: origin))
+                    } else if !(text.contains("/") || text.contains(":") || text.contains("@")) {
+                        // A bare name (`proxyv2`) is completed by a template this scan does not run.
+                        unresolved.append(Unresolved(text: text, origin: origin + " (a bare name)"))
                     } else {
                         imagePaths.append(path)
                         note(text, origin: origin)
                     }
-                } else if let map = node.mapping, let repository = map["repository"]?.string, !repository.isEmpty {
+                } else if let map = node.mapping {
+                    // {registry, repository, tag, digest}, or ingress-nginx's {registry, image, tag, digest}.
+                    guard let repository = (map["repository"] ?? map["image"])?.string, !repository.isEmpty else {
+                        if map["tag"] != nil || map["registry"] != nil {
+                            unresolved.append(Unresolved(text: "(a map without repository)", origin: origin))
+                        }
+                        return
+                    }
                     imagePaths.append(path)
                     var text = repository
-                    if let registry = map["registry"]?.string, !registry.isEmpty { text = "\(registry)/\(text)" }
+                    if let registry = globalRegistry ?? map["registry"]?.string, !registry.isEmpty {
+                        text = "\(registry)/\(text)"
+                    }
                     let tag = map["tag"]?.string ?? ""
                     let digest = map["digest"]?.string ?? ""
                     var where_ = origin
@@ -61,6 +92,8 @@ public struct ChartImages: Sendable, Equatable {
                     } else if digest.isEmpty, let appVersion, !appVersion.isEmpty {
                         text += ":\(appVersion)"
                         where_ += " (tag from appVersion)"
+                    } else if digest.isEmpty {
+                        where_ += " (no tag: latest)"
                     }
                     if !digest.isEmpty { text += "@\(digest)" }
                     if text.contains("{{") {

@@ -1,4 +1,5 @@
 import Foundation
+import OCICore
 import Yams
 
 /// A chart repository's `index.yaml` (Helm's repository format): for each chart name, its versions
@@ -9,15 +10,16 @@ public struct ChartIndex: Sendable {
         public var version: String
         /// Absolute or relative to the repository's URL.
         public var urls: [String]
-        /// sha256 of the archive, lower-case hex.
-        public var digest: String?
+        /// The archive's digest (the index gives sha256 hex); nil when absent or malformed.
+        public var digest: Digest?
         public var created: String?
     }
 
     public var entries: [String: [Entry]]
 
-    /// The largest index read (the biggest public repositories' are a few tens of MiB).
-    public static let maximumSize = 256 << 20
+    /// The largest index read (the biggest public repositories' are a few tens of MiB; one is
+    /// read at a time).
+    public static let maximumSize = 128 << 20
 
     public init(yaml bytes: [UInt8], url: String) throws(ChartError) {
         guard let text = String(bytes: bytes, encoding: .utf8) else {
@@ -41,7 +43,8 @@ public struct ChartIndex: Sendable {
                 guard let map = node.mapping, let version = map["version"]?.string else { return nil }
                 return Entry(
                     name: name, version: version, urls: map["urls"]?.sequence?.compactMap(\.string) ?? [],
-                    digest: map["digest"]?.string?.lowercased(), created: map["created"]?.string)
+                    digest: map["digest"]?.string.flatMap { try? Digest("sha256:\($0.lowercased())") },
+                    created: map["created"]?.string)
             }
         }
         self.entries = entries
@@ -57,12 +60,11 @@ public struct ChartIndex: Sendable {
         guard !entry.urls.isEmpty else {
             throw .invalidIndex(url: request.indexURL, why: "\(request.name) \(request.version) has no urls")
         }
-        guard let digest = entry.digest, digest.count == 64, digest.allSatisfy(\.isHexDigit) else {
+        guard entry.digest != nil else {
             throw .invalidIndex(
                 url: request.indexURL,
                 why: "\(request.name) \(request.version) has no sha256 digest to check the archive against")
         }
-        _ = digest
         return entry
     }
 

@@ -9,14 +9,25 @@ public struct ChartRequest: Sendable, Hashable, CustomStringConvertible {
     public var name: String
     public var version: String
     public var origin: String
+    /// The name the chart is carried and served under, as an image would be: the repository's host
+    /// and path, the chart's name, its version as the tag (`+` becomes `_`, as `helm push` does):
+    /// `charts.example.com/stable/nginx:1.2.3`, pulled from the appliance with
+    /// `helm pull oci://APPLIANCE/charts.example.com/stable/nginx --version 1.2.3`.
+    public let reference: Reference
 
     /// Checks the URL and the names at once, so a bad entry is reported with the list's other problems.
     public init(repository: String, name: String, version: String, origin: String) throws(ChartError) {
         var base = repository
         while base.hasSuffix("/") { base.removeLast() }
         guard let url = URL(string: base), let scheme = url.scheme, ["https", "http"].contains(scheme),
-            url.host != nil
+            let host = url.host
         else { throw .invalidRequest("'\(repository)' is not an http(s):// chart repository URL") }
+        // A password in the URL would be printed in summaries and errors: credentials go in --creds.
+        guard url.user == nil, url.password == nil, url.query == nil else {
+            throw .invalidRequest(
+                "a chart repository URL takes no user, password or query; give credentials with --creds HOST=USER:PASSWORD"
+            )
+        }
         guard !name.isEmpty, !name.contains("/"), !version.isEmpty else {
             throw .invalidRequest("a chart needs a repository URL, a name and a version")
         }
@@ -24,7 +35,15 @@ public struct ChartRequest: Sendable, Hashable, CustomStringConvertible {
         self.name = name
         self.version = version
         self.origin = origin
-        _ = try reference()
+        let registry = (url.port.map { "\(host):\($0)" } ?? host).lowercased()
+        let path = url.path.split(separator: "/").map { $0.lowercased() }
+        let tag = version.replacingOccurrences(of: "+", with: "_")
+        let text = ([registry] + path + [name.lowercased()]).joined(separator: "/") + ":" + tag
+        do {
+            reference = try Reference(text)
+        } catch {
+            throw .invalidRequest("\(base) \(name) \(version): cannot be stored as \(text): \(error)")
+        }
     }
 
     /// `https://charts.example.com/stable nginx 1.2.3`
@@ -33,24 +52,6 @@ public struct ChartRequest: Sendable, Hashable, CustomStringConvertible {
     /// The URL of the repository's index.
     public var indexURL: String { "\(repository)/index.yaml" }
 
-    /// The name the chart is carried and served under, as an image would be: the repository's host
-    /// and path, the chart's name, its version as the tag (`+` becomes `_`, as `helm push` does):
-    /// `charts.example.com/stable/nginx:1.2.3`, pulled from the appliance with
-    /// `helm pull oci://APPLIANCE/charts.example.com/stable/nginx --version 1.2.3`.
-    public func reference() throws(ChartError) -> Reference {
-        guard let url = URL(string: repository), let host = url.host else {
-            throw .invalidRequest("'\(repository)' has no host")
-        }
-        let registry = (url.port.map { "\(host):\($0)" } ?? host).lowercased()
-        let path = url.path.split(separator: "/").map { $0.lowercased() }
-        let tag = version.replacingOccurrences(of: "+", with: "_")
-        let text = ([registry] + path + [name.lowercased()]).joined(separator: "/") + ":" + tag
-        do {
-            return try Reference(text)
-        } catch {
-            throw .invalidRequest("\(description): cannot be stored as \(text): \(error)")
-        }
-    }
 }
 
 /// What can go wrong with a chart: each case names the chart, repository or file.

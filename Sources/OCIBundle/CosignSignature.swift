@@ -84,7 +84,8 @@ extension CosignSignature {
     }
 
     /// The images of `images` without a signature that one of `keys` verifies (cosign's
-    /// `sha256-HEX.sig` among `images`, or an artifact among them whose `subject` is the image): the one check an export, `ferry verify --image-keys` and an import
+    /// `sha256-HEX.sig` among `images`, or an artifact among them whose `subject` is the image);
+    /// Helm charts are exempt: the one check an export, `ferry verify --image-keys` and an import
     /// share. A signature, attestation, SBOM or referrers image (by its tag, or by digest with a
     /// `subject`) is exempt only when what it refers to is one of the checked images' manifests:
     /// a tag that merely looks like one does not exempt a runnable image.
@@ -103,6 +104,15 @@ extension CosignSignature {
             case .index(let index): return index.subject?.digest
             }
         }
+        // Helm charts are not images: cosign signs images, and a chart from a chart repository
+        // comes with its index's digest instead.
+        func isChart(_ image: Member) -> Bool {
+            guard let bytes = manifest(image.digest), let document = try? ManifestDocument(bytes: bytes),
+                case .manifest(let manifest) = document.content
+            else { return false }
+            return manifest.config.mediaType == MediaType.helmConfig
+        }
+        let images = images.filter { !isChart($0) }
         // Exempt referrers, grown to a fixed point (a signature of an SBOM refers to a referrer).
         var checked = images.filter { subject(of: $0) == nil }
         var known = checked.reduce(into: Set<Digest>()) { $0.formUnion($1.manifests) }
@@ -168,9 +178,15 @@ public final class SignatureCapture: BundleBlobSink {
     public func prepare(_ manifest: BundleManifest, volume: VolumeHeader?) throws {
         // Signature manifests, and the top manifests of images named by tag-like or digest-only
         // names (to learn what they refer to).
+        // With charts in the bundle, every image manifest (to tell the charts, which are exempt).
+        let charts = manifest.blobs.contains { $0.mediaType == MediaType.helmConfig }
         for image in manifest.images {
             let tag = (try? Reference(image.reference))?.tag
-            if tag == nil || tag.flatMap({ ReferrerTag(tag: $0.value) }) != nil { wanted.insert(image.digest) }
+            if tag == nil || tag.flatMap({ ReferrerTag(tag: $0.value) }) != nil
+                || (charts && image.mediaType == MediaType.ociManifest)
+            {
+                wanted.insert(image.digest)
+            }
         }
         for blob in manifest.blobs where blob.mediaType == CosignSignature.payloadMediaType && blob.size <= 1 << 20 {
             wanted.insert(blob.digest)

@@ -15,6 +15,9 @@ public enum MediaType {
     public static let ociNondistributableLayerZstd =
         "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd"
 
+    /// A Helm chart's config, as `helm push` writes it.
+    public static let helmConfig = "application/vnd.cncf.helm.config.v1+json"
+    public static let helmChartContent = "application/vnd.cncf.helm.chart.content.v1.tar+gzip"
     public static let dockerManifest = "application/vnd.docker.distribution.manifest.v2+json"
     public static let dockerManifestList = "application/vnd.docker.distribution.manifest.list.v2+json"
     public static let dockerConfig = "application/vnd.docker.container.image.v1+json"

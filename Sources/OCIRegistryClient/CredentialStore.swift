@@ -22,6 +22,13 @@ public struct CredentialStore: Sendable {
 
     public init() {}
 
+    /// Credentials given for `host` itself (`--creds HOST=…`, an auth file's `HOST` key): never
+    /// the ones given without a host.
+    public func hostCredential(_ host: String) -> Credential? {
+        let key = Self.normalizeKey(host)
+        return explicit[key] ?? entries.first(where: { $0.key == key })?.credential
+    }
+
     public func credential(registry: String, repository: String) -> Credential? {
         let registry = Self.normalizeKey(registry)
         if let c = explicit[registry] { return c }

@@ -170,6 +170,7 @@ extension RegistryClient {
                 if let next = Self.redirectTarget(status: head.status.code, headers: head.headers, from: url) {
                     redirects += 1
                     guard redirects <= 10 else { throw RegistryError.tooManyRedirects(url: endpoint.baseURL + path) }
+                    try refuseDowngrade(from: url, to: next, registry: registry)
                     if Self.origin(of: next) != Self.origin(of: url) { authorization = nil }
                     url = next
                     continue

@@ -2,9 +2,15 @@ import AsyncHTTPClient
 import Foundation
 import NIOCore
 import NIOHTTP1
+import NIOSSL
 import OCICore
 
 extension RegistryClient {
+    /// Errors of the connection itself (TLS, channel, socket), as opposed to the consumer's own.
+    static func isTransport(_ error: any Error) -> Bool {
+        error is NIOSSLError || error is ChannelError || error is IOError
+    }
+
     /// GETs a file from an HTTP(S) server that is not a registry (a Helm chart repository's
     /// `index.yaml` and chart archives) under the rules registries get: TLS trust per host
     /// (`--ca-file`, `certs.d`), plain HTTP only for a host given as insecure, the host's
@@ -27,16 +33,20 @@ extension RegistryClient {
                     ? "plain HTTP is refused unless the host is given as insecure (--insecure-registry \(host))"
                     : "only https:// (and http:// for insecure hosts) URLs can be fetched")
         }
-        let credential = configuration.credentials.credential(registry: host, repository: "")
+        // Only credentials given for this host: a password given without a host never goes to a
+        // server an index or a chart named.
+        let credential = configuration.credentials.hostCredential(host)
         return try await configuration.retry.run { _ in
             var authorization: String? = nil
             while true {
                 let (response, finalURL) = try await execute(
                     .GET, url: url, registry: host, endpoint: endpoint, headers: [:], authorization: authorization)
                 let status = Int(response.status.code)
-                if status == 401, authorization == nil, let credential, Self.origin(of: finalURL) == origin {
+                if status == 401, authorization == nil, let basic = credential?.basicHeader,
+                    Self.origin(of: finalURL) == origin
+                {
                     _ = try? await response.body.collect(upTo: 64 * 1024)
-                    authorization = credential.basicHeader
+                    authorization = basic
                     continue
                 }
                 guard (200..<300).contains(status) else {
@@ -48,7 +58,14 @@ extension RegistryClient {
                 }
                 do {
                     return try await consume(response)
+                } catch let error as RegistryError {
+                    throw error
+                } catch is CancellationError {
+                    throw CancellationError()
                 } catch let error as HTTPClientError {
+                    // The body broke off: worth another try.
+                    throw RegistryError.connection(registry: host, url: url, underlying: "\(error)")
+                } catch  where Self.isTransport(error) {
                     throw RegistryError.connection(registry: host, url: url, underlying: "\(error)")
                 }
             }

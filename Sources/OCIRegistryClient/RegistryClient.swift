@@ -150,6 +150,16 @@ public final class RegistryClient: Sendable {
         return try configuration.trust.tlsConfiguration(for: Self.hostPort(of: url))
     }
 
+    /// A redirect from HTTPS to plain HTTP is followed only to a host given as insecure: whatever
+    /// comes over it could be anything.
+    func refuseDowngrade(from url: String, to next: String, registry: String) throws {
+        guard url.hasPrefix("https://"), next.hasPrefix("http://"),
+            !configuration.trust.isInsecure(Self.hostPort(of: next))
+        else { return }
+        throw RegistryError.unreachable(
+            registry: registry, url: url, reason: "redirected to plain HTTP (\(next)); refused")
+    }
+
     /// One request, following redirects by hand: a redirect to another origin drops the
     /// Authorization header (Docker Hub sends blobs to a CDN with signed URLs).
     func execute(
@@ -180,6 +190,7 @@ public final class RegistryClient: Sendable {
                     status: response.status.code, headers: response.headers, from: currentURL)
             else { return (response, currentURL) }
             _ = try? await response.body.collect(upTo: 64 * 1024)
+            try refuseDowngrade(from: currentURL, to: next, registry: registry)
             if Self.origin(of: next) != Self.origin(of: currentURL) { sendAuthorization = nil }
             currentURL = next
         }

@@ -9,7 +9,7 @@ struct ChartRequestTests {
             repository: "https://Charts.Example.com:8443/Stable/", name: "nginx", version: "1.2.3+up4", origin: "l:1")
         #expect(request.repository == "https://Charts.Example.com:8443/Stable")
         #expect(request.indexURL == "https://Charts.Example.com:8443/Stable/index.yaml")
-        #expect(try request.reference().description == "charts.example.com:8443/stable/nginx:1.2.3_up4")
+        #expect(request.reference.description == "charts.example.com:8443/stable/nginx:1.2.3_up4")
     }
 
     @Test func badRequestsAreRefused() {
@@ -118,6 +118,54 @@ struct ChartImagesTests {
         #expect(images.found[0].origin.contains("tag from appVersion"))
         #expect(
             images.unresolved.map(\.text) == ["{{ .Values.global.registry }}/x:1", #"{{ include "app.other" . }}"#])
+    }
+}
+
+struct ChartImagesEdgeTests {
+    @Test func namesThatAreNotReferencesAreListedNotGuessed() {
+        let archive = ChartArchive(
+            chartYAML: """
+                name: mesh
+                version: 1.0.0
+                annotations:
+                  artifacthub.io/images: |
+                    - name: proxy
+                      image: docker.io/istio/proxyv2:1.22.0
+
+                """,
+            files: [
+                .init(
+                    path: "mesh/values.yaml",
+                    text: """
+                        global:
+                          imageRegistry: mirror.example.com
+                        proxy:
+                          image: proxyv2
+                        pullImage: true
+                        sidecarImage: null
+                        controller:
+                          image:
+                            registry: registry.k8s.io
+                            image: ingress-nginx/controller
+                            tag: v1.10.1
+                        webhook:
+                          image:
+                            tag: v2
+                        app:
+                          image:
+                            repository: org/app
+                            tag: "3"
+
+                        """)
+            ])
+        let images = ChartImages(archive: archive, appVersion: nil)
+        #expect(
+            images.found.map(\.reference.description) == [
+                "docker.io/istio/proxyv2:1.22.0", "mirror.example.com/ingress-nginx/controller:v1.10.1",
+                "mirror.example.com/org/app:3",
+            ])
+        #expect(images.unresolved.map(\.text) == ["proxyv2", "(a map without repository)"])
+        #expect(images.unresolved[0].origin.contains("a bare name"))
     }
 }
 
