@@ -356,6 +356,19 @@ struct ReferrerTests {
             [ImportTests.appliance, "import", "\(work)/mixed.tar"] + config, check: false)
         #expect(refusedImport.status == 65 && refusedImport.stderr.contains("not signed"), "\(refusedImport.stderr)")
         #expect(!(try Shell.run([ImportTests.appliance, "images"] + config).stdout.contains("test/")))
+        // Signed, but by a key the site does not trust: refused too.
+        try "import:\n  requireImageSignatures: [\(work)/wrong.pub]\n".write(
+            toFile: "\(work)/wrong.yaml", atomically: true, encoding: .utf8)
+        let wrongKeyImport = try Shell.run(
+            [
+                ImportTests.appliance, "import", "\(work)/single:1.0.tar", "--config", "\(work)/wrong.yaml",
+                "--data-dir", site,
+            ],
+            check: false)
+        #expect(
+            wrongKeyImport.status == 65 && wrongKeyImport.stderr.contains("does not verify"), "\(wrongKeyImport.stderr)"
+        )
+        #expect(!(try Shell.run([ImportTests.appliance, "images"] + config).stdout.contains("test/")))
         try Shell.run([ImportTests.appliance, "import", "\(work)/single:1.0.tar"] + config)
         #expect(try Shell.run([ImportTests.appliance, "images"] + config).stdout.contains("test/single:1.0"))
 
