@@ -87,6 +87,7 @@ let package = Package(
             dependencies: [
                 "OCICore", "OCIStore", "OCIRegistryServer",
                 .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Mustache", package: "swift-mustache"),
             ],
             swiftSettings: swiftSettings
@@ -133,6 +134,7 @@ let package = Package(
             swiftSettings: swiftSettings),
         .testTarget(
             name: "OCIBundleTests", dependencies: ["OCIBundle", "OCICore", "OCITar"], swiftSettings: swiftSettings),
+        .testTarget(name: "ApplianceConsoleTests", dependencies: ["ApplianceConsole"], swiftSettings: swiftSettings),
         .testTarget(name: "HelmChartsTests", dependencies: ["HelmCharts", "OCICore"], swiftSettings: swiftSettings),
         .testTarget(
             name: "FerryCommandsTests", dependencies: ["FerryCommands", "OCICore"], swiftSettings: swiftSettings),

@@ -83,18 +83,35 @@ public struct Importer: Sendable {
                 time: BundleManifest.timestamp(Int64(Date().timeIntervalSince1970)),
                 seconds: Date().timeIntervalSince(started))
         }
+        return try importVerified(name: path, started: started) { sink in
+            do {
+                return try reader.verifyAny(path: path, sink: sink, repository: repository)
+            } catch let error as LayoutArchiveError {
+                throw ImportError.archive(error)
+            } catch {
+                throw ImportError.unreadable(path)
+            }
+        }
+    }
+
+    /// Imports a Ferry bundle (or one volume) read once from `fileDescriptor` as it arrives (an
+    /// upload through the web console): the same verification and the same commit as a file.
+    /// `name` is what the record and the errors call it. Blocking; run it off the event loop.
+    public func importStream(fileDescriptor: Int32, name: String) throws -> Result {
+        try importVerified(name: name, started: Date()) { sink in
+            reader.verify(fileDescriptor: fileDescriptor, name: name, sink: sink)
+        }
+    }
+
+    /// Reads the bundle through `read` into the store's sink, then checks and commits it.
+    private func importVerified(
+        name path: String, started: Date, read: (any BundleBlobSink) throws -> VerificationReport
+    ) throws -> Result {
         let sink = StoreSink(storage: store) { [self] manifest, volume in
             try refuseRepeated(volume, manifest: manifest)
         }
-        let report: VerificationReport
         let capture = SignatureCapture(passingTo: sink)
-        do {
-            report = try reader.verifyAny(path: path, sink: imageKeys.isEmpty ? sink : capture, repository: repository)
-        } catch let error as LayoutArchiveError {
-            throw ImportError.archive(error)
-        } catch {
-            throw ImportError.unreadable(path)
-        }
+        let report = try read(imageKeys.isEmpty ? sink : capture)
         if let refusal = sink.refusal { throw refusal }
         if let failure = report.problems.first(where: { $0.kind == .sink }) {
             throw ImportError.store(bundle: path, failure.message)

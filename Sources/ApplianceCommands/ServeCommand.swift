@@ -2,6 +2,7 @@ import ApplianceConsole
 import ArgumentParser
 import Foundation
 import Logging
+import OCIBundle
 import OCICore
 import OCIRegistryServer
 import OCIStore
@@ -126,7 +127,10 @@ struct ServeCommand: AsyncParsableCommand {
                     content: server.content, authenticator: authenticator,
                     settings: .init(
                         secureCookies: !plainHTTP || !(configuration.http?.trustedProxies ?? []).isEmpty,
-                        version: FerryVersion.string, dataDirectory: dataDirectory, certificateExpiry: expiry))
+                        version: FerryVersion.string, dataDirectory: dataDirectory, certificateExpiry: expiry,
+                        maxUploadBytes: configuration.storage?.maxUploadBytes ?? UploadLimits().maxUploadBytes),
+                    importAction: try Self.importAction(
+                        registry, configuration: configuration, path: configPath, logger: logger))
             }
             let scheme = plainHTTP ? "http" : "https"
             let description = summary
@@ -141,6 +145,38 @@ struct ServeCommand: AsyncParsableCommand {
 }
 
 extension ServeCommand {
+    /// Imports through the console: the importer `import` uses, with the same trusted keys and
+    /// image-signature keys from the configuration. A refusal is shown whole; a failure of the
+    /// store itself is logged, and the page only says so (it may name paths on this machine).
+    static func importAction(
+        _ registry: RegistryStore, configuration: ApplianceConfiguration, path: String?, logger: Logger
+    ) throws -> Console.ImportAction {
+        let keyPaths = configuration.import?.trustedKeys ?? []
+        if configuration.import?.requireSignature == true && keyPaths.isEmpty {
+            throw ConfigurationError.requireSignatureWithoutKeys(path)
+        }
+        let importer = Importer(
+            store: registry, reader: BundleReader(trustedKeys: try keyPaths.flatMap { try PublicKey.load($0) }),
+            imageKeys: try (configuration.import?.requireImageSignatures ?? []).map {
+                try ImageSignatureKey(pemFile: $0)
+            })
+        return { fileDescriptor, name in
+            do {
+                let result = try importer.importStream(fileDescriptor: fileDescriptor, name: name)
+                return Console.ImportOutcome(
+                    lines: ImportCommand.describe(result, bundle: name).prefix(1).map { String($0) },
+                    images: result.images.map { ($0.repository, $0.tag ?? $0.digest) })
+            } catch ImportError.store(let bundle, let why) {
+                logger.error("console import of \(bundle): the store failed: \(why)")
+                throw Console.ImportRefusal(lines: [
+                    "Not imported, nothing changed: the store failed (see the appliance's log)."
+                ])
+            } catch let error as ImportError {
+                throw Console.ImportRefusal(lines: error.description.split(separator: "\n").map(String.init))
+            }
+        }
+    }
+
     /// The access policy from `auth:` in the configuration, overridden by flags.
     static func policy(
         _ auth: ApplianceConfiguration.Auth?, anonymous: String?, htpasswd: String?, path: String?

@@ -3,6 +3,7 @@ import HTTPTypes
 import Hummingbird
 import Mustache
 import NIOCore
+import NIOPosix
 import OCICore
 import OCIRegistryServer
 import OCIStore
@@ -28,10 +29,13 @@ public struct Console: SideResponder {
         public var dataDirectory: String
         /// The serving certificate's expiry, when known.
         public var certificateExpiry: Date?
+        /// The largest upload the import page takes.
+        public var maxUploadBytes: Int64
         public init(
             secureCookies: Bool, idleTimeout: Int = 1800, version: String, dataDirectory: String,
-            certificateExpiry: Date?
+            certificateExpiry: Date?, maxUploadBytes: Int64 = 64 << 30
         ) {
+            self.maxUploadBytes = maxUploadBytes
             self.secureCookies = secureCookies
             self.idleTimeout = idleTimeout
             self.version = version
@@ -40,16 +44,45 @@ public struct Console: SideResponder {
         }
     }
 
+    /// What an import through the page did: lines to show, and the images made visible.
+    public struct ImportOutcome: Sendable {
+        public var lines: [String]
+        /// Repository and tag (or digest) of each image made visible.
+        public var images: [(repository: String, reference: String)]
+        public init(lines: [String], images: [(repository: String, reference: String)]) {
+            self.lines = lines
+            self.images = images
+        }
+    }
+
+    /// A refused import, in lines fit to show (never a server path).
+    public struct ImportRefusal: Error, Sendable {
+        public var lines: [String]
+        public init(lines: [String]) { self.lines = lines }
+    }
+
+    /// Imports a bundle read from a file descriptor as it arrives, named by the uploaded file's
+    /// name: blocking, run on the console's own import thread.
+    public typealias ImportAction = @Sendable (_ fileDescriptor: Int32, _ name: String) throws -> ImportOutcome
+
     let content: RegistryContent
     let authenticator: Authenticator?
     let settings: Settings
+    let importAction: ImportAction?
+    /// Imports run one at a time, on a thread of their own: never on the pools serving requests.
+    let importPool: NIOThreadPool
     let sessions: ConsoleSessions
     let library: MustacheLibrary
     let storedBytes: StoredBytes
     static let pageSize = 100
     static let cookie = "ferry_session"
 
-    public init(content: RegistryContent, authenticator: Authenticator?, settings: Settings) throws {
+    public init(
+        content: RegistryContent, authenticator: Authenticator?, settings: Settings, importAction: ImportAction? = nil
+    ) throws {
+        self.importAction = importAction
+        importPool = NIOThreadPool(numberOfThreads: 1)
+        importPool.start()
         self.content = content
         self.authenticator = authenticator
         self.settings = settings
@@ -145,8 +178,23 @@ public struct Console: SideResponder {
         case (.get, "/ui/repositories"): return try await repositories(request, viewer: viewer)
         case (.get, "/ui/repository"): return try await repository(request, viewer: viewer)
         case (.get, "/ui/image"): return try await image(request, viewer: viewer)
+        case (.get, "/ui/import"):
+            try requireAdmin(viewer)
+            var values = base(viewer: viewer, title: "Import")
+            values["csrf"] = viewer.session?.csrf ?? ""
+            return html("import", values)
+        case (.post, "/ui/import"):
+            try requireAdmin(viewer)
+            return try await upload(request, viewer: viewer)
         default:
             throw ConsolePage(status: .notFound, heading: "Not found", text: "There is no such page.")
+        }
+    }
+
+    /// Admin pages: refused (403) to anyone else, signed in or not.
+    func requireAdmin(_ viewer: Viewer) throws {
+        guard viewer.signedIn || authenticator == nil, viewer.identity?.isAdmin == true else {
+            throw ConsolePage(status: .forbidden, heading: "Not allowed", text: "This page is for administrators.")
         }
     }
 
@@ -523,6 +571,10 @@ public struct Console: SideResponder {
     func base(viewer: Viewer, title: String) -> [String: Any] {
         var values: [String: Any] = ["title": title, "version": settings.version]
         var session: [String: Any] = [:]
+        if viewer.identity?.isAdmin == true && (viewer.signedIn || authenticator == nil) {
+            session["admin"] = true
+            values["admin"] = true
+        }
         if viewer.signedIn, let user = viewer.session?.user {
             session["user"] = user
             session["role"] = viewer.identity?.grant?.role.rawValue ?? ""

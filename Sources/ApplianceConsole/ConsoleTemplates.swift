@@ -3,7 +3,7 @@
 enum ConsoleTemplates {
     static let all: [String: String] = [
         "layout": layout, "login": login, "overview": overview, "repositories": repositories,
-        "repository": repository, "image": image, "message": message,
+        "repository": repository, "image": image, "message": message, "import": importPage, "imported": imported,
     ]
 
     static let layout = """
@@ -20,7 +20,7 @@ enum ConsoleTemplates {
         <header>
         <a class="brand" href="/ui/">Ferry appliance</a>
         {{#session}}
-        <nav><a href="/ui/">Overview</a> <a href="/ui/repositories">Repositories</a></nav>
+        <nav><a href="/ui/">Overview</a> <a href="/ui/repositories">Repositories</a>{{#admin}} <a href="/ui/import">Import</a>{{/admin}}</nav>
         {{#user}}
         <form class="signout" method="post" action="/ui/logout">
         <input type="hidden" name="csrf" value="{{csrf}}">
@@ -173,6 +173,38 @@ enum ConsoleTemplates {
         {{/body}}{{/layout}}
         """
 
+    static let importPage = """
+        {{<layout}}{{$body}}
+        <h1>Import a bundle</h1>
+        <p>A Ferry bundle, a delta or one volume of a set, as <code>ferry export</code> wrote it. It is
+        verified as it arrives, in one pass, and its images appear together when it is complete and
+        valid; a refused bundle changes nothing.</p>
+        <form class="upload" method="post" action="/ui/import" enctype="multipart/form-data">
+        <input type="hidden" name="csrf" value="{{csrf}}">
+        <label for="bundle">Bundle</label>
+        <input id="bundle" name="bundle" type="file" required accept=".tar">
+        <button type="submit">Upload and import</button>
+        </form>
+        <progress id="progress" hidden></progress>
+        <p id="upload-status" role="status"></p>
+        {{/body}}{{/layout}}
+        """
+
+    static let imported = """
+        {{<layout}}{{$body}}
+        <h1>{{heading}}</h1>
+        {{#lines}}<p class="{{class}}">{{text}}</p>
+        {{/lines}}
+        {{^empty(images)}}
+        <ul class="imported">
+        {{#images}}<li><a href="/ui/image?repository={{repositoryLink}}&amp;reference={{reference}}">{{name}}</a></li>
+        {{/images}}
+        </ul>
+        {{/empty(images)}}
+        <p><a href="/ui/import">Import another</a></p>
+        {{/body}}{{/layout}}
+        """
+
     static let message = """
         {{<layout}}{{$body}}
         <h1>{{heading}}</h1>
@@ -212,8 +244,36 @@ enum ConsoleTemplates {
         button { font: inherit; padding: .2rem .7rem; }
         """
 
-    /// The copy buttons (the pages work without it: the commands can be selected).
+    /// The copy buttons, and the upload's progress (the pages work without it: the commands can be
+    /// selected, and the form posts as it is).
     static let script = """
+        var form = document.querySelector("form.upload");
+        if (form && window.XMLHttpRequest && window.FormData) {
+          form.addEventListener("submit", function (event) {
+            event.preventDefault();
+            var progress = document.getElementById("progress");
+            var status = document.getElementById("upload-status");
+            var mib = function (n) { return (n / 1048576).toFixed(1) + " MiB"; };
+            var started = Date.now();
+            var xhr = new XMLHttpRequest();
+            xhr.open("POST", form.action);
+            xhr.upload.onprogress = function (e) {
+              if (!e.lengthComputable) return;
+              progress.max = e.total;
+              progress.value = e.loaded;
+              var seconds = (Date.now() - started) / 1000;
+              status.textContent = mib(e.loaded) + " of " + mib(e.total) +
+                (seconds > 0 ? ", " + mib(e.loaded / seconds) + "/s" : "");
+            };
+            xhr.upload.onload = function () { status.textContent = "Uploaded; verifying and importing…"; };
+            xhr.onload = function () { document.open(); document.write(xhr.responseText); document.close(); };
+            xhr.onerror = function () { status.textContent = "The upload failed: the connection was lost."; };
+            progress.hidden = false;
+            form.querySelector("button").disabled = true;
+            xhr.send(new FormData(form));
+          });
+        }
+
         document.addEventListener("click", function (event) {
           var button = event.target.closest("button.copy");
           if (!button || !navigator.clipboard) return;

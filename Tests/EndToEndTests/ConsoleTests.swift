@@ -27,6 +27,17 @@ struct ConsoleTests {
                 "export", "-o", "\(work)/b.tar", "--cache", "\(work)/cache", "\(registry.host)/test/single:1.0",
                 "\(registry.host)/test/multi:1.0",
             ] + registry.ferryTrustFlags)
+        // A second bundle for the upload, and a copy of it with a flipped layer byte.
+        try Ferry.run(
+            [
+                "export", "-o", "\(work)/upload.tar", "--cache", "\(work)/cache",
+                "\(registry.host)/test/nested/docker:v2",
+            ]
+                + registry.ferryTrustFlags)
+        try Shell.run([
+            "/usr/bin/python3", "\(Shell.supportDirectory)/bundle_mutator.py", "\(work)/upload.tar",
+            "\(work)/tampered.tar", "flip-layer",
+        ])
         let appliance = try ApplianceFixture(dataDirectory: "\(work)/site", anonymous: "none")
         defer { appliance.stop() }
         try appliance.command(["import", "\(work)/b.tar"])
@@ -46,11 +57,19 @@ struct ConsoleTests {
                 "--spki", spki, "--ca", appliance.caCertificate, "--screenshots", try Self.screenshotDirectory(work),
                 "--admin", "root:root-password", "--limited", "team:team-password", "--repository",
                 "\(served)/test/single", "--tag", "1.0", "--digest", digest.description, "--hidden",
-                "\(served)/test/multi",
+                "\(served)/test/multi", "--upload", "\(work)/upload.tar", "--tampered", "\(work)/tampered.tar",
+                "--uploaded", "\(served)/test/nested/docker:v2",
             ], check: false)
         #expect(result.status == 0, "\(result.stdout)\(result.stderr)")
         // Every check the script makes is printed; none may be missing.
-        #expect(result.stdout.split(separator: "\n").filter { $0.hasPrefix("ok: ") }.count == 19, "\(result.stdout)")
+        #expect(result.stdout.split(separator: "\n").filter { $0.hasPrefix("ok: ") }.count == 23, "\(result.stdout)")
+        // The image uploaded through the browser pulls, with upstream's digest.
+        let uploaded = try #require(seeded.images["test/nested/docker:v2"])
+        let raw = try Shell.run([
+            "skopeo", "inspect", "--raw", "--cert-dir", try appliance.certDirectory(), "--creds", "root:root-password",
+            "docker://\(appliance.host)/\(served)/test/nested/docker:v2",
+        ]).stdout
+        #expect(Digest.of(Array(raw.utf8)) == uploaded)
         // No password reaches the appliance's logs.
         let logs = appliance.process.log + ((try? String(contentsOfFile: appliance.accessLog, encoding: .utf8)) ?? "")
         #expect(!logs.contains("root-password") && !logs.contains("wrong-again"))

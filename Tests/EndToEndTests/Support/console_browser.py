@@ -4,7 +4,7 @@ through Debian's python3-selenium), over the appliance's own TLS: the server's k
 
   console_browser.py --url https://127.0.0.1:PORT --spki BASE64 --ca CA.crt --screenshots DIR
       --admin USER:PASS --limited USER:PASS --repository REPO --tag TAG --digest DIGEST
-      --hidden REPO
+      --hidden REPO --upload BUNDLE --tampered BUNDLE --uploaded REPO:TAG
 
 Prints one line per check; exits 1 at the first failure, with the page's text.
 """
@@ -24,7 +24,8 @@ from selenium.webdriver.support.ui import WebDriverWait
 
 def main() -> int:
     parser = argparse.ArgumentParser()
-    for name in ["url", "spki", "ca", "screenshots", "admin", "limited", "repository", "tag", "digest", "hidden"]:
+    for name in ["url", "spki", "ca", "screenshots", "admin", "limited", "repository", "tag", "digest", "hidden",
+                 "upload", "tampered", "uploaded"]:
         parser.add_argument(f"--{name}", required=True)
     args = parser.parse_args()
     profile = tempfile.mkdtemp(prefix="ferry-chromium-")
@@ -94,6 +95,24 @@ def main() -> int:
         driver.get(f"{args.url}/ui/repositories?q=no-such-thing-here")
         check("No repository matches" in driver.page_source, "a search without results says so")
 
+        # Import through the page: the file input, progress, the result, the image listed.
+        def upload(path):
+            driver.get(f"{args.url}/ui/import")
+            driver.find_element(By.ID, "bundle").send_keys(path)
+            driver.find_element(By.CSS_SELECTOR, "form.upload button").click()
+            WebDriverWait(driver, 60).until(lambda d: d.find_elements(By.CSS_SELECTOR, "main h1") and
+                                            d.find_element(By.CSS_SELECTOR, "main h1").text.startswith(("Imported", "Refused")))
+        upload(args.tampered)
+        check(driver.find_element(By.CSS_SELECTOR, "main h1").text.startswith("Refused") and
+              "nothing changed" in driver.page_source, "a tampered bundle is refused, saying why")
+        driver.get(f"{args.url}/ui/repositories")
+        check(args.uploaded.split(":")[0] not in driver.page_source, "the refused bundle changed nothing")
+        upload(args.upload)
+        check(driver.find_element(By.CSS_SELECTOR, "main h1").text.startswith("Imported") and
+              args.uploaded in [a.text for a in driver.find_elements(By.CSS_SELECTOR, "ul.imported a")],
+              "an uploaded bundle is imported and its image listed")
+        driver.save_screenshot(f"{args.screenshots}/imported.png")
+
         # HTML in what a page shows is text, never markup.
         driver.get(f"{args.url}/ui/repositories?q=%3Cb%3Ebold%3C%2Fb%3E")
         check(not driver.find_elements(By.CSS_SELECTOR, "main b") and "<b>bold</b>" in
@@ -124,6 +143,9 @@ def main() -> int:
         sign_in(args.limited)
         check(not driver.find_elements(By.ID, "repositories") and not driver.find_elements(By.ID, "stored"),
               "the limited user's overview shows nothing of the whole store")
+        driver.get(f"{args.url}/ui/import")
+        check("This page is for administrators" in driver.page_source and
+              not driver.find_elements(By.LINK_TEXT, "Import"), "the limited user gets no import page")
         driver.get(f"{args.url}/ui/repositories")
         links = [a.text for a in driver.find_elements(By.CSS_SELECTOR, "ul.repositories a")]
         check(args.hidden not in links and links, f"the limited user sees {len(links)} repositories, not {args.hidden}")
@@ -132,8 +154,9 @@ def main() -> int:
         sign_out()
 
         # The failed-login limit applies to the console.
+        limited_user = args.limited.split(":", 1)[0]
         for _ in range(6):
-            sign_in(f"{admin_user}:wrong-again")
+            sign_in(f"{limited_user}:wrong-again")
         check("Too many failed sign-ins" in driver.page_source, "repeated wrong passwords are locked out")
     finally:
         driver.quit()

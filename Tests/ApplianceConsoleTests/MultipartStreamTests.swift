@@ -1,0 +1,51 @@
+import Testing
+
+@testable import ApplianceConsole
+
+struct MultipartStreamTests {
+    static let body = Array(
+        ("preamble\r\n--XyZ\r\nContent-Disposition: form-data; name=\"csrf\"\r\n\r\nabc123\r\n"
+            + "--XyZ\r\nContent-Disposition: form-data; name=\"bundle\"; filename=\"site.tar\"\r\n"
+            + "Content-Type: application/x-tar\r\n\r\n" + "\r\n--Xy not yet\r\n--XyQ"
+            + String(repeating: "T", count: 300)
+            + "\r\n--XyZ--\r\nepilogue").utf8)
+
+    /// Whatever way the body is cut into pieces, the parts and their bytes come out the same.
+    @Test(arguments: [1, 2, 3, 7, 64, 1000])
+    func partsSurviveAnySplit(pieceSize: Int) throws {
+        var stream = MultipartStream(boundary: "XyZ")
+        var events: [MultipartStream.Event] = []
+        var index = 0
+        while index < Self.body.count {
+            events += try stream.feed(Self.body[index..<min(index + pieceSize, Self.body.count)])
+            index += pieceSize
+        }
+        try stream.finish()
+        var parts: [(String, String?, [UInt8])] = []
+        for event in events {
+            switch event {
+            case .part(let name, let filename): parts.append((name, filename, []))
+            case .data(let bytes): parts[parts.count - 1].2 += bytes
+            case .partEnd: break
+            }
+        }
+        #expect(parts.map(\.0) == ["csrf", "bundle"])
+        #expect(parts[1].1 == "site.tar")
+        #expect(String(decoding: parts[0].2, as: UTF8.self) == "abc123")
+        #expect(
+            String(decoding: parts[1].2, as: UTF8.self)
+                == "\r\n--Xy not yet\r\n--XyQ" + String(repeating: "T", count: 300))
+    }
+
+    @Test func aBodyCutShortOrMalformedIsRefused() throws {
+        var cut = MultipartStream(boundary: "XyZ")
+        _ = try cut.feed(Self.body.prefix(150))
+        #expect(throws: MultipartStream.Malformed.self) { try cut.finish() }
+        var nameless = MultipartStream(boundary: "b")
+        #expect(throws: MultipartStream.Malformed.self) {
+            _ = try nameless.feed(Array("--b\r\nContent-Type: text/plain\r\n\r\nx\r\n--b--".utf8))
+        }
+        #expect(MultipartStream.boundary(contentType: "multipart/form-data; boundary=\"a b\"") == "a b")
+        #expect(MultipartStream.boundary(contentType: "application/json") == nil)
+    }
+}
