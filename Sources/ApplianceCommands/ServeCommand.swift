@@ -130,7 +130,10 @@ struct ServeCommand: AsyncParsableCommand {
                         version: FerryVersion.string, dataDirectory: dataDirectory, certificateExpiry: expiry,
                         maxUploadBytes: configuration.storage?.maxUploadBytes ?? UploadLimits().maxUploadBytes),
                     importAction: try Self.importAction(
-                        registry, configuration: configuration, path: configPath, logger: logger))
+                        registry, configuration: configuration, path: configPath, logger: logger),
+                    adminActions: try Self.adminActions(
+                        registry, configuration: configuration, dataDirectory: dataDirectory,
+                        ownCA: certificate == nil && !plainHTTP))
             }
             let scheme = plainHTTP ? "http" : "https"
             let description = summary
@@ -145,6 +148,22 @@ struct ServeCommand: AsyncParsableCommand {
 }
 
 extension ServeCommand {
+    /// The console's admin pages: gc and check on this store, the trusted keys, the CA to hand out
+    /// (the appliance's own, unless the operator's certificate is served).
+    static func adminActions(
+        _ registry: RegistryStore, configuration: ApplianceConfiguration, dataDirectory: String, ownCA: Bool
+    ) throws -> Console.AdminActions {
+        var keys: [(source: String, keyID: String)] = []
+        for path in configuration.import?.trustedKeys ?? [] {
+            keys += try PublicKey.load(path).map { (path, $0.keyID) }
+        }
+        let certificates = ApplianceCertificates(dataDirectory: dataDirectory)
+        return Console.AdminActions(
+            collectGarbage: { dryRun in try registry.collectGarbage(dryRun: dryRun) },
+            check: { try registry.check(repair: false) }, trustedKeys: keys,
+            caPEM: { ownCA ? try? certificates.authorityPEM() : nil }, dataDirectory: dataDirectory)
+    }
+
     /// Imports through the console: the importer `import` uses, with the same trusted keys and
     /// image-signature keys from the configuration. A refusal is shown whole; a failure of the
     /// store itself is logged, and the page only says so (it may name paths on this machine).

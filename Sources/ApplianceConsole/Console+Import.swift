@@ -34,6 +34,9 @@ extension Console {
         var tokenChecked = false
         var received: Int64 = 0
         var transfer: ImportTransfer?
+        // The file's bytes go on in pieces of 1 MiB (one hand-over to the writing thread each).
+        var pending: [UInt8] = []
+        pending.reserveCapacity(Self.uploadPiece)
         defer { transfer?.abandon() }
         var failure: ConsolePage?
         body: for try await chunk in request.body {
@@ -76,13 +79,21 @@ extension Console {
                     if part == "csrf" {
                         token += bytes.prefix(max(0, 256 - token.count))
                     } else if part == "bundle", let transfer {
-                        try await transfer.send(bytes)
+                        pending += bytes
+                        if pending.count >= Self.uploadPiece {
+                            try await transfer.send(pending)
+                            pending.removeAll(keepingCapacity: true)
+                        }
                     }
                 case .partEnd:
                     if part == "csrf", let session = viewer.session {
                         tokenChecked = Self.constantTimeEqual(String(decoding: token, as: UTF8.self), session.csrf)
                     }
-                    if part == "bundle" { transfer?.finishSending() }
+                    if part == "bundle", let transfer {
+                        if !pending.isEmpty { try await transfer.send(pending) }
+                        pending.removeAll()
+                        transfer.finishSending()
+                    }
                     part = nil
                 }
             }
@@ -121,6 +132,8 @@ extension Console {
             return html("imported", values, status: .unprocessableContent)
         }
     }
+
+    static let uploadPiece = 1 << 20
 
     /// The uploaded file's name as the import record and the page show it: its last component,
     /// printable, at most 100 characters.

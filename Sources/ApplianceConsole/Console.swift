@@ -69,6 +69,7 @@ public struct Console: SideResponder {
     let authenticator: Authenticator?
     let settings: Settings
     let importAction: ImportAction?
+    let adminActions: AdminActions?
     /// Imports run one at a time, on a thread of their own: never on the pools serving requests.
     let importPool: NIOThreadPool
     let sessions: ConsoleSessions
@@ -78,9 +79,11 @@ public struct Console: SideResponder {
     static let cookie = "ferry_session"
 
     public init(
-        content: RegistryContent, authenticator: Authenticator?, settings: Settings, importAction: ImportAction? = nil
+        content: RegistryContent, authenticator: Authenticator?, settings: Settings, importAction: ImportAction? = nil,
+        adminActions: AdminActions? = nil
     ) throws {
         self.importAction = importAction
+        self.adminActions = adminActions
         importPool = NIOThreadPool(numberOfThreads: 1)
         importPool.start()
         self.content = content
@@ -186,6 +189,8 @@ public struct Console: SideResponder {
         case (.post, "/ui/import"):
             try requireAdmin(viewer)
             return try await upload(request, viewer: viewer)
+        case (_, let admin) where admin == "/ui/admin" || admin.hasPrefix("/ui/admin/"):
+            return try await self.admin(request, path: admin, viewer: viewer)
         default:
             throw ConsolePage(status: .notFound, heading: "Not found", text: "There is no such page.")
         }
@@ -326,10 +331,12 @@ public struct Console: SideResponder {
         let (names, more) = try await content.read { storage -> ([RepositoryName], Bool) in
             var found: [RepositoryName] = []
             var cursor = after
+            // The search runs in the database: a served name, or a source registry's name
+            // (`registry.local:5000` is served as `registry.local_5000`).
+            let texts = query.isEmpty ? [] : Array(Set([query, Reference.servedHost(query)]))
             while true {
-                let batch = try storage.repositories(after: cursor, limit: 1000)
+                let batch = try storage.repositories(containingAny: texts, after: cursor, limit: 1000)
                 for name in batch where viewer.canPull(name.value) {
-                    if !query.isEmpty && !Self.matches(name, query: query) { continue }
                     if found.count == Self.pageSize { return (found, true) }
                     found.append(name)
                 }
@@ -347,18 +354,11 @@ public struct Console: SideResponder {
         return html("repositories", values)
     }
 
-    static func matches(_ name: RepositoryName, query: String) -> Bool {
-        if name.value.contains(query) { return true }
-        return source(of: name)?.lowercased().contains(query) == true
-    }
-
     /// The original name a repository mirrors: `registry.local_5000/team/app` → `registry.local:5000/team/app`.
     static func source(of name: RepositoryName) -> String? {
-        let parts = name.value.split(separator: "/", maxSplits: 1)
-        guard parts.count == 2, parts[0].contains(".") || parts[0].contains("_") || parts[0] == "localhost" else {
-            return nil
-        }
-        return Reference.registry(servedHost: String(parts[0])) + "/" + parts[1]
+        guard let registry = Reference.sourceRegistry(ofServed: name.value), let slash = name.value.firstIndex(of: "/")
+        else { return nil }
+        return registry + name.value[slash...]
     }
 
     func repositoryName(_ request: Request, _ key: String, viewer: Viewer) throws -> RepositoryName {

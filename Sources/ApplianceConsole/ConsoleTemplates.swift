@@ -4,6 +4,7 @@ enum ConsoleTemplates {
     static let all: [String: String] = [
         "layout": layout, "login": login, "overview": overview, "repositories": repositories,
         "repository": repository, "image": image, "message": message, "import": importPage, "imported": imported,
+        "admin": admin, "result": result, "clients": clients,
     ]
 
     static let layout = """
@@ -20,7 +21,7 @@ enum ConsoleTemplates {
         <header>
         <a class="brand" href="/ui/">Ferry appliance</a>
         {{#session}}
-        <nav><a href="/ui/">Overview</a> <a href="/ui/repositories">Repositories</a>{{#admin}} <a href="/ui/import">Import</a>{{/admin}}</nav>
+        <nav><a href="/ui/">Overview</a> <a href="/ui/repositories">Repositories</a>{{#admin}} <a href="/ui/import">Import</a> <a href="/ui/admin">Admin</a>{{/admin}}</nav>
         {{#user}}
         <form class="signout" method="post" action="/ui/logout">
         <input type="hidden" name="csrf" value="{{csrf}}">
@@ -205,6 +206,78 @@ enum ConsoleTemplates {
         {{/body}}{{/layout}}
         """
 
+    static let admin = """
+        {{<layout}}{{$body}}
+        <h1>Administration</h1>
+        {{#notice}}<p class="notice" role="status">{{notice}}</p>{{/notice}}
+        {{#error}}<p class="error" role="alert">{{error}}</p>{{/error}}
+        <h2>Users</h2>
+        <table class="list users">
+        <thead><tr><th>User</th><th>Role</th><th>Repositories</th><th>Change</th><th></th></tr></thead>
+        <tbody>
+        {{#users}}<tr>
+        <td class="user">{{name}}</td><td>{{role}}</td><td>{{scope}}</td>
+        <td><form method="post" action="/ui/admin/users" class="inline">
+        <input type="hidden" name="csrf" value="{{csrf}}"><input type="hidden" name="action" value="update">
+        <input type="hidden" name="name" value="{{name}}">
+        <select name="role" aria-label="Role of {{name}}">{{#roles}}<option value="{{value}}"{{#selected}} selected{{/selected}}>{{value}}</option>{{/roles}}</select>
+        <input name="prefixes" value="{{prefixes}}" placeholder="all repositories" aria-label="Repository prefixes of {{name}}">
+        <input name="password" type="password" placeholder="new password (optional)" autocomplete="new-password" aria-label="New password of {{name}}">
+        <button type="submit">Save</button></form></td>
+        <td>{{^self}}<form method="post" action="/ui/admin/users" class="inline">
+        <input type="hidden" name="csrf" value="{{csrf}}"><input type="hidden" name="action" value="remove">
+        <input type="hidden" name="name" value="{{name}}"><button type="submit" class="danger">Remove</button></form>{{/self}}</td>
+        </tr>
+        {{/users}}
+        </tbody>
+        </table>
+        <h3>Add a user</h3>
+        <form method="post" action="/ui/admin/users" class="adduser">
+        <input type="hidden" name="csrf" value="{{csrf}}"><input type="hidden" name="action" value="add">
+        <label for="new-name">Name</label><input id="new-name" name="name" required>
+        <label for="new-role">Role</label><select id="new-role" name="role">{{#roles}}<option value="{{value}}"{{#selected}} selected{{/selected}}>{{value}}</option>{{/roles}}</select>
+        <label for="new-prefixes">Repository prefixes</label><input id="new-prefixes" name="prefixes" placeholder="all repositories">
+        <label for="new-password">Password</label><input id="new-password" name="password" type="password" minlength="8" required autocomplete="new-password">
+        <button type="submit">Add</button>
+        </form>
+        <h2>Trusted bundle keys</h2>
+        {{^empty(keys)}}<table class="list"><thead><tr><th>Key ID</th><th>From</th></tr></thead><tbody>
+        {{#keys}}<tr><td><code>{{keyID}}</code></td><td>{{source}}</td></tr>{{/keys}}
+        </tbody></table>{{/empty(keys)}}
+        {{#empty(keys)}}<p>None: unsigned bundles are imported (set <code>import.trustedKeys</code> and <code>import.requireSignature</code>).</p>{{/empty(keys)}}
+        <h2>Maintenance</h2>
+        <form method="post" action="/ui/admin/gc" class="inline"><input type="hidden" name="csrf" value="{{csrf}}">
+        <button type="submit" name="run" value="no">Garbage collection: dry run</button>
+        <button type="submit" name="run" value="yes" class="danger">Collect garbage</button></form>
+        <form method="post" action="/ui/admin/check" class="inline"><input type="hidden" name="csrf" value="{{csrf}}">
+        <button type="submit">Check the store (re-hashes every blob)</button></form>
+        <h2>Clients</h2>
+        {{#hasCA}}<p><a href="/ui/admin/clients">Client configuration</a> (docker, containerd, podman, k3s/rke2, the system trust store) · <a href="/ui/admin/ca.crt" download>Download the CA certificate</a></p>{{/hasCA}}
+        {{^hasCA}}<p>This appliance serves a certificate of the operator's own.</p>{{/hasCA}}
+        {{/body}}{{/layout}}
+        """
+
+    static let result = """
+        {{<layout}}{{$body}}
+        <h1>{{heading}}</h1>
+        {{#lines}}<p class="{{class}}">{{text}}</p>
+        {{/lines}}
+        <p><a href="{{back}}">Back</a></p>
+        {{/body}}{{/layout}}
+        """
+
+    static let clients = """
+        {{<layout}}{{$body}}
+        <h1>Client configuration for {{address}}</h1>
+        <p>Paste each part on the client hosts, as root. Clients keep their image names: the
+        appliance becomes the mirror of every source registry it holds.</p>
+        {{#clients}}<h2>{{client}}</h2>
+        <pre class="snippet">{{text}}</pre>
+        <button type="button" class="copy" data-copy="{{text}}">Copy</button>
+        {{/clients}}
+        {{/body}}{{/layout}}
+        """
+
     static let message = """
         {{<layout}}{{$body}}
         <h1>{{heading}}</h1>
@@ -242,6 +315,12 @@ enum ConsoleTemplates {
         ul.pull li { margin: .3rem 0; }
         .tool { display: inline-block; min-width: 6rem; color: var(--muted); }
         button { font: inherit; padding: .2rem .7rem; }
+        button.danger { color: var(--bad); }
+        form.inline { display: inline-flex; gap: .4rem; align-items: center; flex-wrap: wrap; margin: .2rem 0; }
+        form.adduser { display: grid; grid-template-columns: max-content 16rem; gap: .4rem 1rem; }
+        form.adduser button { grid-column: 2; justify-self: start; }
+        pre.snippet { background: #f4f6f8; padding: .6rem; overflow-x: auto; font-size: .8rem; }
+        .notice { color: #1b6b2f; font-weight: 600; }
         """
 
     /// The copy buttons, and the upload's progress (the pages work without it: the commands can be

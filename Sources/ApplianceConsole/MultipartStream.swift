@@ -1,3 +1,7 @@
+#if canImport(Glibc)
+    import Glibc
+#endif
+
 /// A `multipart/form-data` body parsed as it arrives (RFC 7578): parts' names and file names, and
 /// their bytes in pieces, never a part held whole. Part headers are bounded (16 KiB).
 struct MultipartStream {
@@ -99,19 +103,28 @@ struct MultipartStream {
         guard state == .done else { throw Malformed(why: "the body ended before its closing boundary") }
     }
 
+    /// Where `needle` first occurs in the buffer at or after `start` (memchr for its first byte,
+    /// then a compare: the body of a large upload is scanned at memory speed).
     private func find(_ needle: [UInt8], from start: Int) -> Int? {
-        guard let first = needle.first, buffer.count >= needle.count else { return nil }
-        var i = start
-        let last = buffer.count - needle.count
-        while i <= last {
-            if buffer[i] == first {
-                var j = 1
-                while j < needle.count && buffer[i + j] == needle[j] { j += 1 }
-                if j == needle.count { return i }
+        guard let first = needle.first, buffer.count - start >= needle.count else { return nil }
+        return buffer.withUnsafeBufferPointer { haystack -> Int? in
+            guard let base = haystack.baseAddress else { return nil }
+            var i = start
+            let last = haystack.count - needle.count
+            while i <= last {
+                guard let hit = memchr(base + i, Int32(first), last - i + 1) else { return nil }
+                let at = base.distance(to: hit.assumingMemoryBound(to: UInt8.self))
+                let same = needle.withUnsafeBufferPointer { pattern -> Bool in
+                    guard let start = pattern.baseAddress else { return false }
+                    return memcmp(base + at, start, needle.count) == 0
+                }
+                if same {
+                    return at
+                }
+                i = at + 1
             }
-            i += 1
+            return nil
         }
-        return nil
     }
 
     /// `Content-Disposition: form-data; name="bundle"; filename="site.tar"` → ("bundle", "site.tar").

@@ -248,6 +248,17 @@ extension Reference {
             registry.lowercased().compactMap { c -> Character? in c == "[" || c == "]" ? nil : (c == ":" ? "_" : c) })
     }
 
+    /// The source registry a served repository name stands for, when its first component names one
+    /// (a host with a dot or a port, or `localhost`): `registry.local_5000/team/app` →
+    /// `registry.local:5000`; nil for `team/app`.
+    public static func sourceRegistry(ofServed name: String) -> String? {
+        let parts = name.split(separator: "/", maxSplits: 1)
+        guard parts.count == 2, parts[0].contains(".") || parts[0].contains("_") || parts[0] == "localhost" else {
+            return nil
+        }
+        return registry(servedHost: String(parts[0]))
+    }
+
     /// The registry a served first component stands for: `registry.local_5000` → `registry.local:5000`.
     public static func registry(servedHost: String) -> String {
         guard let underscore = servedHost.lastIndex(of: "_"),

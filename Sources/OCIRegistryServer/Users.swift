@@ -120,6 +120,16 @@ public struct UserDatabase: Sendable {
         try save(users)
     }
 
+    /// Changes a user's role and repository prefixes, keeping the password; false when there is none.
+    @discardableResult
+    public func update(name: String, grant: Grant) throws -> Bool {
+        var users = try load()
+        guard users[name] != nil else { return false }
+        users[name]?.grant = grant
+        try save(users)
+        return true
+    }
+
     /// Removes a user; false when there was none.
     @discardableResult
     public func remove(name: String) throws -> Bool {

@@ -23,6 +23,9 @@ public protocol RegistryStorage: Sendable {
     /// Repositories holding at least one manifest, in name order, after `last`, at most `limit`.
     func repositories(after last: RepositoryName?, limit: Int?) throws -> [RepositoryName]
     /// How many repositories hold at least one manifest.
+    /// Repositories whose name contains one of `texts` (by byte), in name order after `last`.
+    func repositories(containingAny texts: [String], after last: RepositoryName?, limit: Int?) throws
+        -> [RepositoryName]
     func repositoryCount() throws -> Int
     /// Whether the repository holds anything (a manifest, or a pushed blob).
     func contains(repository: RepositoryName) throws -> Bool

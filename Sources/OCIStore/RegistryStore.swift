@@ -132,6 +132,25 @@ public final class RegistryStore: RegistryStorage {
         }
     }
 
+    public func repositories(containingAny texts: [String], after last: RepositoryName?, limit: Int?) throws
+        -> [RepositoryName]
+    {
+        guard !texts.isEmpty else { return try repositories(after: last, limit: limit) }
+        return try pool.withConnection { db in
+            var names: [RepositoryName] = []
+            let match = texts.map { _ in "instr(name, ?) > 0" }.joined(separator: " OR ")
+            try db.query(
+                """
+                SELECT name FROM repositories r WHERE name > ? AND (\(match))
+                AND EXISTS (SELECT 1 FROM manifests m WHERE m.repository = r.id) ORDER BY name LIMIT ?
+                """, [.text(last?.value ?? "")] + texts.map { .text($0) } + [.integer(Int64(limit ?? -1))]
+            ) { row in
+                if let name = row.text(0), let parsed = try? RepositoryName(name) { names.append(parsed) }
+            }
+            return names
+        }
+    }
+
     public func repositoryCount() throws -> Int {
         try pool.withConnection { db in
             Int(

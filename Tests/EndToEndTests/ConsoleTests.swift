@@ -62,7 +62,7 @@ struct ConsoleTests {
             ], check: false)
         #expect(result.status == 0, "\(result.stdout)\(result.stderr)")
         // Every check the script makes is printed; none may be missing.
-        #expect(result.stdout.split(separator: "\n").filter { $0.hasPrefix("ok: ") }.count == 23, "\(result.stdout)")
+        #expect(result.stdout.split(separator: "\n").filter { $0.hasPrefix("ok: ") }.count == 31, "\(result.stdout)")
         // The image uploaded through the browser pulls, with upstream's digest.
         let uploaded = try #require(seeded.images["test/nested/docker:v2"])
         let raw = try Shell.run([

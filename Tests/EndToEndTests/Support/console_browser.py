@@ -17,6 +17,7 @@ import urllib.request
 
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
+from selenium.common.exceptions import WebDriverException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.ui import WebDriverWait
@@ -100,8 +101,14 @@ def main() -> int:
             driver.get(f"{args.url}/ui/import")
             driver.find_element(By.ID, "bundle").send_keys(path)
             driver.find_element(By.CSS_SELECTOR, "form.upload button").click()
-            WebDriverWait(driver, 60).until(lambda d: d.find_elements(By.CSS_SELECTOR, "main h1") and
-                                            d.find_element(By.CSS_SELECTOR, "main h1").text.startswith(("Imported", "Refused")))
+            def finished(d):
+                # The page is replaced by the script when the upload's answer arrives: an element
+                # seen a moment ago may be gone.
+                try:
+                    return d.find_element(By.CSS_SELECTOR, "main h1").text.startswith(("Imported", "Refused"))
+                except WebDriverException:
+                    return False
+            WebDriverWait(driver, 60).until(finished)
         upload(args.tampered)
         check(driver.find_element(By.CSS_SELECTOR, "main h1").text.startswith("Refused") and
               "nothing changed" in driver.page_source, "a tampered bundle is refused, saying why")
@@ -112,6 +119,40 @@ def main() -> int:
               args.uploaded in [a.text for a in driver.find_elements(By.CSS_SELECTOR, "ul.imported a")],
               "an uploaded bundle is imported and its image listed")
         driver.save_screenshot(f"{args.screenshots}/imported.png")
+
+        # Admin pages: users added, changed and removed; gc dry run; check; client configuration; CA.
+        driver.get(f"{args.url}/ui/admin")
+        driver.find_element(By.ID, "new-name").send_keys("ops")
+        driver.find_element(By.ID, "new-prefixes").send_keys("team/")
+        driver.find_element(By.ID, "new-password").send_keys("ops-password-1")
+        submit(driver.find_element(By.CSS_SELECTOR, "form.adduser button"))
+        users = [td.text for td in driver.find_elements(By.CSS_SELECTOR, "td.user")]
+        check("User ops saved." in driver.page_source and "ops" in users, "the admin adds a user")
+        row = [r for r in driver.find_elements(By.CSS_SELECTOR, "table.users tbody tr")
+               if r.find_element(By.CSS_SELECTOR, "td.user").text == "ops"][0]
+        row.find_element(By.CSS_SELECTOR, "select[name=role] option[value=push]").click()
+        submit(row.find_element(By.CSS_SELECTOR, "form.inline button"))
+        row = [r for r in driver.find_elements(By.CSS_SELECTOR, "table.users tbody tr")
+               if r.find_element(By.CSS_SELECTOR, "td.user").text == "ops"][0]
+        check("push" in row.text and "team/" in row.text, "the admin changes a user's role, keeping the prefix")
+        submit(row.find_element(By.CSS_SELECTOR, "button.danger"))
+        check("User ops removed." in driver.page_source and
+              "ops" not in [td.text for td in driver.find_elements(By.CSS_SELECTOR, "td.user")], "the admin removes a user")
+        driver.save_screenshot(f"{args.screenshots}/admin.png")
+        submit(driver.find_element(By.CSS_SELECTOR, "button[name=run][value=no]"))
+        check("would remove" in driver.page_source and "nothing was removed" in driver.page_source,
+              "a garbage collection dry run says what it would free")
+        driver.get(f"{args.url}/ui/admin")
+        submit(driver.find_element(By.XPATH, "//button[contains(., 'Check the store')]"))
+        check("no problem" in driver.page_source, "the store check finds no problem")
+        driver.get(f"{args.url}/ui/admin/clients")
+        check("hosts.toml" in driver.page_source and "registries.conf.d" in driver.page_source,
+              "the client configuration page shows containerd's and podman's snippets")
+        cookie = "; ".join(f"{c['name']}={c['value']}" for c in driver.get_cookies())
+        context = ssl.create_default_context(cafile=args.ca)
+        pem = urllib.request.urlopen(urllib.request.Request(f"{args.url}/ui/admin/ca.crt", headers={"Cookie": cookie}),
+                                     context=context).read().decode()
+        check(pem == open(args.ca).read(), "the CA certificate downloads")
 
         # HTML in what a page shows is text, never markup.
         driver.get(f"{args.url}/ui/repositories?q=%3Cb%3Ebold%3C%2Fb%3E")
@@ -146,6 +187,9 @@ def main() -> int:
         driver.get(f"{args.url}/ui/import")
         check("This page is for administrators" in driver.page_source and
               not driver.find_elements(By.LINK_TEXT, "Import"), "the limited user gets no import page")
+        driver.get(f"{args.url}/ui/admin")
+        check("This page is for administrators" in driver.page_source and
+              not driver.find_elements(By.LINK_TEXT, "Admin"), "the limited user gets no admin page")
         driver.get(f"{args.url}/ui/repositories")
         links = [a.text for a in driver.find_elements(By.CSS_SELECTOR, "ul.repositories a")]
         check(args.hidden not in links and links, f"the limited user sees {len(links)} repositories, not {args.hidden}")
