@@ -54,10 +54,21 @@ web=$(bench_seconds "$t0" "$(bench_now)")
 peak=$(awk '/VmHWM/ {print $2}' "/proc/$serve_pid/status")
 [ "$status" = 200 ] || { echo "upload answered $status:"; cat "$work/result.html"; exit 1; }
 
+# The wire: the same bytes pushed as one blob through the registry API (TLS, Basic credentials,
+# hashed and written once), on the same server.
+digest=$(sha256sum "$work/bundle.tar" | cut -d ' ' -f 1)
+t0=$(bench_now)
+blob_status=$(curl -s "${ca[@]}" -u admin:admin-password -o /dev/null -w '%{http_code}' -X POST \
+  -H 'Content-Type: application/octet-stream' -T "$work/bundle.tar" \
+  "$url/v2/bench/raw/blobs/uploads/?digest=sha256:$digest")
+wire=$(bench_seconds "$t0" "$(bench_now)")
+[ "$blob_status" = 201 ] || { echo "blob upload answered $blob_status"; exit 1; }
+
 echo "bundle: $size_mib MiB (one ${layer} layer)"
 printf '%-34s %-10s\n' import seconds
 printf '%-34s %-10s\n' "ferry-appliance import FILE" "$cli"
 printf '%-34s %-10s\n' "console upload (curl -F)" "$web ($(bench_ratio "$web" "$cli"))"
+printf '%-34s %-10s\n' "blob push, same bytes (the wire)" "$wire (upload/wire $(bench_ratio "$web" "$wire"))"
 echo "serve RSS: $((rss_before / 1024)) MiB before the upload, peak $((peak / 1024)) MiB"
 
 # Pages at scale: many repositories of one small image each, seeded as pushes would have stored them.

@@ -304,6 +304,7 @@ public struct Console: SideResponder {
         let storage = content.storage
         values["admin"] = true
         values["repositories"] = try await content.read { try $0.repositoryCount() }
+        values["images"] = try await content.read { try $0.tagCount() }
         let (free, total) = Self.disk(settings.dataDirectory)
         values["free"] = Self.bytes(free)
         values["total"] = Self.bytes(total)

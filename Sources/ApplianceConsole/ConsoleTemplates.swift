@@ -61,6 +61,7 @@ enum ConsoleTemplates {
         <dl class="facts">
         {{#admin}}
         <dt>Repositories</dt><dd id="repositories">{{repositories}}</dd>
+        <dt>Images (tags)</dt><dd id="images">{{images}}</dd>
         <dt>Stored</dt><dd id="stored">{{stored}}</dd>
         <dt>Free disk</dt><dd id="free">{{free}} of {{total}}</dd>
         {{/admin}}

@@ -27,6 +27,8 @@ public protocol RegistryStorage: Sendable {
     func repositories(containingAny texts: [String], after last: RepositoryName?, limit: Int?) throws
         -> [RepositoryName]
     func repositoryCount() throws -> Int
+    /// How many tags the store serves (the console's image count).
+    func tagCount() throws -> Int
     /// Whether the repository holds anything (a manifest, or a pushed blob).
     func contains(repository: RepositoryName) throws -> Bool
     /// The repository's tags in order, after `last`, at most `limit`.

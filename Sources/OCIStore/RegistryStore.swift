@@ -151,6 +151,10 @@ public final class RegistryStore: RegistryStorage {
         }
     }
 
+    public func tagCount() throws -> Int {
+        try pool.withConnection { db in Int(try db.scalarInteger("SELECT count(*) FROM tags") ?? 0) }
+    }
+
     public func repositoryCount() throws -> Int {
         try pool.withConnection { db in
             Int(

@@ -75,3 +75,80 @@ struct ConsoleTests {
         #expect(!logs.contains("root-password") && !logs.contains("wrong-again"))
     }
 }
+
+/// The console under bad input (issue 14, "Bad input"), with curl: oversized, non-bundle and
+/// broken uploads, a form without its token, unknown repositories, path tricks and HTML in what is
+/// echoed; each gets a clear page and a fitting status, and nothing is stored. The pages pass HTML
+/// Tidy without errors.
+@Suite(.serialized)
+struct ConsoleInputTests {
+    @Test func badRequestsGetClearAnswersAndChangeNothing() throws {
+        let work = try Shell.temporaryDirectory()
+        defer { Shell.remove(work) }
+        try "storage:\n  maxUploadBytes: 1048576\n".write(
+            toFile: "\(work)/appliance.yml", atomically: true, encoding: .utf8)
+        let appliance = try ApplianceFixture(
+            dataDirectory: "\(work)/site", anonymous: "none", extraArguments: ["--config", "\(work)/appliance.yml"])
+        defer { appliance.stop() }
+        try appliance.addUser("root", password: "root-password", role: "admin")
+        let base = "https://\(appliance.host)"
+        let jar = "\(work)/jar"
+        func curl(_ path: String, _ arguments: [String] = []) throws -> (status: Int, body: String) {
+            let result = try Shell.run(
+                ["curl", "-s", "--cacert", appliance.caCertificate, "-c", jar, "-b", jar, "-w", "\n%{http_code}"]
+                    + arguments + ["\(base)\(path)"])
+            let lines = result.stdout.split(separator: "\n", omittingEmptySubsequences: false)
+            return (Int(lines.last ?? "") ?? 0, lines.dropLast().joined(separator: "\n"))
+        }
+        func token(_ page: String) -> String {
+            guard let range = page.range(of: #"name="csrf" value="[0-9a-f]+""#, options: .regularExpression) else {
+                return ""
+            }
+            return String(page[range].dropFirst(#"name="csrf" value=""#.count).dropLast())
+        }
+        let login = try curl("/ui/login")
+        #expect(login.status == 200)
+        let signedIn = try curl(
+            "/ui/login",
+            [
+                "--data-urlencode", "csrf=\(token(login.body))", "--data-urlencode", "user=root",
+                "--data-urlencode", "password=root-password",
+            ])
+        #expect(signedIn.status == 303)
+        let csrf = token(try curl("/ui/import").body)
+        #expect(!csrf.isEmpty)
+
+        try Data(repeating: 7, count: 2 << 20).write(to: URL(fileURLWithPath: "\(work)/big.tar"))
+        let oversized = try curl("/ui/import", ["-F", "csrf=\(csrf)", "-F", "bundle=@\(work)/big.tar"])
+        #expect(oversized.status == 413 && oversized.body.contains("larger than this appliance takes"))
+        try Data(repeating: 7, count: 100_000).write(to: URL(fileURLWithPath: "\(work)/junk.tar"))
+        let junk = try curl("/ui/import", ["-F", "csrf=\(csrf)", "-F", "bundle=@\(work)/junk.tar"])
+        #expect(junk.status == 422 && junk.body.contains("nothing changed"), "\(junk.body)")
+        let tokenless = try curl("/ui/import", ["-F", "bundle=@\(work)/junk.tar"])
+        #expect(tokenless.status == 403)
+        let cut =
+            "--b\r\nContent-Disposition: form-data; name=\"csrf\"\r\n\r\n\(csrf)\r\n--b\r\nContent-Disposition: form-data; name=\"bundle\"; filename=\"x.tar\"\r\n\r\nabc"
+        try cut.write(toFile: "\(work)/cut.txt", atomically: true, encoding: .utf8)
+        let broken = try curl(
+            "/ui/import", ["-H", "Content-Type: multipart/form-data; boundary=b", "--data-binary", "@\(work)/cut.txt"])
+        #expect(broken.status == 400 && broken.body.contains("ended early"), "\(broken.body)")
+        #expect(try curl("/ui/repository?name=nope/absent").status == 404)
+        for trick in [
+            "/ui/..%2f..%2fetc%2fpasswd", "/ui/image?repository=..%2F..%2Fetc&reference=passwd",
+            "/ui/static/..%2fconsole.css",
+        ] {
+            let answer = try curl(trick)
+            #expect(answer.status == 404 && !answer.body.contains("root:"), "\(trick)")
+        }
+        let html = try curl("/ui/repositories?q=%3Cscript%3Ealert(1)%3C%2Fscript%3E")
+        #expect(html.body.contains("&lt;script&gt;alert(1)&lt;/script&gt;") && !html.body.contains("<script>alert"))
+        #expect(try appliance.command(["images"]).stdout.isEmpty)
+
+        // HTML Tidy finds no error in the pages (warnings are printed, not failed on).
+        for page in ["/ui/", "/ui/repositories", "/ui/import", "/ui/admin", "/ui/admin/clients"] {
+            try curl(page).body.write(toFile: "\(work)/page.html", atomically: true, encoding: .utf8)
+            let tidy = try Shell.run(["tidy", "-q", "-e", "-utf8", "\(work)/page.html"], check: false)
+            #expect(tidy.status < 2, "\(page): \(tidy.stderr)")
+        }
+    }
+}
