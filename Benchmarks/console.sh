@@ -57,10 +57,13 @@ peak=$(awk '/VmHWM/ {print $2}' "/proc/$serve_pid/status")
 # The wire: the same bytes pushed as one blob through the registry API (TLS, Basic credentials,
 # hashed and written once), on the same server.
 digest=$(sha256sum "$work/bundle.tar" | cut -d ' ' -f 1)
+location=$(curl -s "${ca[@]}" -u admin:admin-password -o /dev/null -w '%header{location}' -X POST \
+  "$url/v2/bench/raw/blobs/uploads/")
+case "$location" in http*) ;; *) location="$url$location" ;; esac
+case "$location" in *\?*) separator='&' ;; *) separator='?' ;; esac
 t0=$(bench_now)
-blob_status=$(curl -s "${ca[@]}" -u admin:admin-password -o /dev/null -w '%{http_code}' -X POST \
-  -H 'Content-Type: application/octet-stream' -T "$work/bundle.tar" \
-  "$url/v2/bench/raw/blobs/uploads/?digest=sha256:$digest")
+blob_status=$(curl -s "${ca[@]}" -u admin:admin-password -o /dev/null -w '%{http_code}' \
+  -H 'Content-Type: application/octet-stream' -T "$work/bundle.tar" "$location${separator}digest=sha256:$digest")
 wire=$(bench_seconds "$t0" "$(bench_now)")
 [ "$blob_status" = 201 ] || { echo "blob upload answered $blob_status"; exit 1; }
 
