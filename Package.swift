@@ -88,6 +88,7 @@ let package = Package(
                 "OCICore", "OCIStore", "OCIRegistryServer",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
                 .product(name: "Mustache", package: "swift-mustache"),
             ],
             swiftSettings: swiftSettings
@@ -134,7 +135,9 @@ let package = Package(
             swiftSettings: swiftSettings),
         .testTarget(
             name: "OCIBundleTests", dependencies: ["OCIBundle", "OCICore", "OCITar"], swiftSettings: swiftSettings),
-        .testTarget(name: "ApplianceConsoleTests", dependencies: ["ApplianceConsole"], swiftSettings: swiftSettings),
+        .testTarget(
+            name: "ApplianceConsoleTests", dependencies: ["ApplianceConsole", "OCIRegistryServer", "OCIStore"],
+            swiftSettings: swiftSettings),
         .testTarget(name: "HelmChartsTests", dependencies: ["HelmCharts", "OCICore"], swiftSettings: swiftSettings),
         .testTarget(
             name: "FerryCommandsTests", dependencies: ["FerryCommands", "OCICore"], swiftSettings: swiftSettings),

@@ -96,16 +96,19 @@ public struct Importer: Sendable {
 
     /// Imports a Ferry bundle (or one volume) read once from `fileDescriptor` as it arrives (an
     /// upload through the web console): the same verification and the same commit as a file.
-    /// `name` is what the record and the errors call it. Blocking; run it off the event loop.
-    public func importStream(fileDescriptor: Int32, name: String) throws -> Result {
-        try importVerified(name: name, started: Date()) { sink in
+    /// `name` is what the record and the errors call it. `confirm` is asked once the bundle read
+    /// verified, before anything becomes visible: the upload it came in may still turn out broken
+    /// (it may block until the request knows). Blocking; run it off the event loop.
+    public func importStream(fileDescriptor: Int32, name: String, confirm: () -> Bool) throws -> Result {
+        try importVerified(name: name, started: Date(), confirm: confirm) { sink in
             reader.verify(fileDescriptor: fileDescriptor, name: name, sink: sink)
         }
     }
 
     /// Reads the bundle through `read` into the store's sink, then checks and commits it.
     private func importVerified(
-        name path: String, started: Date, read: (any BundleBlobSink) throws -> VerificationReport
+        name path: String, started: Date, confirm: () -> Bool = { true },
+        read: (any BundleBlobSink) throws -> VerificationReport
     ) throws -> Result {
         let sink = StoreSink(storage: store) { [self] manifest, volume in
             try refuseRepeated(volume, manifest: manifest)
@@ -119,6 +122,7 @@ public struct Importer: Sendable {
         guard report.ok, let manifest = report.manifest, let manifestDigest = report.manifestDigest else {
             throw ImportError.invalid(bundle: path, report.problems)
         }
+        guard confirm() else { throw ImportError.uploadIncomplete(path) }
         if let volume = report.volume {
             // A set's signatures are checked when it is complete (its payloads may be in any volume).
             return try store.withVolumeSetLock(manifestDigest.encoded) {
@@ -439,6 +443,8 @@ public enum ImportError: Error, CustomStringConvertible {
     case invalid(bundle: String, [VerificationProblem])
     case badReference(String, ReferenceError)
     case storeChanged(String, Digest)
+    /// The upload a bundle came in failed after the bundle itself was read.
+    case uploadIncomplete(String)
     /// Images without a cosign signature by the keys `import.requireImageSignatures` names.
     case unsignedImages(bundle: String, [String])
     /// Another tool's archive that cannot be read as an OCI layout, or whose images need a name.
@@ -459,6 +465,7 @@ public enum ImportError: Error, CustomStringConvertible {
     public var description: String {
         switch self {
         case .unreadable(let path): "cannot read bundle \(path)"
+        case .uploadIncomplete(let name): "\(name): not imported, nothing changed: the upload did not complete"
         case .invalid(let bundle, let problems):
             (["\(bundle): not imported, nothing changed:"] + problems.map { "  \($0)" }).joined(separator: "\n")
         case .badReference(let reference, let error): "image \(reference): \(error)"

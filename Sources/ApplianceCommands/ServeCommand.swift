@@ -155,13 +155,16 @@ extension ServeCommand {
     ) throws -> Console.AdminActions {
         var keys: [(source: String, keyID: String)] = []
         for path in configuration.import?.trustedKeys ?? [] {
-            keys += try PublicKey.load(path).map { (path, $0.keyID) }
+            // Shown by file name only: a page never names paths on this machine.
+            let file = (path as NSString).lastPathComponent
+            keys += try PublicKey.load(path).map { (file, $0.keyID) }
         }
         let certificates = ApplianceCertificates(dataDirectory: dataDirectory)
+        // The CA certificate clients trust, read once (never its key, and never made here).
+        let pem = ownCA ? try? String(contentsOfFile: certificates.authorityCertificatePath, encoding: .utf8) : nil
         return Console.AdminActions(
             collectGarbage: { dryRun in try registry.collectGarbage(dryRun: dryRun) },
-            check: { try registry.check(repair: false) }, trustedKeys: keys,
-            caPEM: { ownCA ? try? certificates.authorityPEM() : nil }, dataDirectory: dataDirectory)
+            check: { try registry.check(repair: false) }, trustedKeys: keys, caPEM: pem, dataDirectory: dataDirectory)
     }
 
     /// Imports through the console: the importer `import` uses, with the same trusted keys and
@@ -179,9 +182,9 @@ extension ServeCommand {
             imageKeys: try (configuration.import?.requireImageSignatures ?? []).map {
                 try ImageSignatureKey(pemFile: $0)
             })
-        return { fileDescriptor, name in
+        return { fileDescriptor, name, confirm in
             do {
-                let result = try importer.importStream(fileDescriptor: fileDescriptor, name: name)
+                let result = try importer.importStream(fileDescriptor: fileDescriptor, name: name, confirm: confirm)
                 return Console.ImportOutcome(
                     lines: ImportCommand.describe(result, bundle: name).prefix(1).map { String($0) },
                     images: result.images.map { ($0.repository, $0.tag ?? $0.digest) })

@@ -15,13 +15,13 @@ extension Console {
         /// Each trusted bundle key: where it is configured, and its key ID.
         public var trustedKeys: [(source: String, keyID: String)]
         /// The CA certificate clients trust (PEM), when this appliance has one.
-        public var caPEM: @Sendable () -> String?
+        public var caPEM: String?
         public var dataDirectory: String
 
         public init(
             collectGarbage: @escaping @Sendable (Bool) throws -> GarbageReport,
             check: @escaping @Sendable () throws -> CheckReport, trustedKeys: [(source: String, keyID: String)],
-            caPEM: @escaping @Sendable () -> String?, dataDirectory: String
+            caPEM: String?, dataDirectory: String
         ) {
             self.collectGarbage = collectGarbage
             self.check = check
@@ -67,7 +67,7 @@ extension Console {
             return result(
                 viewer: viewer, heading: "Store check", lines: lines, status: report.problems.isEmpty ? .ok : .conflict)
         case (.get, "/ui/admin/clients"):
-            guard let pem = actions.caPEM() else {
+            guard let pem = actions.caPEM else {
                 throw ConsolePage(
                     status: .notFound, heading: "No CA",
                     text: "This appliance serves a certificate of the operator's own.")
@@ -86,7 +86,7 @@ extension Console {
             }
             return html("clients", values)
         case (.get, "/ui/admin/ca.crt"):
-            guard let pem = actions.caPEM() else {
+            guard let pem = actions.caPEM else {
                 throw ConsolePage(
                     status: .notFound, heading: "No CA",
                     text: "This appliance serves a certificate of the operator's own.")
@@ -122,7 +122,7 @@ extension Console {
         }
         values["roles"] = Role.allCases.map { ["value": $0.rawValue, "selected": $0 == .pull] }
         values["keys"] = actions.trustedKeys.map { ["source": $0.source, "keyID": $0.keyID] }
-        values["hasCA"] = actions.caPEM() != nil
+        values["hasCA"] = actions.caPEM != nil
         return html("admin", values, status: error == nil ? .ok : .badRequest)
     }
 
@@ -167,7 +167,13 @@ extension Console {
                 return try await fail("Unknown action.")
             }
         } catch let error as AccessError {
-            return try await fail(error.description)
+            switch error {
+            case .badUserName, .weakPassword: return try await fail(error.description)
+            default:
+                // The cause names the user file's path: it goes to the log only.
+                logger.error("console: users: \(error)")
+                return try await fail("The user file could not be changed (see the appliance's log).")
+            }
         }
     }
 

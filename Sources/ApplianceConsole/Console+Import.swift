@@ -1,9 +1,11 @@
+import Dispatch
 import Foundation
 import HTTPTypes
 import Hummingbird
 import NIOCore
 import NIOPosix
 import OCIRegistryServer
+import Synchronization
 
 #if canImport(Glibc)
     import Glibc
@@ -13,7 +15,9 @@ extension Console {
     /// An upload from the import page: the multipart body parsed as it arrives, the session's CSRF
     /// token checked before the first byte of the file, and the file's bytes passed through a
     /// socket pair to the importer, which verifies and stores them in one pass (the upload is never
-    /// held in memory, nor written anywhere first). A refused or broken upload changes nothing.
+    /// held in memory, nor written anywhere first). Nothing becomes visible until the whole request
+    /// is known good: a refused, broken, oversized or abandoned upload changes nothing. One upload
+    /// at a time; one slower than 64 KiB/s after its first minute is dropped.
     func upload(_ request: Request, viewer: Viewer) async throws -> Response {
         guard let importAction else {
             throw ConsolePage(status: .notFound, heading: "Not found", text: "Imports are not served here.")
@@ -28,24 +32,36 @@ extension Console {
         if let length = request.headers[.contentLength].flatMap({ Int64($0) }), length > settings.maxUploadBytes {
             throw tooLarge
         }
+        guard uploads.enter() else {
+            throw ConsolePage(
+                status: .conflict, heading: "Busy", text: "Another bundle is being imported. Try again when it is done."
+            )
+        }
+        defer { uploads.leave() }
         var parser = MultipartStream(boundary: boundary)
         var part: String?
         var token: [UInt8] = []
         var tokenChecked = false
         var received: Int64 = 0
+        let started = ContinuousClock.now
         var transfer: ImportTransfer?
+        // Whatever happens before the verdict, the importer is told no.
+        defer { transfer?.refuse() }
         // The file's bytes go on in pieces of 1 MiB (one hand-over to the writing thread each).
         var pending: [UInt8] = []
         pending.reserveCapacity(Self.uploadPiece)
-        defer { transfer?.abandon() }
         var failure: ConsolePage?
         body: for try await chunk in request.body {
             received += Int64(chunk.readableBytes)
-            // Past a failure the rest of the body is only read (the client sends it anyway).
-            if failure != nil { continue }
             if received > settings.maxUploadBytes {
                 failure = tooLarge
-                continue
+                break
+            }
+            let elapsed = (ContinuousClock.now - started).components.seconds
+            if elapsed > 60 && received / elapsed < 64 * 1024 {
+                failure = ConsolePage(
+                    status: .requestTimeout, heading: "Too slow", text: "The upload was slower than 64 KiB/s.")
+                break
             }
             let events: [MultipartStream.Event]
             do {
@@ -53,7 +69,7 @@ extension Console {
             } catch {
                 failure = ConsolePage(
                     status: .badRequest, heading: "Broken upload", text: "The form data is malformed: \(error.why).")
-                continue
+                break
             }
             for event in events {
                 switch event {
@@ -66,15 +82,16 @@ extension Console {
                             text:
                                 "The form has expired or did not come from this console. Reload the page and try again."
                         )
-                        continue body
+                        break body
                     }
                     guard transfer == nil else {
                         failure = ConsolePage(
                             status: .badRequest, heading: "Broken upload", text: "Only one file at a time.")
-                        continue body
+                        break body
                     }
                     transfer = try ImportTransfer(
-                        name: Self.uploadName(filename), pool: importPool, action: importAction)
+                        name: Self.uploadName(filename), importPool: importPool, writerPool: uploadPool,
+                        action: importAction)
                 case .data(let bytes):
                     if part == "csrf" {
                         token += bytes.prefix(max(0, 256 - token.count))
@@ -111,6 +128,8 @@ extension Console {
                 text: tokenChecked
                     ? "Choose a bundle file to upload." : "The form has expired. Reload the page and try again.")
         }
+        // The whole request arrived intact: the importer may commit.
+        running.approve()
         transfer = nil
         var values = base(viewer: viewer, title: "Import")
         do {
@@ -144,37 +163,55 @@ extension Console {
     }
 }
 
+/// At most one upload at a time.
+final class UploadGate: Sendable {
+    private let busy = Mutex(false)
+    func enter() -> Bool { busy.withLock { if $0 { return false } else { $0 = true; return true } } }
+    func leave() { busy.withLock { $0 = false } }
+}
+
 /// One upload on its way to the importer: a socket pair (a write to a reader that has stopped
-/// fails with EPIPE instead of raising SIGPIPE), the importer running on the import thread.
-final class ImportTransfer: @unchecked Sendable {
+/// fails with EPIPE instead of raising SIGPIPE), written from the console's upload thread, read by
+/// the importer on the import thread, which asks for the request's verdict before it commits.
+final class ImportTransfer: Sendable {
     let name: String
-    private let writeEnd: Int32
-    private var open = true
+    private let writeEnd: Mutex<Int32>
+    private let verdict = Verdict()
+    private let writerPool: NIOThreadPool
     private let task: Task<Console.ImportOutcome, any Error>
 
-    init(name: String, pool: NIOThreadPool, action: @escaping Console.ImportAction) throws {
+    init(name: String, importPool: NIOThreadPool, writerPool: NIOThreadPool, action: @escaping Console.ImportAction)
+        throws
+    {
         self.name = name
+        self.writerPool = writerPool
         var fds: [Int32] = [-1, -1]
         guard socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0, &fds) == 0 else {
             throw ConsolePage(
                 status: .internalServerError, heading: "Cannot import", text: "No socket pair for the import.")
         }
-        writeEnd = fds[1]
+        writeEnd = Mutex(fds[1])
         let readEnd = fds[0]
+        let verdict = self.verdict
         task = Task {
-            try await pool.runIfActive {
-                defer { close(readEnd) }
-                return try action(readEnd, name)
+            do {
+                return try await importPool.runIfActive {
+                    defer { close(readEnd) }
+                    return try action(readEnd, name) { verdict.wait() }
+                }
+            } catch {
+                // The pool did not run it (shut down): the read end is still open.
+                if !(error is Console.ImportRefusal) { close(readEnd) }
+                throw error
             }
         }
     }
 
-    /// Passes bytes on (blocking writes, on a pool thread); after the importer stopped reading
+    /// Passes bytes on (blocking writes, on the upload thread); after the importer stopped reading
     /// (it refused the bundle early), the rest is dropped.
     func send(_ bytes: [UInt8]) async throws {
-        guard open else { return }
-        let fd = writeEnd
-        let delivered = try await BlockingPools.files.runIfActive { () -> Bool in
+        guard let fd = writeEnd.withLock({ $0 >= 0 ? $0 : nil }) else { return }
+        let delivered = try await writerPool.runIfActive { () -> Bool in
             var offset = 0
             while offset < bytes.count {
                 let n = bytes.withUnsafeBytes { buffer -> Int in
@@ -192,20 +229,47 @@ final class ImportTransfer: @unchecked Sendable {
         if !delivered { finishSending() }
     }
 
-    /// The end of the file: the importer reads to its end and finishes.
+    /// The end of the file: the importer reads to its end.
     func finishSending() {
-        guard open else { return }
-        open = false
-        close(writeEnd)
+        writeEnd.withLock { fd in
+            if fd >= 0 { close(fd) }
+            fd = -1
+        }
+    }
+
+    /// The request arrived whole: the importer may commit what it verified.
+    func approve() { verdict.decide(true) }
+
+    /// The request failed: whatever the importer verified is not committed.
+    func refuse() {
+        finishSending()
+        verdict.decide(false)
     }
 
     func result() async throws -> Console.ImportOutcome {
         finishSending()
         return try await task.value
     }
+}
 
-    /// A failed upload: the importer gets a truncated file, refuses it, and nothing changes.
-    func abandon() {
-        finishSending()
+/// The request's word on an upload, given once; the importer waits for it before committing.
+final class Verdict: Sendable {
+    private let value = Mutex<Bool?>(nil)
+    private let given = DispatchSemaphore(value: 0)
+
+    func decide(_ commit: Bool) {
+        let first = value.withLock { current -> Bool in
+            guard current == nil else { return false }
+            current = commit
+            return true
+        }
+        if first { given.signal() }
+    }
+
+    /// Blocks until decided (on the import thread).
+    func wait() -> Bool {
+        given.wait()
+        given.signal()  // a second wait returns at once
+        return value.withLock { $0 } == true
     }
 }

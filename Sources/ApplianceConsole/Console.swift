@@ -1,6 +1,7 @@
 import Foundation
 import HTTPTypes
 import Hummingbird
+import Logging
 import Mustache
 import NIOCore
 import NIOPosix
@@ -63,7 +64,10 @@ public struct Console: SideResponder {
 
     /// Imports a bundle read from a file descriptor as it arrives, named by the uploaded file's
     /// name: blocking, run on the console's own import thread.
-    public typealias ImportAction = @Sendable (_ fileDescriptor: Int32, _ name: String) throws -> ImportOutcome
+    /// `confirm` must be asked before anything becomes visible: it blocks until the request is
+    /// known whole and says whether to commit.
+    public typealias ImportAction =
+        @Sendable (_ fileDescriptor: Int32, _ name: String, _ confirm: () -> Bool) throws -> ImportOutcome
 
     let content: RegistryContent
     let authenticator: Authenticator?
@@ -75,13 +79,21 @@ public struct Console: SideResponder {
     let sessions: ConsoleSessions
     let library: MustacheLibrary
     let storedBytes: StoredBytes
+    let logger: Logger
+    /// One upload at a time: each holds the import thread until it is verified.
+    let uploads = UploadGate()
+    /// The thread that hands an upload's bytes to the importer (never the pools serving pulls).
+    let uploadPool: NIOThreadPool
     static let pageSize = 100
     static let cookie = "ferry_session"
 
     public init(
         content: RegistryContent, authenticator: Authenticator?, settings: Settings, importAction: ImportAction? = nil,
-        adminActions: AdminActions? = nil
+        adminActions: AdminActions? = nil, logger: Logger = Logger(label: "ferry-appliance.console")
     ) throws {
+        self.logger = logger
+        uploadPool = NIOThreadPool(numberOfThreads: 1)
+        uploadPool.start()
         self.importAction = importAction
         self.adminActions = adminActions
         importPool = NIOThreadPool(numberOfThreads: 1)
@@ -90,6 +102,7 @@ public struct Console: SideResponder {
         self.authenticator = authenticator
         self.settings = settings
         sessions = ConsoleSessions(idleTimeout: settings.idleTimeout)
+        MustacheContentTypes.register(ScalarHTML(), named: ConsoleTemplates.contentType)
         var library = MustacheLibrary()
         for (name, text) in ConsoleTemplates.all { try library.register(text, named: name) }
         self.library = library
@@ -121,8 +134,19 @@ public struct Console: SideResponder {
         var viewer = Viewer()
         if let id = cookies[Self.cookie], let session = sessions.find(id) {
             viewer.session = session
-            if let user = session.user {
-                viewer.identity = authenticator == nil ? Self.openIdentity : authenticator?.currentIdentity(name: user)
+            if let user = session.user, let authenticator {
+                // The user as the files say now: removed, or given a new password since signing
+                // in, ends the session.
+                if let identity = authenticator.currentIdentity(name: user),
+                    authenticator.credentialStamp(name: user) == session.stamp
+                {
+                    viewer.identity = identity
+                } else {
+                    sessions.end(id)
+                    viewer.session = nil
+                }
+            } else if session.user != nil {
+                viewer.identity = Self.openIdentity
             }
         }
         if viewer.identity == nil {
@@ -151,7 +175,8 @@ public struct Console: SideResponder {
         }
     }
 
-    static let openIdentity = Identity(name: nil, grant: Grant(role: .admin))
+    /// No access control (in-process tests only): pages may be read, nothing administered.
+    static let openIdentity = Identity(name: nil, grant: Grant(role: .pull))
 
     func route(_ path: String, _ request: Request, viewer: Viewer, remote: String) async throws -> Response {
         switch (request.method, path) {
@@ -198,7 +223,7 @@ public struct Console: SideResponder {
 
     /// Admin pages: refused (403) to anyone else, signed in or not.
     func requireAdmin(_ viewer: Viewer) throws {
-        guard viewer.signedIn || authenticator == nil, viewer.identity?.isAdmin == true else {
+        guard viewer.signedIn, viewer.identity?.isAdmin == true else {
             throw ConsolePage(status: .forbidden, heading: "Not allowed", text: "This page is for administrators.")
         }
     }
@@ -240,7 +265,7 @@ public struct Console: SideResponder {
                 viewer: viewer, next: next, error: "Wrong user or password.", name: name, status: .unauthorized)
         }
         if let id = viewer.session?.id { sessions.end(id) }
-        let session = sessions.start(user: user)
+        let session = sessions.start(user: user, stamp: authenticator.credentialStamp(name: user))
         var response = Self.redirect(next)
         response.headers[.setCookie] = cookie(session.id)
         return response
@@ -572,7 +597,7 @@ public struct Console: SideResponder {
     func base(viewer: Viewer, title: String) -> [String: Any] {
         var values: [String: Any] = ["title": title, "version": settings.version]
         var session: [String: Any] = [:]
-        if viewer.identity?.isAdmin == true && (viewer.signedIn || authenticator == nil) {
+        if viewer.identity?.isAdmin == true && viewer.signedIn {
             session["admin"] = true
             values["admin"] = true
         }

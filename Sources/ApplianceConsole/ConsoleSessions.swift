@@ -10,9 +10,14 @@ final class ConsoleSessions: Sendable {
         var user: String?
         var csrf: String
         var lastSeen: Int
+        /// The user's password fingerprint at sign-in (a password change ends the session).
+        var stamp: String?
+        var started: Int
     }
 
     let idleTimeout: Int
+    /// However active, a session ends this long after sign-in.
+    static let lifetime = 12 * 3600
     static let maximum = 10_000
     private let table = Mutex<[String: Session]>([:])
 
@@ -24,16 +29,17 @@ final class ConsoleSessions: Sendable {
     }
 
     /// A new session (a fresh id on every sign-in, so an id seen before sign-in is worth nothing after).
-    func start(user: String?, now: Int = Int(Date().timeIntervalSince1970)) -> Session {
-        let session = Session(id: Self.token(), user: user, csrf: Self.token(), lastSeen: now)
+    func start(user: String?, stamp: String? = nil, now: Int = Int(Date().timeIntervalSince1970)) -> Session {
+        let session = Session(
+            id: Self.token(), user: user, csrf: Self.token(), lastSeen: now, stamp: stamp, started: now)
         table.withLock { table in
             if table.count >= Self.maximum {
                 table = table.filter { now - $0.value.lastSeen < idleTimeout }
-                // Still full: the oldest sessions before sign-in go first.
+                // Still full: the sessions before sign-in seen longest ago go first (signed-in
+                // users keep theirs however many sign-in pages are asked for).
                 if table.count >= Self.maximum {
-                    for (id, _) in table.filter({ $0.value.user == nil }).prefix(table.count - Self.maximum + 1) {
-                        table[id] = nil
-                    }
+                    let waiting = table.values.filter { $0.user == nil }.sorted { $0.lastSeen < $1.lastSeen }
+                    for old in waiting.prefix(table.count - Self.maximum + 1) { table[old.id] = nil }
                 }
             }
             table[session.id] = session
@@ -45,7 +51,7 @@ final class ConsoleSessions: Sendable {
     func find(_ id: String, now: Int = Int(Date().timeIntervalSince1970)) -> Session? {
         table.withLock { table in
             guard var session = table[id] else { return nil }
-            guard now - session.lastSeen < idleTimeout else {
+            guard now - session.lastSeen < idleTimeout, now - session.started < Self.lifetime else {
                 table[id] = nil
                 return nil
             }

@@ -1,6 +1,12 @@
+import Mustache
+
 /// The console's pages (mustache: `{{x}}` is HTML-escaped; nothing here uses the unescaped forms),
 /// its stylesheet and its one script. No external asset: the site is offline.
 enum ConsoleTemplates {
+    /// Every template renders through ``ScalarHTML``: swift-mustache's own HTML escaping walks
+    /// grapheme clusters, so a `"` followed by a combining mark would pass unescaped.
+    static let contentType = "SCALAR_HTML"
+
     static let all: [String: String] = [
         "layout": layout, "login": login, "overview": overview, "repositories": repositories,
         "repository": repository, "image": image, "message": message, "import": importPage, "imported": imported,
@@ -8,6 +14,7 @@ enum ConsoleTemplates {
     ]
 
     static let layout = """
+        {{% CONTENT_TYPE: SCALAR_HTML}}
         <!doctype html>
         <html lang="en">
         <head>
@@ -40,6 +47,7 @@ enum ConsoleTemplates {
         """
 
     static let login = """
+        {{% CONTENT_TYPE: SCALAR_HTML}}
         {{<layout}}{{$body}}
         <h1>Sign in</h1>
         {{#error}}<p class="error" role="alert">{{error}}</p>{{/error}}
@@ -56,6 +64,7 @@ enum ConsoleTemplates {
         """
 
     static let overview = """
+        {{% CONTENT_TYPE: SCALAR_HTML}}
         {{<layout}}{{$body}}
         <h1>Overview</h1>
         <dl class="facts">
@@ -87,6 +96,7 @@ enum ConsoleTemplates {
         """
 
     static let repositories = """
+        {{% CONTENT_TYPE: SCALAR_HTML}}
         {{<layout}}{{$body}}
         <h1>Repositories</h1>
         <form class="search" method="get" action="/ui/repositories">
@@ -106,6 +116,7 @@ enum ConsoleTemplates {
         """
 
     static let repository = """
+        {{% CONTENT_TYPE: SCALAR_HTML}}
         {{<layout}}{{$body}}
         <h1 class="name">{{name}}</h1>
         {{#source}}<p>Mirrors <code>{{source}}</code></p>{{/source}}
@@ -125,6 +136,7 @@ enum ConsoleTemplates {
         """
 
     static let image = """
+        {{% CONTENT_TYPE: SCALAR_HTML}}
         {{<layout}}{{$body}}
         <h1 class="name">{{repository}}{{#tag}}:{{tag}}{{/tag}}</h1>
         <dl class="facts">
@@ -176,6 +188,7 @@ enum ConsoleTemplates {
         """
 
     static let importPage = """
+        {{% CONTENT_TYPE: SCALAR_HTML}}
         {{<layout}}{{$body}}
         <h1>Import a bundle</h1>
         <p>A Ferry bundle, a delta or one volume of a set, as <code>ferry export</code> wrote it. It is
@@ -193,6 +206,7 @@ enum ConsoleTemplates {
         """
 
     static let imported = """
+        {{% CONTENT_TYPE: SCALAR_HTML}}
         {{<layout}}{{$body}}
         <h1>{{heading}}</h1>
         {{#lines}}<p class="{{class}}">{{text}}</p>
@@ -208,6 +222,7 @@ enum ConsoleTemplates {
         """
 
     static let admin = """
+        {{% CONTENT_TYPE: SCALAR_HTML}}
         {{<layout}}{{$body}}
         <h1>Administration</h1>
         {{#notice}}<p class="notice" role="status">{{notice}}</p>{{/notice}}
@@ -259,6 +274,7 @@ enum ConsoleTemplates {
         """
 
     static let result = """
+        {{% CONTENT_TYPE: SCALAR_HTML}}
         {{<layout}}{{$body}}
         <h1>{{heading}}</h1>
         {{#lines}}<p class="{{class}}">{{text}}</p>
@@ -268,6 +284,7 @@ enum ConsoleTemplates {
         """
 
     static let clients = """
+        {{% CONTENT_TYPE: SCALAR_HTML}}
         {{<layout}}{{$body}}
         <h1>Client configuration for {{address}}</h1>
         <p>Paste each part on the client hosts, as root. Clients keep their image names: the
@@ -280,6 +297,7 @@ enum ConsoleTemplates {
         """
 
     static let message = """
+        {{% CONTENT_TYPE: SCALAR_HTML}}
         {{<layout}}{{$body}}
         <h1>{{heading}}</h1>
         <p class="message">{{text}}</p>
@@ -363,4 +381,24 @@ enum ConsoleTemplates {
           });
         });
         """
+}
+
+/// HTML escaping by Unicode scalar: `<`, `>`, `&`, `"` and `'` are replaced wherever they occur,
+/// also when a combining mark follows them.
+struct ScalarHTML: MustacheContentType {
+    func escapeText(_ text: String) -> String {
+        var escaped = ""
+        escaped.unicodeScalars.reserveCapacity(text.unicodeScalars.count)
+        for scalar in text.unicodeScalars {
+            switch scalar {
+            case "<": escaped += "&lt;"
+            case ">": escaped += "&gt;"
+            case "&": escaped += "&amp;"
+            case "\"": escaped += "&quot;"
+            case "'": escaped += "&#39;"
+            default: escaped.unicodeScalars.append(scalar)
+            }
+        }
+        return escaped
+    }
 }

@@ -144,6 +144,14 @@ public final class Authenticator: Sendable {
     /// The anonymous identity the policy allows.
     public var anonymous: Identity { Identity(name: nil, grant: policy.anonymous) }
 
+    /// A fingerprint of `name`'s password hash as the user files say now: a session made before a
+    /// password change no longer matches it. Nil when the user is gone.
+    public func credentialStamp(name: String) -> String? {
+        let (users, htpasswd) = currentUsers()
+        guard let hash = users[name]?.passwordHash ?? htpasswd.entries[name] else { return nil }
+        return SHA256.hash(data: Data(hash.utf8)).map { String(format: "%02x", $0) }.joined()
+    }
+
     /// `name`'s identity as the user files say now (a session re-reads it on every request, so a
     /// removed user or a changed role takes effect at once); nil when the user is gone.
     public func currentIdentity(name: String) -> Identity? {

@@ -115,28 +115,48 @@ public struct UserDatabase: Sendable {
     public func add(name: String, password: String, grant: Grant) throws {
         guard Self.isValidName(name) else { throw AccessError.badUserName(name) }
         guard password.count >= 8 else { throw AccessError.weakPassword }
-        var users = try load()
-        users[name] = User(name: name, passwordHash: try PasswordHash.make(password), grant: grant)
-        try save(users)
+        let hash = try PasswordHash.make(password)
+        try locked {
+            var users = try load()
+            users[name] = User(name: name, passwordHash: hash, grant: grant)
+            try save(users)
+        }
+    }
+
+    /// Runs a load-change-save of the user file under an exclusive lock (`users.json.lock`), so
+    /// two changes at once (the console, `ferry-appliance user`) never lose one another.
+    func locked<T>(_ body: () throws -> T) throws -> T {
+        let fd = open(path + ".lock", O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
+        guard fd >= 0 else { throw AccessError.unwritable(path + ".lock", String(cString: strerror(errno))) }
+        defer { close(fd) }
+        while flock(fd, LOCK_EX) != 0 {
+            guard errno == EINTR else { throw AccessError.unwritable(path + ".lock", String(cString: strerror(errno))) }
+        }
+        defer { flock(fd, LOCK_UN) }
+        return try body()
     }
 
     /// Changes a user's role and repository prefixes, keeping the password; false when there is none.
     @discardableResult
     public func update(name: String, grant: Grant) throws -> Bool {
-        var users = try load()
-        guard users[name] != nil else { return false }
-        users[name]?.grant = grant
-        try save(users)
-        return true
+        try locked {
+            var users = try load()
+            guard users[name] != nil else { return false }
+            users[name]?.grant = grant
+            try save(users)
+            return true
+        }
     }
 
     /// Removes a user; false when there was none.
     @discardableResult
     public func remove(name: String) throws -> Bool {
-        var users = try load()
-        guard users.removeValue(forKey: name) != nil else { return false }
-        try save(users)
-        return true
+        try locked {
+            var users = try load()
+            guard users.removeValue(forKey: name) != nil else { return false }
+            try save(users)
+            return true
+        }
     }
 
     func save(_ users: [String: User]) throws {

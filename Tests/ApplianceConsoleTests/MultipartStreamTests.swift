@@ -1,3 +1,6 @@
+import Foundation
+import OCIRegistryServer
+import OCIStore
 import Testing
 
 @testable import ApplianceConsole
@@ -47,5 +50,29 @@ struct MultipartStreamTests {
         }
         #expect(MultipartStream.boundary(contentType: "multipart/form-data; boundary=\"a b\"") == "a b")
         #expect(MultipartStream.boundary(contentType: "application/json") == nil)
+    }
+}
+
+struct ConsoleEscapingTests {
+    /// A quote followed by a combining mark is one grapheme; it must still be escaped, in a page
+    /// template and in the layout around it.
+    @Test func quotesWithCombiningMarksAreEscapedEverywhere() throws {
+        let console = try Console(
+            content: RegistryContent(
+                storage: try RegistryStore(root: NSTemporaryDirectory() + "/ferry-escape-\(UUID())")),
+            authenticator: nil,
+            settings: .init(secureCookies: true, version: "1", dataDirectory: "/", certificateExpiry: nil))
+        let hostile = "\"\u{301} autofocus onfocus=alert(1) x=\"<b>"
+        let page =
+            console.library.render(
+                ["title": hostile, "version": "1", "query": hostile, "queryLink": "", "names": [[String: Any]]()],
+                withTemplate: "repositories") ?? ""
+        let raw = "\"\u{301} autofocus"
+        let escaped = "&quot;\u{301} autofocus"
+        let unescaped = page.contains(raw)
+        let quoted = page.contains(escaped)
+        #expect(!unescaped)
+        #expect(quoted)
+        #expect(!page.contains("<b>"))
     }
 }

@@ -62,7 +62,7 @@ struct ConsoleTests {
             ], check: false)
         #expect(result.status == 0, "\(result.stdout)\(result.stderr)")
         // Every check the script makes is printed; none may be missing.
-        #expect(result.stdout.split(separator: "\n").filter { $0.hasPrefix("ok: ") }.count == 31, "\(result.stdout)")
+        #expect(result.stdout.split(separator: "\n").filter { $0.hasPrefix("ok: ") }.count == 32, "\(result.stdout)")
         // The image uploaded through the browser pulls, with upstream's digest.
         let uploaded = try #require(seeded.images["test/nested/docker:v2"])
         let raw = try Shell.run([
@@ -70,6 +70,25 @@ struct ConsoleTests {
             "docker://\(appliance.host)/\(served)/test/nested/docker:v2",
         ]).stdout
         #expect(Digest.of(Array(raw.utf8)) == uploaded)
+
+        // A body whose bundle part is whole but whose closing boundary never comes: the importer
+        // has verified the bundle by then, and still nothing becomes visible.
+        try Ferry.run(
+            ["export", "-o", "\(work)/large.tar", "--cache", "\(work)/cache", "\(registry.host)/test/large:latest"]
+                + registry.ferryTrustFlags)
+        let console = try ConsoleClient(appliance: appliance, work: work, user: "root", password: "root-password")
+        let csrf = try console.token("/ui/import")
+        var body = Data(
+            "--b\r\nContent-Disposition: form-data; name=\"csrf\"\r\n\r\n\(csrf)\r\n--b\r\nContent-Disposition: form-data; name=\"bundle\"; filename=\"large.tar\"\r\n\r\n"
+                .utf8)
+        body += try Data(contentsOf: URL(fileURLWithPath: "\(work)/large.tar"))
+        body += Data("\r\n--b".utf8)
+        try body.write(to: URL(fileURLWithPath: "\(work)/unfinished.txt"))
+        let unfinished = try console.curl(
+            "/ui/import",
+            ["-H", "Content-Type: multipart/form-data; boundary=b", "--data-binary", "@\(work)/unfinished.txt"])
+        #expect(unfinished.status == 400 && unfinished.body.contains("ended early"), "\(unfinished.body)")
+        #expect(!(try appliance.command(["images"]).stdout.contains("test/large")))
         // No password reaches the appliance's logs.
         let logs = appliance.process.log + ((try? String(contentsOfFile: appliance.accessLog, encoding: .utf8)) ?? "")
         #expect(!logs.contains("root-password") && !logs.contains("wrong-again"))
@@ -91,64 +110,81 @@ struct ConsoleInputTests {
             dataDirectory: "\(work)/site", anonymous: "none", extraArguments: ["--config", "\(work)/appliance.yml"])
         defer { appliance.stop() }
         try appliance.addUser("root", password: "root-password", role: "admin")
-        let base = "https://\(appliance.host)"
-        let jar = "\(work)/jar"
-        func curl(_ path: String, _ arguments: [String] = []) throws -> (status: Int, body: String) {
-            let result = try Shell.run(
-                ["curl", "-s", "--cacert", appliance.caCertificate, "-c", jar, "-b", jar, "-w", "\n%{http_code}"]
-                    + arguments + ["\(base)\(path)"])
-            let lines = result.stdout.split(separator: "\n", omittingEmptySubsequences: false)
-            return (Int(lines.last ?? "") ?? 0, lines.dropLast().joined(separator: "\n"))
-        }
-        func token(_ page: String) -> String {
-            guard let range = page.range(of: #"name="csrf" value="[0-9a-f]+""#, options: .regularExpression) else {
-                return ""
-            }
-            return String(page[range].dropFirst(#"name="csrf" value=""#.count).dropLast())
-        }
-        let login = try curl("/ui/login")
-        #expect(login.status == 200)
-        let signedIn = try curl(
-            "/ui/login",
-            [
-                "--data-urlencode", "csrf=\(token(login.body))", "--data-urlencode", "user=root",
-                "--data-urlencode", "password=root-password",
-            ])
-        #expect(signedIn.status == 303)
-        let csrf = token(try curl("/ui/import").body)
+        let console = try ConsoleClient(appliance: appliance, work: work, user: "root", password: "root-password")
+        let csrf = try console.token("/ui/import")
         #expect(!csrf.isEmpty)
-
         try Data(repeating: 7, count: 2 << 20).write(to: URL(fileURLWithPath: "\(work)/big.tar"))
-        let oversized = try curl("/ui/import", ["-F", "csrf=\(csrf)", "-F", "bundle=@\(work)/big.tar"])
+        let oversized = try console.curl("/ui/import", ["-F", "csrf=\(csrf)", "-F", "bundle=@\(work)/big.tar"])
         #expect(oversized.status == 413 && oversized.body.contains("larger than this appliance takes"))
         try Data(repeating: 7, count: 100_000).write(to: URL(fileURLWithPath: "\(work)/junk.tar"))
-        let junk = try curl("/ui/import", ["-F", "csrf=\(csrf)", "-F", "bundle=@\(work)/junk.tar"])
+        let junk = try console.curl("/ui/import", ["-F", "csrf=\(csrf)", "-F", "bundle=@\(work)/junk.tar"])
         #expect(junk.status == 422 && junk.body.contains("nothing changed"), "\(junk.body)")
-        let tokenless = try curl("/ui/import", ["-F", "bundle=@\(work)/junk.tar"])
+        let tokenless = try console.curl("/ui/import", ["-F", "bundle=@\(work)/junk.tar"])
         #expect(tokenless.status == 403)
         let cut =
             "--b\r\nContent-Disposition: form-data; name=\"csrf\"\r\n\r\n\(csrf)\r\n--b\r\nContent-Disposition: form-data; name=\"bundle\"; filename=\"x.tar\"\r\n\r\nabc"
         try cut.write(toFile: "\(work)/cut.txt", atomically: true, encoding: .utf8)
-        let broken = try curl(
+        let broken = try console.curl(
             "/ui/import", ["-H", "Content-Type: multipart/form-data; boundary=b", "--data-binary", "@\(work)/cut.txt"])
         #expect(broken.status == 400 && broken.body.contains("ended early"), "\(broken.body)")
-        #expect(try curl("/ui/repository?name=nope/absent").status == 404)
+        #expect(try console.curl("/ui/repository?name=nope/absent").status == 404)
         for trick in [
             "/ui/..%2f..%2fetc%2fpasswd", "/ui/image?repository=..%2F..%2Fetc&reference=passwd",
             "/ui/static/..%2fconsole.css",
         ] {
-            let answer = try curl(trick)
+            let answer = try console.curl(trick)
             #expect(answer.status == 404 && !answer.body.contains("root:"), "\(trick)")
         }
-        let html = try curl("/ui/repositories?q=%3Cscript%3Ealert(1)%3C%2Fscript%3E")
+        let html = try console.curl("/ui/repositories?q=%3Cscript%3Ealert(1)%3C%2Fscript%3E")
         #expect(html.body.contains("&lt;script&gt;alert(1)&lt;/script&gt;") && !html.body.contains("<script>alert"))
         #expect(try appliance.command(["images"]).stdout.isEmpty)
 
         // HTML Tidy finds no error in the pages (warnings are printed, not failed on).
         for page in ["/ui/", "/ui/repositories", "/ui/import", "/ui/admin", "/ui/admin/clients"] {
-            try curl(page).body.write(toFile: "\(work)/page.html", atomically: true, encoding: .utf8)
+            try console.curl(page).body.write(toFile: "\(work)/page.html", atomically: true, encoding: .utf8)
             let tidy = try Shell.run(["tidy", "-q", "-e", "-utf8", "\(work)/page.html"], check: false)
             #expect(tidy.status < 2, "\(page): \(tidy.stderr)")
         }
+    }
+}
+
+/// The console through curl: a cookie jar, signed in as one user.
+struct ConsoleClient {
+    let base: String
+    let ca: String
+    let jar: String
+
+    init(appliance: ApplianceFixture, work: String, user: String, password: String) throws {
+        base = "https://\(appliance.host)"
+        ca = appliance.caCertificate
+        jar = "\(work)/jar-\(user)"
+        let login = try curl("/ui/login")
+        #expect(login.status == 200)
+        let signedIn = try curl(
+            "/ui/login",
+            [
+                "--data-urlencode", "csrf=\(Self.token(in: login.body))", "--data-urlencode", "user=\(user)",
+                "--data-urlencode", "password=\(password)",
+            ])
+        #expect(signedIn.status == 303)
+    }
+
+    func curl(_ path: String, _ arguments: [String] = []) throws -> (status: Int, body: String) {
+        let result = try Shell.run(
+            ["curl", "-s", "--cacert", ca, "-c", jar, "-b", jar, "-w", "\n%{http_code}"] + arguments + [
+                "\(base)\(path)"
+            ])
+        let lines = result.stdout.split(separator: "\n", omittingEmptySubsequences: false)
+        return (Int(lines.last ?? "") ?? 0, lines.dropLast().joined(separator: "\n"))
+    }
+
+    /// The CSRF token of the form on a page.
+    func token(_ path: String) throws -> String { Self.token(in: try curl(path).body) }
+
+    static func token(in page: String) -> String {
+        guard let range = page.range(of: #"name="csrf" value="[0-9a-f]+""#, options: .regularExpression) else {
+            return ""
+        }
+        return String(page[range].dropFirst(#"name="csrf" value=""#.count).dropLast())
     }
 }

@@ -134,7 +134,9 @@ def main() -> int:
         submit(row.find_element(By.CSS_SELECTOR, "form.inline button"))
         row = [r for r in driver.find_elements(By.CSS_SELECTOR, "table.users tbody tr")
                if r.find_element(By.CSS_SELECTOR, "td.user").text == "ops"][0]
-        check("push" in row.text and "team/" in row.text, "the admin changes a user's role, keeping the prefix")
+        cells = row.find_elements(By.TAG_NAME, "td")
+        check(cells[1].text == "push" and cells[2].text == "team/",
+              "the admin changes a user's role, keeping the prefix")
         submit(row.find_element(By.CSS_SELECTOR, "button.danger"))
         check("User ops removed." in driver.page_source and
               "ops" not in [td.text for td in driver.find_elements(By.CSS_SELECTOR, "td.user")], "the admin removes a user")
@@ -174,8 +176,21 @@ def main() -> int:
         driver.get(f"{args.url}/ui/")
         check(driver.find_elements(By.CSS_SELECTOR, "form.signout"), "the session survived the forged form")
         cookies = driver.get_cookies()
-        check(all(c.get("httpOnly") and c.get("secure") and c.get("sameSite") == "Strict" for c in cookies),
+        session = [c for c in cookies if c["name"] == "ferry_session"]
+        check(session and all(c.get("httpOnly") and c.get("secure") and c.get("sameSite") == "Strict" for c in session),
               "the session cookie is HttpOnly, Secure and SameSite=Strict")
+        # The admin forms too: adding a user without the token is refused, and adds nobody.
+        request = urllib.request.Request(f"{args.url}/ui/admin/users", method="POST",
+                                         data=b"action=add&name=intruder&role=admin&password=intruder-pass",
+                                         headers={"Cookie": cookie,
+                                                  "Content-Type": "application/x-www-form-urlencoded"})
+        try:
+            urllib.request.urlopen(request, context=context)
+            status = 200
+        except urllib.error.HTTPError as error:
+            status = error.code
+        driver.get(f"{args.url}/ui/admin")
+        check(status == 403 and "intruder" not in driver.page_source, "an admin form without the token is refused")
         sign_out()
         driver.get(f"{args.url}/ui/repositories")
         check("/ui/login" in driver.current_url, "after signing out, pages ask to sign in again")
