@@ -162,16 +162,18 @@ def main() -> int:
               driver.find_element(By.TAG_NAME, "main").text, "HTML in a search is shown as text")
 
         # A form without the session's CSRF token is refused (the session cookie alone is not enough).
-        cookie = "; ".join(f"{c['name']}={c['value']}" for c in driver.get_cookies())
-        context = ssl.create_default_context(cafile=args.ca)
-        request = urllib.request.Request(f"{args.url}/ui/logout", data=b"csrf=forged", method="POST",
-                                         headers={"Cookie": cookie,
-                                                  "Content-Type": "application/x-www-form-urlencoded"})
-        try:
-            urllib.request.urlopen(request, context=context)
-            status = 200
-        except urllib.error.HTTPError as error:
-            status = error.code
+        def post_outside(path, body):
+            # The browser's session cookie, in a request made outside the browser: its status.
+            cookie = "; ".join(f"{c['name']}={c['value']}" for c in driver.get_cookies())
+            request = urllib.request.Request(f"{args.url}{path}", data=body, method="POST",
+                                             headers={"Cookie": cookie,
+                                                      "Content-Type": "application/x-www-form-urlencoded"})
+            try:
+                urllib.request.urlopen(request, context=ssl.create_default_context(cafile=args.ca))
+                return 200
+            except urllib.error.HTTPError as error:
+                return error.code
+        status = post_outside("/ui/logout", b"csrf=forged")
         check(status == 403, f"a form with a forged CSRF token is refused ({status})")
         driver.get(f"{args.url}/ui/")
         check(driver.find_elements(By.CSS_SELECTOR, "form.signout"), "the session survived the forged form")
@@ -180,15 +182,7 @@ def main() -> int:
         check(session and all(c.get("httpOnly") and c.get("secure") and c.get("sameSite") == "Strict" for c in session),
               "the session cookie is HttpOnly, Secure and SameSite=Strict")
         # The admin forms too: adding a user without the token is refused, and adds nobody.
-        request = urllib.request.Request(f"{args.url}/ui/admin/users", method="POST",
-                                         data=b"action=add&name=intruder&role=admin&password=intruder-pass",
-                                         headers={"Cookie": cookie,
-                                                  "Content-Type": "application/x-www-form-urlencoded"})
-        try:
-            urllib.request.urlopen(request, context=context)
-            status = 200
-        except urllib.error.HTTPError as error:
-            status = error.code
+        status = post_outside("/ui/admin/users", b"action=add&name=intruder&role=admin&password=intruder-pass")
         driver.get(f"{args.url}/ui/admin")
         check(status == 403 and "intruder" not in driver.page_source, "an admin form without the token is refused")
         sign_out()
