@@ -23,7 +23,14 @@ public struct ExportCommand: AsyncParsableCommand {
                 images:
                   library/nginx: ["1.25", "1.26"]
 
-            Helm charts from classic chart repositories (index.yaml over HTTPS, with the same CA, \
+            Whole repositories: --all-tags makes a reference without a tag mean every tag (filtered \
+            by --tags-regex, --tags-semver '>=1.2 <2', --tags-latest N, --exclude-tags), and in YAML
+              images:
+                - name: quay.io/org/app
+                  allTags: true
+                  tagsSemver: ">=1.2 <2"
+
+                        Helm charts from classic chart repositories (index.yaml over HTTPS, with the same CA, \
             certs.d, --insecure-registry and credential rules as registries) are named in a text list as
               chart https://charts.example.com/stable nginx 1.2.3
             or in YAML as

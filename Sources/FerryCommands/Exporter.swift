@@ -159,7 +159,38 @@ public struct Exporter: Sendable {
         }
     }
 
+    /// Whole repositories become one request per tag their filters keep, listed from the registry
+    /// (bounded parallelism, order kept). A tag also asked for by name is taken once.
+    func expandTags(_ options: Options) async throws -> Options {
+        guard options.requests.contains(where: { $0.tags != nil }) else { return options }
+        let client = self.client
+        let progress = self.progress
+        let listed = try await boundedMap(options.requests, width: options.parallel) { request -> [ImageRequest] in
+            guard let filter = request.tags else { return [request] }
+            let reference = request.reference
+            let tags = try await client.listTags(registry: reference.registry, repository: reference.repository)
+            let kept = try filter.apply(tags)
+            progress.phase("\(reference.name): \(kept.count) of \(tags.count) tag(s) kept")
+            return try kept.map { tag in
+                ImageRequest(
+                    reference: Reference(
+                        registry: reference.registry, repository: reference.repository, tag: try Tag(tag), digest: nil),
+                    origin: "\(request.origin) (\(reference.name) tag \(tag))")
+            }
+        } done: { _ in
+        }
+        var seen: Set<Reference> = []
+        var expanded = options
+        expanded.requests = listed.flatMap { $0 }.filter { seen.insert($0.reference).inserted }
+        if expanded.requests.isEmpty && options.charts.isEmpty {
+            throw ExportError.noTagsKept(options.requests.filter { $0.tags != nil }.map(\.reference.name))
+        }
+        try ImageRequest.checkNames(expanded.requests, charts: options.charts)
+        return expanded
+    }
+
     public func run(_ options: Options) async throws -> Summary {
+        let options = try await expandTags(options)
         let started = Date()
         // The cache skips fsync: every blob is hashed again as the bundle writer copies it, and a
         // cached blob found corrupt there is removed so the next run fetches it again.
@@ -554,6 +585,8 @@ public enum ExportError: Error, CustomStringConvertible {
     case tooDeep(image: String)
     /// Images whose cosign signature is missing or does not verify with the keys given.
     case signatures([String])
+    /// Whole repositories of which the filters kept no tag (and nothing else was asked for).
+    case noTagsKept([String])
 
     public var description: String {
         switch self {
@@ -565,6 +598,8 @@ public enum ExportError: Error, CustomStringConvertible {
         case .noMatchingPlatform(let image, let requested, let available):
             "\(image): no manifest for platform \(requested.joined(separator: ",")) (available: \(available.isEmpty ? "none" : available.joined(separator: ", ")))"
         case .tooDeep(let image): "\(image): indexes nested too deeply"
+        case .noTagsKept(let repositories):
+            "nothing to export: the tag filters keep no tag of \(repositories.joined(separator: ", "))"
         }
     }
 

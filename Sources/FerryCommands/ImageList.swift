@@ -8,9 +8,13 @@ import Yams
 public struct ImageRequest: Sendable, Hashable {
     public var reference: Reference
     public var origin: String
-    public init(reference: Reference, origin: String) {
+    /// A whole repository: every tag these filters keep (listed from the registry when the export
+    /// starts); nil for one image.
+    public var tags: TagFilter?
+    public init(reference: Reference, origin: String, tags: TagFilter? = nil) {
         self.reference = reference
         self.origin = origin
+        self.tags = tags
     }
 }
 
@@ -33,7 +37,8 @@ extension ImageRequest {
         for chart in charts {
             claim(chart.reference, origin: chart.origin)
         }
-        for request in requests { claim(request.reference, origin: request.origin) }
+        // (A whole repository is claimed tag by tag, once its tags are listed.)
+        for request in requests where request.tags == nil { claim(request.reference, origin: request.origin) }
         if !problems.isEmpty { throw .invalid(problems) }
     }
 }
@@ -133,6 +138,31 @@ public enum ImageList {
                     continue
                 }
                 for item in list {
+                    if let entry = item.mapping {
+                        // A whole repository: {name: REPO, allTags: true, tagsRegex, tagsSemver, tagsLatest, excludeTags}
+                        guard let name = entry["name"]?.string, entry["allTags"]?.bool == true else {
+                            problems.append(
+                                .init(
+                                    file: file, line: line(item),
+                                    message: "a mapping in 'images' needs name and allTags: true"))
+                            continue
+                        }
+                        let filter = TagFilter(
+                            regex: entry["tagsRegex"]?.string, semver: entry["tagsSemver"]?.string,
+                            exclude: entry["excludeTags"]?.sequence?.compactMap(\.string)
+                                ?? entry["excludeTags"]?.string.map { [$0] } ?? [],
+                            latest: entry["tagsLatest"]?.int)
+                        do {
+                            let reference = try Reference(repository: name)
+                            requests.append(
+                                ImageRequest(
+                                    reference: reference, origin: "\(file):\(line(item))", tags: try filter.validated())
+                            )
+                        } catch {
+                            problems.append(.init(file: file, line: line(item), message: "\(error)"))
+                        }
+                        continue
+                    }
                     guard let s = item.string, item.scalar != nil else {
                         problems.append(.init(file: file, line: line(item), message: "expected an image reference"))
                         continue

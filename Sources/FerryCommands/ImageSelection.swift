@@ -17,6 +17,31 @@ struct ImageSelection: ParsableArguments {
         help: "Only these platforms of multi-platform images, e.g. linux/amd64,linux/arm64/v8 (repeatable).")
     var platformArguments: [String] = []
 
+    @Flag(
+        name: .customLong("all-tags"),
+        help: "References given without a tag mean every tag of the repository (filtered by the --tags options).")
+    var allTags = false
+
+    @Option(name: .customLong("tags-regex"), help: "Of a whole repository, only tags matching this regular expression.")
+    var tagsRegex: String?
+
+    @Option(
+        name: .customLong("tags-semver"),
+        help: "Of a whole repository, only version tags in this range: '>=1.2 <2', '^1.4', '~1.4.2', '1.x', '||'.")
+    var tagsSemver: String?
+
+    @Option(name: .customLong("tags-latest"), help: "Of a whole repository, only the N newest version tags.")
+    var tagsLatest: Int?
+
+    @Option(
+        name: .customLong("exclude-tags"), help: "Of a whole repository, leave out tags matching this (repeatable).")
+    var excludeTags: [String] = []
+
+    /// The --tags options: the filter of `--all-tags` arguments, and the default of list entries.
+    func tagDefaults() throws(TagFilterError) -> TagFilter {
+        try TagFilter(regex: tagsRegex, semver: tagsSemver, exclude: excludeTags, latest: tagsLatest).validated()
+    }
+
     @Option(
         name: .customLong("against"),
         help: """
@@ -79,9 +104,30 @@ struct ImageSelection: ParsableArguments {
                 }
             }
         }
+        let defaults: TagFilter
+        do {
+            defaults = try tagDefaults()
+        } catch {
+            throw ValidationError(error.description)
+        }
+        if !defaults.isEmpty && !allTags && !requests.contains(where: { $0.tags != nil }) {
+            throw ValidationError(
+                "--tags-regex, --tags-semver, --tags-latest and --exclude-tags filter whole repositories: add --all-tags, or allTags entries in a list"
+            )
+        }
+        requests = requests.map { request in
+            var request = request
+            request.tags = request.tags?.filling(from: defaults)
+            return request
+        }
         for (i, argument) in references.enumerated() {
             do {
-                requests.append(ImageRequest(reference: try Reference(argument), origin: "argument \(i + 1)"))
+                // With --all-tags, a name without a tag or digest is the whole repository.
+                if allTags, let repository = try? Reference(repository: argument) {
+                    requests.append(ImageRequest(reference: repository, origin: "argument \(i + 1)", tags: defaults))
+                } else {
+                    requests.append(ImageRequest(reference: try Reference(argument), origin: "argument \(i + 1)"))
+                }
             } catch {
                 problems.append(.init(file: "argument \(i + 1)", line: nil, message: error.description))
             }

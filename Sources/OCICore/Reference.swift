@@ -138,6 +138,16 @@ public struct Reference: Hashable, Sendable, CustomStringConvertible {
         self.init(registry: registry, repository: repository, tag: tag, digest: digest)
     }
 
+    /// A repository as a whole (`quay.io/org/app`, no tag, no digest): the reference to list its
+    /// tags from. Refuses a name that carries a tag or a digest.
+    public init(repository string: String) throws(ReferenceError) {
+        let parsed = try Reference(string)
+        let path = string.split(separator: "@", maxSplits: 1).first.map(String.init) ?? string
+        let afterSlash = path.lastIndex(of: "/").map { path[path.index(after: $0)...] } ?? Substring(path)
+        guard !string.contains("@"), !afterSlash.contains(":") else { throw .notARepository(string) }
+        self.init(registry: parsed.registry, repository: parsed.repository, tag: nil, digest: nil)
+    }
+
     /// `registry/repository`, e.g. `docker.io/library/nginx`.
     public var name: String { "\(registry)/\(repository)" }
 
@@ -204,6 +214,7 @@ public enum ReferenceError: Error, Equatable, CustomStringConvertible {
     case invalidDigest(String, DigestError)
     case invalidRegistry(String)
     case unservableRegistry(String)
+    case notARepository(String)
 
     public var description: String {
         switch self {
@@ -217,6 +228,7 @@ public enum ReferenceError: Error, Equatable, CustomStringConvertible {
         case .invalidTag(let t): "invalid tag '\(t)' (letters, digits, _ . -; at most 128; not starting with . or -)"
         case .invalidDigest(let s, let e): "invalid digest in '\(s)': \(e)"
         case .invalidRegistry(let r): "invalid registry host '\(r)'"
+        case .notARepository(let s): "'\(s)' names a tag or digest; a whole repository is named without one"
         case .unservableRegistry(let r):
             "registry \(r) cannot be the first component of a repository name the appliance serves (an IPv6 address); reach it by a host name"
         }

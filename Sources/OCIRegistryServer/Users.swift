@@ -126,6 +126,12 @@ public struct UserDatabase: Sendable {
     /// Runs a load-change-save of the user file under an exclusive lock (`users.json.lock`), so
     /// two changes at once (the console, `ferry-appliance user`) never lose one another.
     func locked<T>(_ body: () throws -> T) throws -> T {
+        do {
+            // A new data directory is made the way serve and import make it (0750).
+            try FileSystem.makeDirectories((path as NSString).deletingLastPathComponent, mode: 0o750)
+        } catch {
+            throw AccessError.unwritable(path, error.description)
+        }
         let fd = open(path + ".lock", O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
         guard fd >= 0 else { throw AccessError.unwritable(path + ".lock", String(cString: strerror(errno))) }
         defer { close(fd) }

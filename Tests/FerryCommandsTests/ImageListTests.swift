@@ -119,3 +119,48 @@ struct ChartListTests {
         #expect(throws: ImageListError.self) { try ImageList.parseYAML("charts:\n  - {name: a}\n", file: "c.yaml") }
     }
 }
+
+struct TagFilterTests {
+    let tags = ["latest", "1.0.0", "1.2.0", "1.2.5", "1.10.1", "v2.0.0", "2.0.0-rc.1", "1.3.0-alpine", "edge", "1.2"]
+
+    @Test func semverRangesAndLatest() throws {
+        #expect(try TagFilter(semver: ">=1.2 <2").apply(tags) == ["1.10.1", "1.2", "1.2.0", "1.2.5"])
+        #expect(try TagFilter(semver: "^1.2").apply(tags) == ["1.10.1", "1.2", "1.2.0", "1.2.5"])
+        #expect(try TagFilter(semver: "~1.2").apply(tags) == ["1.2", "1.2.0", "1.2.5"])
+        #expect(
+            try TagFilter(semver: "1.x || >=2").apply(tags) == ["1.0.0", "1.10.1", "1.2", "1.2.0", "1.2.5", "v2.0.0"])
+        #expect(try TagFilter(semver: ">=2.0.0-rc.0").apply(tags) == ["2.0.0-rc.1", "v2.0.0"])
+        #expect(try TagFilter(latest: 2).apply(tags) == ["v2.0.0", "1.10.1"])
+        #expect(try TagFilter(semver: "<2", latest: 2).apply(tags) == ["1.10.1", "1.2.5"])
+    }
+
+    @Test func regexAndExclusions() throws {
+        #expect(try TagFilter(regex: "^1\\.2").apply(tags) == ["1.2", "1.2.0", "1.2.5"])
+        #expect(try TagFilter(regex: "^1\\.", exclude: ["alpine", "^1\\.2"]).apply(tags) == ["1.0.0", "1.10.1"])
+    }
+
+    @Test func badFiltersAreRefusedByName() {
+        #expect(throws: TagFilterError.badRegex("(")) { try TagFilter(regex: "(").validated() }
+        #expect(throws: TagFilterError.badSemver(">=x")) { try TagFilter(semver: ">=x").validated() }
+        #expect(throws: TagFilterError.badLatest(0)) { try TagFilter(latest: 0).validated() }
+    }
+
+    @Test func aYAMLEntryNamesAWholeRepository() throws {
+        let list = try ImageList.parseYAML(
+            """
+            images:
+              - nginx:1.25
+              - name: quay.io/org/app
+                allTags: true
+                tagsSemver: ">=1.2 <2"
+                excludeTags: [alpine]
+
+            """, file: "l.yaml")
+        #expect(list.images.count == 2)
+        #expect(list.images[1].tags == TagFilter(semver: ">=1.2 <2", exclude: ["alpine"]))
+        #expect(list.images[1].reference.tag == nil)
+        #expect(throws: ImageListError.self) {
+            try ImageList.parseYAML("images:\n  - {name: 'quay.io/a/b:1', allTags: true}\n", file: "b.yaml")
+        }
+    }
+}

@@ -1,6 +1,7 @@
 import Foundation
-import OCIRegistryClient
 import Testing
+
+@testable import OCIRegistryClient
 
 struct AuthenticationChallengeTests {
     @Test func parsesDockerHubBearerChallenge() {
@@ -121,4 +122,15 @@ struct RetryPolicyTests {
 actor Counter {
     var value = 0
     func increment() { value += 1 }
+}
+
+struct TagPageTests {
+    @Test func followsTheNextLinkWhateverItsForm() {
+        #expect(
+            RegistryClient.nextPage(#"</v2/a/b/tags/list?n=2&last=t2>; rel="next""#) == "/v2/a/b/tags/list?n=2&last=t2")
+        #expect(
+            RegistryClient.nextPage(#"<https://r.example.com/v2/a/tags/list?last=x&n=10>; rel="next""#)
+                == "/v2/a/tags/list?last=x&n=10")
+        #expect(RegistryClient.nextPage(#"</v2/a/tags/list?n=2>; rel="prev""#) == nil)
+    }
 }
