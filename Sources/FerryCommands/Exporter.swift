@@ -144,7 +144,7 @@ public struct Exporter: Sendable {
             [MediaType.ociConfig, MediaType.dockerConfig].contains(manifest.config.mediaType),
             !manifest.layers.contains(where: { MediaType.isNondistributable($0.mediaType) })
         else { return nil }
-        return .init(reference: image.request.reference, manifest: manifest)
+        return .init(reference: image.request.carried, manifest: manifest)
     }
 
     /// Resolves every requested image: tags to digests, and every manifest and index read (into the
@@ -172,16 +172,20 @@ public struct Exporter: Sendable {
             let kept = try filter.apply(tags)
             progress.phase("\(reference.name): \(kept.count) of \(tags.count) tag(s) kept")
             return try kept.map { tag in
-                ImageRequest(
+                let tag = try Tag(tag)
+                return ImageRequest(
                     reference: Reference(
-                        registry: reference.registry, repository: reference.repository, tag: try Tag(tag), digest: nil),
-                    origin: "\(request.origin) (\(reference.name) tag \(tag))")
+                        registry: reference.registry, repository: reference.repository, tag: tag, digest: nil),
+                    origin: "\(request.origin) (\(reference.name) tag \(tag))",
+                    name: request.name.map {
+                        Reference(registry: $0.registry, repository: $0.repository, tag: tag, digest: nil)
+                    })
             }
         } done: { _ in
         }
         var seen: Set<Reference> = []
         var expanded = options
-        expanded.requests = listed.flatMap { $0 }.filter { seen.insert($0.reference).inserted }
+        expanded.requests = listed.flatMap { $0 }.filter { seen.insert($0.carried).inserted }
         if expanded.requests.isEmpty && options.charts.isEmpty {
             throw ExportError.noTagsKept(options.requests.filter { $0.tags != nil }.map(\.reference.name))
         }
@@ -198,7 +202,7 @@ public struct Exporter: Sendable {
         store.removeStaleIngests(olderThan: 24 * 3600)
 
         // Every image must have a name the appliance can serve it under, before anything is fetched.
-        for request in options.requests { _ = try request.reference.servedRepositoryName() }
+        for request in options.requests { _ = try request.carried.servedRepositoryName() }
 
         // Charts first: with --chart-images add, the images they name join the requests.
         var expanded = options
@@ -214,7 +218,7 @@ public struct Exporter: Sendable {
                                 reference: found.reference, origin: "chart \(chart.summary.chart): \(found.origin)"))
                     }
                 }
-                for request in expanded.requests { _ = try request.reference.servedRepositoryName() }
+                for request in expanded.requests { _ = try request.carried.servedRepositoryName() }
                 try ImageRequest.checkNames(expanded.requests, charts: options.charts)
             }
         }
@@ -296,7 +300,7 @@ public struct Exporter: Sendable {
             }
         }
         let allBlobs = documents + blobOrder
-        let entries = images.map { BundleWriter.Entry(reference: $0.request.reference, descriptor: $0.top.descriptor) }
+        let entries = images.map { BundleWriter.Entry(reference: $0.request.carried, descriptor: $0.top.descriptor) }
         let index = try BundleWriter.makeIndex(entries)
         let loadEntries = images.compactMap { Self.loadEntry($0, platform: options.loadPlatform) }
         let dockerManifest = loadEntries.isEmpty ? nil : try BundleWriter.makeDockerManifest(loadEntries)
@@ -312,7 +316,7 @@ public struct Exporter: Sendable {
                 let digests = Set(image.documents.map(\.digest) + image.blobs.map(\.digest))
                 let size = digests.reduce(Int64(0)) { $0 + (sizeOf[$1] ?? 0) }
                 return .init(
-                    reference: BundleWriter.imageName(image.request.reference), digest: image.top.digest,
+                    reference: BundleWriter.imageName(image.request.carried), digest: image.top.digest,
                     mediaType: image.top.mediaType, platforms: image.platforms, size: size)
             },
             blobs: allBlobs.map { .init(digest: $0.digest, size: $0.size, mediaType: $0.mediaType) },
@@ -419,7 +423,7 @@ public struct Exporter: Sendable {
     static func checkSignatures(of images: [ResolvedImage], keys: [ImageSignatureKey], store: BlobStore) throws {
         let members = images.map {
             CosignSignature.Member(
-                reference: $0.request.reference, digest: $0.top.digest, manifests: Set($0.documents.map(\.digest)))
+                reference: $0.request.carried, digest: $0.top.digest, manifests: Set($0.documents.map(\.digest)))
         }
         let refused = CosignSignature.refused(
             members, keys: keys,
@@ -435,10 +439,21 @@ public struct Exporter: Sendable {
     /// referrers API, is skipped; any other failure stops the export. Each is carried whole.
     func referrers(of images: [ResolvedImage], options: Options, store: BlobStore) async throws -> [ResolvedImage] {
         var candidates: [ImageRequest] = []
-        var named = Set(images.map(\.request.reference.description))
+        var named = Set(images.map(\.request.carried.description))
+        // A referrer travels in its subject's repository, under the subject's rename if it has one.
+        var carriedRepository: [String: Reference] = [:]
+        for image in images where image.request.name != nil {
+            carriedRepository[image.request.reference.name] = image.request.carried
+        }
         func add(_ text: String, of reference: Reference) {
-            guard let candidate = try? Reference(text), named.insert(candidate.description).inserted else { return }
-            candidates.append(ImageRequest(reference: candidate, origin: "referrer of \(reference)"))
+            guard let candidate = try? Reference(text) else { return }
+            var name: Reference?
+            if let target = carriedRepository[candidate.name] {
+                name = Reference(
+                    registry: target.registry, repository: target.repository, tag: candidate.tag, digest: candidate.digest)
+            }
+            guard named.insert((name ?? candidate).description).inserted else { return }
+            candidates.append(ImageRequest(reference: candidate, origin: "referrer of \(reference)", name: name))
         }
         var subjects: [(reference: Reference, digest: Digest)] = []
         for image in images {

@@ -11,11 +11,18 @@ public struct ImageRequest: Sendable, Hashable {
     /// A whole repository: every tag these filters keep (listed from the registry when the export
     /// starts); nil for one image.
     public var tags: TagFilter?
-    public init(reference: Reference, origin: String, tags: TagFilter? = nil) {
+    /// The name the bundle carries the image under, when not its source's (image-syncer's renames);
+    /// for a whole repository, the repository its tags go to.
+    public var name: Reference?
+    public init(reference: Reference, origin: String, tags: TagFilter? = nil, name: Reference? = nil) {
         self.reference = reference
         self.origin = origin
         self.tags = tags
+        self.name = name
     }
+
+    /// What the bundle calls it: the rename, else the source's name.
+    public var carried: Reference { name ?? reference }
 }
 
 extension ImageRequest {
@@ -38,7 +45,7 @@ extension ImageRequest {
             claim(chart.reference, origin: chart.origin)
         }
         // (A whole repository is claimed tag by tag, once its tags are listed.)
-        for request in requests where request.tags == nil { claim(request.reference, origin: request.origin) }
+        for request in requests where request.tags == nil { claim(request.carried, origin: request.origin) }
         if !problems.isEmpty { throw .invalid(problems) }
     }
 }
@@ -55,7 +62,8 @@ public enum ImageList {
         public var charts: [ChartRequest] = []
     }
 
-    public static func load(path: String) throws(ImageListError) -> Contents {
+    /// `syncer`: image-syncer's images.json (also any `.json` list).
+    public static func load(path: String, syncer: Bool = false) throws(ImageListError) -> Contents {
         guard let data = FileManager.default.contents(atPath: path) else { throw .unreadable(path) }
         guard let text = String(data: data, encoding: .utf8) else {
             throw .invalid([.init(file: path, line: nil, message: "not UTF-8 text")])
@@ -63,7 +71,86 @@ public enum ImageList {
         if path.hasSuffix(".yaml") || path.hasSuffix(".yml") {
             return try parseYAML(text, file: path)
         }
+        if syncer || path.hasSuffix(".json") {
+            return Contents(images: try parseImageSyncer(data, file: path))
+        }
         return try parseText(text, file: path)
+    }
+
+    /// image-syncer's `images.json`: source → destination (a string or a list of them). A source
+    /// without a tag means every tag; `repo:t1,t2` several; a destination without a tag keeps the
+    /// source's tags. The destination is the name the bundle carries the image under.
+    public static func parseImageSyncer(_ data: Data, file: String) throws(ImageListError) -> [ImageRequest] {
+        guard let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any] else {
+            throw .invalid([.init(file: file, line: nil, message: "expected a JSON object of source: destination")])
+        }
+        var requests: [ImageRequest] = []
+        var problems: [ImageListError.Problem] = []
+        for (source, value) in object.sorted(by: { $0.key < $1.key }) {
+            let destinations = (value as? [String]) ?? (value as? String).map { [$0] } ?? []
+            guard !destinations.isEmpty else {
+                problems.append(.init(file: file, line: nil, message: "\(source): the destination must be a name or a list of names"))
+                continue
+            }
+            do {
+                requests += try syncerRequests(source: source, destinations: destinations, file: file)
+            } catch {
+                problems.append(.init(file: file, line: nil, message: "\(source): \(error)"))
+            }
+        }
+        if !problems.isEmpty { throw .invalid(problems) }
+        return requests
+    }
+
+    static func syncerRequests(source: String, destinations: [String], file: String) throws -> [ImageRequest] {
+        // repo, repo:tag, repo:t1,t2, repo@digest (the tags follow the last ':' after the last '/').
+        var repository = source
+        var tags: [String] = []
+        if !source.contains("@"), let colon = source.lastIndex(of: ":"),
+            source.lastIndex(of: "/").map({ colon > $0 }) ?? true
+        {
+            repository = String(source[..<colon])
+            tags = source[source.index(after: colon)...].split(separator: ",").map {
+                $0.trimmingCharacters(in: .whitespaces)
+            }
+        }
+        var requests: [ImageRequest] = []
+        for destination in destinations {
+            let origin = "\(file): \(source)"
+            let target = try Reference(destination)
+            let targetIsRepository = (try? Reference(repository: destination)) != nil
+            if source.contains("@") {
+                let reference = try Reference(source)
+                let name = targetIsRepository
+                    ? Reference(registry: target.registry, repository: target.repository, tag: nil, digest: reference.digest)
+                    : target
+                requests.append(ImageRequest(reference: reference, origin: origin, name: name))
+            } else if tags.isEmpty {
+                guard targetIsRepository else {
+                    throw ImageListError.invalid([
+                        .init(file: file, line: nil, message: "every tag of \(source) cannot go to one tag (\(destination))")
+                    ])
+                }
+                requests.append(
+                    ImageRequest(
+                        reference: try Reference(repository: repository), origin: origin, tags: TagFilter(),
+                        name: Reference(registry: target.registry, repository: target.repository, tag: nil, digest: nil)))
+            } else {
+                guard targetIsRepository || tags.count == 1 else {
+                    throw ImageListError.invalid([
+                        .init(file: file, line: nil, message: "\(tags.count) tags of \(source) cannot go to one tag (\(destination))")
+                    ])
+                }
+                for tag in tags {
+                    let reference = try Reference("\(repository):\(tag)")
+                    let name = targetIsRepository
+                        ? Reference(registry: target.registry, repository: target.repository, tag: try Tag(tag), digest: nil)
+                        : target
+                    requests.append(ImageRequest(reference: reference, origin: origin, name: name))
+                }
+            }
+        }
+        return requests
     }
 
     public static func parseText(_ text: String, file: String) throws(ImageListError) -> Contents {

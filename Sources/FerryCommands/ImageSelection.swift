@@ -9,6 +9,14 @@ struct ImageSelection: ParsableArguments {
     @Option(name: [.short, .customLong("file")], help: "An image list (text or .yaml/.yml); repeatable.")
     var files: [String] = []
 
+    @Option(
+        name: .customLong("images"),
+        help: """
+            image-syncer's images.json: {"SOURCE": "DESTINATION"}; a source without a tag means every \
+            tag, the destination is the name the bundle carries (repeatable).
+            """)
+    var syncerFiles: [String] = []
+
     @Argument(help: "Image references, in addition to any lists.")
     var references: [String] = []
 
@@ -92,9 +100,9 @@ struct ImageSelection: ParsableArguments {
         var requests: [ImageRequest] = []
         var charts: [ChartRequest] = []
         var problems: [ImageListError.Problem] = []
-        for file in files {
+        for file in files + syncerFiles {
             do {
-                let contents = try ImageList.load(path: file)
+                let contents = try ImageList.load(path: file, syncer: syncerFiles.contains(file))
                 requests += contents.images
                 charts += contents.charts
             } catch {

@@ -1,4 +1,5 @@
 import ArgumentParser
+import Foundation
 import AsyncHTTPClient
 import OCICore
 import OCIRegistryClient
@@ -22,15 +23,47 @@ struct RegistryOptions: ParsableArguments {
     var insecureRegistries: [String] = []
 
     @Option(
+        name: .customLong("auth"),
+        help: """
+            image-syncer's auth.json: {"HOST": {"username": ..., "password": ..., "insecure": true}} \
+            (credentials per host, insecure hosts).
+            """)
+    var authFile: String?
+
+    @Option(
         name: .customLong("connect-timeout"),
         help: "Seconds to wait for a connection to a registry before giving up on it (default 10).")
     var connectTimeout: Int = 10
 
-    /// The credential store: files, then --creds.
+    /// The credential store: files, then --auth, then --creds.
     func credentialStore() throws -> CredentialStore {
         var store = try CredentialStore.load()
+        for (host, entry) in try syncerAuth() {
+            if let username = entry.username, let password = entry.password {
+                store.explicit[CredentialStore.normalizeKey(host)] = .basic(username: username, password: password)
+            }
+        }
         for argument in credentials { try store.addExplicit(argument) }
         return store
+    }
+
+    struct SyncerAuth: Decodable {
+        var username: String?
+        var password: String?
+        var insecure: Bool?
+    }
+
+    /// The hosts of --auth (image-syncer's auth.json), with their credentials and insecure flags.
+    func syncerAuth() throws -> [String: SyncerAuth] {
+        guard let authFile else { return [:] }
+        guard let data = FileManager.default.contents(atPath: authFile) else {
+            throw CredentialError.unreadable(authFile)
+        }
+        do {
+            return try JSONDecoder().decode([String: SyncerAuth].self, from: data)
+        } catch {
+            throw CredentialError.malformed(authFile, "expected {\"HOST\": {\"username\", \"password\", \"insecure\"}}")
+        }
     }
 
     /// Runs `body` with a registry client over a new HTTP client, shut down afterwards whatever happens.
@@ -40,7 +73,8 @@ struct RegistryOptions: ParsableArguments {
         let trust = TrustPolicy(
             caFiles: caFiles,
             certsDirectories: certsDirectories.isEmpty ? TrustPolicy.defaultCertsDirectories : certsDirectories,
-            insecureRegistries: Set(insecureRegistries))
+            insecureRegistries: Set(insecureRegistries).union(
+                ((try? syncerAuth()) ?? [:]).filter { $0.value.insecure == true }.keys))
         let http = RegistryClient.makeHTTPClient(connectTimeout: max(1, connectTimeout))
         let client = RegistryClient(
             http: http,

@@ -55,4 +55,61 @@ struct TagSelectionTests {
         #expect(stray.status == 64 && stray.stderr.contains("--all-tags"), "\(stray.stderr)")
         #expect(!FileManager.default.fileExists(atPath: "\(work)/n.tar"))
     }
+
+    /// image-syncer's files as they are (issue 15, point 2): `--images images.json --auth auth.json`,
+    /// tags listed, a whole repository, renames carried into the bundle so the appliance serves the
+    /// destination names with the source's digests.
+    @Test func imageSyncerFilesWithRenames() throws {
+        let registry = try RegistryFixture(tls: true)
+        defer { registry.stop() }
+        let work = try Shell.temporaryDirectory()
+        defer { Shell.remove(work) }
+        let seeded = try SeededRegistry.make(registry, largeLayer: 1 << 20)
+        try Shell.run(
+            ["skopeo", "copy", "-q", "--preserve-digests"] + registry.skopeoFlags("src") + registry.skopeoFlags("dest")
+                + ["docker://\(registry.host)/test/single:1.0", "docker://\(registry.host)/test/single:1.1"])
+        let host = registry.host
+        try """
+        {
+          "\(host)/test/single:1.0,1.1": "\(host)/renamed/app",
+          "\(host)/test/multi": "mirror.example.com/team/multi",
+          "\(host)/test/nested/docker:v2": ["\(host)/copies/docker:stable"]
+        }
+        """.write(toFile: "\(work)/images.json", atomically: true, encoding: .utf8)
+        try #"{"\#(host)": {"username": "nobody", "password": "unused-here", "insecure": false}}"#.write(
+            toFile: "\(work)/auth.json", atomically: true, encoding: .utf8)
+        let result = try Ferry.run(
+            [
+                "export", "--images", "\(work)/images.json", "--auth", "\(work)/auth.json", "-o", "\(work)/b.tar",
+                "--cache", "\(work)/cache", "--json", "--no-referrers",
+            ] + registry.ferryTrustFlags)
+        let summary = try JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as? [String: Any]
+        let carried = Set((summary?["images"] as? [[String: Any]] ?? []).compactMap { $0["reference"] as? String })
+        #expect(
+            carried == [
+                "\(host)/renamed/app:1.0", "\(host)/renamed/app:1.1", "mirror.example.com/team/multi:1.0",
+                "\(host)/copies/docker:stable",
+            ], "\(carried)")
+        let appliance = try ApplianceFixture(dataDirectory: "\(work)/site")
+        defer { appliance.stop() }
+        try appliance.command(["import", "\(work)/b.tar"])
+        let served = Reference.servedHost(host)
+        for (name, source) in [
+            ("\(served)/renamed/app:1.1", "test/single:1.0"), ("mirror.example.com/team/multi:1.0", "test/multi:1.0"),
+            ("\(served)/copies/docker:stable", "test/nested/docker:v2"),
+        ] {
+            let raw = try Shell.run([
+                "skopeo", "inspect", "--raw", "--cert-dir", try appliance.certDirectory(),
+                "docker://\(appliance.host)/\(name)",
+            ]).stdout
+            #expect(Digest.of(Array(raw.utf8)) == seeded.images[source], "\(name)")
+        }
+        // A destination that cannot take what the source names is refused before anything is fetched.
+        try #"{"\#(host)/test/multi": "\#(host)/one/tag:only"}"#.write(
+            toFile: "\(work)/bad.json", atomically: true, encoding: .utf8)
+        let bad = try Ferry.run(
+            ["export", "--images", "\(work)/bad.json", "-o", "\(work)/bad.tar"] + registry.ferryTrustFlags, check: false
+        )
+        #expect(bad.status == 64 && bad.stderr.contains("cannot go to one tag"), "\(bad.stderr)")
+    }
 }
