@@ -450,7 +450,8 @@ public struct Exporter: Sendable {
             var name: Reference?
             if let target = carriedRepository[candidate.name] {
                 name = Reference(
-                    registry: target.registry, repository: target.repository, tag: candidate.tag, digest: candidate.digest)
+                    registry: target.registry, repository: target.repository, tag: candidate.tag,
+                    digest: candidate.digest)
             }
             guard named.insert((name ?? candidate).description).inserted else { return }
             candidates.append(ImageRequest(reference: candidate, origin: "referrer of \(reference)", name: name))

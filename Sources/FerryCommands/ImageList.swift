@@ -89,7 +89,9 @@ public enum ImageList {
         for (source, value) in object.sorted(by: { $0.key < $1.key }) {
             let destinations = (value as? [String]) ?? (value as? String).map { [$0] } ?? []
             guard !destinations.isEmpty else {
-                problems.append(.init(file: file, line: nil, message: "\(source): the destination must be a name or a list of names"))
+                problems.append(
+                    .init(
+                        file: file, line: nil, message: "\(source): the destination must be a name or a list of names"))
                 continue
             }
             do {
@@ -121,30 +123,39 @@ public enum ImageList {
             let targetIsRepository = (try? Reference(repository: destination)) != nil
             if source.contains("@") {
                 let reference = try Reference(source)
-                let name = targetIsRepository
-                    ? Reference(registry: target.registry, repository: target.repository, tag: nil, digest: reference.digest)
+                let name =
+                    targetIsRepository
+                    ? Reference(
+                        registry: target.registry, repository: target.repository, tag: nil, digest: reference.digest)
                     : target
                 requests.append(ImageRequest(reference: reference, origin: origin, name: name))
             } else if tags.isEmpty {
                 guard targetIsRepository else {
                     throw ImageListError.invalid([
-                        .init(file: file, line: nil, message: "every tag of \(source) cannot go to one tag (\(destination))")
+                        .init(
+                            file: file, line: nil,
+                            message: "every tag of \(source) cannot go to one tag (\(destination))")
                     ])
                 }
                 requests.append(
                     ImageRequest(
                         reference: try Reference(repository: repository), origin: origin, tags: TagFilter(),
-                        name: Reference(registry: target.registry, repository: target.repository, tag: nil, digest: nil)))
+                        name: Reference(registry: target.registry, repository: target.repository, tag: nil, digest: nil)
+                    ))
             } else {
                 guard targetIsRepository || tags.count == 1 else {
                     throw ImageListError.invalid([
-                        .init(file: file, line: nil, message: "\(tags.count) tags of \(source) cannot go to one tag (\(destination))")
+                        .init(
+                            file: file, line: nil,
+                            message: "\(tags.count) tags of \(source) cannot go to one tag (\(destination))")
                     ])
                 }
                 for tag in tags {
                     let reference = try Reference("\(repository):\(tag)")
-                    let name = targetIsRepository
-                        ? Reference(registry: target.registry, repository: target.repository, tag: try Tag(tag), digest: nil)
+                    let name =
+                        targetIsRepository
+                        ? Reference(
+                            registry: target.registry, repository: target.repository, tag: try Tag(tag), digest: nil)
                         : target
                     requests.append(ImageRequest(reference: reference, origin: origin, name: name))
                 }

@@ -1,6 +1,6 @@
 import ArgumentParser
-import Foundation
 import AsyncHTTPClient
+import Foundation
 import OCICore
 import OCIRegistryClient
 
