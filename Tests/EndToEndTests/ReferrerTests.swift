@@ -326,12 +326,8 @@ struct ReferrerTests {
         let unsigned = try export("test/multi:1.0", key: "\(work)/good.pub")
         #expect(unsigned.status == 65 && unsigned.stderr.contains("not signed"), "\(unsigned.stderr)")
         // A runnable image under a tag that merely looks like a signature's is checked like any other.
-        try Shell.run(
-            ["skopeo", "copy", "-q", "--preserve-digests"] + registry.skopeoFlags("src") + registry.skopeoFlags("dest")
-                + [
-                    "docker://\(registry.host)/test/single:1.0",
-                    "docker://\(registry.host)/test/disguised:sha256-\(String(repeating: "0", count: 64)).sig",
-                ])
+        try SeededRegistry.retag(
+            registry, "test/single:1.0", as: "test/disguised:sha256-\(String(repeating: "0", count: 64)).sig")
         let disguised = try export(
             "test/disguised:sha256-\(String(repeating: "0", count: 64)).sig", key: "\(work)/good.pub")
         #expect(disguised.status == 65 && disguised.stderr.contains("not signed"), "\(disguised.stderr)")

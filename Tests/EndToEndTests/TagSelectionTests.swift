@@ -14,10 +14,7 @@ struct TagSelectionTests {
         defer { Shell.remove(work) }
         _ = try SeededRegistry.make(registry, largeLayer: 1 << 20)
         for tag in ["1.1.0", "1.2.0", "1.2.0-alpine", "2.0.0", "2.1.0-rc.1", "edge"] {
-            try Shell.run(
-                ["skopeo", "copy", "-q", "--preserve-digests"] + registry.skopeoFlags("src")
-                    + registry.skopeoFlags("dest")
-                    + ["docker://\(registry.host)/test/single:1.0", "docker://\(registry.host)/test/single:\(tag)"])
+            try SeededRegistry.retag(registry, "test/single:1.0", as: "test/single:\(tag)")
         }
         func exported(_ arguments: [String]) throws -> [String] {
             let result = try Ferry.run(
@@ -65,9 +62,7 @@ struct TagSelectionTests {
         let work = try Shell.temporaryDirectory()
         defer { Shell.remove(work) }
         let seeded = try SeededRegistry.make(registry, largeLayer: 1 << 20)
-        try Shell.run(
-            ["skopeo", "copy", "-q", "--preserve-digests"] + registry.skopeoFlags("src") + registry.skopeoFlags("dest")
-                + ["docker://\(registry.host)/test/single:1.0", "docker://\(registry.host)/test/single:1.1"])
+        try SeededRegistry.retag(registry, "test/single:1.0", as: "test/single:1.1")
         let host = registry.host
         try """
         {

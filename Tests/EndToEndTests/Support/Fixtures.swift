@@ -50,6 +50,13 @@ struct SeededRegistry {
         return seeded
     }
 
+    /// Tags `source` (`REPO:TAG` in `registry`) also as `target`, digests unchanged (skopeo).
+    static func retag(_ registry: RegistryFixture, _ source: String, as target: String) throws {
+        try Shell.run(
+            ["skopeo", "copy", "-q", "--preserve-digests"] + registry.skopeoFlags("src") + registry.skopeoFlags("dest")
+                + ["docker://\(registry.host)/\(source)", "docker://\(registry.host)/\(target)"])
+    }
+
     /// The digest of the manifest the registry serves for `name` (sha256 of its raw bytes).
     static func registryDigest(_ registry: RegistryFixture, _ name: String, credentials: String? = nil) throws
         -> Digest
