@@ -418,7 +418,8 @@ public struct Console: SideResponder {
             let summary = try await summarize(digest, in: name)
             let badges = ReferrerTag(tag: tag.value) == nil ? try storage.carried(digest, in: name) : []
             rows.append([
-                "tag": tag.value, "digest": digest.description, "kind": summary.kind, "platforms": summary.platforms,
+                "tag": tag.value, "digest": digest.description, "kind": summary.kind, "mediaType": summary.mediaType,
+                "platforms": summary.platforms,
                 "size": Self.bytes(summary.size), "created": summary.created ?? "", "badges": badges,
                 "repositoryLink": ConsoleForms.encode(name.value),
             ])
@@ -434,6 +435,7 @@ public struct Console: SideResponder {
 
     struct Summary {
         var kind: String
+        var mediaType: String = ""
         var platforms: String
         var size: Int64
         var created: String?
@@ -443,18 +445,21 @@ public struct Console: SideResponder {
     func summarize(_ digest: Digest, in repository: RepositoryName) async throws -> Summary {
         let stored = try await content.manifest(digest)
         let document = try ManifestDocument(bytes: stored.bytes)
+        var summary: Summary
         switch document.content {
         case .index(let index):
             let platforms = index.manifests.compactMap { $0.platform?.description }
-            return Summary(
+            summary = Summary(
                 kind: index.artifactType ?? "index", platforms: platforms.joined(separator: ", "),
                 size: index.manifests.reduce(Int64(stored.bytes.count)) { $0 + $1.size }, created: nil)
         case .manifest(let manifest):
             let config = try await configSummary(manifest)
             let size = manifest.layers.reduce(manifest.config.size + Int64(stored.bytes.count)) { $0 + $1.size }
             let kind = Self.kind(manifest)
-            return Summary(kind: kind, platforms: config?.platform ?? "", size: size, created: config?.created)
+            summary = Summary(kind: kind, platforms: config?.platform ?? "", size: size, created: config?.created)
         }
+        summary.mediaType = document.mediaType
+        return summary
     }
 
     static func kind(_ manifest: ImageManifest) -> String {

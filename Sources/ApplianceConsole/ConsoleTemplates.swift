@@ -125,7 +125,7 @@ enum ConsoleTemplates {
         <tbody>
         {{#tags}}<tr>
         <td><a href="/ui/image?repository={{repositoryLink}}&amp;reference={{tag}}">{{tag}}</a></td>
-        <td class="digest"><code>{{digest}}</code></td><td>{{kind}}</td><td>{{platforms}}</td><td>{{size}}</td><td>{{created}}</td>
+        <td class="digest"><code>{{digest}}</code></td><td>{{kind}}<br><small class="source">{{mediaType}}</small></td><td>{{platforms}}</td><td>{{size}}</td><td>{{created}}</td>
         <td>{{#badges}}<span class="badge {{.}}">{{.}}</span> {{/badges}}</td>
         </tr>
         {{/tags}}
