@@ -30,7 +30,11 @@ public struct ExportCommand: AsyncParsableCommand {
                   allTags: true
                   tagsSemver: ">=1.2 <2"
 
-                        Helm charts from classic chart repositories (index.yaml over HTTPS, with the same CA, \
+            image-syncer's files as they are: --images images.json ({"SOURCE": "DESTINATION"}; the \
+            destination is the name the bundle carries) and --auth auth.json (credentials and \
+            insecure per host).
+
+            Helm charts from classic chart repositories (index.yaml over HTTPS, with the same CA, \
             certs.d, --insecure-registry and credential rules as registries) are named in a text list as
               chart https://charts.example.com/stable nginx 1.2.3
             or in YAML as

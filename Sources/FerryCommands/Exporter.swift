@@ -166,9 +166,17 @@ public struct Exporter: Sendable {
         let client = self.client
         let progress = self.progress
         let listed = try await boundedMap(options.requests, width: options.parallel) { request -> [ImageRequest] in
-            guard let filter = request.tags else { return [request] }
+            guard let filter = request.tags else { return [] }
             let reference = request.reference
-            let tags = try await client.listTags(registry: reference.registry, repository: reference.repository)
+            let listed: [String]
+            do {
+                listed = try await client.listTags(registry: reference.registry, repository: reference.repository)
+            } catch let error as RegistryError {
+                throw ExportError.registry(image: "\(reference.name) (\(request.origin))", error)
+            }
+            // cosign's and the referrers schema's tags are not images of their own: they travel
+            // with their subjects (or not at all, with --no-referrers).
+            let tags = listed.filter { ReferrerTag(tag: $0) == nil && (try? Tag($0)) != nil }
             let kept = try filter.apply(tags)
             progress.phase("\(reference.name): \(kept.count) of \(tags.count) tag(s) kept")
             return try kept.map { tag in
@@ -183,9 +191,28 @@ public struct Exporter: Sendable {
             }
         } done: { _ in
         }
-        var seen: Set<Reference> = []
+        // A tag also asked for by name, under the same name, is taken once (as asked); the same name
+        // from two different sources is left for the name check to refuse.
+        struct Key: Hashable {
+            var reference: Reference
+            var carried: Reference
+        }
+        let direct = options.requests.filter { $0.tags == nil }
+        let directNames = Set(direct.map { BundleWriter.imageName($0.carried) })
+        var seen = Set(direct.map { Key(reference: $0.reference, carried: $0.carried) })
         var expanded = options
-        expanded.requests = listed.flatMap { $0 }.filter { seen.insert($0.carried).inserted }
+        expanded.requests = []
+        for (request, tags) in zip(options.requests, listed) {
+            guard request.tags != nil else {
+                expanded.requests.append(request)
+                continue
+            }
+            for tag in tags where !directNames.contains(BundleWriter.imageName(tag.carried)) {
+                if seen.insert(Key(reference: tag.reference, carried: tag.carried)).inserted {
+                    expanded.requests.append(tag)
+                }
+            }
+        }
         if expanded.requests.isEmpty && options.charts.isEmpty {
             throw ExportError.noTagsKept(options.requests.filter { $0.tags != nil }.map(\.reference.name))
         }
@@ -440,36 +467,36 @@ public struct Exporter: Sendable {
     func referrers(of images: [ResolvedImage], options: Options, store: BlobStore) async throws -> [ResolvedImage] {
         var candidates: [ImageRequest] = []
         var named = Set(images.map(\.request.carried.description))
-        // A referrer travels in its subject's repository, under the subject's rename if it has one.
-        var carriedRepository: [String: Reference] = [:]
-        for image in images where image.request.name != nil {
-            carriedRepository[image.request.reference.name] = image.request.carried
-        }
-        func add(_ text: String, of reference: Reference) {
+        // A referrer travels in its subject's repository, under each name the subject is carried
+        // under (a renamed image's signatures go with the new name).
+        func add(_ text: String, of subject: Reference, carried: Reference) {
             guard let candidate = try? Reference(text) else { return }
-            var name: Reference?
-            if let target = carriedRepository[candidate.name] {
-                name = Reference(
-                    registry: target.registry, repository: target.repository, tag: candidate.tag,
-                    digest: candidate.digest)
-            }
+            let renamed = carried.registry != subject.registry || carried.repository != subject.repository
+            let name =
+                renamed
+                ? Reference(
+                    registry: carried.registry, repository: carried.repository, tag: candidate.tag,
+                    digest: candidate.digest) : nil
             guard named.insert((name ?? candidate).description).inserted else { return }
-            candidates.append(ImageRequest(reference: candidate, origin: "referrer of \(reference)", name: name))
+            candidates.append(ImageRequest(reference: candidate, origin: "referrer of \(subject)", name: name))
         }
-        var subjects: [(reference: Reference, digest: Digest)] = []
+        var subjects: [(reference: Reference, carried: Reference, digest: Digest)] = []
         for image in images {
             let reference = image.request.reference
             for document in image.documents {
-                subjects.append((reference, document.digest))
+                subjects.append((reference, image.request.carried, document.digest))
                 for kind in ReferrerTag.Kind.allCases where options.referrerTypes?.contains(kind.rawValue) ?? true {
-                    add("\(reference.name):\(ReferrerTag(subject: document.digest, kind: kind).tag)", of: reference)
+                    add(
+                        "\(reference.name):\(ReferrerTag(subject: document.digest, kind: kind).tag)", of: reference,
+                        carried: image.request.carried)
                 }
             }
         }
         // The referrers API, where the registry has it: each registry asked once first, and only
         // one that answers is asked about every subject, a few at a time.
         let client = self.client
-        @Sendable func ask(_ subject: (reference: Reference, digest: Digest)) async -> [Descriptor]? {
+        @Sendable func ask(_ subject: (reference: Reference, carried: Reference, digest: Digest)) async -> [Descriptor]?
+        {
             try? await client.fetchReferrers(
                 registry: subject.reference.registry, repository: subject.reference.repository,
                 subject: subject.digest)
@@ -487,7 +514,7 @@ public struct Exporter: Sendable {
         for (subject, found) in zip(subjects, answers) {
             for referrer in found where options.referrerTypes.map({ $0.contains(referrer.artifactType ?? "") }) ?? true
             {
-                add("\(subject.reference.name)@\(referrer.digest)", of: subject.reference)
+                add("\(subject.reference.name)@\(referrer.digest)", of: subject.reference, carried: subject.carried)
             }
         }
         guard !candidates.isEmpty else { return [] }

@@ -50,6 +50,11 @@ extension ImageRequest {
     }
 }
 
+/// A bad entry of image-syncer's images.json (reported with its file and source).
+struct SyncerEntryError: Error, CustomStringConvertible {
+    var description: String
+}
+
 /// Reads image lists: plain text (one reference a line, `#` comments, blank lines), or YAML, either
 /// a plain `images:` list or mindthegap's form (registry → `images` → repository → list of tags).
 /// Both may also name Helm charts of classic chart repositories: `chart REPO_URL NAME VERSION` in
@@ -117,9 +122,15 @@ public enum ImageList {
             }
         }
         var requests: [ImageRequest] = []
-        for destination in destinations {
+        for given in destinations {
+            // An empty destination (image-syncer: the default one) keeps the source's name.
+            let destination = given.isEmpty ? String(repository.split(separator: "@").first ?? "") : given
             let origin = "\(file): \(source)"
             let target = try Reference(destination)
+            guard target.digest == nil else {
+                throw SyncerEntryError(
+                    description: "a destination is named by repository or tag, not digest (\(destination))")
+            }
             let targetIsRepository = (try? Reference(repository: destination)) != nil
             if source.contains("@") {
                 let reference = try Reference(source)
@@ -131,11 +142,7 @@ public enum ImageList {
                 requests.append(ImageRequest(reference: reference, origin: origin, name: name))
             } else if tags.isEmpty {
                 guard targetIsRepository else {
-                    throw ImageListError.invalid([
-                        .init(
-                            file: file, line: nil,
-                            message: "every tag of \(source) cannot go to one tag (\(destination))")
-                    ])
+                    throw SyncerEntryError(description: "every tag of \(source) cannot go to one tag (\(destination))")
                 }
                 requests.append(
                     ImageRequest(
@@ -144,11 +151,8 @@ public enum ImageList {
                     ))
             } else {
                 guard targetIsRepository || tags.count == 1 else {
-                    throw ImageListError.invalid([
-                        .init(
-                            file: file, line: nil,
-                            message: "\(tags.count) tags of \(source) cannot go to one tag (\(destination))")
-                    ])
+                    throw SyncerEntryError(
+                        description: "\(tags.count) tags of \(source) cannot go to one tag (\(destination))")
                 }
                 for tag in tags {
                     let reference = try Reference("\(repository):\(tag)")
@@ -243,6 +247,24 @@ public enum ImageList {
                                 .init(
                                     file: file, line: line(item),
                                     message: "a mapping in 'images' needs name and allTags: true"))
+                            continue
+                        }
+                        let known: Set<String> = [
+                            "name", "allTags", "tagsRegex", "tagsSemver", "tagsLatest", "excludeTags",
+                        ]
+                        let unknown = entry.keys.compactMap(\.string).filter { !known.contains($0) }
+                        let badLatest = entry["tagsLatest"].map { $0.int == nil } ?? false
+                        let badExclude =
+                            entry["excludeTags"].map { node in
+                                node.string == nil && (node.sequence?.contains { $0.string == nil } ?? true)
+                            } ?? false
+                        guard unknown.isEmpty, !badLatest, !badExclude else {
+                            let why =
+                                !unknown.isEmpty
+                                ? "unknown key(s) \(unknown.sorted().joined(separator: ", ")) (known: \(known.sorted().joined(separator: ", ")))"
+                                : badLatest
+                                    ? "tagsLatest must be a number" : "excludeTags must be a pattern or a list of them"
+                            problems.append(.init(file: file, line: line(item), message: why))
                             continue
                         }
                         let filter = TagFilter(

@@ -112,6 +112,7 @@ struct ImageSelection: ParsableArguments {
                 }
             }
         }
+        if !problems.isEmpty { throw ImageListError.invalid(problems) }
         let defaults: TagFilter
         do {
             defaults = try tagDefaults()
@@ -141,8 +142,14 @@ struct ImageSelection: ParsableArguments {
             }
         }
         if !problems.isEmpty { throw ImageListError.invalid(problems) }
-        var seen: Set<Reference> = []
-        requests = requests.filter { seen.insert($0.reference).inserted }
+        // The same image under the same name once; a rename, or other filters, is another request.
+        struct Key: Hashable {
+            var reference: Reference
+            var name: Reference?
+            var tags: TagFilter?
+        }
+        var seen: Set<Key> = []
+        requests = requests.filter { seen.insert(Key(reference: $0.reference, name: $0.name, tags: $0.tags)).inserted }
         var seenCharts: Set<String> = []
         charts = charts.filter { seenCharts.insert($0.description).inserted }
         if requests.isEmpty && charts.isEmpty { throw ImageListError.empty }

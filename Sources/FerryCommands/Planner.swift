@@ -65,7 +65,7 @@ extension Exporter {
             }
             images.append(
                 .init(
-                    reference: image.request.reference.description, digest: image.top.digest.description,
+                    reference: image.request.carried.description, digest: image.top.digest.description,
                     platforms: platforms, manifests: ownDocuments.count, blobs: ownBlobs.count, bytes: bytes))
         }
         let blobBytes = blobs.values.reduce(Int64(0)) { $0 + $1.size }

@@ -38,13 +38,23 @@ struct RegistryOptions: ParsableArguments {
     /// The credential store: files, then --auth, then --creds.
     func credentialStore() throws -> CredentialStore {
         var store = try CredentialStore.load()
-        for (host, entry) in try syncerAuth() {
-            if let username = entry.username, let password = entry.password {
-                store.explicit[CredentialStore.normalizeKey(host)] = .basic(username: username, password: password)
-            }
+        // image-syncer's keys: a host, or a host/namespace prefix.
+        for (key, entry) in try syncerAuth().sorted(by: { $0.key < $1.key }) {
+            guard let username = entry.username, let password = entry.password else { continue }
+            store.addEntry(
+                key: key, credential: .basic(username: username, password: password), source: authFile ?? "--auth")
         }
         for argument in credentials { try store.addExplicit(argument) }
         return store
+    }
+
+    /// The hosts --auth marks insecure (a namespace key marks its host).
+    func insecureFromAuth() throws -> Set<String> {
+        Set(
+            try syncerAuth().filter { $0.value.insecure == true }.keys.map {
+                let key = CredentialStore.normalizeKey($0)
+                return String(key.split(separator: "/").first ?? Substring(key))
+            })
     }
 
     struct SyncerAuth: Decodable {
@@ -73,8 +83,7 @@ struct RegistryOptions: ParsableArguments {
         let trust = TrustPolicy(
             caFiles: caFiles,
             certsDirectories: certsDirectories.isEmpty ? TrustPolicy.defaultCertsDirectories : certsDirectories,
-            insecureRegistries: Set(insecureRegistries).union(
-                ((try? syncerAuth()) ?? [:]).filter { $0.value.insecure == true }.keys))
+            insecureRegistries: Set(insecureRegistries).union(try insecureFromAuth()))
         let http = RegistryClient.makeHTTPClient(connectTimeout: max(1, connectTimeout))
         let client = RegistryClient(
             http: http,

@@ -39,22 +39,30 @@ public struct TagFilter: Sendable, Hashable {
     /// The tags kept, in name order (registries list them in no set order), or newest first when
     /// `latest` is given.
     public func apply(_ tags: [String]) throws(TagFilterError) -> [String] {
-        func matches(_ pattern: String, _ tag: String) -> Bool {
-            guard let expression = try? NSRegularExpression(pattern: pattern) else { return false }
-            return expression.firstMatch(in: tag, range: NSRange(tag.startIndex..., in: tag)) != nil
+        // Each expression compiled once (they were checked by `validated()`).
+        func compiled(_ pattern: String) throws(TagFilterError) -> NSRegularExpression {
+            guard let expression = try? NSRegularExpression(pattern: pattern) else { throw .badRegex(pattern) }
+            return expression
+        }
+        let include = try regex.map(compiled)
+        var excluded: [NSRegularExpression] = []
+        for pattern in exclude { excluded.append(try compiled(pattern)) }
+        func matches(_ expression: NSRegularExpression, _ tag: String) -> Bool {
+            expression.firstMatch(in: tag, range: NSRange(tag.startIndex..., in: tag)) != nil
         }
         var kept = tags.sorted().filter { tag in
-            if let regex, !matches(regex, tag) { return false }
-            return !exclude.contains { matches($0, tag) }
+            if let include, !matches(include, tag) { return false }
+            return !excluded.contains { matches($0, tag) }
         }
         if let semver {
             let range = try SemverRange(semver)
             kept = kept.filter { Semver($0).map(range.contains) ?? false }
         }
         if let latest {
-            // The newest releases: pre-releases only when a range asked for them.
+            // The newest releases: pre-releases (and suffixed variants like `1.2.3-alpine`) only when
+            // a range or a regex chose them.
             let versions = kept.compactMap { tag in Semver(tag).map { (tag, $0) } }
-                .filter { semver != nil || $0.1.prerelease.isEmpty }
+                .filter { semver != nil || regex != nil || $0.1.prerelease.isEmpty }
             kept = versions.sorted { $0.1 > $1.1 }.prefix(latest).map(\.0)
         }
         return kept
@@ -82,6 +90,8 @@ struct Semver: Comparable, Sendable {
     var minor: Int
     var patch: Int
     var prerelease: [String]
+    /// How many numbers were given (`1.2` has 2): a range reads the rest as "any".
+    var parts = 3
 
     init?(_ text: String) {
         var rest = Substring(text)
@@ -95,7 +105,8 @@ struct Semver: Comparable, Sendable {
         }
         let numbers = rest.split(separator: ".", omittingEmptySubsequences: false)
         guard (1...3).contains(numbers.count),
-            numbers.allSatisfy({ !$0.isEmpty && $0.allSatisfy(\.isASCII) && $0.allSatisfy(\.isNumber) })
+            numbers.allSatisfy({ !$0.isEmpty && $0.count <= 9 && $0.allSatisfy(\.isASCII) && $0.allSatisfy(\.isNumber) }
+            )
         else { return nil }
         let values = numbers.compactMap { Int($0) }
         guard values.count == numbers.count else { return nil }
@@ -103,6 +114,7 @@ struct Semver: Comparable, Sendable {
         minor = values.count > 1 ? values[1] : 0
         patch = values.count > 2 ? values[2] : 0
         prerelease = pre
+        parts = values.count
     }
 
     init(_ major: Int, _ minor: Int, _ patch: Int, prerelease: [String] = []) {
@@ -110,6 +122,19 @@ struct Semver: Comparable, Sendable {
         self.minor = minor
         self.patch = patch
         self.prerelease = prerelease
+    }
+
+    /// The first version past every one this partial version stands for: `1.2` → `1.3.0`.
+    var nextUp: Semver {
+        switch parts {
+        case 1: Semver(major + 1, 0, 0)
+        case 2: Semver(major, minor + 1, 0)
+        default: Semver(major, minor, patch + 1)
+        }
+    }
+
+    static func == (a: Semver, b: Semver) -> Bool {
+        (a.major, a.minor, a.patch) == (b.major, b.minor, b.patch) && a.prerelease == b.prerelease
     }
 
     static func < (a: Semver, b: Semver) -> Bool {
@@ -180,39 +205,47 @@ struct SemverRange: Sendable {
         }
     }
 
-    /// One token: `>=1.2`, `<2`, `=1.4.0`, `1.4.0`, `^1.4`, `~1.4.2`, `1.x`, `*`.
+    /// One token: `>=1.2`, `<2`, `=1.4.0`, `1.4.0`, `^1.4`, `~1.4.2`, `1.x`, `*`. A partial version
+    /// stands for all of its versions (npm's X-ranges): `<=1.2` is `<1.3.0`, `>1.2` is `>=1.3.0`,
+    /// `1.2` is `>=1.2.0 <1.3.0`.
     static func parse(_ token: String) -> [Comparator]? {
+        func between(_ lower: Semver, _ upper: Semver) -> [Comparator] {
+            [Comparator(operation: .greaterOrEqual, version: lower), Comparator(operation: .less, version: upper)]
+        }
         if token == "*" || token == "x" { return [Comparator(operation: .greaterOrEqual, version: Semver(0, 0, 0))] }
         for (prefix, operation) in [
             (">=", Comparator.Operation.greaterOrEqual), ("<=", .lessOrEqual), (">", .greater), ("<", .less),
             ("=", .equal),
         ] where token.hasPrefix(prefix) {
             guard let version = Semver(String(token.dropFirst(prefix.count))) else { return nil }
-            return [Comparator(operation: operation, version: version)]
+            let partial = version.parts < 3 && version.prerelease.isEmpty
+            switch (operation, partial) {
+            case (.lessOrEqual, true): return [Comparator(operation: .less, version: version.nextUp)]
+            case (.greater, true): return [Comparator(operation: .greaterOrEqual, version: version.nextUp)]
+            case (.equal, true): return between(version, version.nextUp)
+            default: return [Comparator(operation: operation, version: version)]
+            }
         }
         if token.hasPrefix("^"), let v = Semver(String(token.dropFirst())) {
-            let upper =
-                v.major > 0
-                ? Semver(v.major + 1, 0, 0) : (v.minor > 0 ? Semver(0, v.minor + 1, 0) : Semver(0, 0, v.patch + 1))
-            return [Comparator(operation: .greaterOrEqual, version: v), Comparator(operation: .less, version: upper)]
+            // The leftmost non-zero number given stays; `^0` and `^0.0` cover their whole ranges.
+            if v.major > 0 || v.parts == 1 { return between(v, Semver(v.major + 1, 0, 0)) }
+            if v.minor > 0 || v.parts == 2 { return between(v, Semver(0, v.minor + 1, 0)) }
+            return between(v, Semver(0, 0, v.patch + 1))
         }
         if token.hasPrefix("~"), let v = Semver(String(token.dropFirst())) {
-            let parts = token.dropFirst().split(separator: ".").count
-            let upper = parts >= 2 ? Semver(v.major, v.minor + 1, 0) : Semver(v.major + 1, 0, 0)
-            return [Comparator(operation: .greaterOrEqual, version: v), Comparator(operation: .less, version: upper)]
+            return between(v, v.parts >= 2 ? Semver(v.major, v.minor + 1, 0) : Semver(v.major + 1, 0, 0))
         }
         // 1.x, 1.2.x, or a bare version.
         let parts = token.split(separator: ".").map(String.init)
         if let wildcard = parts.firstIndex(where: { $0 == "x" || $0 == "X" || $0 == "*" }) {
-            let fixed = parts[..<wildcard].compactMap { Int($0) }
+            let fixed = parts[..<wildcard].compactMap { $0.count <= 9 ? Int($0) : nil }
             guard fixed.count == wildcard, !fixed.isEmpty else { return nil }
             let lower = Semver(fixed[0], fixed.count > 1 ? fixed[1] : 0, 0)
             let upper = fixed.count > 1 ? Semver(fixed[0], fixed[1] + 1, 0) : Semver(fixed[0] + 1, 0, 0)
-            return [
-                Comparator(operation: .greaterOrEqual, version: lower), Comparator(operation: .less, version: upper),
-            ]
+            return between(lower, upper)
         }
         guard let version = Semver(token) else { return nil }
+        if version.parts < 3 && version.prerelease.isEmpty { return between(version, version.nextUp) }
         return [Comparator(operation: .equal, version: version)]
     }
 }

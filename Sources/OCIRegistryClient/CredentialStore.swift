@@ -29,6 +29,11 @@ public struct CredentialStore: Sendable {
         return explicit[key] ?? entries.first(where: { $0.key == key })?.credential
     }
 
+    /// Credentials for a host or a `host/path` prefix, from a file of another tool's format.
+    public mutating func addEntry(key: String, credential: Credential, source: String) {
+        entries.append(Entry(key: Self.normalizeKey(key), credential: credential, source: source))
+    }
+
     public func credential(registry: String, repository: String) -> Credential? {
         let registry = Self.normalizeKey(registry)
         if let c = explicit[registry] { return c }

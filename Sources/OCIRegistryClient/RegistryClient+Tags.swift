@@ -33,23 +33,29 @@ extension RegistryClient {
                 }
                 return (page, response.headers.first(name: "Link"))
             }
-            tags += page.tags ?? []
-            path = link.flatMap(Self.nextPage)
+            let added = page.tags ?? []
+            tags += added
+            let following = link.flatMap { Self.nextPage($0, from: next) }
+            // A registry that keeps sending the same page, or an empty one with a next link: done.
+            path = (following == next || added.isEmpty) ? nil : following
         }
         return tags
     }
 
     /// The target of a `Link: </v2/NAME/tags/list?n=100&last=x>; rel="next"` header: its path and
     /// query (the registry's own origin is kept).
-    static func nextPage(_ link: String) -> String? {
+    static func nextPage(_ link: String, from current: String = "/") -> String? {
         for part in link.split(separator: ",") {
             guard part.contains("rel=\"next\"") || part.contains("rel=next"),
                 let open = part.firstIndex(of: "<"), let close = part.firstIndex(of: ">"), open < close
             else { continue }
             let target = String(part[part.index(after: open)..<close])
-            if target.hasPrefix("/") { return target }
-            guard let url = URL(string: target), let query = url.query else { return nil }
-            return url.path + "?" + query
+            // Resolved against the page that sent it; only its path and query are kept (the
+            // registry's own origin, never another host).
+            guard let base = URL(string: "https://registry.invalid" + current),
+                let url = URL(string: target, relativeTo: base)?.absoluteURL
+            else { return nil }
+            return url.path + (url.query.map { "?" + $0 } ?? "")
         }
         return nil
     }

@@ -64,8 +64,21 @@ struct TagSelectionTests {
         let seeded = try SeededRegistry.make(registry, largeLayer: 1 << 20)
         try SeededRegistry.retag(registry, "test/single:1.0", as: "test/single:1.1")
         let host = registry.host
+        // A cosign signature of test/single:1.0: it follows each name the image is carried under.
+        let signed = try #require(seeded.images["test/single:1.0"])
+        let builder = try ImageBuilder(directory: "\(work)/artifacts")
+        var payload = try builder.addBlob(
+            Array(#"{"critical":{"image":{"docker-manifest-digest":"\#(signed)"}}}"#.utf8),
+            mediaType: "application/vnd.dev.cosign.simplesigning.v1+json")
+        payload.annotations = ["dev.cosignproject.cosign/signature": "MEUCIQ=="]
+        try builder.tag(
+            try builder.addImage(platform: Platform(os: "linux", architecture: "amd64"), layers: [payload]), as: "sig")
+        let signatureTag = "sha256-\(signed.encoded).sig"
+        try builder.push("sig", to: registry, as: "test/single:\(signatureTag)")
+        try "\(host)/test/single:1.0\n".write(toFile: "\(work)/direct.txt", atomically: true, encoding: .utf8)
         try """
         {
+          "\(host)/test/single:1.0": ["\(host)/copies/a", "\(host)/copies/b"],
           "\(host)/test/single:1.0,1.1": "\(host)/renamed/app",
           "\(host)/test/multi": "mirror.example.com/team/multi",
           "\(host)/test/nested/docker:v2": ["\(host)/copies/docker:stable"]
@@ -75,16 +88,22 @@ struct TagSelectionTests {
             toFile: "\(work)/auth.json", atomically: true, encoding: .utf8)
         let result = try Ferry.run(
             [
-                "export", "--images", "\(work)/images.json", "--auth", "\(work)/auth.json", "-o", "\(work)/b.tar",
-                "--cache", "\(work)/cache", "--json", "--no-referrers",
+                "export", "--images", "\(work)/images.json", "--auth", "\(work)/auth.json", "-f", "\(work)/direct.txt",
+                "-o", "\(work)/b.tar", "--cache", "\(work)/cache", "--json",
             ] + registry.ferryTrustFlags)
         let summary = try JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as? [String: Any]
         let carried = Set((summary?["images"] as? [[String: Any]] ?? []).compactMap { $0["reference"] as? String })
+        let expected: Set<String> = [
+            "\(host)/renamed/app:1.0", "\(host)/renamed/app:1.1", "mirror.example.com/team/multi:1.0",
+            "\(host)/copies/docker:stable", "\(host)/test/single:1.0", "\(host)/copies/a:1.0", "\(host)/copies/b:1.0",
+        ]
+        #expect(carried.intersection(expected) == expected, "\(carried)")
+        // The signature under every name its image is carried under, and nowhere else.
+        let signatures = carried.filter { $0.hasSuffix(signatureTag) }
         #expect(
-            carried == [
-                "\(host)/renamed/app:1.0", "\(host)/renamed/app:1.1", "mirror.example.com/team/multi:1.0",
-                "\(host)/copies/docker:stable",
-            ], "\(carried)")
+            signatures
+                == Set(["test/single", "copies/a", "copies/b", "renamed/app"].map { "\(host)/\($0):\(signatureTag)" }),
+            "\(signatures)")
         let appliance = try ApplianceFixture(dataDirectory: "\(work)/site")
         defer { appliance.stop() }
         try appliance.command(["import", "\(work)/b.tar"])

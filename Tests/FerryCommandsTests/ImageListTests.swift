@@ -134,6 +134,20 @@ struct TagFilterTests {
         #expect(try TagFilter(semver: "<2", latest: 2).apply(tags) == ["1.10.1", "1.2.5"])
     }
 
+    @Test func partialVersionsStandForAllTheirVersions() throws {
+        let tags = ["0.0.3", "0.4.0", "1.2.1", "1.2.5", "1.3.0", "2.0.0", "1.2.3-alpine"]
+        #expect(try TagFilter(semver: "<=1.2").apply(tags) == ["0.0.3", "0.4.0", "1.2.1", "1.2.5"])
+        #expect(try TagFilter(semver: ">1.2").apply(tags) == ["1.3.0", "2.0.0"])
+        #expect(try TagFilter(semver: "1.2").apply(tags) == ["1.2.1", "1.2.5"])
+        #expect(try TagFilter(semver: "^0").apply(tags) == ["0.0.3", "0.4.0"])
+        #expect(try TagFilter(semver: "^0.0").apply(tags) == ["0.0.3"])
+        // Huge numbers are not versions (and do not overflow).
+        #expect(try TagFilter(semver: ">=1").apply(["99999999999999999999.0.0", "1.0.0"]) == ["1.0.0"])
+        #expect(throws: TagFilterError.self) { try TagFilter(semver: "^9223372036854775807").validated() }
+        // A regex that picks variants keeps them for latest N.
+        #expect(try TagFilter(regex: "alpine", latest: 1).apply(tags) == ["1.2.3-alpine"])
+    }
+
     @Test func regexAndExclusions() throws {
         #expect(try TagFilter(regex: "^1\\.2").apply(tags) == ["1.2", "1.2.0", "1.2.5"])
         #expect(try TagFilter(regex: "^1\\.", exclude: ["alpine", "^1\\.2"]).apply(tags) == ["1.0.0", "1.10.1"])

@@ -132,5 +132,9 @@ struct TagPageTests {
             RegistryClient.nextPage(#"<https://r.example.com/v2/a/tags/list?last=x&n=10>; rel="next""#)
                 == "/v2/a/tags/list?last=x&n=10")
         #expect(RegistryClient.nextPage(#"</v2/a/tags/list?n=2>; rel="prev""#) == nil)
+        #expect(RegistryClient.nextPage(#"<https://r.example.com/v2/a/tags/list>; rel="next""#) == "/v2/a/tags/list")
+        #expect(
+            RegistryClient.nextPage(#"<list?last=b>; rel="next""#, from: "/v2/a/tags/list?n=2")
+                == "/v2/a/tags/list?last=b")
     }
 }
