@@ -72,6 +72,7 @@ struct MultipartStream {
                     if buffer.count > 16 * 1024 { throw Malformed(why: "part headers longer than 16 KiB") }
                     return events
                 }
+                guard end <= 16 * 1024 else { throw Malformed(why: "part headers longer than 16 KiB") }
                 let text = String(decoding: buffer[..<end], as: UTF8.self)
                 buffer.removeFirst(end + 4)
                 let (name, filename) = try Self.disposition(text)
