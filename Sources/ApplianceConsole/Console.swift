@@ -79,6 +79,7 @@ public struct Console: SideResponder {
     let sessions: ConsoleSessions
     let library: MustacheLibrary
     let storedBytes: StoredBytes
+    let loginToken = LoginToken()
     let logger: Logger
     /// One upload at a time: each holds the import thread until it is verified.
     let uploads = UploadGate()
@@ -185,7 +186,9 @@ public struct Console: SideResponder {
         case (.get, "/ui/static/console.js"):
             return Self.asset(ConsoleTemplates.script, type: "text/javascript; charset=utf-8")
         case (.get, "/ui/login"):
-            return loginPage(viewer: viewer, next: request.uri.queryParameters.get("next"), error: nil, name: "")
+            return loginPage(
+                viewer: viewer, nonce: ConsoleForms.cookies(request.headers[.cookie])[LoginToken.cookie],
+                next: request.uri.queryParameters.get("next").map { String($0) }, error: nil, name: "")
         case (.post, "/ui/login"):
             return try await signIn(request, viewer: viewer, remote: remote)
         case (.post, "/ui/logout"):
@@ -230,24 +233,38 @@ public struct Console: SideResponder {
 
     // MARK: Sign-in
 
-    func loginPage(viewer: Viewer, next: String?, error: String?, name: String, status: HTTPResponse.Status = .ok)
-        -> Response
-    {
-        // Every visitor gets a session before signing in: the form's CSRF token is bound to it.
-        let session = viewer.session ?? sessions.start(user: nil)
+    /// The sign-in form. Its CSRF token is bound to a random nonce in a cookie of its own (an HMAC
+    /// of it under a key of this process): no state is kept for visitors who have not signed in, so
+    /// asking for the page any number of times fills nothing.
+    func loginPage(
+        viewer: Viewer, nonce given: String?, next: String?, error: String?, name: String,
+        status: HTTPResponse.Status = .ok
+    ) -> Response {
+        let nonce = given.flatMap { LoginToken.isNonce($0) ? $0 : nil } ?? ConsoleSessions.token()
         var values = base(viewer: viewer, title: "Sign in")
         values["session"] = nil as Any?
-        values["csrf"] = session.csrf
+        values["csrf"] = loginToken.token(for: nonce)
         values["next"] = Self.safeNext(next)
         values["error"] = error
         values["name"] = name
         var response = html("login", values, status: status)
-        if viewer.session == nil { response.headers[.setCookie] = cookie(session.id) }
+        if given != nonce {
+            response.headers[.setCookie] =
+                "\(LoginToken.cookie)=\(nonce); Path=/ui/login; HttpOnly; SameSite=Strict\(settings.secureCookies ? "; Secure" : "")"
+        }
         return response
     }
 
     func signIn(_ request: Request, viewer: Viewer, remote: String) async throws -> Response {
-        let fields = try await form(request, viewer: viewer)
+        let nonce = ConsoleForms.cookies(request.headers[.cookie])[LoginToken.cookie]
+        let fields = try await formFields(request)
+        guard let nonce, LoginToken.isNonce(nonce), let given = fields["csrf"],
+            Self.constantTimeEqual(given, loginToken.token(for: nonce))
+        else {
+            throw ConsolePage(
+                status: .forbidden, heading: "Form refused",
+                text: "The form has expired or did not come from this console. Reload the page and try again.")
+        }
         let name = fields["user"] ?? ""
         let next = Self.safeNext(fields["next"])
         guard let authenticator else { return Self.redirect(next) }
@@ -257,12 +274,13 @@ public struct Console: SideResponder {
             identity = try await authenticator.authenticate(basic: header, remote: remote)
         } catch {
             return loginPage(
-                viewer: viewer, next: next, error: "Too many failed sign-ins: try again in a minute.", name: name,
-                status: .tooManyRequests)
+                viewer: viewer, nonce: nonce, next: next, error: "Too many failed sign-ins: try again in a minute.",
+                name: name, status: .tooManyRequests)
         }
         guard let identity, let user = identity.name else {
             return loginPage(
-                viewer: viewer, next: next, error: "Wrong user or password.", name: name, status: .unauthorized)
+                viewer: viewer, nonce: nonce, next: next, error: "Wrong user or password.", name: name,
+                status: .unauthorized)
         }
         if let id = viewer.session?.id { sessions.end(id) }
         let session = sessions.start(user: user, stamp: authenticator.credentialStamp(name: user))
@@ -273,6 +291,19 @@ public struct Console: SideResponder {
 
     /// A POSTed form of this session: refused unless it carries the session's CSRF token.
     func form(_ request: Request, viewer: Viewer) async throws -> [String: String] {
+        let fields = try await formFields(request)
+        guard let session = viewer.session, let token = fields["csrf"],
+            Self.constantTimeEqual(token, session.csrf)
+        else {
+            throw ConsolePage(
+                status: .forbidden, heading: "Form refused",
+                text: "The form has expired or did not come from this console. Reload the page and try again.")
+        }
+        return fields
+    }
+
+    /// The fields of a POSTed form (at most 64 KiB).
+    func formFields(_ request: Request) async throws -> [String: String] {
         let type = request.headers[.contentType] ?? ""
         guard type.hasPrefix("application/x-www-form-urlencoded") else {
             throw ConsolePage(status: .unsupportedMediaType, heading: "Not a form", text: "Expected a form.")
@@ -280,13 +311,6 @@ public struct Console: SideResponder {
         var body = try await request.body.collect(upTo: 64 * 1024)
         guard let text = body.readString(length: body.readableBytes), let fields = ConsoleForms.fields(text) else {
             throw ConsolePage(status: .badRequest, heading: "Not a form", text: "The form could not be read.")
-        }
-        guard let session = viewer.session, let token = fields["csrf"],
-            Self.constantTimeEqual(token, session.csrf)
-        else {
-            throw ConsolePage(
-                status: .forbidden, heading: "Form refused",
-                text: "The form has expired or did not come from this console. Reload the page and try again.")
         }
         return fields
     }

@@ -113,6 +113,22 @@ struct ConsoleInputTests {
         let console = try ConsoleClient(appliance: appliance, work: work, user: "root", password: "root-password")
         let csrf = try console.token("/ui/import")
         #expect(!csrf.isEmpty)
+        // The sign-in form's token is bound to the browser's own nonce cookie: taken to a request
+        // without it, or with another, it is refused.
+        let form = try Shell.run([
+            "curl", "-s", "-c", "\(work)/other", "--cacert", appliance.caCertificate,
+            "https://\(appliance.host)/ui/login",
+        ])
+        let stolen = ConsoleClient.token(in: form.stdout)
+        for cookie in [[], ["-H", "Cookie: ferry_login=\(String(repeating: "a", count: 64))"]] {
+            let forged = try Shell.run(
+                ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--cacert", appliance.caCertificate] + cookie
+                    + [
+                        "--data-urlencode", "csrf=\(stolen)", "--data-urlencode", "user=root", "--data-urlencode",
+                        "password=root-password", "https://\(appliance.host)/ui/login",
+                    ])
+            #expect(forged.stdout == "403", "\(cookie)")
+        }
         try Data(repeating: 7, count: 2 << 20).write(to: URL(fileURLWithPath: "\(work)/big.tar"))
         let oversized = try console.curl("/ui/import", ["-F", "csrf=\(csrf)", "-F", "bundle=@\(work)/big.tar"])
         #expect(oversized.status == 413 && oversized.body.contains("larger than this appliance takes"))
