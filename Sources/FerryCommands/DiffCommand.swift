@@ -54,9 +54,7 @@ public struct DiffCommand: AsyncParsableCommand {
         try await reportingErrors {
             let difference = Self.compare(try Self.holdings(first), try Self.holdings(second))
             if json {
-                let encoder = JSONEncoder()
-                encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
-                FileHandle.standardOutput.write(try encoder.encode(difference) + Data("\n".utf8))
+                try printJSON(difference)
                 return
             }
             for change in difference.added { print("+ \(change.image)  \(change.to ?? "")") }

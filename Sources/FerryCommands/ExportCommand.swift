@@ -182,9 +182,7 @@ public struct ExportCommand: AsyncParsableCommand {
                 try await Exporter(client: client, progress: reporter).run(options)
             }
             if json {
-                let encoder = JSONEncoder()
-                encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
-                FileHandle.standardOutput.write(try encoder.encode(summary) + Data("\n".utf8))
+                try printJSON(summary)
             } else {
                 let mib = Double(summary.bundleSize) / 1_048_576
                 print(

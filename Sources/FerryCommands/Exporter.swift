@@ -649,11 +649,7 @@ public enum ExportError: Error, CustomStringConvertible {
     /// Content that failed verification (as opposed to a registry that could not be reached).
     public var isVerificationFailure: Bool {
         switch self {
-        case .registry(_, let error), .blob(_, _, let error):
-            switch error {
-            case .corruptBlob, .manifestDigestMismatch: true
-            default: false
-            }
+        case .registry(_, let error), .blob(_, _, let error): error.isVerificationFailure
         case .signatures: true
         default: false
         }

@@ -24,7 +24,7 @@ public struct FerryCommand: AsyncParsableCommand {
         version: FerryVersion.string,
         subcommands: [
             ExportCommand.self, PlanCommand.self, DiffCommand.self, VerifyCommand.self, InspectCommand.self,
-            PushCommand.self, SplitCommand.self, ConvertCommand.self,
+            PushCommand.self, SyncCommand.self, SplitCommand.self, ConvertCommand.self,
             KeygenCommand.self,
             SignCommand.self,
         ]
@@ -70,6 +70,8 @@ func exitCode(for error: any Error) -> Int32 {
     case let error as SiteRecordError:
         if case .signature = error { FerryExitCode.verification } else { FerryExitCode.usage }
     case let error as PushError where error.isVerification: FerryExitCode.verification
+    case let error as SyncError:
+        error.isVerification ? FerryExitCode.verification : error.isUsage ? FerryExitCode.usage : FerryExitCode.failure
     case let error as ChartError:
         switch error {
         case .invalidRequest: FerryExitCode.usage

@@ -48,9 +48,7 @@ public struct PlanCommand: AsyncParsableCommand {
                 try await Exporter(client: client, progress: ProgressReporter(mode: .none)).plan(options)
             }
             if json {
-                let encoder = JSONEncoder()
-                encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
-                FileHandle.standardOutput.write(try encoder.encode(plan) + Data("\n".utf8))
+                try printJSON(plan)
                 return
             }
             for image in plan.images {

@@ -63,9 +63,7 @@ public struct PushCommand: AsyncParsableCommand {
                 client in try await BundlePusher(client: client, progress: reporter).run(options)
             }
             if json {
-                let encoder = JSONEncoder()
-                encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
-                FileHandle.standardOutput.write(try encoder.encode(summary) + Data("\n".utf8))
+                try printJSON(summary)
             } else {
                 print(
                     String(

@@ -207,6 +207,11 @@ public struct VerifyCommand: AsyncParsableCommand {
     }
 }
 
+/// Prints `value` as the JSON summary scripts read (`--json`): sorted keys, one trailing newline.
+func printJSON(_ value: some Encodable) throws {
+    FileHandle.standardOutput.write(try jsonEncoder().encode(value) + Data("\n".utf8))
+}
+
 func jsonEncoder() -> JSONEncoder {
     let encoder = JSONEncoder()
     encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]

@@ -93,18 +93,26 @@ extension RegistryClient {
         _ descriptor: Descriptor, repository: RepositoryName, registry: String, into sink: some BlobSink,
         progress: @escaping @Sendable (Int64) -> Void = { _ in }
     ) async throws {
+        try await retryingBlob(registry: registry, repository: repository) {
+            do {
+                try sink.reset()
+            } catch {
+                throw RegistryError.sink("\(descriptor.digest): \(error)")
+            }
+            try await streamBlob(descriptor, repository: repository, registry: registry, into: sink, progress: progress)
+        }
+    }
+
+    /// The one retry rule for a blob's transfer: `attempt` is retried like every request
+    /// (connection errors, 5xx, 429); content that does not match its digest is fetched once more,
+    /// then fails with ``RegistryError/corruptBlob(registry:repository:underlying:)``.
+    func retryingBlob(registry: String, repository: RepositoryName, _ attempt: () async throws -> Void)
+        async throws
+    {
         var corruptAttempts = 0
         while true {
             do {
-                try await configuration.retry.run { _ in
-                    do {
-                        try sink.reset()
-                    } catch {
-                        throw RegistryError.sink("\(descriptor.digest): \(error)")
-                    }
-                    try await streamBlob(
-                        descriptor, repository: repository, registry: registry, into: sink, progress: progress)
-                }
+                try await configuration.retry.run { _ in try await attempt() }
                 return
             } catch let error as BlobVerificationError {
                 corruptAttempts += 1

@@ -57,6 +57,15 @@ public enum RegistryError: Error, CustomStringConvertible {
         }
     }
 
+    /// Content that did not match its digest (as opposed to a registry that failed to answer).
+    public var isVerificationFailure: Bool {
+        switch self {
+        case .corruptBlob, .manifestDigestMismatch: true
+        case .gaveUp(let error, _): error.isVerificationFailure
+        default: false
+        }
+    }
+
     var retryAfter: Double? {
         if case .status(_, _, _, _, let retryAfter) = self { return retryAfter }
         return nil

@@ -7,11 +7,14 @@ Listens on --port (the "registry") and --cdn-port (another origin, like Docker H
                              Authorization header reached it);
   --flaky-blobs              per blob: 1st GET 503, 2nd 429 with Retry-After: 1, 3rd cut off
                              mid-body, 4th served.
+  --unavailable-while FILE --unavailable-path TEXT
+                             answer 503 to every request whose path contains TEXT while FILE exists.
 Every request is logged as one line: "front|cdn METHOD PATH STATUS auth=yes|no".
 """
 import argparse
 import base64
 import http.client
+import os
 import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -25,6 +28,8 @@ def main() -> None:
     parser.add_argument("--require-basic")
     parser.add_argument("--redirect-blobs", action="store_true")
     parser.add_argument("--flaky-blobs", action="store_true")
+    parser.add_argument("--unavailable-while")
+    parser.add_argument("--unavailable-path")
     args = parser.parse_args()
     expected = ("Basic " + base64.b64encode(args.require_basic.encode()).decode()) if args.require_basic else None
     attempts = {}
@@ -73,6 +78,13 @@ def main() -> None:
                 self.send_header("Content-Length", "0")
                 self.end_headers()
                 log(f"front {self.command} {self.path} 401 auth={auth}")
+                return
+            if (args.unavailable_while and args.unavailable_path in self.path
+                    and os.path.exists(args.unavailable_while)):
+                self.send_response(503)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                log(f"front {self.command} {self.path} 503 auth={auth}")
                 return
             is_blob = "/blobs/sha256:" in self.path and self.command == "GET"
             if is_blob and args.flaky_blobs:
