@@ -64,9 +64,9 @@ for i in $(seq "$runs"); do
   stop_registry
   rm -rf "$work/ferry-dest-$i" "$work/ferry-cache-$i"
   start_registry "$work/skopeo-dest-$i"
-  timed skopeo-cold skopeo sync --quiet --all --preserve-digests --src yaml --dest docker \
+  timed skopeo-cold skopeo sync --all --preserve-digests --src yaml --dest docker \
     --dest-cert-dir "$REGISTRY_CERTS" "$work/skopeo-sync.yaml" "$REGISTRY/mirror"
-  timed skopeo-again skopeo sync --quiet --all --preserve-digests --src yaml --dest docker \
+  timed skopeo-again skopeo sync --all --preserve-digests --src yaml --dest docker \
     --dest-cert-dir "$REGISTRY_CERTS" "$work/skopeo-sync.yaml" "$REGISTRY/mirror"
   peer=$(skopeo inspect --raw --cert-dir "$REGISTRY_CERTS" "docker://$REGISTRY/mirror/bench/multi:1" | sha256sum)
   [ "$digest" = "$peer" ] || { echo "the two copies of bench/multi:1 differ" >&2; exit 1; }
