@@ -50,7 +50,7 @@ echo "images: $(wc -l <"$work/images.txt"), source holds $(($(du -sb "$work/sour
 timed() {
   local name=$1
   shift
-  /usr/bin/time -f "%e %M" -o "$work/$name.time" "$@" >/dev/null
+  /usr/bin/time -f "%e %M" -o "$work/$name.time" "$@" >/dev/null 2>"$work/$name.log"
   cat "$work/$name.time" >>"$work/$name.times"
 }
 
@@ -68,7 +68,8 @@ for i in $(seq "$runs"); do
     --dest-cert-dir "$REGISTRY_CERTS" "$work/skopeo-sync.yaml" "$REGISTRY/mirror"
   timed skopeo-again skopeo sync --all --preserve-digests --src yaml --dest docker \
     --dest-cert-dir "$REGISTRY_CERTS" "$work/skopeo-sync.yaml" "$REGISTRY/mirror"
-  peer=$(skopeo inspect --raw --cert-dir "$REGISTRY_CERTS" "docker://$REGISTRY/mirror/bench/multi:1" | sha256sum)
+  # (skopeo sync keeps only the last component of a repository's name)
+  peer=$(skopeo inspect --raw --cert-dir "$REGISTRY_CERTS" "docker://$REGISTRY/mirror/multi:1" | sha256sum)
   [ "$digest" = "$peer" ] || { echo "the two copies of bench/multi:1 differ" >&2; exit 1; }
   stop_registry
   rm -rf "$work/skopeo-dest-$i"
