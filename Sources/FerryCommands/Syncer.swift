@@ -1,4 +1,5 @@
 import Foundation
+import NIOPosix
 import OCIBundle
 import OCICore
 import OCIRegistryClient
@@ -134,8 +135,13 @@ public struct Syncer: Sendable {
         // Every image has somewhere to go before anything is copied.
         for request in listing.requests { _ = try Self.destination(of: request, options: options) }
         let store = try BlobStore(root: options.cacheDirectory, durable: false)
+        // Threads that verify blobs on their way and wait for the destination when it is slower.
+        let pool = NIOThreadPool(numberOfThreads: min(64, options.images * options.parallel))
+        pool.start()
+        defer { pool.shutdownGracefully { _ in } }
         let run = SyncRun(
-            client: client, progress: progress, exporter: exporter, listing: listing, options: options, store: store)
+            client: client, progress: progress, exporter: exporter, listing: listing, options: options, store: store,
+            pool: pool)
 
         var summary = Summary(dryRun: options.dryRun)
         var results: [String: Summary.Image] = [:]  // by source -> destination, the last pass's word
@@ -189,6 +195,7 @@ struct SyncRun: Sendable {
     let listing: Exporter.Options
     let options: Syncer.Options
     let store: BlobStore
+    let pool: NIOThreadPool
     let ledger = BlobLedger()
 
     struct Outcome: Sendable {
@@ -406,7 +413,7 @@ struct SyncRun: Sendable {
             return .present
         }
         do {
-            try await client.copyBlob(blob, from: source, to: target)
+            try await client.copyBlob(blob, from: source, to: target, pool: pool)
         } catch let error as RegistryError {
             throw SyncError.blob(blob.digest, error)
         }

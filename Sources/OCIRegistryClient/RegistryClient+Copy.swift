@@ -1,6 +1,7 @@
 import AsyncHTTPClient
 import Foundation
 import NIOCore
+import NIOPosix
 import OCICore
 import Synchronization
 
@@ -40,117 +41,122 @@ extension RegistryClient {
     }
 
     /// Copies a blob between repositories of any registries without storing it: the source's
-    /// response body streams into the destination's upload, checked against `descriptor` (size and
-    /// digest) as it passes, in batches of about 256 KiB. The batch that completes the blob is sent
-    /// only once the digest matched, so content that does not match is never finished at the
-    /// destination. Retried as ``fetchBlob(_:repository:registry:into:progress:)`` is: connection
-    /// errors, 5xx and 429 with backoff, corrupt content once. `progress` gets byte counts (negative
-    /// when an attempt is discarded).
+    /// response streams (in the batches of ``fetchBlob(_:repository:registry:into:progress:)``,
+    /// hashed on `pool`) into the destination's upload, at most a few MiB ahead of it. The batch
+    /// that completes the blob is sent only once size and digest matched, so content that does not
+    /// match is never finished at the destination. Retried as `fetchBlob` is: connection errors,
+    /// 5xx and 429 with backoff, corrupt content once. `pool`'s threads wait while the destination
+    /// is slower than the source: give one of the caller's own, not `NIOThreadPool.singleton`.
     public func copyBlob(
-        _ descriptor: Descriptor, from source: RegistryLocation, to target: RegistryLocation,
+        _ descriptor: Descriptor, from source: RegistryLocation, to target: RegistryLocation, pool: NIOThreadPool,
         progress: @escaping @Sendable (Int64) -> Void = { _ in }
     ) async throws {
         try await retryingBlob(registry: source.registry, repository: source.repository) {
-            let path = "/v2/\(source.repository)/blobs/\(descriptor.digest)"
-            let response = try await send(
-                .GET, registry: source.registry, path: path, scope: "repository:\(source.repository):pull")
-            let passage = BlobPassage(progress: progress)
-            let bytes = VerifiedBytes(
-                base: response.body, descriptor: descriptor, passage: passage, registry: source.registry, url: path)
-            do {
-                try await uploadBlob(
-                    descriptor.digest, size: descriptor.size, repository: target.repository.value,
-                    registry: target.registry, body: .stream(bytes, length: .known(descriptor.size)))
-            } catch {
-                progress(-passage.count)
-                // What went wrong on the source's side (a broken stream, bytes that do not match)
-                // is the cause; the upload only saw its request body fail.
-                throw passage.failure ?? error
+            let feed = UploadFeed(size: descriptor.size)
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                group.addTask {
+                    try await self.uploadBlob(
+                        descriptor.digest, size: descriptor.size, repository: target.repository.value,
+                        registry: target.registry, body: feed.body)
+                }
+                var streamed: (any Error)?
+                do {
+                    try await streamBlob(
+                        descriptor, repository: source.repository, registry: source.registry, into: feed, pool: pool,
+                        progress: progress)
+                    try feed.finish()
+                } catch {
+                    streamed = error
+                    feed.fail(error)
+                }
+                do {
+                    try await group.next()
+                } catch {
+                    // The destination's answer explains a feed that stopped taking bytes.
+                    if streamed == nil || feed.stoppedByUpload { throw error }
+                }
+                if let streamed { throw streamed }
             }
         }
     }
 }
 
-/// What one copy attempt has passed on, and why it stopped if it did (shared by the body sequence,
-/// which runs where the HTTP client iterates it, and the caller).
-final class BlobPassage: Sendable {
-    private let state = Mutex<(count: Int64, failure: (any Error)?)>((0, nil))
-    let progress: @Sendable (Int64) -> Void
+/// A blob's bytes from the thread that verifies them to an upload's request body: at most `depth`
+/// batches queued, the writer waiting for room (so its thread may block: never an event loop); the
+/// batch that completes the blob held back until ``finish()``, after verification.
+final class UploadFeed: BlobSink, @unchecked Sendable {
+    private let continuation: AsyncThrowingStream<ByteBuffer, any Error>.Continuation
+    let body: HTTPClientRequest.Body
+    private let credits: DispatchSemaphore
+    private let size: Int64
+    private let lock = NSLock()
+    private var written: Int64 = 0
+    private var held: ByteBuffer?
+    private var uploadEnded = false
 
-    init(progress: @escaping @Sendable (Int64) -> Void) { self.progress = progress }
-
-    var count: Int64 { state.withLock { $0.count } }
-    var failure: (any Error)? { state.withLock { $0.failure } }
-
-    func passed(_ bytes: Int) {
-        state.withLock { $0.count += Int64(bytes) }
-        progress(Int64(bytes))
+    init(size: Int64, depth: Int = 8) {
+        let (stream, continuation) = AsyncThrowingStream<ByteBuffer, any Error>.makeStream()
+        let credits = DispatchSemaphore(value: depth)
+        self.continuation = continuation
+        self.credits = credits
+        self.size = size
+        body = .stream(
+            stream.map { buffer -> ByteBuffer in
+                credits.signal()
+                return buffer
+            }, length: .known(size))
+        continuation.onTermination = { [weak self] _ in self?.uploadStopped() }
     }
 
-    func fail(_ error: any Error) { state.withLock { $0.failure = $0.failure ?? error } }
+    /// The upload stopped reading (finished, failed or cancelled): a waiting writer must not wait on.
+    private func uploadStopped() {
+        lock.withLock { uploadEnded = true }
+        for _ in 0..<64 { credits.signal() }
+    }
+
+    /// Whether the upload stopped before the bytes did (its error is the one to report).
+    var stoppedByUpload: Bool { lock.withLock { uploadEnded && written < size } }
+
+    func write(_ bytes: UnsafeRawBufferPointer) throws {
+        let buffer = ByteBuffer(bytes: bytes)
+        let last = lock.withLock {
+            written += Int64(bytes.count)
+            return written >= size
+        }
+        if last {
+            lock.withLock { held = buffer }
+            return
+        }
+        credits.wait()
+        if lock.withLock({ uploadEnded }) { throw UploadFeedError.uploadStopped }
+        continuation.yield(buffer)
+    }
+
+    /// A feed cannot take back what it sent: a second attempt is a new feed.
+    func reset() throws {
+        if lock.withLock({ written > 0 }) { throw UploadFeedError.cannotRewind }
+    }
+
+    /// After the blob verified: the held batch, then the end of the body.
+    func finish() throws {
+        if let held = lock.withLock({ held }) {
+            if lock.withLock({ uploadEnded }) { throw UploadFeedError.uploadStopped }
+            continuation.yield(held)
+        }
+        continuation.finish()
+    }
+
+    func fail(_ error: any Error) { continuation.finish(throwing: error) }
 }
 
-/// A blob response's body as an upload's body: gathered into batches, verified as it passes, the
-/// last batch held until the digest matched.
-struct VerifiedBytes: AsyncSequence, Sendable {
-    typealias Element = ByteBuffer
-    static let batchSize = 256 << 10
+enum UploadFeedError: Error, CustomStringConvertible {
+    case uploadStopped
+    case cannotRewind
 
-    let base: HTTPClientResponse.Body
-    let descriptor: Descriptor
-    let passage: BlobPassage
-    let registry: String
-    let url: String
-
-    func makeAsyncIterator() -> Iterator {
-        Iterator(
-            base: base.makeAsyncIterator(), verifier: BlobVerifier(descriptor), passage: passage, registry: registry,
-            url: url)
-    }
-
-    struct Iterator: AsyncIteratorProtocol {
-        var base: HTTPClientResponse.Body.AsyncIterator
-        var verifier: BlobVerifier
-        let passage: BlobPassage
-        let registry: String
-        let url: String
-        var done = false
-
-        mutating func next() async throws -> ByteBuffer? {
-            guard !done else { return nil }
-            do {
-                var batch: ByteBuffer?
-                while true {
-                    let chunk: ByteBuffer?
-                    do {
-                        chunk = try await base.next()
-                    } catch {
-                        throw RegistryError.connection(
-                            registry: registry, url: url, underlying: RegistryClient.describe(error))
-                    }
-                    guard let chunk else {
-                        done = true
-                        try verifier.finish()  // a short body
-                        return batch
-                    }
-                    try chunk.withUnsafeReadableBytes { try verifier.update($0) }
-                    passage.passed(chunk.readableBytes)
-                    if batch == nil {
-                        batch = chunk
-                    } else {
-                        batch?.writeImmutableBuffer(chunk)
-                    }
-                    if verifier.count == verifier.expectedSize {
-                        try verifier.finish()  // before the last bytes go
-                        done = true
-                        return batch
-                    }
-                    if let batch, batch.readableBytes >= VerifiedBytes.batchSize { return batch }
-                }
-            } catch {
-                passage.fail(error)
-                throw error
-            }
+    var description: String {
+        switch self {
+        case .uploadStopped: "the destination stopped taking the upload"
+        case .cannotRewind: "an upload cannot be rewound"
         }
     }
 }

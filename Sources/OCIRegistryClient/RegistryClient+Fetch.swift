@@ -99,7 +99,9 @@ extension RegistryClient {
             } catch {
                 throw RegistryError.sink("\(descriptor.digest): \(error)")
             }
-            try await streamBlob(descriptor, repository: repository, registry: registry, into: sink, progress: progress)
+            try await streamBlob(
+                descriptor, repository: repository, registry: registry, into: sink, pool: NIOThreadPool.singleton,
+                progress: progress)
         }
     }
 
@@ -125,9 +127,9 @@ extension RegistryClient {
 
     /// One attempt: GET the blob with authentication and redirects, streaming a 2xx body through a
     /// ``BlobStreamDelegate``. Bytes of a failed attempt are taken back from `progress`.
-    private func streamBlob(
+    func streamBlob(
         _ descriptor: Descriptor, repository: RepositoryName, registry: String, into sink: some BlobSink,
-        progress: @escaping @Sendable (Int64) -> Void
+        pool: NIOThreadPool, progress: @escaping @Sendable (Int64) -> Void
     ) async throws {
         let endpoint = try await endpoint(for: registry)
         let scope = "repository:\(repository):pull"
@@ -143,7 +145,7 @@ extension RegistryClient {
                 url: url, method: .GET, headers: headers,
                 tlsConfiguration: try tlsConfiguration(for: url, endpoint: endpoint))
             let delegate = BlobStreamDelegate(
-                descriptor: descriptor, sink: sink, pool: NIOThreadPool.singleton, progress: progress)
+                descriptor: descriptor, sink: sink, pool: pool, progress: progress)
             let outcome: BlobStreamDelegate.Outcome
             do {
                 let task = http.execute(request: request, delegate: delegate)
