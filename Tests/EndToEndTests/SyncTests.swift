@@ -131,6 +131,34 @@ struct SyncTests {
         #expect(unreachable.status == 1, "\(unreachable.stderr)")
         #expect(unreachable.stderr.contains("2 image(s) not synced"), "\(unreachable.stderr)")
         #expect(unreachable.stderr.contains("\(source.host)/test/multi:1.0 -> \(closed)/"), "\(unreachable.stderr)")
+
+        // A source blob that does not match its digest: exit 65, and nothing of it at the destination.
+        let raw = try Shell.run(
+            ["skopeo", "inspect", "--raw", "--tls-verify=false", "docker://\(source.host)/test/single:1.0"]
+        ).stdout
+        let manifest = try #require(JSONSerialization.jsonObject(with: Data(raw.utf8)) as? [String: Any])
+        let layer = try Digest(try #require((manifest["layers"] as? [[String: Any]])?.last?["digest"] as? String))
+        let file = "\(source.storage)/docker/registry/v2/blobs/sha256/\(layer.encoded.prefix(2))/\(layer.encoded)/data"
+        var bytes = try Data(contentsOf: URL(fileURLWithPath: file))
+        bytes[bytes.count / 2] ^= 0xff
+        try bytes.write(to: URL(fileURLWithPath: file))
+        let destination = try RegistryFixture()
+        defer { destination.stop() }
+        let corrupt = try Ferry.run(
+            [
+                "sync", "\(source.host)/test/single:1.0", "--to", destination.host, "--insecure-registry", source.host,
+                "--insecure-registry", destination.host, "--cache", "\(work)/cache", "--retries", "0",
+            ], check: false)
+        #expect(corrupt.status == 65, "\(corrupt.stderr)")
+        #expect(corrupt.stderr.contains("does not match its digest"), "\(corrupt.stderr)")
+        let served = Reference.servedHost(source.host)
+        let head = try Shell.run(
+            [
+                "curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "-I",
+                "http://\(destination.host)/v2/\(served)/test/single/blobs/\(layer)",
+            ]
+        ).stdout
+        #expect(head == "404", "the corrupt blob reached the destination")
     }
 
     static func summary(_ result: Shell.Result) throws -> [String: Any] {
@@ -143,5 +171,38 @@ struct SyncTests {
 
     static func statuses(_ summary: [String: Any]) -> [String] {
         images(summary).compactMap { $0["status"] as? String }
+    }
+}
+
+extension SyncTests {
+    /// `--platform`: one platform of an index is copied as its manifest under the tag; every
+    /// platform selected is the index whole.
+    @Test func onePlatformOfAnIndexIsCopiedAsItsManifest() throws {
+        let source = try RegistryFixture()
+        defer { source.stop() }
+        let seeded = try SeededRegistry.make(source, largeLayer: 1 << 20)
+        let destination = try RegistryFixture()
+        defer { destination.stop() }
+        let work = try Shell.temporaryDirectory()
+        defer { Shell.remove(work) }
+        let raw = try Shell.run(
+            ["skopeo", "inspect", "--raw", "--tls-verify=false", "docker://\(source.host)/test/multi:1.0"]
+        ).stdout
+        let index = try #require(JSONSerialization.jsonObject(with: Data(raw.utf8)) as? [String: Any])
+        let arm = (index["manifests"] as? [[String: Any]] ?? []).first {
+            ($0["platform"] as? [String: Any])?["architecture"] as? String == "arm64"
+        }
+        let armDigest = try #require(arm?["digest"] as? String)
+        func sync(_ platform: String, into prefix: String) throws -> Digest {
+            try Ferry.run(
+                [
+                    "sync", "\(source.host)/test/multi:1.0", "--platform", platform, "--to",
+                    "\(destination.host)/\(prefix)", "--drop-registry-host", "--insecure-registry", source.host,
+                    "--insecure-registry", destination.host, "--cache", "\(work)/cache",
+                ])
+            return try SeededRegistry.registryDigest(destination, "\(prefix)/test/multi:1.0")
+        }
+        #expect(try sync("linux/arm64/v8", into: "one").description == armDigest)
+        #expect(try sync("linux/amd64,linux/arm64/v8", into: "both") == seeded.images["test/multi:1.0"])
     }
 }
