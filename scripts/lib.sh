@@ -16,10 +16,11 @@ FERRY_QUICKSTART_PACKAGES=(python3 docker-registry skopeo openssl curl tar)
 # What the tests run: Debian's python3 with python3-cryptography (the token server fixture), the real
 # peers (distribution registry, skopeo, podman, containerd), htpasswd (apache2-utils), GNU time (peak
 # RSS), openssl, curl, tar, zstd (Hauler- and Zarf-shaped test archives), the shell scripts' linter, and
-# chromium with its WebDriver, Debian's selenium and HTML Tidy (the web console's browser tests).
+# chromium with its WebDriver, Debian's selenium and HTML Tidy (the web console's browser tests), slapd and
+# ldap-utils (directory sign-in).
 FERRY_TEST_PACKAGES=(
   python3 python3-cryptography docker-registry skopeo podman containerd apache2-utils time openssl tar
-  curl shellcheck zstd chromium chromium-driver python3-selenium tidy
+  curl shellcheck zstd chromium chromium-driver python3-selenium tidy slapd ldap-utils
 )
 # Debian's python3 (with Debian's python3-* modules), whatever python3 comes first on PATH.
 PYTHON=/usr/bin/python3

@@ -20,6 +20,19 @@ import Yams
 ///   htpasswdRole: pull                # pull, push, delete or admin, for every htpasswd user
 ///   htpasswdRepositories: [apps]      # repository prefixes they may use (default: all)
 ///   tokenLifetime: 300                # seconds
+///   ldap:                             # directory accounts too (local users first)
+///     url: ldaps://ldap.plant.example  # or ldap://
+///     caFile: /etc/ferry/ldap-ca.pem
+///     bindDN: cn=ferry,ou=services,dc=plant,dc=example
+///     bindPasswordFile: /etc/ferry/ldap-bind.password
+///     baseDN: ou=people,dc=plant,dc=example
+///     uidAttribute: uid               # default uid
+///     filter: (objectClass=inetOrgPerson)
+///     groupBaseDN: ou=groups,dc=plant,dc=example
+///     groups:
+///       - {group: ferry-admins, role: admin}          # a cn or a whole DN
+///       - {group: ci, role: push, repositories: [apps]}
+///     defaultRole: pull               # for users no group maps (default: refused)
 /// http:
 ///   trustedProxies: [10.0.0.5]        # proxies whose X-Forwarded-For is believed (with --plain-http)
 ///   headerTimeout: 30                 # s from accept to a complete request head (TLS handshake included)
@@ -47,6 +60,35 @@ public struct ApplianceConfiguration: Codable, Equatable, Sendable {
         public var htpasswdRole: String?
         public var htpasswdRepositories: [String]?
         public var tokenLifetime: Int?
+        /// Sign-in with directory accounts (Harbor's `ldap_auth`); local users keep working.
+        public var ldap: LDAP?
+    }
+    public struct LDAP: Codable, Equatable, Sendable {
+        public struct GroupRole: Codable, Equatable, Sendable {
+            /// A group's DN or cn.
+            public var group: String
+            public var role: String
+            public var repositories: [String]?
+        }
+        /// `ldap://HOST[:PORT]` or `ldaps://HOST[:PORT]`.
+        public var url: String
+        public var caFile: String?
+        public var bindDN: String?
+        public var bindPasswordFile: String?
+        public var baseDN: String
+        public var uidAttribute: String?
+        public var filter: String?
+        /// `sub` (default) or `one`.
+        public var scope: String?
+        public var groupBaseDN: String?
+        public var groupFilter: String?
+        public var groupMemberAttribute: String?
+        public var groups: [GroupRole]?
+        /// The role of a directory user no group maps (default: none, refused).
+        public var defaultRole: String?
+        public var defaultRepositories: [String]?
+        /// Seconds to wait for the directory.
+        public var timeout: Int?
     }
     public struct HTTP: Codable, Equatable, Sendable {
         /// Addresses of proxies whose `X-Forwarded-For` names the client (failed-login limits, logs).

@@ -221,7 +221,79 @@ extension ServeCommand {
             guard lifetime >= 10 else { throw .badValue(path: path, key: "auth.tokenLifetime", "at least 10 seconds") }
             policy.tokenLifetime = lifetime
         }
+        if let ldap = auth?.ldap { policy.ldap = try directory(ldap, path: path) }
         return policy
+    }
+
+    /// `auth.ldap`, checked: every problem names its key.
+    static func directory(_ ldap: ApplianceConfiguration.LDAP, path: String?) throws(ConfigurationError)
+        -> LDAPDirectory
+    {
+        func role(_ text: String, key: String) throws(ConfigurationError) -> Role {
+            guard let role = Role(rawValue: text) else {
+                throw .badValue(path: path, key: key, "\(text): expected pull, push, delete or admin")
+            }
+            return role
+        }
+        func filter(_ text: String?, key: String) throws(ConfigurationError) -> LDAPFilter? {
+            guard let text else { return nil }
+            do {
+                return try LDAPFilter(parsing: text)
+            } catch {
+                throw .badValue(path: path, key: key, error.description)
+            }
+        }
+        guard let url = URL(string: ldap.url), ["ldap", "ldaps"].contains(url.scheme ?? ""), url.host != nil else {
+            throw .badValue(
+                path: path, key: "auth.ldap.url", "\(ldap.url): expected ldap://HOST[:PORT] or ldaps://HOST[:PORT]")
+        }
+        var settings = LDAPDirectory.Settings(url: url, baseDN: ldap.baseDN)
+        settings.caFile = ldap.caFile
+        settings.bindDN = ldap.bindDN
+        if let file = ldap.bindPasswordFile {
+            guard let text = try? String(contentsOfFile: file, encoding: .utf8) else {
+                throw .badValue(path: path, key: "auth.ldap.bindPasswordFile", "\(file): cannot read it")
+            }
+            settings.bindPassword = text.trimmingCharacters(in: .newlines)
+        }
+        if ldap.bindDN != nil && settings.bindPassword == nil {
+            throw .badValue(path: path, key: "auth.ldap.bindPasswordFile", "bindDN needs its password in a file")
+        }
+        settings.uidAttribute = ldap.uidAttribute ?? "uid"
+        settings.filter = try filter(ldap.filter, key: "auth.ldap.filter")
+        switch ldap.scope ?? "sub" {
+        case "sub": settings.scope = 2
+        case "one": settings.scope = 1
+        case let other: throw .badValue(path: path, key: "auth.ldap.scope", "\(other): expected sub or one")
+        }
+        settings.groupBaseDN = ldap.groupBaseDN
+        if let groupFilter = try filter(ldap.groupFilter, key: "auth.ldap.groupFilter") {
+            settings.groupFilter = groupFilter
+        }
+        settings.groupMemberAttribute = ldap.groupMemberAttribute ?? "member"
+        for (i, entry) in (ldap.groups ?? []).enumerated() {
+            settings.groups.append(
+                .init(
+                    group: entry.group,
+                    grant: Grant(
+                        role: try role(entry.role, key: "auth.ldap.groups[\(i)].role"), repositories: entry.repositories
+                    )))
+        }
+        if let text = ldap.defaultRole {
+            settings.defaultGrant = Grant(
+                role: try role(text, key: "auth.ldap.defaultRole"), repositories: ldap.defaultRepositories)
+        }
+        if let timeout = ldap.timeout {
+            guard (1...120).contains(timeout) else {
+                throw .badValue(path: path, key: "auth.ldap.timeout", "between 1 and 120 seconds")
+            }
+            settings.timeout = .seconds(Int64(timeout))
+        }
+        do {
+            return try LDAPDirectory(settings)
+        } catch {
+            throw .badValue(path: path, key: "auth.ldap.caFile", "\(ldap.caFile ?? ""): \(error)")
+        }
     }
 }
 

@@ -32,6 +32,8 @@ public struct AccessPolicy: Sendable {
     public var htpasswdPath: String?
     public var htpasswdGrant: Grant
     public var tokenLifetime: Int
+    /// Directory accounts (`auth.ldap`), asked for names that are no local user.
+    public var ldap: LDAPDirectory?
 
     public init(
         anonymous: Grant? = nil, htpasswdPath: String? = nil, htpasswdGrant: Grant = Grant(role: .pull),
@@ -57,6 +59,9 @@ public final class Authenticator: Sendable {
     private let failures = Mutex(FailedLogins())
     /// Credentials checked lately, each with the version of the user files it was checked against.
     private let checked = Mutex<[SHA256.Digest: (identity: Identity, until: Int, files: [Int])]>([:])
+    /// Directory users signed in lately, for sessions that re-read a user's identity (the console).
+    private let directoryUsers = Mutex<[String: (identity: Identity, until: Int)]>([:])
+    static let directoryIdentityLifetime = 12 * 3600
     private let loaded = Mutex<(fingerprint: [Int], users: [String: UserDatabase.User], htpasswd: HtpasswdFile)>(
         ([], [:], HtpasswdFile(text: "")))
     static let failureLimit = 5
@@ -101,7 +106,14 @@ public final class Authenticator: Sendable {
         let files = userFilesFingerprint()
         if let hit = checked.withLock({ $0[cacheKey] }), hit.until > now, hit.files == files { return hit.identity }
         let verified = try? await BlockingPools.crypto.runIfActive { self.verify(name: name, password: password) }
-        guard let identity = verified ?? nil else {
+        var found = verified ?? nil
+        if found == nil, let ldap = policy.ldap, !isLocalUser(name) {
+            switch await signIn(ldap, name: name, password: password, now: now) {
+            case .some(let identity): found = identity
+            case .none: return nil  // the directory could not answer: logged, not counted as a failure
+            }
+        }
+        guard let identity = found else {
             let outcome = failures.withLock { $0.record(key, remote: remote, now: now) }
             switch outcome.log {
             case .line:
@@ -120,6 +132,45 @@ public final class Authenticator: Sendable {
             cache[cacheKey] = (identity, now + 300, files)
         }
         return identity
+    }
+
+    /// Asks the directory: the identity, nil inside for a wrong name or password (or no role), or
+    /// nil when the directory could not be asked (logged with its reason).
+    func signIn(_ ldap: LDAPDirectory, name: String, password: String, now: Int) async -> Identity?? {
+        do {
+            switch try await ldap.signIn(name: name, password: password) {
+            case .signedIn(let grant, _):
+                let identity = Identity(name: name, grant: grant)
+                directoryUsers.withLock { users in
+                    if users.count > 10_000 { users = [:] }
+                    users[name] = (identity, now + Self.directoryIdentityLifetime)
+                }
+                return .some(identity)
+            case .wrongCredentials:
+                return .some(nil)
+            case .noRole(let dn, let groups):
+                logger.warning(
+                    "directory user \(AccessLog.escaped(name)) (\(AccessLog.escaped(dn))) has no role: no group of auth.ldap.groups among \(groups.isEmpty ? "none" : groups.map(AccessLog.escaped).joined(separator: "; "))"
+                )
+                return .some(nil)
+            }
+        } catch {
+            logger.warning("directory sign-in of \(AccessLog.escaped(name)) not checked: \(error)")
+            return nil
+        }
+    }
+
+    /// Whether `name` is a user of users.json or the htpasswd file (the directory is not asked).
+    func isLocalUser(_ name: String) -> Bool {
+        let (users, htpasswd) = currentUsers()
+        return users[name] != nil || htpasswd.entries[name] != nil
+    }
+
+    /// A directory user's identity from a sign-in in the last hours.
+    func directoryIdentity(_ name: String) -> Identity? {
+        guard policy.ldap != nil, let entry = directoryUsers.withLock({ $0[name] }), entry.until > Int(time(nil))
+        else { return nil }
+        return entry.identity
     }
 
     /// The user's identity when the password is right (bcrypt: blocking, tens of milliseconds).
@@ -148,7 +199,9 @@ public final class Authenticator: Sendable {
     /// password change no longer matches it. Nil when the user is gone.
     public func credentialStamp(name: String) -> String? {
         let (users, htpasswd) = currentUsers()
-        guard let hash = users[name]?.passwordHash ?? htpasswd.entries[name] else { return nil }
+        guard let hash = users[name]?.passwordHash ?? htpasswd.entries[name] else {
+            return directoryIdentity(name).map { _ in "directory" }
+        }
         return SHA256.hash(data: Data(hash.utf8)).map { String(format: "%02x", $0) }.joined()
     }
 
@@ -158,7 +211,7 @@ public final class Authenticator: Sendable {
         let (users, htpasswd) = currentUsers()
         if let user = users[name] { return Identity(name: name, grant: user.grant) }
         if htpasswd.entries[name] != nil { return Identity(name: name, grant: policy.htpasswdGrant) }
-        return nil
+        return directoryIdentity(name)
     }
 
     static func decodeBasic(_ header: String) -> (String, String)? {
