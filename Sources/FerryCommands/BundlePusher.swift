@@ -192,28 +192,9 @@ final class PushSink: BundleBlobSink, @unchecked Sendable {
 
     private var current: BundleManifest.Blob?
     private var kept: [UInt8]?
-    private var upload: Upload?
+    private var upload: UploadFeed?
     private var batch = ByteBuffer()
     static let batchSize = 256 * 1024
-
-    /// One blob in flight: a stream the HTTP body reads, with a bound on buffers queued.
-    final class Upload: @unchecked Sendable {
-        let continuation: AsyncThrowingStream<ByteBuffer, any Error>.Continuation
-        let credits = DispatchSemaphore(value: 8)
-        let finished = DispatchSemaphore(value: 0)
-        private let lock = NSLock()
-        private var result: Result<Void, any Error>?
-
-        init(continuation: AsyncThrowingStream<ByteBuffer, any Error>.Continuation) { self.continuation = continuation }
-
-        func complete(_ outcome: Result<Void, any Error>) {
-            lock.withLock { result = outcome }
-            finished.signal()
-            for _ in 0..<16 { credits.signal() }  // release a producer waiting for room
-        }
-
-        var outcome: Result<Void, any Error>? { lock.withLock { result } }
-    }
 
     init(
         client: RegistryClient, registry: String, progress: ProgressReporter,
@@ -266,19 +247,13 @@ final class PushSink: BundleBlobSink, @unchecked Sendable {
             kept = []
         }
         guard !BundlePusher.isManifest(blob), !skip.contains(blob.digest), failure == nil else { return }
-        let (stream, continuation) = AsyncThrowingStream<ByteBuffer, any Error>.makeStream()
-        let upload = Upload(continuation: continuation)
+        let upload = UploadFeed(size: blob.size)
         self.upload = upload
         let (client, registry, repository) = (self.client, self.registry, self.repository)
-        let body = stream.map { buffer -> ByteBuffer in
-            upload.credits.signal()
-            return buffer
-        }
         Task {
             do {
                 try await client.uploadBlob(
-                    blob.digest, size: blob.size, repository: repository, registry: registry,
-                    body: .stream(body, length: .known(blob.size)))
+                    blob.digest, size: blob.size, repository: repository, registry: registry, body: upload.body)
                 upload.complete(.success(()))
             } catch {
                 upload.complete(.failure(error))
@@ -293,13 +268,16 @@ final class PushSink: BundleBlobSink, @unchecked Sendable {
         if batch.readableBytes >= Self.batchSize { try send() }
     }
 
+    /// Hands the batch to the upload; when the upload stopped taking bytes, its own error.
     private func send() throws {
         guard let upload, batch.readableBytes > 0 else { return }
-        if case .failure(let error) = upload.outcome { throw error }
-        upload.credits.wait()
-        if case .failure(let error) = upload.outcome { throw error }
         let count = Int64(batch.readableBytes)
-        upload.continuation.yield(batch)
+        do {
+            try upload.send(batch)
+        } catch {
+            if case .failure(let uploadError) = upload.waitForUpload() { throw uploadError }
+            throw error
+        }
         batch = ByteBuffer()
         progress.wrote(count)
     }
@@ -318,9 +296,8 @@ final class PushSink: BundleBlobSink, @unchecked Sendable {
         guard let upload, let blob = current else { return }
         do {
             try send()
-            upload.continuation.finish()
-            upload.finished.wait()
-            if case .failure(let error) = upload.outcome { throw error }
+            try upload.finish()
+            try upload.waitForUpload().get()
             uploaded += 1
             bytes += blob.size
         } catch {
@@ -332,8 +309,8 @@ final class PushSink: BundleBlobSink, @unchecked Sendable {
     func abort() {
         batch = ByteBuffer()
         guard let upload else { return }
-        upload.continuation.finish(throwing: PushError.abandoned)
-        upload.finished.wait()
+        upload.fail(PushError.abandoned)
+        _ = upload.waitForUpload()
         self.upload = nil
     }
 }

@@ -81,20 +81,24 @@ extension RegistryClient {
     }
 }
 
-/// A blob's bytes from the thread that verifies them to an upload's request body: at most `depth`
+/// A blob's bytes from a thread that verifies them to an upload's request body: at most `depth`
 /// batches queued, the writer waiting for room (so its thread may block: never an event loop); the
-/// batch that completes the blob held back until ``finish()``, after verification.
-final class UploadFeed: BlobSink, @unchecked Sendable {
+/// batch that completes the blob held back until ``finish()``, called once it verified. Used by
+/// ``RegistryClient/copyBlob(_:from:to:pool:progress:)`` and by `ferry push`, which reads a bundle.
+public final class UploadFeed: BlobSink, @unchecked Sendable {
     private let continuation: AsyncThrowingStream<ByteBuffer, any Error>.Continuation
-    let body: HTTPClientRequest.Body
+    /// The upload's request body (exactly the blob's size).
+    public let body: HTTPClientRequest.Body
     private let credits: DispatchSemaphore
     private let size: Int64
     private let lock = NSLock()
     private var written: Int64 = 0
     private var held: ByteBuffer?
     private var uploadEnded = false
+    private let ended = DispatchSemaphore(value: 0)
+    private var outcome: Result<Void, any Error>?
 
-    init(size: Int64, depth: Int = 8) {
+    public init(size: Int64, depth: Int = 8) {
         let (stream, continuation) = AsyncThrowingStream<ByteBuffer, any Error>.makeStream()
         let credits = DispatchSemaphore(value: depth)
         self.continuation = continuation
@@ -117,10 +121,12 @@ final class UploadFeed: BlobSink, @unchecked Sendable {
     /// Whether the upload stopped before the bytes did (its error is the one to report).
     var stoppedByUpload: Bool { lock.withLock { uploadEnded && written < size } }
 
-    func write(_ bytes: UnsafeRawBufferPointer) throws {
-        let buffer = ByteBuffer(bytes: bytes)
+    public func write(_ bytes: UnsafeRawBufferPointer) throws { try send(ByteBuffer(bytes: bytes)) }
+
+    /// Queues `buffer`, waiting while `depth` batches wait already.
+    public func send(_ buffer: ByteBuffer) throws {
         let last = lock.withLock {
-            written += Int64(bytes.count)
+            written += Int64(buffer.readableBytes)
             return written >= size
         }
         if last {
@@ -133,12 +139,12 @@ final class UploadFeed: BlobSink, @unchecked Sendable {
     }
 
     /// A feed cannot take back what it sent: a second attempt is a new feed.
-    func reset() throws {
+    public func reset() throws {
         if lock.withLock({ written > 0 }) { throw UploadFeedError.cannotRewind }
     }
 
     /// After the blob verified: the held batch, then the end of the body.
-    func finish() throws {
+    public func finish() throws {
         if let held = lock.withLock({ held }) {
             if lock.withLock({ uploadEnded }) { throw UploadFeedError.uploadStopped }
             continuation.yield(held)
@@ -146,14 +152,29 @@ final class UploadFeed: BlobSink, @unchecked Sendable {
         continuation.finish()
     }
 
-    func fail(_ error: any Error) { continuation.finish(throwing: error) }
+    /// Ends the body with `error`: the upload is abandoned, never finished.
+    public func fail(_ error: any Error) { continuation.finish(throwing: error) }
+
+    /// For a caller on a thread of its own: how the upload ended, recorded by whoever ran it.
+    public func complete(_ result: Result<Void, any Error>) {
+        lock.withLock { outcome = result }
+        uploadStopped()
+        ended.signal()
+    }
+
+    /// Blocks until ``complete(_:)`` (never on an event loop), and gives its result.
+    public func waitForUpload() -> Result<Void, any Error> {
+        ended.wait()
+        ended.signal()
+        return lock.withLock { outcome } ?? .failure(UploadFeedError.uploadStopped)
+    }
 }
 
-enum UploadFeedError: Error, CustomStringConvertible {
+public enum UploadFeedError: Error, CustomStringConvertible {
     case uploadStopped
     case cannotRewind
 
-    var description: String {
+    public var description: String {
         switch self {
         case .uploadStopped: "the destination stopped taking the upload"
         case .cannotRewind: "an upload cannot be rewound"

@@ -13,7 +13,7 @@ struct SyncTests {
         try SeededRegistry.retag(backend, "test/single:1.0", as: "test/single:1.1")
         let work = try Shell.temporaryDirectory()
         defer { Shell.remove(work) }
-        // While this file exists the source answers 503 for test/large.
+        // While this file holds N > 0, the source answers 503 to the next N requests for test/large.
         let outage = "\(work)/outage"
         let source = try UpstreamProxy(
             backend: backend,
@@ -61,16 +61,10 @@ struct SyncTests {
         ).stdout
         #expect(catalog.contains("\"repositories\":[]"), "\(catalog)")
 
-        // The real run, with the source failing test/large for a while: the first pass gives up on
-        // it after the client's own retries, a retry pass copies it.
-        try Data().write(to: URL(fileURLWithPath: outage))
-        let lifted = DispatchSemaphore(value: 0)
-        DispatchQueue.global().asyncAfter(deadline: .now() + 6) {
-            try? FileManager.default.removeItem(atPath: outage)
-            lifted.signal()
-        }
+        // The real run, with the source failing test/large for a while: four 503s in a row make the
+        // client's own retries give up on it in the first pass; a retry pass copies it.
+        try "4".write(toFile: outage, atomically: true, encoding: .utf8)
         let first = try Self.summary(try Ferry.run(common + ["--retries", "3", "--proc", "3"]))
-        lifted.wait()
         // single:1.1 is single:1.0: once one of them is copied, the other is only tagged.
         #expect(Self.statuses(first).sorted() == ["copied", "copied", "copied", "copied", "tagged"], "\(first)")
         #expect((first["passes"] as? Int ?? 0) >= 2, "\(first)")

@@ -8,7 +8,8 @@ Listens on --port (the "registry") and --cdn-port (another origin, like Docker H
   --flaky-blobs              per blob: 1st GET 503, 2nd 429 with Retry-After: 1, 3rd cut off
                              mid-body, 4th served.
   --unavailable-while FILE --unavailable-path TEXT
-                             answer 503 to every request whose path contains TEXT while FILE exists.
+                             while FILE holds a number N > 0, answer 503 to the next N requests whose
+                             path contains TEXT (N counts down in the file).
 Every request is logged as one line: "front|cdn METHOD PATH STATUS auth=yes|no".
 """
 import argparse
@@ -34,6 +35,19 @@ def main() -> None:
     expected = ("Basic " + base64.b64encode(args.require_basic.encode()).decode()) if args.require_basic else None
     attempts = {}
     lock = threading.Lock()
+
+    def take_outage():
+        with lock:
+            try:
+                with open(args.unavailable_while) as f:
+                    left = int(f.read().strip() or "0")
+            except (OSError, ValueError):
+                return False
+            if left <= 0:
+                return False
+            with open(args.unavailable_while, "w") as f:
+                f.write(str(left - 1))
+            return True
 
     def log(line):
         print(line, flush=True)
@@ -79,8 +93,7 @@ def main() -> None:
                 self.end_headers()
                 log(f"front {self.command} {self.path} 401 auth={auth}")
                 return
-            if (args.unavailable_while and args.unavailable_path in self.path
-                    and os.path.exists(args.unavailable_while)):
+            if args.unavailable_while and args.unavailable_path in self.path and take_outage():
                 self.send_response(503)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
