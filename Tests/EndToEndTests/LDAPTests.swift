@@ -94,6 +94,11 @@ struct LDAPTests {
         #expect(try appliance.curl("/v2/", user: "dana:").status == 401)  // an empty password binds anonymously
         #expect(appliance.process.log.contains("directory user erin"), "\(appliance.process.log)")
 
+        // The web console takes directory accounts too, with their roles.
+        let console = try ConsoleClient(appliance: appliance, work: work, user: "dana", password: "dana-pw")
+        let listed = try console.curl("/ui/repositories")
+        #expect(listed.status == 200 && listed.body.contains("apps/web"), "\(listed.body)")
+
         // The directory stops: a directory user not checked lately gets 401 with the reason logged;
         // local users keep working.
         let cached = try appliance.curl("/v2/", user: "frank:frank-pw")
@@ -104,5 +109,7 @@ struct LDAPTests {
         #expect(appliance.process.log.contains("directory sign-in of dana not checked"), "\(appliance.process.log)")
         #expect(try pull("local:local-pw", "apps/web:1").status == 0)
         #expect(appliance.process.isRunning)
+        // A console session begun while the directory answered goes on.
+        #expect(try console.curl("/ui/repositories").body.contains("apps/web"))
     }
 }
