@@ -19,7 +19,6 @@ from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.common.exceptions import WebDriverException
 from selenium.webdriver.common.by import By
-from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.ui import WebDriverWait
 
 
@@ -56,9 +55,19 @@ def main() -> int:
         submit(driver.find_element(By.CSS_SELECTOR, "form.login button"))
 
     def submit(button):
-        # A click does not wait for the page it leads to: wait until this one is gone.
+        # A click does not wait for the page it leads to: wait until this one is gone. While the old
+        # page is torn down, Chromium may answer "Node with given id does not belong to the
+        # document" instead of "stale element": gone all the same (staleness_of knows only the latter).
         button.click()
-        WebDriverWait(driver, 15).until(expected_conditions.staleness_of(button))
+
+        def gone(_):
+            try:
+                button.is_enabled()
+                return False
+            except WebDriverException:
+                return True
+
+        WebDriverWait(driver, 15).until(gone)
 
     def sign_out():
         submit(driver.find_element(By.CSS_SELECTOR, "form.signout button"))
