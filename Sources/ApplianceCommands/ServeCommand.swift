@@ -255,6 +255,10 @@ extension ServeCommand {
                 throw .badValue(path: path, key: "auth.ldap.bindPasswordFile", "\(file): cannot read it")
             }
             settings.bindPassword = text.trimmingCharacters(in: .newlines)
+            // An empty password is an anonymous bind, which some directories accept silently.
+            guard settings.bindPassword?.isEmpty == false else {
+                throw .badValue(path: path, key: "auth.ldap.bindPasswordFile", "\(file) is empty")
+            }
         }
         if ldap.bindDN != nil && settings.bindPassword == nil {
             throw .badValue(path: path, key: "auth.ldap.bindPasswordFile", "bindDN needs its password in a file")

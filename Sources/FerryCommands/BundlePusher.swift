@@ -296,7 +296,13 @@ final class PushSink: BundleBlobSink, @unchecked Sendable {
         guard let upload, let blob = current else { return }
         do {
             try send()
-            try upload.finish()
+            do {
+                try upload.finish()
+            } catch {
+                // The upload ended before its last batch: its own error says why.
+                if case .failure(let uploadError) = upload.waitForUpload() { throw uploadError }
+                throw error
+            }
             try upload.waitForUpload().get()
             uploaded += 1
             bytes += blob.size

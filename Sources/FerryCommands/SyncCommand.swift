@@ -78,6 +78,9 @@ public struct SyncCommand: AsyncParsableCommand {
     public func validate() throws {
         guard (1...64).contains(proc) else { throw ValidationError("--proc must be between 1 and 64") }
         guard (1...64).contains(parallel) else { throw ValidationError("--parallel must be between 1 and 64") }
+        guard proc * parallel <= 256 else {
+            throw ValidationError("--proc × --parallel must be at most 256 (copies at once)")
+        }
         guard (0...10).contains(retries) else { throw ValidationError("--retries must be between 0 and 10") }
         if noReferrers && !referrerTypes.isEmpty {
             throw ValidationError("--referrers-type keeps some referrers; --no-referrers leaves them all out: give one")

@@ -135,8 +135,9 @@ public struct Syncer: Sendable {
         // Every image has somewhere to go before anything is copied.
         for request in listing.requests { _ = try Self.destination(of: request, options: options) }
         let store = try BlobStore(root: options.cacheDirectory, durable: false)
-        // Threads that verify blobs on their way and wait for the destination when it is slower.
-        let pool = NIOThreadPool(numberOfThreads: min(64, options.images * options.parallel))
+        // Threads that verify blobs on their way and wait for the destination when it is slower:
+        // one for each copy that may run at once, so a copy waiting never holds up another.
+        let pool = NIOThreadPool(numberOfThreads: max(1, options.images * options.parallel))
         pool.start()
         defer { pool.shutdownGracefully { _ in } }
         let run = SyncRun(

@@ -55,9 +55,15 @@ extension RegistryClient {
             let feed = UploadFeed(size: descriptor.size)
             try await withThrowingTaskGroup(of: Void.self) { group in
                 group.addTask {
-                    try await self.uploadBlob(
-                        descriptor.digest, size: descriptor.size, repository: target.repository.value,
-                        registry: target.registry, body: feed.body)
+                    do {
+                        try await self.uploadBlob(
+                            descriptor.digest, size: descriptor.size, repository: target.repository.value,
+                            registry: target.registry, body: feed.body)
+                        feed.complete(.success(()))
+                    } catch {
+                        feed.complete(.failure(error))  // a writer waiting for room goes on, and stops
+                        throw error
+                    }
                 }
                 var streamed: (any Error)?
                 do {
@@ -95,6 +101,8 @@ public final class UploadFeed: BlobSink, @unchecked Sendable {
     private var written: Int64 = 0
     private var held: ByteBuffer?
     private var uploadEnded = false
+    /// The bytes' side ended the body (finished or failed it).
+    private var producerEnded = false
     private let ended = DispatchSemaphore(value: 0)
     private var outcome: Result<Void, any Error>?
 
@@ -119,7 +127,7 @@ public final class UploadFeed: BlobSink, @unchecked Sendable {
     }
 
     /// Whether the upload stopped before the bytes did (its error is the one to report).
-    var stoppedByUpload: Bool { lock.withLock { uploadEnded && written < size } }
+    var stoppedByUpload: Bool { lock.withLock { uploadEnded && !producerEnded && written < size } }
 
     public func write(_ bytes: UnsafeRawBufferPointer) throws { try send(ByteBuffer(bytes: bytes)) }
 
@@ -145,6 +153,7 @@ public final class UploadFeed: BlobSink, @unchecked Sendable {
 
     /// After the blob verified: the held batch, then the end of the body.
     public func finish() throws {
+        lock.withLock { producerEnded = true }
         if let held = lock.withLock({ held }) {
             if lock.withLock({ uploadEnded }) { throw UploadFeedError.uploadStopped }
             continuation.yield(held)
@@ -153,7 +162,10 @@ public final class UploadFeed: BlobSink, @unchecked Sendable {
     }
 
     /// Ends the body with `error`: the upload is abandoned, never finished.
-    public func fail(_ error: any Error) { continuation.finish(throwing: error) }
+    public func fail(_ error: any Error) {
+        lock.withLock { producerEnded = true }
+        continuation.finish(throwing: error)
+    }
 
     /// For a caller on a thread of its own: how the upload ended, recorded by whoever ran it.
     public func complete(_ result: Result<Void, any Error>) {

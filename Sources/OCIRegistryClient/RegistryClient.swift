@@ -182,8 +182,10 @@ public final class RegistryClient: Sendable {
             let response: HTTPClientResponse
             do {
                 // The deadline covers connecting and the response head; a body then streams for
-                // as long as data keeps arriving (the read timeout catches a stall).
-                response = try await http.execute(request, timeout: .seconds(120))
+                // as long as data keeps arriving (the read timeout catches a stall). A request
+                // with a body (a blob upload) gets its head only after its last byte, so its
+                // deadline is far: the read timeout still catches a stall.
+                response = try await http.execute(request, timeout: body == nil ? .seconds(120) : .hours(24))
             } catch {
                 throw Self.connectionError(
                     error, registry: registry, url: currentURL, connectTimeout: configuration.connectTimeout)

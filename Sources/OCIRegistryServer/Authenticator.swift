@@ -147,8 +147,9 @@ public final class Authenticator: Sendable {
                 }
                 return .some(identity)
             case .wrongCredentials:
-                return .some(nil)
+                return .some(nil)  // (someone else's wrong guess must not end the user's sessions)
             case .noRole(let dn, let groups):
+                directoryUsers.withLock { _ = $0.removeValue(forKey: name) }  // a console session ends too
                 logger.warning(
                     "directory user \(AccessLog.escaped(name)) (\(AccessLog.escaped(dn))) has no role: no group of auth.ldap.groups among \(groups.isEmpty ? "none" : groups.map(AccessLog.escaped).joined(separator: "; "))"
                 )

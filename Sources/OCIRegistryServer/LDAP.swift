@@ -2,6 +2,7 @@ import Foundation
 import NIOCore
 import NIOPosix
 import NIOSSL
+import Synchronization
 
 /// The few LDAPv3 operations a sign-in needs (RFC 4511): simple bind, search, unbind, in BER with
 /// definite lengths, over TCP or TLS (`ldaps://`).
@@ -250,6 +251,13 @@ struct BERFrameDecoder: ByteToMessageDecoder {
     }
 }
 
+/// Set once a deadline passed (read by the task that sees the connection close).
+final class ExpiredFlag: Sendable {
+    private let state = Mutex(false)
+    func set() { state.withLock { $0 = true } }
+    var isSet: Bool { state.withLock { $0 } }
+}
+
 /// One connection to a directory, used for one sign-in and closed.
 struct LDAPConnection {
     struct Entry: Sendable {
@@ -284,7 +292,9 @@ struct LDAPConnection {
                 .connect(host: host, port: port) { channel in
                     channel.eventLoop.makeCompletedFuture {
                         if let context {
-                            let name = host.first?.isNumber == true || host.contains(":") ? nil : host
+                            // SNI and the name check for a host name; an address is checked as one.
+                            let isAddress = (try? SocketAddress(ipAddress: host, port: 0)) != nil
+                            let name = isAddress ? nil : host
                             try channel.pipeline.syncOperations.addHandler(
                                 NIOSSLClientHandler(context: context, serverHostname: name))
                         }
@@ -296,6 +306,8 @@ struct LDAPConnection {
             throw LDAPError.unreachable("\(host):\(port): \(error)")
         }
         let underlying = channel.channel
+        let timedOut = LDAPError.unreachable("\(host):\(port): no answer in \(timeout.nanoseconds / 1_000_000_000) s")
+        let expired = ExpiredFlag()
         return try await channel.executeThenClose { inbound, outbound in
             try await withThrowingTaskGroup(of: Result.self) { group in
                 group.addTask {
@@ -306,13 +318,18 @@ struct LDAPConnection {
                 }
                 group.addTask {
                     try await Task.sleep(nanoseconds: UInt64(timeout.nanoseconds))
+                    expired.set()
                     try? await underlying.close()  // ends a read that waits
-                    throw LDAPError.unreachable(
-                        "\(host):\(port): no answer in \(timeout.nanoseconds / 1_000_000_000) s")
+                    throw timedOut
                 }
-                guard let first = try await group.next() else { throw LDAPError.unreachable("\(host):\(port)") }
-                group.cancelAll()
-                return first
+                do {
+                    guard let first = try await group.next() else { throw timedOut }
+                    group.cancelAll()
+                    return first
+                } catch {
+                    // The closed connection's error comes first; the deadline is the cause.
+                    throw expired.isSet ? timedOut : error
+                }
             }
         }
     }

@@ -83,8 +83,14 @@ public struct LDAPDirectory: Sendable {
             let userFilter = LDAPFilter.and(
                 (settings.filter.map { [$0] } ?? []) + [.equal(settings.uidAttribute, name)])
             let users = try await connection.search(
-                base: settings.baseDN, scope: settings.scope, filter: userFilter, attributes: ["1.1"], limit: 2)
-            guard users.count == 1, let user = users.first else { return .wrongCredentials }
+                base: settings.baseDN, scope: settings.scope, filter: userFilter, attributes: [settings.uidAttribute],
+                limit: 2)
+            // The directory matches names without regard to case or extra spaces; the name signed in
+            // with must be the entry's own, so `Alice` and `alice ` are not other doors to `alice`
+            // (each with its own failed-login allowance) nor a way around a local `admin`.
+            guard users.count == 1, let user = users.first,
+                user.attributes[settings.uidAttribute.lowercased()]?.contains(name) == true
+            else { return .wrongCredentials }
             let groups = try await connection.search(
                 base: settings.groupBaseDN ?? settings.baseDN, scope: 2,
                 filter: .and([settings.groupFilter, .equal(settings.groupMemberAttribute, user.dn)]),

@@ -91,6 +91,9 @@ struct LDAPTests {
         #expect(try login("dana", "wrong").status != 0)
         #expect(try login("erin", "erin-pw").status != 0)
         #expect(try login("nobody", "x").status != 0)
+        // The directory matches names without regard to case: only the entry's own name signs in.
+        #expect(try appliance.curl("/v2/", user: "Dana:dana-pw").status == 401)
+        #expect(try appliance.curl("/v2/", user: "dana:dana-pw").status == 200)
         #expect(try appliance.curl("/v2/", user: "dana:").status == 401)  // an empty password binds anonymously
         #expect(appliance.process.log.contains("directory user erin"), "\(appliance.process.log)")
 

@@ -107,7 +107,7 @@ struct SyncTests {
     @Test func failuresAreReportedAndNamed() throws {
         let source = try RegistryFixture()
         defer { source.stop() }
-        _ = try SeededRegistry.make(source, largeLayer: 1 << 20)
+        _ = try SeededRegistry.make(source, largeLayer: 6 << 20)
         let work = try Shell.temporaryDirectory()
         defer { Shell.remove(work) }
         // No destination for an image: usage, before anything is copied.
@@ -125,6 +125,19 @@ struct SyncTests {
         #expect(unreachable.status == 1, "\(unreachable.stderr)")
         #expect(unreachable.stderr.contains("2 image(s) not synced"), "\(unreachable.stderr)")
         #expect(unreachable.stderr.contains("\(source.host)/test/multi:1.0 -> \(closed)/"), "\(unreachable.stderr)")
+
+        // A destination that answers HEADs but refuses the upload (an appliance anyone may pull
+        // from, nobody may push to without signing in): the 6 MiB layer's copy stops, named, exit 1.
+        let readOnly = try ApplianceFixture(dataDirectory: "\(work)/readonly", anonymous: "pull")
+        defer { readOnly.stop() }
+        let refused = try Ferry.run(
+            [
+                "sync", "\(source.host)/test/large:latest", "--to", readOnly.host, "--insecure-registry", source.host,
+                "--ca-file", readOnly.caCertificate, "--cache", "\(work)/cache", "--retries", "0", "--no-referrers",
+            ], check: false)
+        #expect(refused.status == 1, "\(refused.stderr)")
+        #expect(refused.stderr.contains("\(source.host)/test/large:latest -> \(readOnly.host)/"), "\(refused.stderr)")
+        #expect(refused.stderr.contains("authentication required"), "\(refused.stderr)")
 
         // A source blob that does not match its digest: exit 65, and nothing of it at the destination.
         let raw = try Shell.run(
