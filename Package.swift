@@ -12,6 +12,7 @@
 //   HelmCharts                      chart repositories' index.yaml, chart archives as OCI artifacts, the
 //                                   images a chart names
 //   ApplianceConsole                the web console under /ui/ (swift-mustache templates)
+//   RegistryProxy                   the pull-through cache: the server asks it, it fetches with the client
 //   FerryCommands, ApplianceCommands  subcommands as library code
 //   ferry, ferry-appliance          thin executables
 import PackageDescription
@@ -95,6 +96,17 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         .target(
+            name: "RegistryProxy",
+            dependencies: [
+                "OCICore", "OCIStore", "OCIRegistryClient", "OCIRegistryServer",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .target(
             name: "FerryCommands",
             dependencies: [
                 "OCICore", "OCIStore", "OCIRegistryClient", "OCIBundle", "OCITar", "HelmCharts",
@@ -109,7 +121,7 @@ let package = Package(
         .target(
             name: "ApplianceCommands",
             dependencies: [
-                "OCICore", "OCIStore", "OCIBundle", "OCIRegistryServer", "OCITar", "ApplianceConsole",
+                "OCICore", "OCIStore", "OCIBundle", "OCIRegistryServer", "OCITar", "ApplianceConsole", "RegistryProxy",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Yams", package: "Yams"),
@@ -140,6 +152,8 @@ let package = Package(
             name: "ApplianceConsoleTests", dependencies: ["ApplianceConsole", "OCIRegistryServer", "OCIStore"],
             swiftSettings: swiftSettings),
         .testTarget(name: "HelmChartsTests", dependencies: ["HelmCharts", "OCICore"], swiftSettings: swiftSettings),
+        .testTarget(
+            name: "RegistryProxyTests", dependencies: ["RegistryProxy", "OCICore"], swiftSettings: swiftSettings),
         .testTarget(
             name: "FerryCommandsTests", dependencies: ["FerryCommands", "OCICore"], swiftSettings: swiftSettings),
         .testTarget(

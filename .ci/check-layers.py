@@ -13,7 +13,7 @@ LAYERS = {
     "OCICore": 1, "OCITar": 1,
     "OCIStore": 2,
     "OCIRegistryClient": 3, "OCIBundle": 3, "OCIRegistryServer": 3, "HelmCharts": 3,
-    "ApplianceConsole": 4,
+    "ApplianceConsole": 4, "RegistryProxy": 4,
     "FerryCommands": 5, "ApplianceCommands": 5,
     "ferry": 6, "ferry-appliance": 6,
 }

@@ -42,6 +42,16 @@ import Yams
 ///   maxUploadBytes: 68719476736       # the largest blob one push may upload (64 GiB)
 ///   maxUploadsPerUser: 64             # upload sessions one user may hold open
 ///   minFreeBytes: 1073741824          # pushes stop while less than this is free (1 GiB)
+/// proxy:                              # a pull-through cache for what the store lacks
+///   maxBytes: 107374182400            # the cache's size; least recently used entries go (default: no limit)
+///   ttl: 600                          # s a tag is served before it is checked upstream again
+///   upstreams:
+///     - url: https://registry-1.docker.io   # served as docker.io/NAME (and NAME: the default)
+///       default: true
+///       username: mirror-bot
+///       passwordFile: /etc/ferry/hub.password
+///     - url: https://quay.io                # served as quay.io/NAME
+///       caFile: /etc/ferry/quay-ca.pem      # extra CA to trust for this upstream
 /// import:
 ///   requireSignature: true
 ///   trustedKeys: [/etc/ferry/keys]    # public keys (PEM), files or directories
@@ -114,6 +124,20 @@ public struct ApplianceConfiguration: Codable, Equatable, Sendable {
         public var requireImageSignatures: [String]?
     }
 
+    public struct Proxy: Codable, Equatable, Sendable {
+        public struct Upstream: Codable, Equatable, Sendable {
+            public var url: String
+            public var `default`: Bool?
+            public var username: String?
+            public var passwordFile: String?
+            public var caFile: String?
+            public var ttl: Int?
+        }
+        public var maxBytes: Int64?
+        public var ttl: Int?
+        public var upstreams: [Upstream]?
+    }
+
     public var dataDir: String?
     public var listen: String?
     public var tls: TLS?
@@ -126,6 +150,7 @@ public struct ApplianceConfiguration: Codable, Equatable, Sendable {
     public var storage: Storage?
     public var http: HTTP?
     public var `import`: Import?
+    public var proxy: Proxy?
 
     public static let defaultPath = "/etc/ferry/appliance.yml"
     public static let defaultDataDirectory = "/var/lib/ferry"

@@ -3,6 +3,7 @@ import Foundation
 import OCICore
 import OCIRegistryServer
 import OCIStore
+import RegistryProxy
 
 /// `ferry-appliance client-config HOST:PORT`: what each client needs to trust the appliance,
 /// ready to paste.
@@ -58,8 +59,12 @@ struct ClientConfigCommand: AsyncParsableCommand {
             }
             let clients = client.map { [$0] } ?? Client.allCases
             let repositories = try RegistryStore(root: store.resolved).repositories(after: nil, limit: nil)
+            // The pull-through cache's upstreams are mirrored too.
+            let proxied = (try store.configuration().0.proxy?.upstreams ?? []).compactMap {
+                try? ProxyUpstream(url: $0.url, isDefault: false, ttl: 0).registry
+            }
             let registries = Set(ClientConfiguration.upstreams(in: repositories.map(\.value)))
-                .union(upstreams).sorted()
+                .union(upstreams).union(proxied).sorted()
             print(
                 clients.map {
                     ClientConfiguration.snippet(for: $0.rawValue, address: address, caPEM: pem, upstreams: registries)

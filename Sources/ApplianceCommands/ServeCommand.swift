@@ -6,6 +6,7 @@ import OCIBundle
 import OCICore
 import OCIRegistryServer
 import OCIStore
+import RegistryProxy
 
 /// `ferry-appliance serve`.
 struct ServeCommand: AsyncParsableCommand {
@@ -68,6 +69,36 @@ struct ServeCommand: AsyncParsableCommand {
 
     @Flag(name: .customLong("no-console"), help: "Do not serve the web console under /ui/.")
     var noConsole = false
+
+    @Option(
+        name: .customLong("proxy"),
+        help: ArgumentHelp(
+            "A pull-through cache of this registry (https://HOST[:PORT]): what the store lacks is fetched from it.",
+            valueName: "url"))
+    var proxy: String?
+
+    @Option(
+        name: .customLong("proxy-creds"),
+        help: ArgumentHelp("USER:PASSWORD for --proxy (or passwordFile in appliance.yml).", valueName: "user:password"))
+    var proxyCredentials: String?
+
+    @Option(
+        name: .customLong("proxy-ttl"),
+        help: ArgumentHelp(
+            "How long a tag is served before it is checked upstream again: 30s, 10m, 1h (default 10m).",
+            valueName: "duration"))
+    var proxyTTL: String?
+
+    @Option(
+        name: .customLong("proxy-ca"), help: ArgumentHelp("Another CA (PEM) to trust for --proxy.", valueName: "file"))
+    var proxyCA: String?
+
+    @Option(
+        name: .customLong("proxy-max-bytes"),
+        help: ArgumentHelp(
+            "The cache's size: 500GiB, 20G, bytes; least recently used entries go first (default: no limit).",
+            valueName: "size"))
+    var proxyMaxBytes: String?
 
     func run() async throws {
         try await reportingApplianceErrors {
@@ -135,19 +166,127 @@ struct ServeCommand: AsyncParsableCommand {
                         registry, configuration: configuration, dataDirectory: dataDirectory,
                         ownCA: certificate == nil && !plainHTTP))
             }
+            let pullThrough = try Self.pullThrough(
+                self, configuration.proxy, dataDirectory: dataDirectory, path: configPath, logger: logger)
+            server.pullThrough = pullThrough
+            if let pullThrough {
+                summary +=
+                    "; pull-through cache of "
+                    + pullThrough.routes.upstreams.map {
+                        "\($0.registry) as \($0.prefix)/NAME\($0.isDefault ? " and as NAME" : "")"
+                    }
+                    .joined(separator: ", ")
+            }
             let scheme = plainHTTP ? "http" : "https"
             let description = summary
-            try await server.run { port in
-                FileHandle.standardError.write(
-                    Data(
-                        "ferry-appliance: serving \(dataDirectory) on \(scheme)://\(listen.host):\(port) (\(description))\n"
-                            .utf8))
+            do {
+                try await server.run { port in
+                    FileHandle.standardError.write(
+                        Data(
+                            "ferry-appliance: serving \(dataDirectory) on \(scheme)://\(listen.host):\(port) (\(description))\n"
+                                .utf8))
+                }
+            } catch {
+                await pullThrough?.shutdown()
+                throw error
             }
+            await pullThrough?.shutdown()
         }
     }
 }
 
 extension ServeCommand {
+    /// The pull-through cache from `--proxy` and the configuration's `proxy`, or nil when neither names an upstream.
+    static func pullThrough(
+        _ options: ServeCommand, _ settings: ApplianceConfiguration.Proxy?, dataDirectory: String, path: String?,
+        logger: Logger
+    ) throws -> PullThroughProxy? {
+        let ttl = try options.proxyTTL.map { try Self.seconds($0, option: "--proxy-ttl") } ?? settings?.ttl ?? 600
+        var upstreams: [PullThroughProxy.UpstreamSettings] = []
+        if let url = options.proxy {
+            var username: String?
+            var password: String?
+            if let credentials = options.proxyCredentials {
+                guard let colon = credentials.firstIndex(of: ":"), colon != credentials.startIndex else {
+                    throw ValidationError("--proxy-creds: expected USER:PASSWORD")
+                }
+                username = String(credentials[..<colon])
+                password = String(credentials[credentials.index(after: colon)...])
+            }
+            upstreams.append(
+                .init(
+                    upstream: try ProxyUpstream(url: url, isDefault: true, ttl: ttl), username: username,
+                    password: password, caFile: options.proxyCA))
+        } else if options.proxyCredentials != nil || options.proxyCA != nil {
+            throw ValidationError("--proxy-creds and --proxy-ca go with --proxy")
+        }
+        for entry in settings?.upstreams ?? [] {
+            var password: String?
+            if let file = entry.passwordFile {
+                guard let text = try? String(contentsOfFile: file, encoding: .utf8) else {
+                    throw ConfigurationError.badValue(
+                        path: path, key: "proxy.upstreams.passwordFile", "cannot read \(file)")
+                }
+                password = text.trimmingCharacters(in: .newlines)
+            }
+            do {
+                upstreams.append(
+                    .init(
+                        upstream: try ProxyUpstream(
+                            url: entry.url, isDefault: entry.default == true && options.proxy == nil,
+                            ttl: entry.ttl ?? ttl),
+                        username: entry.username, password: password, caFile: entry.caFile))
+            } catch {
+                throw ConfigurationError.badValue(path: path, key: "proxy.upstreams", error.description)
+            }
+        }
+        guard !upstreams.isEmpty else {
+            if options.proxyTTL != nil || options.proxyMaxBytes != nil {
+                throw ValidationError("--proxy-ttl and --proxy-max-bytes need an upstream: --proxy or proxy.upstreams")
+            }
+            return nil
+        }
+        let maxBytes =
+            try options.proxyMaxBytes.map { try Self.bytes($0, option: "--proxy-max-bytes") }
+            ?? settings?.maxBytes
+        return try PullThroughProxy.make(
+            upstreams: upstreams, cacheRoot: "\(dataDirectory)/proxy", maxBytes: maxBytes, logger: logger)
+    }
+
+    /// `30s`, `10m`, `1h`, `2d` or plain seconds.
+    static func seconds(_ text: String, option: String) throws -> Int {
+        let units: [Character: Int] = ["s": 1, "m": 60, "h": 3600, "d": 86400]
+        var number = Substring(text)
+        var unit = 1
+        if let last = text.last, let factor = units[last] {
+            number = number.dropLast()
+            unit = factor
+        }
+        guard let value = Int(number), value >= 0 else {
+            throw ValidationError("\(option) \(text): expected a duration such as 30s, 10m or 1h")
+        }
+        return value * unit
+    }
+
+    /// `500GiB`, `20G`, `512MiB`, `1T` or plain bytes (powers of 1024).
+    static func bytes(_ text: String, option: String) throws -> Int64 {
+        var number = text.uppercased()
+        for suffix in ["IB", "B"] where number.hasSuffix(suffix) && number.count > suffix.count {
+            number.removeLast(suffix.count)
+            break
+        }
+        let units: [Character: Int64] = ["K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40]
+        var unit: Int64 = 1
+        if let last = number.last, let factor = units[last] {
+            number.removeLast()
+            unit = factor
+        }
+        guard let value = Int64(number), value > 0 else {
+            throw ValidationError("\(option) \(text): expected a size such as 500GiB, 20G or bytes")
+        }
+        return value * unit
+    }
+
     /// The console's admin pages: gc and check on this store, the trusted keys, the CA to hand out
     /// (the appliance's own, unless the operator's certificate is served).
     static func adminActions(

@@ -40,6 +40,27 @@ extension RegistryClient {
         }
     }
 
+    /// The size of a blob in `location` (a HEAD), or nil when the repository does not hold it.
+    public func blobSize(_ digest: Digest, in location: RegistryLocation) async throws -> Int64? {
+        do {
+            return try await configuration.retry.run { _ -> Int64? in
+                let response = try await send(
+                    .HEAD, registry: location.registry, path: "/v2/\(location.repository)/blobs/\(digest)",
+                    scope: "repository:\(location.repository):pull")
+                guard let length = response.headers.first(name: "Content-Length").flatMap({ Int64($0) }), length >= 0
+                else {
+                    throw RegistryError.status(
+                        registry: location.registry, url: "/v2/\(location.repository)/blobs/\(digest)",
+                        status: Int(response.status.code), detail: "no Content-Length in the answer to HEAD",
+                        retryAfter: nil)
+                }
+                return length
+            }
+        } catch RegistryError.notFound {
+            return nil
+        }
+    }
+
     /// Copies a blob between repositories of any registries without storing it: the source's
     /// response streams (in the batches of ``fetchBlob(_:repository:registry:into:progress:)``,
     /// hashed on `pool`) into the destination's upload, at most a few MiB ahead of it. The batch

@@ -48,6 +48,8 @@ public struct RegistryResponder: HTTPResponder {
     let realmScheme: String
     /// The web console, when served.
     let side: (any SideResponder)?
+    /// A pull-through cache asked for what the store lacks, when configured.
+    let pullThrough: (any PullThrough)?
     // swift-format-ignore: NeverForceUnwrap
     // A literal token: valid by construction.
     static let apiVersion = HTTPField.Name("Docker-Distribution-API-Version")!
@@ -60,14 +62,14 @@ public struct RegistryResponder: HTTPResponder {
     // swift-format-ignore: NeverForceUnwrap
     // A literal token: valid by construction.
     static let link = HTTPField.Name("Link")!
-    static let blobChunk = 512 * 1024
 
     public init(
         content: RegistryContent, accessLog: AccessLog?, readOnly: Bool = false, authenticator: Authenticator? = nil,
         realmScheme: String = "https", limits: UploadLimits = UploadLimits(), trustedProxies: Set<String> = [],
-        side: (any SideResponder)? = nil
+        side: (any SideResponder)? = nil, pullThrough: (any PullThrough)? = nil
     ) {
         self.side = side
+        self.pullThrough = pullThrough
         self.limits = limits
         self.trustedProxies = trustedProxies
         self.content = content
@@ -266,9 +268,26 @@ public struct RegistryResponder: HTTPResponder {
             }
             return digest
         }
-        guard let found = resolved else { throw DistributionError.nameUnknown(name.value) }
-        guard let digest = found else { throw DistributionError.manifestUnknown(reference.description) }
-        let manifest = try await load(digest)
+        let manifest: StoredManifest
+        if let found = resolved, let digest = found {
+            manifest = try await load(digest)
+        } else if let pullThrough,
+            let pulled = try await pullThrough.manifest(
+                reference, in: name, namespace: request.uri.queryParameters.get("ns").map { String($0) })
+        {
+            do {
+                manifest = try StoredManifest(digest: pulled.digest, bytes: pulled.bytes)
+            } catch {
+                throw DistributionError(
+                    status: 502, code: .manifestInvalid, message: "upstream manifest unreadable",
+                    detail: pulled.digest.description)
+            }
+        } else if resolved == nil {
+            throw DistributionError.nameUnknown(name.value)
+        } else {
+            throw DistributionError.manifestUnknown(reference.description)
+        }
+        let digest = manifest.digest
         var headers = manifest.headers
         if Self.matches(request.headers[.ifNoneMatch], digest) {
             headers[.contentLength] = nil
@@ -287,8 +306,22 @@ public struct RegistryResponder: HTTPResponder {
             guard try storage.servesBlob(digest, in: name) else { return (true, nil) }
             return (true, FileSystem.size(of: path))
         }
-        guard served.known else { throw DistributionError.nameUnknown(name.value) }
-        guard let size = served.size else { throw DistributionError.blobUnknown(digest.description) }
+        let size: Int64
+        var pulled: PulledBlob?
+        if let stored = served.size {
+            size = stored
+        } else if let pullThrough,
+            let found = try await pullThrough.blob(
+                digest, in: name, namespace: request.uri.queryParameters.get("ns").map { String($0) },
+                head: request.method == .head)
+        {
+            size = found.size
+            pulled = found
+        } else if !served.known {
+            throw DistributionError.nameUnknown(name.value)
+        } else {
+            throw DistributionError.blobUnknown(digest.description)
+        }
         var headers: HTTPFields = [
             .contentType: "application/octet-stream",
             Self.contentDigest: digest.description,
@@ -321,44 +354,21 @@ public struct RegistryResponder: HTTPResponder {
         let length = range.map { $0.upperBound - $0.lowerBound + 1 } ?? 0
         headers[.contentLength] = String(length)
         guard request.method != .head, let range else { return Response(status: status, headers: headers) }
+        let pulledBlob = pulled
         let body = ResponseBody(contentLength: Int(length)) { writer in
-            try await Self.stream(path: path, range: range, to: &writer)
+            if let pulled = pulledBlob {
+                try await pulled.read(range) { buffer in try await writer.write(buffer) }
+                try await writer.finish(nil)
+            } else {
+                try await Self.stream(path: path, range: range, to: &writer)
+            }
         }
         return Response(status: status, headers: headers, body: body)
     }
 
-    /// Streams `range` of a file in fixed chunks read on the thread pool: memory per transfer
-    /// stays at one chunk however large the blob.
+    /// Streams `range` of a stored blob's file to a response.
     static func stream(path: String, range: ClosedRange<Int64>, to writer: inout any ResponseBodyWriter) async throws {
-        // Its own pool: commits waiting for the database's write lock never hold up a download.
-        let pool = BlockingPools.files
-        let fd = try await pool.runIfActive {
-            let fd = open(path, O_RDONLY | O_CLOEXEC)
-            guard fd >= 0 else { throw StoreError.io("open \(path)", errno: errno) }
-            return fd
-        }
-        defer { close(fd) }
-        var offset = range.lowerBound
-        while offset <= range.upperBound {
-            let count = Int(min(Int64(blobChunk), range.upperBound - offset + 1))
-            let at = offset
-            let buffer = try await pool.runIfActive {
-                var buffer = ByteBufferAllocator().buffer(capacity: count)
-                let read = try buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: count) { raw -> Int in
-                    guard let base = raw.baseAddress else { return 0 }
-                    while true {
-                        let n = pread(fd, base, count, off_t(at))
-                        if n < 0 && errno == EINTR { continue }
-                        guard n >= 0 else { throw StoreError.io("read \(path)", errno: errno) }
-                        return n
-                    }
-                }
-                guard read > 0 else { throw StoreError.io("read \(path): short read", errno: EIO) }
-                return buffer
-            }
-            offset += Int64(buffer.readableBytes)
-            try await writer.write(buffer)
-        }
+        try await BlobFileReader.read(path, range) { buffer in try await writer.write(buffer) }
         try await writer.finish(nil)
     }
 
@@ -438,5 +448,50 @@ public struct RegistryResponder: HTTPResponder {
         var allowed = CharacterSet.urlQueryAllowed
         allowed.remove(charactersIn: "&=+")
         return value.addingPercentEncoding(withAllowedCharacters: allowed) ?? value
+    }
+}
+
+/// Reads blob files in fixed chunks on the files pool: memory per transfer stays at one chunk
+/// however large the blob. The one loop that serves bytes from disk (the store's blobs, the
+/// pull-through cache's files and the downloads it follows as they grow).
+public enum BlobFileReader {
+    public static let chunk = 512 * 1024
+
+    /// Calls `body` with `range` of the file at `path`, in order.
+    public static func read(_ path: String, _ range: ClosedRange<Int64>, _ body: (ByteBuffer) async throws -> Void)
+        async throws
+    {
+        // Its own pool: commits waiting for the database's write lock never hold up a download.
+        let pool = BlockingPools.files
+        let fd = try await pool.runIfActive {
+            let fd = open(path, O_RDONLY | O_CLOEXEC)
+            guard fd >= 0 else { throw StoreError.io("open \(path)", errno: errno) }
+            return fd
+        }
+        defer { close(fd) }
+        var offset = range.lowerBound
+        while offset <= range.upperBound {
+            let count = Int(min(Int64(chunk), range.upperBound - offset + 1))
+            let at = offset
+            let buffer = try await pool.runIfActive { try pread(fd, count: count, at: at) }
+            offset += Int64(buffer.readableBytes)
+            try await body(buffer)
+        }
+    }
+
+    /// Up to `count` bytes at `offset` (fewer only where the file ends; none is an error).
+    public static func pread(_ fd: Int32, count: Int, at offset: Int64) throws -> ByteBuffer {
+        var buffer = ByteBufferAllocator().buffer(capacity: count)
+        let read = try buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: count) { raw -> Int in
+            guard let base = raw.baseAddress else { return 0 }
+            while true {
+                let n = Glibc.pread(fd, base, count, off_t(offset))
+                if n < 0 && errno == EINTR { continue }
+                guard n >= 0 else { throw StoreError.io("read blob file", errno: errno) }
+                return n
+            }
+        }
+        guard read > 0 else { throw StoreError.io("read blob file: short read", errno: EIO) }
+        return buffer
     }
 }

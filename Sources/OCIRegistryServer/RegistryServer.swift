@@ -28,6 +28,8 @@ public struct RegistryServer: Sendable {
     public let logger: Logger
     /// The web console under `/ui/`, when served.
     public var side: (any SideResponder)?
+    /// A pull-through cache for what the store lacks, when configured.
+    public var pullThrough: (any PullThrough)?
 
     public init(
         content: RegistryContent, host: String, port: Int, transport: Transport, accessLog: AccessLog?,
@@ -74,7 +76,8 @@ public struct RegistryServer: Sendable {
         if case .plainHTTP = transport { scheme = "http" }
         let responder = RegistryResponder(
             content: content, accessLog: accessLog, readOnly: readOnly, authenticator: authenticator,
-            realmScheme: scheme, limits: limits, trustedProxies: trustedProxies, side: side)
+            realmScheme: scheme, limits: limits, trustedProxies: trustedProxies, side: side,
+            pullThrough: pullThrough)
         let server: HTTPServerBuilder
         let counter = ConnectionCounter()
         let limits = connections

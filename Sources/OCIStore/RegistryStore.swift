@@ -36,7 +36,7 @@ public final class RegistryStore: RegistryStorage {
             if FileSystem.size(of: legacy) == nil, Self.holdsBlobs(blobs) {
                 throw .databaseMissing(path: path, blobs: blobs.root)
             }
-            try Self.create(path: path)
+            try SQLiteConnection.createDatabase(path, schema: Self.schema, version: Self.schemaVersion)
         }
         do {
             try pool.withConnection { connection in
@@ -56,25 +56,6 @@ public final class RegistryStore: RegistryStorage {
 
     static func holdsBlobs(_ blobs: BlobStore) -> Bool {
         DigestAlgorithm.allCases.contains { !FileSystem.list("\(blobs.root)/blobs/\($0.rawValue)").isEmpty }
-    }
-
-    /// Creates the database under a temporary name and renames it into place, so a killed
-    /// creation never leaves a half-made file that looks like a database.
-    static func create(path: String) throws(StoreError) {
-        let partial = "\(path).creating-\(getpid())"
-        unlink(partial)
-        do {
-            let connection = try SQLiteConnection(path: partial, create: true)
-            try connection.execute("PRAGMA journal_mode=DELETE")
-            try connection.execute(schema)
-            try connection.execute("PRAGMA user_version = \(schemaVersion)")
-        }
-        chmod(partial, 0o640)
-        // link(2), not rename(2): when two processes create it at once, the first one wins and the
-        // second opens that one instead of replacing it.
-        defer { unlink(partial) }
-        guard link(partial, path) == 0 || errno == EEXIST else { throw .io("create \(path)", errno: errno) }
-        FileSystem.syncDirectory((path as NSString).deletingLastPathComponent)
     }
 
     static func configure(_ connection: SQLiteConnection) throws(StoreError) {

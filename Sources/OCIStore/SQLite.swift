@@ -1,4 +1,5 @@
 import CSQLite
+import Foundation
 import Synchronization
 
 /// One SQLite connection with its prepared statements. Used by one thread at a time: the
@@ -28,6 +29,25 @@ final class SQLiteConnection: @unchecked Sendable {
     deinit {
         for statement in statements.values { sqlite3_finalize(statement) }
         sqlite3_close_v2(handle)
+    }
+
+    /// Creates a database with `schema` under a temporary name and links it into place, so a
+    /// killed creation never leaves a half-made file that looks like a database.
+    static func createDatabase(_ path: String, schema: String, version: Int) throws(StoreError) {
+        let partial = "\(path).creating-\(getpid())"
+        unlink(partial)
+        do {
+            let connection = try SQLiteConnection(path: partial, create: true)
+            try connection.execute("PRAGMA journal_mode=DELETE")
+            try connection.execute(schema)
+            try connection.execute("PRAGMA user_version = \(version)")
+        }
+        chmod(partial, 0o640)
+        // link(2), not rename(2): when two processes create it at once, the first one wins and the
+        // second opens that one instead of replacing it.
+        defer { unlink(partial) }
+        guard link(partial, path) == 0 || errno == EEXIST else { throw .io("create \(path)", errno: errno) }
+        FileSystem.syncDirectory((path as NSString).deletingLastPathComponent)
     }
 
     /// Runs statements that return no rows.

@@ -71,6 +71,11 @@ enum Shell {
 
     static func remove(_ path: String) { try? FileManager.default.removeItem(atPath: path) }
 
+    /// Whether a directory exists and holds nothing.
+    static func isEmptyDirectory(_ path: String) -> Bool {
+        (try? FileManager.default.contentsOfDirectory(atPath: path))?.isEmpty == true
+    }
+
     /// A TCP port on 127.0.0.1 that was free a moment ago.
     static func freePort() -> Int {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)

@@ -10,6 +10,7 @@ Listens on --port (the "registry") and --cdn-port (another origin, like Docker H
   --unavailable-while FILE --unavailable-path TEXT
                              while FILE holds a number N > 0, answer 503 to the next N requests whose
                              path contains TEXT (N counts down in the file).
+  --corrupt-blobs            flip one byte in the middle of every blob GET's body.
 Every request is logged as one line: "front|cdn METHOD PATH STATUS auth=yes|no".
 """
 import argparse
@@ -31,6 +32,7 @@ def main() -> None:
     parser.add_argument("--flaky-blobs", action="store_true")
     parser.add_argument("--unavailable-while")
     parser.add_argument("--unavailable-path")
+    parser.add_argument("--corrupt-blobs", action="store_true")
     args = parser.parse_args()
     expected = ("Basic " + base64.b64encode(args.require_basic.encode()).decode()) if args.require_basic else None
     attempts = {}
@@ -52,9 +54,13 @@ def main() -> None:
     def log(line):
         print(line, flush=True)
 
-    def forward(handler, path, head_only=False, cut=False):
+    def forward(handler, path, head_only=False, cut=False, corrupt=False):
         conn = http.client.HTTPConnection(args.backend, timeout=60)
-        headers = {k: v for k, v in handler.headers.items() if k.lower() in ("accept", "range")}
+        # Clients send several Accept headers: all of them go on, joined.
+        headers = {}
+        for k, v in handler.headers.items():
+            if k.lower() in ("accept", "range"):
+                headers[k.lower()] = f"{headers[k.lower()]}, {v}" if k.lower() in headers else v
         conn.request(handler.command, path, headers=headers)
         resp = conn.getresponse()
         handler.send_response(resp.status)
@@ -74,6 +80,9 @@ def main() -> None:
                 handler.close_connection = True
                 handler.connection.shutdown(2)
                 return resp.status
+            if corrupt and sent <= length // 2 < sent + len(chunk):
+                at = length // 2 - sent
+                chunk = chunk[:at] + bytes([chunk[at] ^ 0xFF]) + chunk[at + 1:]
             handler.wfile.write(chunk)
             sent += len(chunk)
         return resp.status
@@ -128,7 +137,7 @@ def main() -> None:
                 self.end_headers()
                 log(f"front {self.command} {self.path} 307 auth={auth}")
                 return
-            status = forward(self, self.path)
+            status = forward(self, self.path, corrupt=is_blob and args.corrupt_blobs)
             log(f"front {self.command} {self.path} {status} auth={auth}")
 
         do_GET = handle_any
