@@ -29,10 +29,17 @@ struct ServeCommand: AsyncParsableCommand {
             accepting connections and finishes requests in flight. /healthz answers 200 when the \
             store is readable.
 
+            Pull-through cache: --proxy URL fetches what the store lacks from that registry on \
+            first request (verified while it streams, cached in DATA/proxy), served as \
+            PREFIX/NAME (docker.io/library/nginx) and as NAME; tags are checked again after \
+            --proxy-ttl. Everyone who may pull through the appliance sees what --proxy-creds \
+            see upstream. Several upstreams: proxy.upstreams in the configuration.
+
             Examples:
               ferry-appliance serve --data-dir /srv/ferry --listen :5000 --san registry.plant.example
               ferry-appliance serve --anonymous pull --read-only
               ferry-appliance serve --tls-cert /etc/pki/ferry.crt --tls-key /etc/pki/ferry.key
+              ferry-appliance serve --proxy https://registry-1.docker.io --proxy-max-bytes 200GiB
             """
     )
 
@@ -249,6 +256,9 @@ extension ServeCommand {
         let maxBytes =
             try options.proxyMaxBytes.map { try Self.bytes($0, option: "--proxy-max-bytes") }
             ?? settings?.maxBytes
+        if let maxBytes, maxBytes <= 0 {
+            throw ConfigurationError.badValue(path: path, key: "proxy.maxBytes", "expected bytes, more than 0")
+        }
         return try PullThroughProxy.make(
             upstreams: upstreams, cacheRoot: "\(dataDirectory)/proxy", maxBytes: maxBytes, logger: logger)
     }
@@ -262,10 +272,11 @@ extension ServeCommand {
             number = number.dropLast()
             unit = factor
         }
-        guard let value = Int(number), value >= 0 else {
+        let (seconds, overflow) = (Int(number) ?? -1).multipliedReportingOverflow(by: unit)
+        guard let value = Int(number), value >= 0, !overflow else {
             throw ValidationError("\(option) \(text): expected a duration such as 30s, 10m or 1h")
         }
-        return value * unit
+        return seconds
     }
 
     /// `500GiB`, `20G`, `512MiB`, `1T` or plain bytes (powers of 1024).
@@ -281,10 +292,11 @@ extension ServeCommand {
             number.removeLast()
             unit = factor
         }
-        guard let value = Int64(number), value > 0 else {
+        let (bytes, overflow) = (Int64(number) ?? -1).multipliedReportingOverflow(by: unit)
+        guard let value = Int64(number), value > 0, !overflow else {
             throw ValidationError("\(option) \(text): expected a size such as 500GiB, 20G or bytes")
         }
-        return value * unit
+        return bytes
     }
 
     /// The console's admin pages: gc and check on this store, the trusted keys, the CA to hand out

@@ -7,6 +7,9 @@ import OCICore
 ///
 /// Errors it throws reach the client: throw ``DistributionError`` (never a server path).
 public protocol PullThrough: Sendable {
+    /// The name the cache keeps `repository` under (the one access is checked on), or nil when no
+    /// upstream covers it.
+    func cacheName(_ repository: RepositoryName, namespace: String?) -> RepositoryName?
     /// The manifest `reference` names in `repository` (as the client named it, with containerd's
     /// `ns` query when given), or nil when no upstream covers the name.
     func manifest(_ reference: ManifestReference, in repository: RepositoryName, namespace: String?) async throws

@@ -21,6 +21,16 @@ enum Caller: Sendable {
         }
     }
 
+    /// Inside a push: a token that grants push on the name as given. Such requests are never
+    /// read through to a mirror or the pull-through cache (a blob HEAD answered from elsewhere would
+    /// tell the client to skip an upload the repository it pushes to does not have).
+    func isPushing(to repository: RepositoryName) -> Bool {
+        guard case .token(_, let access) = self else { return false }
+        return access.contains {
+            $0.name == repository.value && ($0.actions.contains("push") || $0.actions.contains("*"))
+        }
+    }
+
     func allows(_ action: Action, on repository: String) -> Bool {
         switch self {
         case .open: true
@@ -100,10 +110,7 @@ extension RegistryResponder {
         // Inside a push (a token asked for push on the name as given) names are taken as given: a
         // blob HEAD read through to docker.io/… would tell the client to skip an upload the
         // repository it pushes to does not have.
-        var pushing = false
-        if case .token(_, let access) = caller, let name = requested.repository?.value {
-            pushing = access.contains { $0.name == name && ($0.actions.contains("push") || $0.actions.contains("*")) }
-        }
+        let pushing = requested.repository.map { caller.isPushing(to: $0) } ?? false
         let route = pushing ? requested : try await mirrorAware(requested, request)
         return (try check(route, request, caller: caller, realm: realm, scope: scope(route)), route)
     }

@@ -163,13 +163,13 @@ public struct RegistryResponder: HTTPResponder {
         case (.tags, .get, let name?):
             return try await tags(name, request)
         case (.manifest(_, let reference), .get, let name?), (.manifest(_, let reference), .head, let name?):
-            return try await manifest(name, Self.manifestReference(reference), request)
+            return try await manifest(name, Self.manifestReference(reference), request, caller: caller)
         case (.manifest(_, let reference), .put, let name?):
             return try await putManifest(name, reference, request)
         case (.manifest(_, let reference), .delete, let name?):
             return try await deleteManifest(name, Self.manifestReference(reference))
         case (.blob(_, let digest), .get, let name?), (.blob(_, let digest), .head, let name?):
-            return try await blob(name, Self.digest(digest), request, eventLoop: eventLoop)
+            return try await blob(name, Self.digest(digest), request, caller: caller, eventLoop: eventLoop)
         case (.blob(_, let digest), .delete, let name?):
             return try await deleteBlob(name, Self.digest(digest))
         case (.blobUpload(_, nil), .post, let name?):
@@ -202,18 +202,23 @@ public struct RegistryResponder: HTTPResponder {
 
     /// Reads through a mirror configuration: a repository that does not exist as named but does
     /// under its source registry's name (`library/nginx` or `?ns=docker.io` → `docker.io/library/nginx`)
-    /// is served from there. Writes always go to the name given.
+    /// is served from there; failing that, a name the pull-through cache covers is served (and its
+    /// access checked) as the cache names it. Writes always go to the name given.
     func mirrorAware(_ route: DistributionRoute, _ request: Request) async throws -> DistributionRoute {
-        guard request.method == .get || request.method == .head, let name = route.repository,
-            let mirrored = DistributionRoute.mirroredName(name.value, namespace: request.uri.queryParameters.get("ns")),
-            let mirroredName = try? RepositoryName(mirrored)
-        else { return route }
-        let namespaced = request.uri.queryParameters.get("ns") != nil
-        let useMirror = try await content.read { storage in
-            if !namespaced, try storage.contains(repository: name) { return false }
-            return try storage.contains(repository: mirroredName)
+        guard request.method == .get || request.method == .head, let name = route.repository else { return route }
+        let namespace = request.uri.queryParameters.get("ns").map { String($0) }
+        let mirroredName = DistributionRoute.mirroredName(name.value, namespace: namespace).flatMap {
+            try? RepositoryName($0)
         }
-        return useMirror ? route.renamed(mirroredName) : route
+        let cached = pullThrough?.cacheName(name, namespace: namespace)
+        guard mirroredName != nil || (cached != nil && cached != name) else { return route }
+        let served = try await content.read { storage -> RepositoryName? in
+            if namespace == nil, try storage.contains(repository: name) { return nil }
+            if let mirroredName, try storage.contains(repository: mirroredName) { return mirroredName }
+            if let cached, try !storage.contains(repository: name) { return cached }
+            return nil
+        }
+        return served.map { route.renamed($0) } ?? route
     }
 
     // MARK: Listing
@@ -266,7 +271,9 @@ public struct RegistryResponder: HTTPResponder {
 
     // MARK: Manifests
 
-    func manifest(_ name: RepositoryName, _ reference: ManifestReference, _ request: Request) async throws -> Response {
+    func manifest(
+        _ name: RepositoryName, _ reference: ManifestReference, _ request: Request, caller: Caller = .open
+    ) async throws -> Response {
         let resolved = try await content.read { storage -> Digest?? in
             guard let digest = try storage.resolve(reference, in: name) else {
                 return try storage.contains(repository: name) ? .some(nil) : nil
@@ -276,7 +283,7 @@ public struct RegistryResponder: HTTPResponder {
         let manifest: StoredManifest
         if let found = resolved, let digest = found {
             manifest = try await load(digest)
-        } else if let pullThrough,
+        } else if resolved == nil, let pullThrough, !caller.isPushing(to: name),
             let pulled = try await pullThrough.manifest(
                 reference, in: name, namespace: request.uri.queryParameters.get("ns").map { String($0) })
         {
@@ -304,7 +311,10 @@ public struct RegistryResponder: HTTPResponder {
 
     // MARK: Blobs
 
-    func blob(_ name: RepositoryName, _ digest: Digest, _ request: Request, eventLoop: (any EventLoop)? = nil)
+    func blob(
+        _ name: RepositoryName, _ digest: Digest, _ request: Request, caller: Caller = .open,
+        eventLoop: (any EventLoop)? = nil
+    )
         async throws -> Response
     {
         let path = content.blobPath(digest)
@@ -317,7 +327,7 @@ public struct RegistryResponder: HTTPResponder {
         var pulled: PulledBlob?
         if let stored = served.size {
             size = stored
-        } else if let pullThrough,
+        } else if !served.known, let pullThrough, !caller.isPushing(to: name),
             let found = try await pullThrough.blob(
                 digest, in: name, namespace: request.uri.queryParameters.get("ns").map { String($0) },
                 head: request.method == .head)

@@ -26,6 +26,8 @@ public final class PullThroughCache: Sendable {
         self.maxBytes = maxBytes
         try FileSystem.makeDirectories(root, mode: 0o750)
         blobs = try BlobStore(root: root, durable: true)
+        // Downloads a killed server left behind.
+        blobs.removeStaleIngests(olderThan: 3600)
         let path = "\(root)/cache.db"
         pool = SQLitePool(path: path) { connection in
             try connection.execute("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL")
@@ -155,16 +157,21 @@ public final class PullThroughCache: Sendable {
     }
 
     /// Removes least recently used entries until the cache fits ``maxBytes``, sparing `busy`
-    /// (blobs being served or written); returns how many entries and bytes went.
+    /// (blobs being written) and entries used at `recent` or later (maybe being read); returns how
+    /// many entries and bytes went. Run one at a time.
     @discardableResult
-    public func evict(sparing busy: Set<Digest> = []) throws -> (entries: Int, bytes: Int64) {
+    public func evict(sparing busy: Set<Digest> = [], usedSince recent: Int64 = .max) throws -> (
+        entries: Int, bytes: Int64
+    ) {
         guard let maxBytes else { return (0, 0) }
         var total = try totalBytes()
         var removed = (entries: 0, bytes: Int64(0))
         while total > maxBytes {
             var victims: [(Digest, Int64)] = []
             try pool.withConnection { db in
-                try db.query("SELECT digest, size FROM entries ORDER BY used LIMIT 64") { row in
+                try db.query(
+                    "SELECT digest, size FROM entries WHERE used < ? ORDER BY used LIMIT 64", [.integer(recent)]
+                ) { row in
                     if let text = row.text(0), let digest = try? Digest(text), !busy.contains(digest) {
                         victims.append((digest, row.integer(1)))
                     }

@@ -49,7 +49,17 @@ final class BlobFlight: Sendable {
             $0.written = 0; $0.generation += 1
         }
     }
-    func finished(_ outcome: Result<Void, DistributionError>) { update { $0.outcome = outcome } }
+    /// The first outcome stands.
+    func finished(_ outcome: Result<Void, DistributionError>) {
+        update { if $0.outcome == nil { $0.outcome = outcome } }
+    }
+
+    var hasFailed: Bool {
+        state.withLock { state in
+            if case .failure = state.outcome { return true }
+            return false
+        }
+    }
 
     private func update(_ change: (inout State) -> Void) {
         let waiters = state.withLock { state -> [CheckedContinuation<Void, Never>] in
@@ -84,8 +94,8 @@ final class BlobFlight: Sendable {
     /// The blob's size, once the upstream told it (or the download's failure).
     func size() async throws(DistributionError) -> Int64 {
         let answer = await wait { state -> Result<Int64, DistributionError>? in
-            if let size = state.size { return .success(size) }
             if case .failure(let error) = state.outcome { return .failure(error) }
+            if let size = state.size { return .success(size) }
             return nil
         }
         return try answer.get()
@@ -95,24 +105,25 @@ final class BlobFlight: Sendable {
     func read(_ range: ClosedRange<Int64>, _ body: (ByteBuffer) async throws -> Void) async throws {
         var offset = range.lowerBound
         var generation: Int?
+        let restarted = DistributionError(
+            status: 502, code: .unknown, message: "upstream transfer restarted", detail: digest.description)
         while offset <= range.upperBound {
             let at = offset
+            let started = generation
             let (available, fd, current) = try await wait { state -> Result<(Int64, Int32, Int), DistributionError>? in
                 guard let size = state.size else { return nil }
                 switch state.outcome {
                 case .failure(let error): return .failure(error)
                 case .success: return .success((size, state.file, state.generation))
                 case nil:
-                    // Everything but the last byte may go before the digest is checked.
-                    let available = min(state.written, size - 1)
+                    // The download started over after this client received bytes of the first attempt.
+                    if let started, started != state.generation { return .failure(restarted) }
+                    // Everything but the range's last byte may go before the digest is checked, so
+                    // no client gets a complete answer of content that does not match.
+                    let available = min(state.written, range.upperBound)
                     return available > at ? .success((available, state.file, state.generation)) : nil
                 }
             }.get()
-            if let generation, generation != current {
-                // The download started over after this client received bytes of the first attempt.
-                throw DistributionError(
-                    status: 502, code: .unknown, message: "upstream transfer restarted", detail: digest.description)
-            }
             generation = current
             let count = Int(min(Int64(BlobFileReader.chunk), available - offset, range.upperBound - offset + 1))
             let buffer = try await BlockingPools.files.runIfActive {

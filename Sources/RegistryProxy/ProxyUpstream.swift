@@ -90,6 +90,11 @@ public struct ProxyRoutes: Sendable {
         {
             upstream = named
             remote = String(name.value[name.value.index(after: slash)...])
+        } else if let first = name.value.split(separator: "/").first, name.value.contains("/"),
+            first.contains(".") || first.contains("_") || first.contains(":") || first == "localhost"
+        {
+            // A registry no upstream serves (`ghcr.io/…` with only Docker Hub configured).
+            return nil
         } else {
             upstream = upstreams.first(where: \.isDefault)
         }

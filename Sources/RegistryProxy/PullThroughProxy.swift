@@ -27,6 +27,7 @@ public final class PullThroughProxy: PullThrough {
     /// The HTTP client `client` runs on, when this proxy made it (shut down by ``shutdown()``).
     let http: HTTPClient?
     private let flights = Mutex<[String: BlobFlight]>([:])
+    private let evicting = Mutex(false)
 
     public init(
         routes: ProxyRoutes, cache: PullThroughCache, client: RegistryClient, logger: Logger, http: HTTPClient? = nil
@@ -39,6 +40,10 @@ public final class PullThroughProxy: PullThrough {
     }
 
     static func now() -> Int64 { Int64(Date().timeIntervalSince1970) }
+
+    public func cacheName(_ repository: RepositoryName, namespace: String?) -> RepositoryName? {
+        routes.route(repository, namespace: namespace)?.key
+    }
 
     // MARK: Manifests
 
@@ -71,7 +76,7 @@ public final class PullThroughProxy: PullThrough {
                     )
                     return cached
                 }
-                throw unavailable(error, route)
+                throw unavailable(error, route, missing: .manifestUnknown(reference.description))
             }
             guard let current else { throw DistributionError.manifestUnknown(reference.description) }
             let pulled: PulledManifest
@@ -103,16 +108,18 @@ public final class PullThroughProxy: PullThrough {
             // The client checks the bytes against the digest asked for.
             document = try await client.fetchManifest(
                 registry: location.registry, repository: location.repository, reference: digest.description)
-        } catch RegistryError.notFound {
-            throw DistributionError.manifestUnknown(digest.description)
         } catch {
-            throw unavailable(error, route)
+            throw unavailable(error, route, missing: .manifestUnknown(digest.description))
         }
         let cache = self.cache
         try await BlockingPools.commits.runIfActive {
             try cache.putManifest(document.bytes, digest: digest, in: route.key, now: now)
         }
-        try await evict()
+        do {
+            try await evict()
+        } catch {
+            logger.warning("pull-through: aging out the cache failed: \(error)")
+        }
         return PulledManifest(digest: digest, bytes: document.bytes)
     }
 
@@ -151,7 +158,7 @@ public final class PullThroughProxy: PullThrough {
         do {
             size = try await client.blobSize(digest, in: location)
         } catch {
-            throw unavailable(error, route)
+            throw unavailable(error, route, missing: .blobUnknown(digest.description))
         }
         guard let size else { throw DistributionError.blobUnknown(digest.description) }
         return size
@@ -161,7 +168,7 @@ public final class PullThroughProxy: PullThrough {
     private func join(_ digest: Digest, _ route: ProxyRoutes.Route, _ location: RegistryLocation) -> BlobFlight {
         let key = "\(route.key)@\(digest)"
         let (flight, isNew) = flights.withLock { flights -> (BlobFlight, Bool) in
-            if let running = flights[key] { return (running, false) }
+            if let running = flights[key], !running.hasFailed { return (running, false) }
             let flight = BlobFlight(digest: digest)
             flights[key] = flight
             return (flight, true)
@@ -171,7 +178,7 @@ public final class PullThroughProxy: PullThrough {
         // client goes away, for the others reading it.
         Task.detached { [self] in
             await download(flight, route, location)
-            _ = flights.withLock { $0.removeValue(forKey: key) }
+            flights.withLock { if $0[key] === flight { $0[key] = nil } }
         }
         return flight
     }
@@ -196,7 +203,7 @@ public final class PullThroughProxy: PullThrough {
                     descriptor, repository: location.repository, registry: location.registry,
                     into: FlightSink(ingest: writer, flight: flight))
             } catch {
-                throw unavailable(error, route)
+                throw unavailable(error, route, missing: .blobUnknown(digest.description))
             }
             try await BlockingPools.commits.runIfActive {
                 try writer.commit()
@@ -204,7 +211,6 @@ public final class PullThroughProxy: PullThrough {
             }
             flight.finished(.success(()))
             logger.info("pull-through: cached \(route.upstream.registry)/\(route.remote)@\(digest) (\(size) bytes)")
-            try await evict()
         } catch {
             ingest?.cancel()
             let failure =
@@ -212,15 +218,34 @@ public final class PullThroughProxy: PullThrough {
                 ?? DistributionError(status: 500, code: .unknown, message: "internal error", detail: nil)
             if !(error is DistributionError) { logger.error("pull-through: \(digest): \(error)") }
             flight.finished(.failure(failure))
+            return
+        }
+        do {
+            try await evict()
+        } catch {
+            logger.warning("pull-through: aging out the cache failed: \(error)")
         }
     }
 
     /// Ages out least recently used entries beyond the cache's size, sparing blobs in flight.
     private func evict() async throws {
         guard cache.maxBytes != nil else { return }
+        // One at a time: two would each remove the excess.
+        guard
+            evicting.withLock({ running in
+                !running
+                    ? {
+                        running = true; return true
+                    }() : false
+            })
+        else { return }
+        defer { evicting.withLock { $0 = false } }
         let busy = Set(flights.withLock { $0.values.map(\.digest) })
         let cache = self.cache
-        let removed = try await BlockingPools.commits.runIfActive { try cache.evict(sparing: busy) }
+        let removed = try await BlockingPools.commits.runIfActive {
+            // Entries read in the last minute may be streaming to a client right now.
+            try cache.evict(sparing: busy, usedSince: Self.now() - 60)
+        }
         if removed.entries > 0 {
             logger.info("pull-through: aged out \(removed.entries) cached entries (\(removed.bytes) bytes)")
         }
@@ -231,18 +256,29 @@ public final class PullThroughProxy: PullThrough {
         PulledBlob(size: size) { range, body in try await BlobFileReader.read(path, range, body) }
     }
 
-    /// What the client is told when the upstream failed (the cause goes to the log).
-    private func unavailable(_ error: any Error, _ route: ProxyRoutes.Route) -> DistributionError {
+    /// What the client is told when the upstream failed (the cause goes to the log, never the
+    /// upstream's address): `missing` when the upstream says it has no such thing (404, or the 401
+    /// Docker Hub answers for a repository that does not exist); 429 as 429; else 502.
+    private func unavailable(_ error: any Error, _ route: ProxyRoutes.Route, missing: DistributionError)
+        -> DistributionError
+    {
         if let error = error as? DistributionError { return error }
-        if let error = error as? RegistryError, error.isVerificationFailure {
+        var cause = error as? RegistryError
+        if case .gaveUp(let inner, _) = cause { cause = inner }
+        switch cause {
+        case .notFound, .unauthorized:
+            return missing
+        case .status(_, _, 429, _, _):
+            return DistributionError(
+                status: 429, code: .tooManyRequests, message: "the upstream registry limits requests", detail: nil)
+        case let cause? where cause.isVerificationFailure:
             logger.error("pull-through: \(route.upstream.registry)/\(route.remote): \(error); not cached")
             return DistributionError(
-                status: 502, code: .unknown, message: "upstream content does not match its digest",
-                detail: route.upstream.registry)
+                status: 502, code: .unknown, message: "upstream content does not match its digest", detail: nil)
+        default:
+            logger.warning("pull-through: \(route.upstream.registry)/\(route.remote): \(error)")
+            return DistributionError(status: 502, code: .unknown, message: "upstream registry unavailable", detail: nil)
         }
-        logger.warning("pull-through: \(route.upstream.registry)/\(route.remote): \(error)")
-        return DistributionError(
-            status: 502, code: .unknown, message: "upstream registry unavailable", detail: route.upstream.registry)
     }
 }
 

@@ -13,14 +13,17 @@ struct PullThroughTests {
         let appliance: ApplianceFixture
         let work: String
 
-        static func make(ttl: String = "10s", frontOptions: [String] = [], largeLayer: Int = 24 << 20) throws -> Site {
+        static func make(
+            ttl: String = "10s", frontOptions: [String] = [], largeLayer: Int = 24 << 20, proxyArguments: [String] = []
+        ) throws -> Site {
             let registry = try RegistryFixture()
             let seeded = try SeededRegistry.make(registry, largeLayer: largeLayer)
             let front = try UpstreamProxy(backend: registry, options: frontOptions)
             let work = try Shell.temporaryDirectory("ferry-pull-through")
             let appliance = try ApplianceFixture(
                 dataDirectory: "\(work)/data",
-                extraArguments: ["--proxy", "http://\(front.host)", "--proxy-ttl", ttl, "--no-console"])
+                extraArguments: ["--proxy", "http://\(front.host)", "--proxy-ttl", ttl, "--no-console"] + proxyArguments
+            )
             return Site(registry: registry, seeded: seeded, front: front, appliance: appliance, work: work)
         }
 
@@ -31,9 +34,9 @@ struct PullThroughTests {
             Shell.remove(work)
         }
 
-        /// How many requests reached the upstream for `path` (method and path, as logged).
+        /// How many requests the upstream answered with 200 for `path` (method and path, as logged).
         func upstreamRequests(_ method: String, _ path: String) -> Int {
-            front.requests.filter { $0.hasPrefix("front \(method) \(path) ") }.count
+            front.requests.filter { $0.hasPrefix("front \(method) \(path) 200 ") }.count
         }
 
         /// Files in the cache's blob directory.
@@ -156,7 +159,10 @@ struct PullThroughTests {
     }
 
     @Test func contentThatDoesNotMatchItsDigestIsNeverCached() throws {
-        let site = try Site.make(frontOptions: ["--corrupt-blobs"], largeLayer: 2 << 20)
+        // The upstream wants credentials: the appliance's own (--proxy-creds).
+        let site = try Site.make(
+            frontOptions: ["--corrupt-blobs", "--require-basic", "mirror:s3cret"], largeLayer: 2 << 20,
+            proxyArguments: ["--proxy-creds", "mirror:s3cret"])
         defer { site.stop() }
         let appliance = site.appliance
         let large = try Shell.run([
@@ -190,6 +196,11 @@ struct PullThroughTests {
         #expect(Shell.isEmptyDirectory(ingest), "a temporary file was left in the cache")
         // Each request went upstream again (the client's own retry makes it two GETs each).
         #expect(site.upstreamRequests("GET", path) == 4, "\(site.front.requests.filter { $0.contains(layer) })")
+        // With the appliance's credentials, every one of them.
+        #expect(
+            site.front.requests.filter { $0.contains(layer) && $0.contains(" 200 ") }.allSatisfy {
+                $0.hasSuffix("auth=yes")
+            })
         #expect(
             try String(contentsOfFile: "\(site.appliance.dataDirectory)/serve-\(appliance.port).log", encoding: .utf8)
                 .contains("not cached"))

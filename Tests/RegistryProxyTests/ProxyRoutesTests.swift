@@ -52,6 +52,11 @@ struct ProxyRoutesTests {
         #expect(try route("team/app", ns: "quay.io") == nil)
     }
 
+    @Test func registriesNoUpstreamServesAreNotSentToTheDefault() throws {
+        #expect(try route("ghcr.io/org/img") == nil)
+        #expect(try route("localhost/team/app") == nil)
+    }
+
     @Test func withoutADefaultOnlyPrefixedNamesAreProxied() throws {
         let routes = try ProxyRoutes([local])
         #expect(routes.route(try RepositoryName("team/app"), namespace: nil) == nil)
