@@ -96,7 +96,7 @@ public final class PullThroughCache: Sendable {
 
     /// Records what a tag names upstream, checked at `checked`.
     public func setTag(_ tag: Tag, in repository: RepositoryName, to digest: Digest, checked: Int64) throws {
-        try pool.withConnection { db in
+        _ = try pool.withConnection { db in
             try db.run(
                 "INSERT OR REPLACE INTO tags(repository, tag, digest, checked) VALUES (?, ?, ?, ?)",
                 [.text(repository.value), .text(tag.value), .text(digest.description), .integer(checked)])
@@ -198,7 +198,7 @@ public final class PullThroughCache: Sendable {
 
     /// Marks an entry used now; written at most once a minute per entry.
     func touch(_ digest: Digest, now: Int64) throws {
-        try pool.withConnection { db in
+        _ = try pool.withConnection { db in
             try db.run(
                 "UPDATE entries SET used = ?1 WHERE digest = ?2 AND used < ?1 - 60",
                 [.integer(now), .text(digest.description)])
