@@ -103,7 +103,7 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(
         name: .customLong("proxy-max-bytes"),
         help: ArgumentHelp(
-            "The cache's size: 500GiB, 20G, bytes; least recently used entries go first (default: no limit).",
+            "The cache's size: 500GiB, 20G, 200GB (powers of 1000), bytes; least recently used entries go first (default: no limit).",
             valueName: "size"))
     var proxyMaxBytes: String?
 
@@ -254,7 +254,12 @@ extension ServeCommand {
             return nil
         }
         let maxBytes =
-            try options.proxyMaxBytes.map { try Self.bytes($0, option: "--proxy-max-bytes") }
+            try options.proxyMaxBytes.map { text in
+                guard let bytes = ByteCount.parse(text) else {
+                    throw ValidationError("--proxy-max-bytes \(text): expected a size such as 500GiB, 20G or bytes")
+                }
+                return bytes
+            }
             ?? settings?.maxBytes
         if let maxBytes, maxBytes <= 0 {
             throw ConfigurationError.badValue(path: path, key: "proxy.maxBytes", "expected bytes, more than 0")
@@ -277,26 +282,6 @@ extension ServeCommand {
             throw ValidationError("\(option) \(text): expected a duration such as 30s, 10m or 1h")
         }
         return seconds
-    }
-
-    /// `500GiB`, `20G`, `512MiB`, `1T` or plain bytes (powers of 1024).
-    static func bytes(_ text: String, option: String) throws -> Int64 {
-        var number = text.uppercased()
-        for suffix in ["IB", "B"] where number.hasSuffix(suffix) && number.count > suffix.count {
-            number.removeLast(suffix.count)
-            break
-        }
-        let units: [Character: Int64] = ["K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40]
-        var unit: Int64 = 1
-        if let last = number.last, let factor = units[last] {
-            number.removeLast()
-            unit = factor
-        }
-        let (bytes, overflow) = (Int64(number) ?? -1).multipliedReportingOverflow(by: unit)
-        guard let value = Int64(number), value > 0, !overflow else {
-            throw ValidationError("\(option) \(text): expected a size such as 500GiB, 20G or bytes")
-        }
-        return bytes
     }
 
     /// The console's admin pages: gc and check on this store, the trusted keys, the CA to hand out
