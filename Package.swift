@@ -44,10 +44,11 @@ let package = Package(
     ],
     targets: [
         .systemLibrary(name: "CLibCrypto", path: "Sources/CLibCrypto", providers: [.apt(["libssl-dev"])]),
+        .systemLibrary(name: "CLinux", path: "Sources/CLinux"),
         .systemLibrary(name: "CArchive", path: "Sources/CArchive", providers: [.apt(["libarchive-dev"])]),
         .systemLibrary(name: "CCrypt", path: "Sources/CCrypt", providers: [.apt(["libcrypt-dev"])]),
         .systemLibrary(name: "CSQLite", path: "Sources/CSQLite", providers: [.apt(["libsqlite3-dev"])]),
-        .target(name: "OCICore", dependencies: ["CLibCrypto"], swiftSettings: swiftSettings),
+        .target(name: "OCICore", dependencies: ["CLibCrypto", "CLinux"], swiftSettings: swiftSettings),
         .target(name: "OCITar", dependencies: ["CArchive"], swiftSettings: swiftSettings),
         .target(name: "OCIStore", dependencies: ["OCICore", "CSQLite"], swiftSettings: swiftSettings),
         .target(

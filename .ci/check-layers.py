@@ -9,7 +9,7 @@ import subprocess
 import sys
 
 LAYERS = {
-    "CLibCrypto": 0, "CArchive": 0, "CCrypt": 0, "CSQLite": 0,
+    "CLibCrypto": 0, "CLinux": 0, "CArchive": 0, "CCrypt": 0, "CSQLite": 0,
     "OCICore": 1, "OCITar": 1,
     "OCIStore": 2,
     "OCIRegistryClient": 3, "OCIBundle": 3, "OCIRegistryServer": 3, "HelmCharts": 3,

@@ -126,6 +126,13 @@ public struct ExportCommand: AsyncParsableCommand {
     @Option(help: "Cache of verified blobs, reused across exports (default: $XDG_CACHE_HOME/ferry or ~/.cache/ferry).")
     var cache: String?
 
+    @Flag(
+        name: .customLong("no-cache"),
+        help: """
+            Keep no blobs for later exports: each is downloaded straight into the bundle and written             once (a killed export still resumes from BUNDLE.partial). For one-off exports on small disks.
+            """)
+    var noCache = false
+
     @OptionGroup var registryOptions: RegistryOptions
 
     @Option(help: "Progress display: auto (a bar on a terminal, plain lines otherwise), bar, plain, none.")
@@ -171,7 +178,8 @@ public struct ExportCommand: AsyncParsableCommand {
             let reporter = ProgressReporter(mode: json && progress == .auto ? .plain : progress)
             var options = Exporter.Options(
                 requests: requests, output: output, platforms: platforms, parallel: parallel,
-                cacheDirectory: cache ?? Self.defaultCacheDirectory(), creationTime: Self.creationTime(),
+                cacheDirectory: noCache ? nil : cache ?? Self.defaultCacheDirectory(),
+                creationTime: Self.creationTime(),
                 signingKey: signingKey, loadPlatform: try Platform(parsing: loadPlatform),
                 against: try selection.deltaBase(), volumeSize: volumeSize?.bytes, referrers: !noReferrers,
                 referrerTypes: referrerTypes.isEmpty ? nil : Set(referrerTypes),
@@ -187,9 +195,10 @@ public struct ExportCommand: AsyncParsableCommand {
                 let mib = Double(summary.bundleSize) / 1_048_576
                 print(
                     String(
-                        format: "Wrote %@: %d image(s), %d blob(s), %.1f MiB (%d downloaded, %d from cache) in %.1fs",
+                        format: "Wrote %@: %d image(s), %d blob(s), %.1f MiB (%d downloaded, %d from cache%@) in %.1fs",
                         summary.bundle, summary.images.count, summary.blobs, mib, summary.downloadedBlobs,
-                        summary.cachedBlobs, summary.seconds))
+                        summary.cachedBlobs, summary.resumedBlobs.map { ", \($0) from the interrupted run" } ?? "",
+                        summary.seconds))
                 if let volumes = summary.volumes {
                     print("\(volumes.count) volume(s) of set \(summary.bundleDigest) (each with its .sha256):")
                     for volume in volumes {

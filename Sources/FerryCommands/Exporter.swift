@@ -8,6 +8,7 @@ import OCIRegistryClient
 import OCIStore
 
 extension BlobWriter: BlobSink {}
+extension SlotSink: BlobSink {}
 
 /// Pulls images from registries into a verified blob cache, then writes one bundle.
 ///
@@ -21,7 +22,9 @@ public struct Exporter: Sendable {
         public var output: String
         public var platforms: [Platform]
         public var parallel: Int
-        public var cacheDirectory: String
+        /// The blob cache shared across exports; nil: none (manifests and small blobs are kept in
+        /// a temporary directory for the run, every other blob is written only into the bundle).
+        public var cacheDirectory: String?
         public var creationTime: Int64
         public var signingKey: SigningKey?
         /// The platform of a multi-platform image that `docker load`/`podman load` take.
@@ -43,7 +46,7 @@ public struct Exporter: Sendable {
         /// Find the images the charts name: list them, or list and export them.
         public var chartImages: ChartImagesMode?
         public init(
-            requests: [ImageRequest], output: String, platforms: [Platform], parallel: Int, cacheDirectory: String,
+            requests: [ImageRequest], output: String, platforms: [Platform], parallel: Int, cacheDirectory: String?,
             creationTime: Int64, signingKey: SigningKey? = nil,
             loadPlatform: Platform = Platform(os: "linux", architecture: "amd64"), against: DeltaBase? = nil,
             volumeSize: Int64? = nil, referrers: Bool = true, referrerTypes: Set<String>? = nil,
@@ -84,6 +87,8 @@ public struct Exporter: Sendable {
         public var downloadedBlobs: Int
         public var downloadedBytes: Int64
         public var cachedBlobs: Int
+        /// Blobs an interrupted run of the same export had already written (`PATH.partial`).
+        public var resumedBlobs: Int?
         public var partial: Bool
         public var seconds: Double
         /// A delta: what it was made against, and the blobs (and bytes) it relies on and so does not carry.
@@ -225,7 +230,12 @@ public struct Exporter: Sendable {
         let started = Date()
         // The cache skips fsync: every blob is hashed again as the bundle writer copies it, and a
         // cached blob found corrupt there is removed so the next run fetches it again.
-        let store = try BlobStore(root: options.cacheDirectory, durable: false)
+        let temporary =
+            options.cacheDirectory == nil
+            ? FileManager.default.temporaryDirectory.appendingPathComponent("ferry-export-\(UUID().uuidString)").path
+            : nil
+        defer { if let temporary { try? FileManager.default.removeItem(atPath: temporary) } }
+        let store = try BlobStore(root: options.cacheDirectory ?? temporary ?? "", durable: false)
         store.removeStaleIngests(olderThan: 24 * 3600)
 
         // Every image must have a name the appliance can serve it under, before anything is fetched.
@@ -283,11 +293,28 @@ public struct Exporter: Sendable {
             progress.phase(
                 "Delta: \(external.count) blob(s), \(ProgressReporter.bytes(saved)) held at the site, not carried")
         }
-        let missing = blobOrder.filter { !store.contains($0.digest, size: $0.size) }
+        // A bundle without volumes is written in place: configs and small blobs come through the
+        // cache first (the bundle manifest needs the platforms configs name, signature checks the
+        // payloads), every other blob goes straight from the registry to its place in the bundle.
+        let placed = options.volumeSize == nil
+        let configs = Set(
+            resolved.compactMap { image -> Digest? in
+                guard case .manifest(let manifest) = image.top.content else { return nil }
+                return manifest.config.digest
+            })
+        let throughStore =
+            placed ? blobOrder.filter { $0.size <= Self.placedThreshold || configs.contains($0.digest) } : blobOrder
+        let throughStoreDigests = Set(throughStore.map(\.digest))
+        let missing = throughStore.filter { !store.contains($0.digest, size: $0.size) }
+        let straight = blobOrder.filter {
+            !throughStoreDigests.contains($0.digest) && !store.contains($0.digest, size: $0.size)
+        }
+        let pending = missing + straight
         let missingBytes = missing.reduce(Int64(0)) { $0 + $1.size }
-        let missingDigests = Set(missing.map(\.digest.description))
+        let missingDigests = Set(pending.map(\.digest.description))
         progress.startDownload(
-            blobs: missing.count, bytes: missingBytes, cached: blobOrder.count - missing.count, images: resolved.count,
+            blobs: pending.count, bytes: pending.reduce(Int64(0)) { $0 + $1.size },
+            cached: blobOrder.count - pending.count, images: resolved.count,
             pendingPerImage: resolved.map { Set($0.blobs.map(\.digest.description)).intersection(missingDigests) })
         try await withThrowingTaskGroup(of: Void.self) { group in
             var iterator = missing.makeIterator()
@@ -298,7 +325,7 @@ public struct Exporter: Sendable {
             for _ in 0..<max(1, options.parallel) { addNext() }
             while try await group.next() != nil { addNext() }
         }
-        progress.finishDownload()
+        if !placed { progress.finishDownload() }
 
         // With keys given, every requested image must carry a cosign signature they verify.
         if !options.signatureKeys.isEmpty {
@@ -353,22 +380,42 @@ public struct Exporter: Sendable {
                 external.map { .init(digest: $0.digest, size: $0.size, mediaType: $0.mediaType) }
             })
         let totalBytes = allBlobs.reduce(Int64(0)) { $0 + $1.size }
-        progress.startWriting(bytes: totalBytes, path: options.output)
         let reporter = self.progress
         let verified = Set(missing.map(\.digest))
+        let chartArchives = charts.compactMap(\.downloaded)
+        if placed {
+            let placement = try await writePlaced(
+                manifest, index: index, dockerManifest: dockerManifest, options: options, store: store,
+                sources: sources, verifiedInStore: verified)
+            let resumedOrFetched = placement.fetched.union(placement.resumed)
+            let fetchedBytes = blobOrder.filter { placement.fetched.contains($0.digest) }.reduce(Int64(0)) {
+                $0 + $1.size
+            }
+            return Summary(
+                bundle: options.output, bundleSize: placement.plan.size,
+                bundleDigest: placement.digest.description, signedBy: placement.signer,
+                images: manifest.images.map {
+                    .init(
+                        reference: $0.reference, digest: $0.digest.description, platforms: $0.platforms, size: $0.size)
+                },
+                blobs: allBlobs.count, blobBytes: totalBytes,
+                downloadedBlobs: missing.count + placement.fetched.count + chartArchives.count,
+                downloadedBytes: missingBytes + fetchedBytes + chartArchives.reduce(0, +),
+                cachedBlobs: blobOrder.filter { !resumedOrFetched.contains($0.digest) }.count - missing.count
+                    - chartArchives.count,
+                resumedBlobs: placement.resumed.isEmpty ? nil : placement.resumed.count,
+                partial: !options.platforms.isEmpty,
+                seconds: Date().timeIntervalSince(started), base: options.against?.base.description,
+                externalBlobs: options.against.map { _ in external.count },
+                savedBytes: options.against.map { _ in external.reduce(Int64(0)) { $0 + $1.size } },
+                volumes: nil, charts: charts.isEmpty ? nil : charts.map(\.summary))
+        }
+        progress.startWriting(bytes: totalBytes, path: options.output)
         let written: (digest: Digest, size: Int64, volumes: [Summary.Volume]?, signer: String?) =
             try await NIOThreadPool.singleton.runIfActive {
                 do {
                     guard let volumeSize = options.volumeSize else {
-                        let signature = try options.signingKey.map {
-                            try BundleSignature.sign(manifest: try manifest.encoded(), with: $0)
-                        }
-                        let digest = try BundleWriter().write(
-                            to: options.output, manifest: manifest, index: index,
-                            modificationTime: options.creationTime, signature: signature,
-                            dockerManifest: dockerManifest, blobs: { store.path(of: $0) }, verifiedThisRun: verified,
-                            progress: { reporter.wrote($0) })
-                        return (digest, FileSystem.size(of: options.output) ?? 0, nil, signature?.keyID)
+                        throw BundleError.io("volume size missing", errno: EINVAL)
                     }
                     let set = try Self.writeVolumes(
                         manifest, volumeSize: volumeSize, output: options.output, index: index,
@@ -387,7 +434,6 @@ public struct Exporter: Sendable {
                 }
             }
         progress.finishWriting()
-        let chartArchives = charts.compactMap(\.downloaded)
         return Summary(
             bundle: options.output, bundleSize: written.size,
             bundleDigest: written.digest.description, signedBy: written.signer,
@@ -397,7 +443,8 @@ public struct Exporter: Sendable {
             blobs: allBlobs.count, blobBytes: totalBytes,
             downloadedBlobs: missing.count + chartArchives.count,
             downloadedBytes: missingBytes + chartArchives.reduce(0, +),
-            cachedBlobs: blobOrder.count - missing.count - chartArchives.count, partial: !options.platforms.isEmpty,
+            cachedBlobs: blobOrder.count - missing.count - chartArchives.count, resumedBlobs: nil,
+            partial: !options.platforms.isEmpty,
             seconds: Date().timeIntervalSince(started), base: options.against?.base.description,
             externalBlobs: options.against.map { _ in external.count },
             savedBytes: options.against.map { _ in external.reduce(Int64(0)) { $0 + $1.size } },
@@ -603,6 +650,115 @@ public struct Exporter: Sendable {
         } catch let error as RegistryError {
             throw ExportError.registry(image: reference.description, error)
         }
+    }
+
+    /// Blobs at most this large (and every image's config) come through the cache before the
+    /// bundle is planned; larger ones are downloaded straight into their place.
+    static let placedThreshold: Int64 = 256 << 10
+
+    struct Placement {
+        var plan: BundlePlan
+        var digest: Digest
+        var signer: String?
+        /// Blobs downloaded into their place this run, and those an interrupted run had written.
+        var fetched: Set<Digest>
+        var resumed: Set<Digest>
+    }
+
+    /// Writes the bundle in place (``PlacedBundle``): plans it, copies what the cache (or an
+    /// interrupted run) has into place, downloads the rest straight into place, verified as it
+    /// streams, then seals it with one read that hashes the tar and checks every blob not verified
+    /// on the way in. Content that fails verification removes the partial file; any other failure
+    /// keeps it, and the next run of the same export resumes it.
+    func writePlaced(
+        _ manifest: BundleManifest, index: [UInt8], dockerManifest: [UInt8]?, options: Options, store: BlobStore,
+        sources: [Digest: BlobSource], verifiedInStore: Set<Digest>
+    ) async throws -> Placement {
+        let signature = try options.signingKey.map {
+            try BundleSignature.sign(manifest: try manifest.encoded(), with: $0)
+        }
+        let plan = try BundlePlan(
+            manifest: manifest, index: index, modificationTime: options.creationTime, signature: signature,
+            dockerManifest: dockerManifest)
+        let output = options.output
+        let bundle = try await NIOThreadPool.singleton.runIfActive { try PlacedBundle(path: output, plan: plan) }
+        var fromStore: [Int] = []
+        var fetch: [Int] = []
+        for (i, slot) in plan.slots.enumerated() where !bundle.isComplete(i) {
+            if store.contains(slot.digest, size: slot.size) { fromStore.append(i) } else { fetch.append(i) }
+        }
+        let copies = fromStore
+        let caching = options.cacheDirectory != nil
+        do {
+            try await withThrowingTaskGroup(of: Bool.self) { group in
+                // What the cache holds goes into place (copied in the kernel) beside the downloads.
+                group.addTask {
+                    try await NIOThreadPool.singleton.runIfActive {
+                        for i in copies {
+                            try bundle.copy(from: store.path(of: plan.slots[i].digest), into: i)
+                            try bundle.complete(i)
+                        }
+                    }
+                    return false
+                }
+                var iterator = fetch.makeIterator()
+                func addNext() {
+                    guard let i = iterator.next(), let source = sources[plan.slots[i].digest] else { return }
+                    group.addTask {
+                        try await fetchIntoPlace(i, source: source, bundle: bundle, cache: caching ? store : nil)
+                        return true
+                    }
+                }
+                for _ in 0..<max(1, options.parallel) { addNext() }
+                while let wasDownload = try await group.next() { if wasDownload { addNext() } }
+            }
+        } catch let error as ExportError where error.isVerificationFailure {
+            bundle.discard()
+            throw error
+        }
+        progress.finishDownload()
+
+        // Blobs not verified on the way in: copied from the cache (unless fetched into it this
+        // run), or written by an interrupted run.
+        let verify = Set(fromStore.filter { !verifiedInStore.contains(plan.slots[$0].digest) }).union(bundle.resumed)
+        progress.startWriting(bytes: plan.size, path: output)
+        let reporter = progress
+        let digest: Digest
+        do {
+            digest = try await NIOThreadPool.singleton.runIfActive {
+                try bundle.publish(verifying: verify) { reporter.wrote($0) }
+            }
+        } catch BundleError.placedBlobCorrupt(let slot, let error) where fromStore.contains(slot) {
+            let path = store.path(of: plan.slots[slot].digest)
+            unlink(path)  // the next run fetches it again
+            throw BundleError.corruptSource(path: path, error)
+        }
+        progress.finishWriting()
+        return Placement(
+            plan: plan, digest: digest, signer: signature?.keyID,
+            fetched: Set(fetch.map { plan.slots[$0].digest }),
+            resumed: Set(bundle.resumed.map { plan.slots[$0].digest }))
+    }
+
+    /// Downloads one blob straight into its slot, verified as it streams; with a cache, a copy of
+    /// it goes there too (in the kernel, from the bundle).
+    func fetchIntoPlace(_ slot: Int, source: BlobSource, bundle: PlacedBundle, cache: BlobStore?) async throws {
+        let sink = bundle.sink(for: slot)
+        let progress = self.progress
+        do {
+            try await client.fetchBlob(
+                source.descriptor, repository: source.repository, registry: source.registry, into: sink,
+                progress: { progress.downloaded($0) })
+        } catch let error as RegistryError {
+            throw ExportError.blob(image: source.image, digest: source.descriptor.digest, error)
+        }
+        let descriptor = source.descriptor
+        try await NIOThreadPool.singleton.runIfActive {
+            try bundle.complete(slot)
+            // The cache is a convenience: failing to keep a copy does not fail the export.
+            try? cache?.putVerified(descriptor.digest, size: descriptor.size) { try bundle.copy(slot: slot, to: $0) }
+        }
+        progress.blobDone(descriptor.digest.description, size: descriptor.size)
     }
 
     func download(_ source: BlobSource, store: BlobStore) async throws {

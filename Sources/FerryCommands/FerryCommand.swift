@@ -80,8 +80,8 @@ func exitCode(for error: any Error) -> Int32 {
         }
     case let error as BundleError:
         switch error {
-        case .invalid, .corruptSource, .changedWhileSigning: FerryExitCode.verification
-        case .io: FerryExitCode.failure
+        case .invalid, .corruptSource, .changedWhileSigning, .placedBlobCorrupt: FerryExitCode.verification
+        case .io, .busy: FerryExitCode.failure
         }
     default: FerryExitCode.failure
     }

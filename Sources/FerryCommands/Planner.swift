@@ -41,7 +41,8 @@ extension Exporter {
 
     public func plan(_ options: Options) async throws -> Plan {
         let options = try await expandTags(options)
-        let store = try BlobStore(root: options.cacheDirectory, durable: false)
+        let store = try BlobStore(
+            root: options.cacheDirectory ?? ExportCommand.defaultCacheDirectory(), durable: false)
         let resolved = try await resolveAll(options, filter: PlatformFilter(options.platforms), store: store)
         var documents: [Digest: Int64] = [:]
         var blobs: [Digest: Descriptor] = [:]

@@ -100,16 +100,8 @@ public struct BundleWriter {
     ) throws -> Digest {
         let file = try PartialBundleFile(for: path)
         let tar = try file.makeTarWriter(modificationTime: modificationTime)
-        let layoutHeader = try JSONEncoder().encode(ImageLayoutHeader())
-        try tar.addFile("oci-layout", bytes: Array(layoutHeader))
-        try tar.addFile(BundleManifest.fileName, bytes: try manifest.encoded())
-        if let signature { try tar.addFile(BundleSignature.fileName, bytes: try signature.encoded()) }
-        try tar.addFile("index.json", bytes: index)
-        if let dockerManifest { try tar.addFile(Self.dockerManifestName, bytes: dockerManifest) }
-        try tar.addDirectory("blobs")
-        for algorithm in Set(manifest.blobs.map(\.digest.algorithm)).sorted(by: { $0.rawValue < $1.rawValue }) {
-            try tar.addDirectory("blobs/\(algorithm.rawValue)")
-        }
+        try Self.writeHead(
+            tar, manifest: manifest, index: index, signature: signature, dockerManifest: dockerManifest)
         for blob in manifest.blobs {
             let source = blobs(blob.digest)
             let sourceFD = open(source, O_RDONLY | O_CLOEXEC)
@@ -134,6 +126,25 @@ public struct BundleWriter {
         return try file.publish()
     }
 
+    /// The entries before the blobs, in their fixed order: `oci-layout`, the bundle manifest, its
+    /// signature, `index.json`, docker's `manifest.json`, `blobs/` and `blobs/ALG/`. The one
+    /// definition of a bundle's head, for the streaming writer and the planned one.
+    static func writeHead(
+        _ tar: TarWriter, manifest: BundleManifest, index: [UInt8], signature: BundleSignature?,
+        dockerManifest: [UInt8]?
+    ) throws {
+        let layoutHeader = try JSONEncoder().encode(ImageLayoutHeader())
+        try tar.addFile("oci-layout", bytes: Array(layoutHeader))
+        try tar.addFile(BundleManifest.fileName, bytes: try manifest.encoded())
+        if let signature { try tar.addFile(BundleSignature.fileName, bytes: try signature.encoded()) }
+        try tar.addFile("index.json", bytes: index)
+        if let dockerManifest { try tar.addFile(Self.dockerManifestName, bytes: dockerManifest) }
+        try tar.addDirectory("blobs")
+        for algorithm in Set(manifest.blobs.map(\.digest.algorithm)).sorted(by: { $0.rawValue < $1.rawValue }) {
+            try tar.addDirectory("blobs/\(algorithm.rawValue)")
+        }
+    }
+
     static func syncDirectory(of path: String) {
         let directory = (path as NSString).deletingLastPathComponent
         let dirFD = open(directory.isEmpty ? "." : directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
@@ -149,9 +160,16 @@ public enum BundleError: Error, CustomStringConvertible {
     case corruptSource(path: String, BlobVerificationError)
     case invalid([VerificationProblem])
     case changedWhileSigning(String)
+    /// Another process holds the partial file (`PATH.partial`).
+    case busy(String)
+    /// A blob placed in the bundle (copied from the cache, or written by an earlier, interrupted
+    /// run) did not match its digest when the bundle was sealed.
+    case placedBlobCorrupt(slot: Int, BlobVerificationError)
 
     public var description: String {
         switch self {
+        case .busy(let path): "another export is writing \(path); wait for it or stop it"
+        case .placedBlobCorrupt(_, let error): "a blob placed in the bundle does not match: \(error)"
         case .io(let what, let code): "\(what): \(String(cString: strerror(code)))"
         case .corruptSource(let path, let error):
             "cached blob \(path) was corrupt (\(error)) and is removed from the cache; export again"
@@ -168,18 +186,39 @@ public enum BundleError: Error, CustomStringConvertible {
 final class PartialBundleFile {
     let path: String
     let partialPath: String
-    private var fd: Int32
+    private(set) var fd: Int32
     private var hasher = DigestHasher(.sha256)
     private var published = false
+    /// Left in place when dropped unpublished: a resumable file is the resume point.
+    var keep = false
 
     init(for path: String) throws {
         self.path = path
         (fd, partialPath) = try Self.createPartial(for: path)
     }
 
+    /// The resumable form: `PATH.partial`, created or reopened (never through a symlink), held
+    /// with an exclusive lock so two writers never share it.
+    init(resumableFor path: String) throws {
+        self.path = path
+        partialPath = path + ".partial"
+        // Never removed by this object unless discarded: not even when the lock below is refused
+        // (the file is another writer's).
+        keep = true
+        fd = open(partialPath, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0o644)
+        guard fd >= 0 else { throw BundleError.io("open \(partialPath)", errno: errno) }
+        guard flock(fd, LOCK_EX | LOCK_NB) == 0 else {
+            let code = errno
+            close(fd)
+            fd = -1
+            if code == EWOULDBLOCK { throw BundleError.busy(partialPath) }
+            throw BundleError.io("lock \(partialPath)", errno: code)
+        }
+    }
+
     deinit {
         if fd >= 0 { close(fd) }
-        if !published {
+        if !published && !keep {
             unlink(partialPath)
             unlink(checksumPartial)
         }
@@ -206,11 +245,11 @@ final class PartialBundleFile {
 
     /// The first half of publishing: fsyncs and closes the tar and writes its checksum beside it,
     /// still under the partial names (a set of volumes is sealed whole before any is renamed).
-    func seal() throws -> Digest {
+    func seal(digest given: Digest? = nil) throws -> Digest {
         guard fsync(fd) == 0 else { throw BundleError.io("fsync \(partialPath)", errno: errno) }
         close(fd)
         fd = -1
-        let digest = hasher.finalize()
+        let digest = given ?? hasher.finalize()
         let name = (path as NSString).lastPathComponent
         do {
             try Data("\(digest.encoded)  \(name)\n".utf8).write(to: URL(fileURLWithPath: checksumPartial))

@@ -1,3 +1,4 @@
+import CLinux
 import Foundation
 
 #if canImport(Glibc)
@@ -36,6 +37,80 @@ public enum FileChunks {
             }
             try body(UnsafeRawBufferPointer(rebasing: buffer[..<n]))
             remaining -= Int64(n)
+        }
+    }
+}
+
+/// Copying a range of one file into another at a given offset, in the kernel where it can
+/// (`copy_file_range`: a reflink on filesystems that share extents, no trip through user space
+/// otherwise), else through a buffer.
+public enum FileRange {
+    /// Copies `count` bytes from `source` at `sourceOffset` to `destination` at
+    /// `destinationOffset`. A source that ends early is an error.
+    public static func copy(
+        from source: Int32, at sourceOffset: Int64, to destination: Int32, at destinationOffset: Int64,
+        count: Int64
+    ) throws(FileChunks.Failure) {
+        var input = Int64(sourceOffset)
+        var output = Int64(destinationOffset)
+        var remaining = count
+        while remaining > 0 {
+            let n = ferry_copy_file_range(source, &input, destination, &output, Int(min(remaining, 1 << 30)))
+            if n > 0 {
+                remaining -= Int64(n)
+                continue
+            }
+            if n < 0 && errno == EINTR { continue }
+            if n == 0 { throw FileChunks.Failure(path: "source", what: "\(remaining) bytes short in") }
+            // Not across these filesystems (EXDEV, EINVAL, ENOSYS, EOPNOTSUPP): copy through memory.
+            try copyThroughBuffer(
+                from: source, at: Int64(input), to: destination, at: Int64(output), count: remaining)
+            return
+        }
+    }
+
+    static func copyThroughBuffer(
+        from source: Int32, at sourceOffset: Int64, to destination: Int32, at destinationOffset: Int64,
+        count: Int64
+    ) throws(FileChunks.Failure) {
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: FileChunks.chunkSize, alignment: 16)
+        defer { buffer.deallocate() }
+        var done: Int64 = 0
+        while done < count {
+            let n = pread(
+                source, buffer.baseAddress, Int(min(Int64(buffer.count), count - done)), off_t(sourceOffset + done))
+            if n < 0 && errno == EINTR { continue }
+            guard n > 0 else {
+                throw FileChunks.Failure(
+                    path: "source",
+                    what: n == 0 ? "\(count - done) bytes short in" : "read: \(String(cString: strerror(errno))):")
+            }
+            try writeAll(destination, UnsafeRawBufferPointer(rebasing: buffer[..<n]), at: destinationOffset + done)
+            done += Int64(n)
+        }
+    }
+
+    /// Reserves `size` bytes for the file (blocks allocated, so a disk too small fails now), where
+    /// the filesystem can; returns errno when it refuses for another reason than not supporting it.
+    public static func allocate(_ fd: Int32, size: Int64) -> Int32 {
+        guard ferry_fallocate(fd, 0, size) != 0 else { return 0 }
+        let code = errno
+        return code == EOPNOTSUPP || code == ENOSYS || code == EINVAL ? 0 : code
+    }
+
+    /// Writes all of `bytes` at `offset` (pwrite, repeated for short writes).
+    public static func writeAll(_ fd: Int32, _ bytes: UnsafeRawBufferPointer, at offset: Int64) throws(FileChunks
+        .Failure)
+    {
+        guard let base = bytes.baseAddress else { return }
+        var written = 0
+        while written < bytes.count {
+            let n = pwrite(fd, base + written, bytes.count - written, off_t(offset + Int64(written)))
+            if n < 0 && errno == EINTR { continue }
+            guard n > 0 else {
+                throw FileChunks.Failure(path: "destination", what: "write: \(String(cString: strerror(errno))):")
+            }
+            written += n
         }
     }
 }

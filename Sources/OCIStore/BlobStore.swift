@@ -60,6 +60,33 @@ public struct BlobStore: Sendable {
         try writer.commit()
     }
 
+    /// Stores a blob whose bytes the caller has already verified, put into the ingest file by
+    /// `fill` (a copy in the kernel from where they already are). Visible only once the file holds
+    /// exactly `size` bytes.
+    public func putVerified(_ digest: Digest, size: Int64, fill: (Int32) throws -> Void) throws {
+        if contains(digest, size: size) { return }
+        var random = SystemRandomNumberGenerator()
+        let temporaryPath = "\(root)/ingest/\(digest.encoded.prefix(16))-\(String(random.next(), radix: 36))"
+        let fd = open(temporaryPath, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
+        guard fd >= 0 else { throw StoreError.io("create \(temporaryPath)", errno: errno) }
+        var kept = false
+        defer {
+            close(fd)
+            if !kept { unlink(temporaryPath) }
+        }
+        try fill(fd)
+        guard FileSystem.size(of: temporaryPath) == size else {
+            throw StoreError.verification(
+                .sizeMismatch(digest: digest, expected: size, found: FileSystem.size(of: temporaryPath) ?? 0))
+        }
+        guard !durable || fsync(fd) == 0 else { throw StoreError.io("fsync \(temporaryPath)", errno: errno) }
+        guard rename(temporaryPath, path(of: digest)) == 0 else {
+            throw StoreError.io("rename into \(path(of: digest))", errno: errno)
+        }
+        kept = true
+        if durable { FileSystem.syncDirectory("\(root)/blobs/\(digest.algorithm)") }
+    }
+
     /// Reads a small stored document, refusing anything larger than `limit`.
     public func read(_ digest: Digest, limit: Int) throws(StoreError) -> [UInt8] {
         try FileSystem.readSmallFile(path(of: digest), limit: limit)

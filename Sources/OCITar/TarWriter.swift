@@ -16,17 +16,52 @@ public final class TarWriter {
     /// Copy buffer size for file contents.
     public static let chunkSize = 1 << 20
 
-    /// Where the archive's bytes go: the descriptor, after an optional observer saw them.
+    /// Where the archive's bytes go: the descriptor (fd >= 0), after an optional observer saw
+    /// them, or memory (fd < 0: `captured`, until `refuse` is set).
     final class Output {
         let fd: Int32
         let observe: ((UnsafeRawBufferPointer) -> Void)?
         var error: Int32 = 0
+        var captured: [UInt8] = []
+        var refuse = false
         init(fd: Int32, observe: ((UnsafeRawBufferPointer) -> Void)?) {
             self.fd = fd
             self.observe = observe
         }
     }
     let output: Output
+
+    /// Size of a tar block: headers are whole blocks, and file data is padded to whole blocks.
+    public static let blockSize: Int64 = 512
+    /// The end-of-archive marker this writer puts after the last entry: two zero blocks.
+    public static let endOfArchiveSize: Int64 = 1024
+
+    /// `size` rounded up to whole blocks: the bytes a file's data takes in the archive.
+    public static func paddedSize(_ size: Int64) -> Int64 { (size + blockSize - 1) / blockSize * blockSize }
+
+    /// A writer whose bytes are kept in memory (``takeCaptured()``): the small entries of an
+    /// archive planned before its large files are written in place.
+    public convenience init(capturingWithModificationTime modificationTime: Int64) throws(TarError) {
+        try self.init(fileDescriptor: -1, modificationTime: modificationTime)
+    }
+
+    /// The bytes a capturing writer produced since the last call.
+    public func takeCaptured() -> [UInt8] {
+        defer { output.captured = [] }
+        return output.captured
+    }
+
+    /// The header block(s) this writer puts before a regular file's data: exactly the bytes
+    /// ``beginFile(_:size:)`` writes for the same entry (an extended header too, where ustar cannot
+    /// express it), so a file's data can be placed at a known offset.
+    public static func fileHeader(path: String, size: Int64, modificationTime: Int64) throws(TarError) -> [UInt8] {
+        let writer = try TarWriter(capturingWithModificationTime: modificationTime)
+        try writer.beginFile(path, size: size)
+        let header = writer.takeCaptured()
+        // Dropping the writer must not make libarchive pad `size` bytes of data into memory.
+        writer.output.refuse = true
+        return header
+    }
 
     /// - Parameters:
     ///   - fileDescriptor: an open, writable descriptor; the caller keeps ownership and closes it.
@@ -154,6 +189,11 @@ private func tarWriterOutputCallback(
 ) -> Int {
     guard let context, let buffer else { return -1 }
     let output = Unmanaged<TarWriter.Output>.fromOpaque(context).takeUnretainedValue()
+    guard output.fd >= 0 else {
+        if output.refuse { return -1 }
+        output.captured.append(contentsOf: UnsafeRawBufferPointer(start: buffer, count: length))
+        return length
+    }
     var offset = 0
     while offset < length {
         let n = write(output.fd, buffer + offset, length - offset)

@@ -1,0 +1,304 @@
+import Foundation
+import OCICore
+import OCITar
+import Synchronization
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// The whole layout of a bundle, computed from its manifest before any blob is read: the head
+/// (the entries before the blobs), and for each blob its tar header and the offset of its data.
+///
+/// The bytes are those ``BundleWriter`` streams for the same inputs (headers from the same tar
+/// writer, the same order and padding), so a bundle written in place is byte-identical to one
+/// written in one pass.
+public struct BundlePlan: Sendable {
+    public struct Slot: Sendable {
+        public let digest: Digest
+        public let size: Int64
+        /// Where the blob's tar header starts, and the header's bytes.
+        public let headerOffset: Int64
+        public let header: [UInt8]
+        /// Where the blob's bytes go.
+        public let dataOffset: Int64
+    }
+
+    public let head: [UInt8]
+    public let slots: [Slot]
+    /// The size of the finished tar.
+    public let size: Int64
+    /// Identifies the plan: the sha256 of its head and every slot (a resume continues only the
+    /// same plan).
+    public let id: Digest
+    private let slotIndex: [Digest: Int]
+
+    public init(
+        manifest: BundleManifest, index: [UInt8], modificationTime: Int64, signature: BundleSignature? = nil,
+        dockerManifest: [UInt8]? = nil
+    ) throws {
+        let tar = try TarWriter(capturingWithModificationTime: modificationTime)
+        try BundleWriter.writeHead(
+            tar, manifest: manifest, index: index, signature: signature, dockerManifest: dockerManifest)
+        head = tar.takeCaptured()
+        var offset = Int64(head.count)
+        var slots: [Slot] = []
+        var identity = DigestHasher(.sha256)
+        head.withUnsafeBytes { identity.update($0) }
+        slots.reserveCapacity(manifest.blobs.count)
+        for blob in manifest.blobs {
+            let header = try TarWriter.fileHeader(
+                path: blob.digest.layoutPath, size: blob.size, modificationTime: modificationTime)
+            let slot = Slot(
+                digest: blob.digest, size: blob.size, headerOffset: offset, header: header,
+                dataOffset: offset + Int64(header.count))
+            slots.append(slot)
+            offset = slot.dataOffset + TarWriter.paddedSize(blob.size)
+            Array("\(blob.digest) \(blob.size) \(slot.dataOffset)\n".utf8).withUnsafeBytes { identity.update($0) }
+        }
+        self.slots = slots
+        size = offset + TarWriter.endOfArchiveSize
+        id = identity.finalize()
+        var slotIndex: [Digest: Int] = [:]
+        for (i, slot) in slots.enumerated() where slotIndex[slot.digest] == nil { slotIndex[slot.digest] = i }
+        self.slotIndex = slotIndex
+    }
+
+    /// The slot that holds `digest`.
+    public func slot(of digest: Digest) -> Int? { slotIndex[digest] }
+}
+
+/// A bundle written in place from its ``BundlePlan``: the file is preallocated at its final
+/// size, the head and every tar header are written first, and each blob goes straight to its
+/// offset, from the network or the cache, by any number of writers at once.
+///
+/// The file is `PATH.partial` (locked while in use) with a journal beside it
+/// (`PATH.partial.journal`) naming the blobs completed and verified. A run killed part way
+/// leaves both; the next run with the same plan keeps the recorded blobs and writes only the rest.
+/// ``publish(verifying:progress:)`` reads the file once from start to end: the sha256 of the
+/// whole tar, and a check of every blob this run did not verify as it wrote it (those from the
+/// cache or the journal). Only then is the file fsynced and renamed to `PATH`.
+public final class PlacedBundle: @unchecked Sendable {
+    public let plan: BundlePlan
+    public let path: String
+    private let file: PartialBundleFile
+    private let journalPath: String
+    private let journal: Int32
+    private let state = Mutex<Set<Int>>([])
+    /// Slots the journal of an earlier run recorded (checked again when the bundle is sealed).
+    public let resumed: Set<Int>
+
+    static let journalMagic = "ferry-partial-bundle 1"
+
+    /// Opens `PATH.partial` for `plan`: resumes it when its journal names the same plan, else
+    /// starts it over. Throws ``BundleError/busy(_:)`` when another process writes it.
+    public init(path: String, plan: BundlePlan) throws {
+        self.plan = plan
+        self.path = path
+        file = try PartialBundleFile(resumableFor: path)
+        journalPath = file.partialPath + ".journal"
+        let fd = file.fd
+        let header = "\(Self.journalMagic) \(plan.id)"
+        var recorded: Set<Int> = []
+        var info = stat()
+        if let text = try? String(contentsOfFile: journalPath, encoding: .utf8), fstat(fd, &info) == 0,
+            Int64(info.st_size) == plan.size
+        {
+            // Only whole lines count: a line cut off by a kill is ignored.
+            let lines = text.split(separator: "\n", omittingEmptySubsequences: false).dropLast()
+            if lines.first.map(String.init) == header {
+                for line in lines.dropFirst() {
+                    if let index = Int(line), plan.slots.indices.contains(index) { recorded.insert(index) }
+                }
+            }
+        }
+        resumed = recorded
+        state.withLock { $0 = recorded }
+        let flags = O_WRONLY | O_CREAT | O_APPEND | O_NOFOLLOW | O_CLOEXEC
+        journal = open(journalPath, recorded.isEmpty ? flags | O_TRUNC : flags, 0o644)
+        guard journal >= 0 else { throw BundleError.io("open \(journalPath)", errno: errno) }
+        do {
+            if recorded.isEmpty {
+                // A new plan: the file starts empty, so every byte not written below reads as zero
+                // (the padding after each blob and the end-of-archive blocks).
+                guard ftruncate(fd, 0) == 0 else { throw BundleError.io("truncate \(file.partialPath)", errno: errno) }
+                try preallocate(fd, size: plan.size)
+                try appendJournal(header)
+            }
+            try write(plan.head, at: 0)
+            for slot in plan.slots { try write(slot.header, at: slot.headerOffset) }
+        } catch {
+            close(journal)
+            throw error
+        }
+    }
+
+    deinit { close(journal) }
+
+    private func preallocate(_ fd: Int32, size: Int64) throws {
+        // Space up front: a disk too small fails now, not after most of the download.
+        let code = FileRange.allocate(fd, size: size)
+        guard code == 0 else { throw BundleError.io("allocate \(size) bytes for \(file.partialPath)", errno: code) }
+        guard ftruncate(fd, off_t(size)) == 0 else { throw BundleError.io("size \(file.partialPath)", errno: errno) }
+    }
+
+    private func write(_ bytes: [UInt8], at offset: Int64) throws {
+        do {
+            try bytes.withUnsafeBytes { try FileRange.writeAll(file.fd, $0, at: offset) }
+        } catch {
+            throw BundleError.io("write \(file.partialPath)", errno: errno)
+        }
+    }
+
+    private func appendJournal(_ line: String) throws {
+        let bytes = Array((line + "\n").utf8)
+        let written = bytes.withUnsafeBytes { Glibc.write(journal, $0.baseAddress, $0.count) }
+        guard written == bytes.count else { throw BundleError.io("write \(journalPath)", errno: errno) }
+    }
+
+    /// Whether the slot is written and verified (this run, or recorded by an earlier one).
+    public func isComplete(_ slot: Int) -> Bool { state.withLock { $0.contains(slot) } }
+
+    /// Records a slot as written and verified.
+    public func complete(_ slot: Int) throws {
+        let added = state.withLock { $0.insert(slot).inserted }
+        if added { try appendJournal(String(slot)) }
+    }
+
+    /// A sink writing one blob's bytes into its slot: never past the slot's end, whatever it is given.
+    public func sink(for slot: Int) -> SlotSink {
+        SlotSink(fd: file.fd, slot: plan.slots[slot], path: file.partialPath)
+    }
+
+    /// Copies a blob from the file `source` into its slot (in the kernel where the filesystem
+    /// allows). Not verified here: pass the slot to ``publish(verifying:progress:)``.
+    public func copy(from source: String, into slot: Int) throws {
+        let target = plan.slots[slot]
+        let fd = open(source, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw BundleError.io("open \(source)", errno: errno) }
+        defer { close(fd) }
+        do {
+            try FileRange.copy(from: fd, at: 0, to: file.fd, at: target.dataOffset, count: target.size)
+        } catch {
+            throw BundleError.io("copy \(source) into \(file.partialPath) (\(error))", errno: EIO)
+        }
+    }
+
+    /// Copies a completed slot's bytes out to `destination` (the cache keeping a downloaded blob).
+    public func copy(slot: Int, to destination: Int32) throws {
+        let source = plan.slots[slot]
+        do {
+            try FileRange.copy(from: file.fd, at: source.dataOffset, to: destination, at: 0, count: source.size)
+        } catch {
+            throw BundleError.io("copy out of \(file.partialPath) (\(error))", errno: EIO)
+        }
+    }
+
+    /// The bytes of a small completed slot (a config, a signature's payload).
+    public func read(slot: Int, limit: Int) -> [UInt8]? {
+        let target = plan.slots[slot]
+        guard isComplete(slot), target.size <= Int64(limit) else { return nil }
+        var bytes = [UInt8](repeating: 0, count: Int(target.size))
+        let n = bytes.withUnsafeMutableBytes { pread(file.fd, $0.baseAddress, $0.count, off_t(target.dataOffset)) }
+        return n == bytes.count ? bytes : nil
+    }
+
+    /// Seals the bundle: one sequential read of the whole file hashes the tar and checks each slot
+    /// in `verifying` against its digest; then fsync, `PATH.sha256`, rename, and the journal goes.
+    /// A slot that does not match throws ``BundleError/placedBlobCorrupt(slot:_:)``, and its
+    /// journal record is dropped (the next run writes it again). Returns the tar's sha256.
+    public func publish(verifying: Set<Int>, progress: (Int64) -> Void = { _ in }) throws -> Digest {
+        let missing = plan.slots.indices.filter { !isComplete($0) }
+        guard missing.isEmpty else {
+            throw BundleError.io("seal \(file.partialPath): \(missing.count) blob(s) not written yet", errno: EINVAL)
+        }
+        var hasher = DigestHasher(.sha256)
+        let slots = plan.slots
+        var next = 0
+        var verifier: BlobVerifier?
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 4 << 20, alignment: 16)
+        defer { buffer.deallocate() }
+        var position: Int64 = 0
+        while position < plan.size {
+            let want = Int(min(Int64(buffer.count), plan.size - position))
+            let n = pread(file.fd, buffer.baseAddress, want, off_t(position))
+            if n < 0 && errno == EINTR { continue }
+            guard n > 0 else { throw BundleError.io("read \(file.partialPath)", errno: n == 0 ? EIO : errno) }
+            let chunk = UnsafeRawBufferPointer(rebasing: buffer[..<n])
+            hasher.update(chunk)
+            let end = position + Int64(n)
+            // The slots this chunk covers, in order (slots never overlap).
+            while next < slots.count, slots[next].dataOffset < end {
+                let slot = slots[next]
+                let slotEnd = slot.dataOffset + slot.size
+                if verifying.contains(next) {
+                    if verifier == nil { verifier = BlobVerifier(digest: slot.digest, size: slot.size) }
+                    let from = Int(max(slot.dataOffset, position) - position)
+                    let to = Int(min(slotEnd, end) - position)
+                    do {
+                        try verifier?.update(UnsafeRawBufferPointer(rebasing: chunk[from..<to]))
+                        if slotEnd <= end { try verifier?.finish() }
+                    } catch {
+                        try? forget(next)
+                        throw BundleError.placedBlobCorrupt(slot: next, error)
+                    }
+                }
+                guard slotEnd <= end else { break }
+                verifier = nil
+                next += 1
+            }
+            progress(Int64(n))
+            position = end
+        }
+        let digest = try file.seal(digest: hasher.finalize())
+        try file.rename()
+        unlink(journalPath)
+        return digest
+    }
+
+    /// Drops one slot's journal record (it is rewritten without it).
+    private func forget(_ slot: Int) throws {
+        let kept = state.withLock { state -> [Int] in
+            state.remove(slot)
+            return state.sorted()
+        }
+        let text = (["\(Self.journalMagic) \(plan.id)"] + kept.map(String.init)).joined(separator: "\n") + "\n"
+        try Data(text.utf8).write(to: URL(fileURLWithPath: journalPath), options: .atomic)
+    }
+
+    /// Removes the partial file and its journal (content that failed verification: nothing to resume).
+    public func discard() {
+        file.keep = false
+        unlink(journalPath)
+    }
+}
+
+/// Writes one blob into its slot of a ``PlacedBundle``; used by one writer at a time. Bytes past
+/// the slot's size are refused before anything is written, so a registry that sends more than the
+/// descriptor says never overwrites the next entry.
+public final class SlotSink: @unchecked Sendable {
+    private let fd: Int32
+    private let slot: BundlePlan.Slot
+    private let path: String
+    public private(set) var count: Int64 = 0
+
+    init(fd: Int32, slot: BundlePlan.Slot, path: String) {
+        self.fd = fd
+        self.slot = slot
+        self.path = path
+    }
+
+    public func write(_ bytes: UnsafeRawBufferPointer) throws {
+        guard count + Int64(bytes.count) <= slot.size else {
+            throw BlobVerificationError.tooLarge(digest: slot.digest, expected: slot.size)
+        }
+        do {
+            try FileRange.writeAll(fd, bytes, at: slot.dataOffset + count)
+        } catch {
+            throw BundleError.io("write \(path)", errno: errno)
+        }
+        count += Int64(bytes.count)
+    }
+
+    public func reset() { count = 0 }
+}

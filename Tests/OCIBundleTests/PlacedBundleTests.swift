@@ -1,0 +1,169 @@
+import Foundation
+import OCIBundle
+import OCICore
+import Testing
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// The bundle written in place: the same bytes as the streaming writer, whatever order blobs
+/// arrive in, resumed from its journal, and never written past a blob's slot.
+struct PlacedBundleTests {
+    struct Fixture {
+        let dir: String
+        let blobs: [[UInt8]]
+        let manifest: BundleManifest
+        let index: [UInt8]
+        let dockerManifest: [UInt8]
+
+        init() throws {
+            dir = NSTemporaryDirectory() + "ferry-placed-\(UUID().uuidString)"
+            try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+            // Sizes around the tar's 512-byte blocks, and one of several chunks.
+            var generator = SystemRandomNumberGenerator()
+            blobs = [0, 1, 511, 512, 513, 100_000, 5 << 20].enumerated().map { i, size in
+                [UInt8(i)] + (0..<size).map { _ in UInt8.random(in: 0...255, using: &generator) }
+            }
+            for blob in blobs {
+                try Data(blob).write(to: URL(fileURLWithPath: "\(dir)/\(Digest.of(blob).encoded)"))
+            }
+            index = Array(#"{"schemaVersion":2,"manifests":[]}"#.utf8)
+            dockerManifest = Array("[]".utf8)
+            manifest = BundleManifest(
+                tool: .init(name: "ferry", version: "test"), created: BundleManifest.timestamp(1_700_000_000),
+                partial: nil, index: .init(digest: Digest.of(index), size: Int64(index.count)), images: [],
+                blobs: blobs.map { .init(digest: Digest.of($0), size: Int64($0.count), mediaType: nil) },
+                dockerManifest: .init(digest: Digest.of(dockerManifest), size: Int64(dockerManifest.count)))
+        }
+
+        func path(_ digest: Digest) -> String { "\(dir)/\(digest.encoded)" }
+
+        func streamed() throws -> (Data, Digest) {
+            let digest = try BundleWriter().write(
+                to: "\(dir)/streamed.tar", manifest: manifest, index: index, modificationTime: 1_700_000_000,
+                dockerManifest: dockerManifest, blobs: path)
+            return (try Data(contentsOf: URL(fileURLWithPath: "\(dir)/streamed.tar")), digest)
+        }
+
+        func plan() throws -> BundlePlan {
+            try BundlePlan(
+                manifest: manifest, index: index, modificationTime: 1_700_000_000, dockerManifest: dockerManifest)
+        }
+
+        /// Writes `slots` through sinks, as downloads do.
+        func write(_ slots: [Int], into bundle: PlacedBundle) throws {
+            for slot in slots {
+                let sink = bundle.sink(for: slot)
+                try blobs[slot].withUnsafeBytes { bytes in
+                    // In two pieces, as a stream arrives.
+                    let half = bytes.count / 2
+                    try sink.write(UnsafeRawBufferPointer(rebasing: bytes[..<half]))
+                    try sink.write(UnsafeRawBufferPointer(rebasing: bytes[half...]))
+                }
+                try bundle.complete(slot)
+            }
+        }
+    }
+
+    @Test func placedInAnyOrderIsByteIdenticalToTheStreamedBundle() throws {
+        let fixture = try Fixture()
+        defer { try? FileManager.default.removeItem(atPath: fixture.dir) }
+        let (expected, expectedDigest) = try fixture.streamed()
+        let plan = try fixture.plan()
+        #expect(plan.size == Int64(expected.count))
+        let output = "\(fixture.dir)/placed.tar"
+        let bundle = try PlacedBundle(path: output, plan: plan)
+        // Downloads in reverse order, one blob copied from a file (the cache's way).
+        try fixture.write(Array((1..<fixture.blobs.count).reversed()), into: bundle)
+        try bundle.copy(from: fixture.path(Digest.of(fixture.blobs[0])), into: 0)
+        try bundle.complete(0)
+        let digest = try bundle.publish(verifying: [0])
+        #expect(digest == expectedDigest)
+        #expect(try Data(contentsOf: URL(fileURLWithPath: output)) == expected)
+        #expect(try String(contentsOfFile: output + ".sha256", encoding: .utf8) == "\(digest.encoded)  placed.tar\n")
+        let left = try FileManager.default.contentsOfDirectory(atPath: fixture.dir).filter { $0.contains(".partial") }
+        #expect(left.isEmpty)
+    }
+
+    @Test func anInterruptedBundleResumesFromItsJournal() throws {
+        let fixture = try Fixture()
+        defer { try? FileManager.default.removeItem(atPath: fixture.dir) }
+        let (expected, _) = try fixture.streamed()
+        let output = "\(fixture.dir)/resumed.tar"
+        do {
+            let first = try PlacedBundle(path: output, plan: try fixture.plan())
+            // A second writer of the same bundle is refused while the first holds it.
+            #expect(throws: BundleError.self) { try PlacedBundle(path: output, plan: try fixture.plan()) }
+            try fixture.write([6, 2, 4], into: first)
+            // Dropped without publishing, as a killed run leaves it.
+        }
+        #expect(FileManager.default.fileExists(atPath: output + ".partial"))
+        #expect(!FileManager.default.fileExists(atPath: output))
+        let second = try PlacedBundle(path: output, plan: try fixture.plan())
+        #expect(second.resumed == [2, 4, 6])
+        try fixture.write([0, 1, 3, 5], into: second)
+        _ = try second.publish(verifying: second.resumed)
+        #expect(try Data(contentsOf: URL(fileURLWithPath: output)) == expected)
+        #expect(!FileManager.default.fileExists(atPath: output + ".partial.journal"))
+
+        // Another plan (one blob fewer) starts over instead of resuming.
+        var other = fixture.manifest
+        other.blobs.removeLast()
+        let otherPlan = try BundlePlan(
+            manifest: other, index: fixture.index, modificationTime: 1_700_000_000,
+            dockerManifest: fixture.dockerManifest)
+        do {
+            let first = try PlacedBundle(path: "\(fixture.dir)/other.tar", plan: try fixture.plan())
+            try fixture.write([1], into: first)
+        }
+        #expect(try PlacedBundle(path: "\(fixture.dir)/other.tar", plan: otherPlan).resumed.isEmpty)
+    }
+
+    @Test func aBlobLongerThanItsSlotNeverReachesItsNeighbour() throws {
+        let fixture = try Fixture()
+        defer { try? FileManager.default.removeItem(atPath: fixture.dir) }
+        let plan = try fixture.plan()
+        let output = "\(fixture.dir)/long.tar"
+        let bundle = try PlacedBundle(path: output, plan: plan)
+        try fixture.write([4], into: bundle)
+        // Slot 3 (512 bytes) is sent 2 KiB: refused before a byte of it is written past the slot.
+        let sink = bundle.sink(for: 3)
+        let tooMuch = [UInt8](repeating: 0xee, count: 2048)
+        #expect(throws: BlobVerificationError.self) { try tooMuch.withUnsafeBytes { try sink.write($0) } }
+        let fd = open(output + ".partial", O_RDONLY)
+        defer { close(fd) }
+        var header = [UInt8](repeating: 0, count: plan.slots[4].header.count)
+        _ = header.withUnsafeMutableBytes { pread(fd, $0.baseAddress, $0.count, off_t(plan.slots[4].headerOffset)) }
+        #expect(header == plan.slots[4].header)
+        var data = [UInt8](repeating: 0, count: fixture.blobs[4].count)
+        _ = data.withUnsafeMutableBytes { pread(fd, $0.baseAddress, $0.count, off_t(plan.slots[4].dataOffset)) }
+        #expect(data == fixture.blobs[4])
+    }
+
+    @Test func aPlacedBlobThatDoesNotMatchFailsTheSealAndLeavesNoBundle() throws {
+        let fixture = try Fixture()
+        defer { try? FileManager.default.removeItem(atPath: fixture.dir) }
+        let output = "\(fixture.dir)/bad.tar"
+        let bundle = try PlacedBundle(path: output, plan: try fixture.plan())
+        try fixture.write([0, 1, 2, 3, 4, 6], into: bundle)
+        // The cache's copy of slot 5 went bad since it was stored.
+        var bad = fixture.blobs[5]
+        bad[50_000] ^= 0xff
+        let badPath = "\(fixture.dir)/bad-copy"
+        try Data(bad).write(to: URL(fileURLWithPath: badPath))
+        try bundle.copy(from: badPath, into: 5)
+        try bundle.complete(5)
+        #expect {
+            try bundle.publish(verifying: [5])
+        } throws: { error in
+            guard case BundleError.placedBlobCorrupt(let slot, _) = error else { return false }
+            return slot == 5
+        }
+        #expect(!FileManager.default.fileExists(atPath: output))
+        #expect(!FileManager.default.fileExists(atPath: output + ".sha256"))
+        // The next run writes slot 5 again and keeps the others.
+        let journal = try String(contentsOfFile: output + ".partial.journal", encoding: .utf8)
+        #expect(!journal.split(separator: "\n").contains("5"))
+    }
+}
