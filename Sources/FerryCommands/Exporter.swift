@@ -230,12 +230,10 @@ public struct Exporter: Sendable {
         let started = Date()
         // The cache skips fsync: every blob is hashed again as the bundle writer copies it, and a
         // cached blob found corrupt there is removed so the next run fetches it again.
-        let temporary =
-            options.cacheDirectory == nil
-            ? FileManager.default.temporaryDirectory.appendingPathComponent("ferry-export-\(UUID().uuidString)").path
-            : nil
-        defer { if let temporary { try? FileManager.default.removeItem(atPath: temporary) } }
-        let store = try BlobStore(root: options.cacheDirectory ?? temporary ?? "", durable: false)
+        // Without a cache, manifests and small blobs wait beside the partial bundle for the run
+        // (and for a resumed run), and go when it succeeds or its content failed verification.
+        let scratch = options.cacheDirectory == nil ? options.output + ".partial.blobs" : nil
+        let store = try BlobStore(root: options.cacheDirectory ?? scratch ?? "", durable: false)
         store.removeStaleIngests(olderThan: 24 * 3600)
 
         // Every image must have a name the appliance can serve it under, before anything is fetched.
@@ -259,7 +257,14 @@ public struct Exporter: Sendable {
                 try ImageRequest.checkNames(expanded.requests, charts: options.charts)
             }
         }
-        return try await export(expanded, charts: charts, store: store, started: started)
+        do {
+            let summary = try await export(expanded, charts: charts, store: store, started: started)
+            if let scratch { try? FileManager.default.removeItem(atPath: scratch) }
+            return summary
+        } catch let error as ExportError where error.isVerificationFailure {
+            if let scratch { try? FileManager.default.removeItem(atPath: scratch) }
+            throw error
+        }
     }
 
     private func export(_ options: Options, charts: [FetchedChart], store: BlobStore, started: Date) async throws

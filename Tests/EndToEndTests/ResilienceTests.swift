@@ -83,9 +83,57 @@ struct ResilienceTests {
         #expect((summary?["cachedBlobs"] as? Int ?? 0) > 0, "the second run reused the first run's blobs")
         try Ferry.run(
             arguments + ["-o", "\(work)/clean.tar", "--cache", "\(work)/clean-cache"], environment: environment)
-        #expect(
-            try Data(contentsOf: URL(fileURLWithPath: bundle))
-                == Data(contentsOf: URL(fileURLWithPath: "\(work)/clean.tar")))
+        let clean = try Data(contentsOf: URL(fileURLWithPath: "\(work)/clean.tar"))
+        #expect(try Data(contentsOf: URL(fileURLWithPath: bundle)) == clean)
+
+        // Without a cache, the partial bundle and its journal are the resume point: killed at two
+        // points, then finished, it is the same bundle, and what was written is not fetched again.
+        let uncached = "\(work)/uncached.tar"
+        let journal = uncached + ".partial.journal"
+        func lines() -> Int {
+            ((try? String(contentsOfFile: journal, encoding: .utf8)) ?? "").split(separator: "\n").count
+        }
+        var recorded = 0
+        for point in 1...2 {
+            let run = try BackgroundProcess(
+                [Shell.ferry] + arguments + ["-o", uncached, "--no-cache"], logPath: "\(work)/kill\(point).log",
+                environment: environment)
+            let deadline = Date().addingTimeInterval(60)
+            while run.isRunning && lines() <= recorded + 1 && Date() < deadline { usleep(1_000) }
+            run.signal(SIGKILL)
+            run.stop()
+            #expect(!FileManager.default.fileExists(atPath: uncached), "killed at point \(point) before the end")
+            #expect(FileManager.default.fileExists(atPath: uncached + ".partial"))
+            recorded = lines() - 1
+        }
+        #expect(recorded > 0, "the journal recorded blobs before the kills")
+        let resumed = try Ferry.run(arguments + ["-o", uncached, "--no-cache", "--json"], environment: environment)
+        let resumedSummary = try JSONSerialization.jsonObject(with: Data(resumed.stdout.utf8)) as? [String: Any]
+        #expect((resumedSummary?["resumedBlobs"] as? Int ?? 0) > 0, "\(resumed.stdout)")
+        #expect(try Data(contentsOf: URL(fileURLWithPath: uncached)) == clean)
+        let left = try FileManager.default.contentsOfDirectory(atPath: work).filter { $0.contains(".partial") }
+        #expect(left.isEmpty, "\(left)")
+    }
+
+    /// A registry that sends more bytes than the descriptor says: refused before the extra bytes
+    /// land anywhere (they would overwrite the next entry of a bundle written in place).
+    @Test func registryLyingAboutABlobSizeIsCaught() throws {
+        let registry = try RegistryFixture()
+        defer { registry.stop() }
+        _ = try SeededRegistry.make(registry)
+        let proxy = try UpstreamProxy(backend: registry, options: ["--extend-blobs", "4096"])
+        defer { proxy.stop() }
+        let work = try Shell.temporaryDirectory()
+        defer { Shell.remove(work) }
+        let result = try Ferry.run(
+            [
+                "export", "\(proxy.host)/test/large:latest", "-o", "\(work)/l.tar", "--no-cache", "--insecure-registry",
+                proxy.host,
+            ],
+            check: false)
+        #expect(result.status == 65, "\(result.stderr)")
+        #expect(result.stderr.contains("test/large:latest") && result.stderr.contains("sha256:"), "\(result.stderr)")
+        #expect(try FileManager.default.contentsOfDirectory(atPath: work).isEmpty)
     }
 
     @Test func peakMemoryStaysFlatForALargeLayer() throws {

@@ -11,6 +11,8 @@ Listens on --port (the "registry") and --cdn-port (another origin, like Docker H
                              while FILE holds a number N > 0, answer 503 to the next N requests whose
                              path contains TEXT (N counts down in the file).
   --corrupt-blobs            flip one byte in the middle of every blob GET's body.
+  --extend-blobs N           send N bytes more than each blob has (Content-Length says so too): a
+                             registry that lies about a blob's size.
 Every request is logged as one line: "front|cdn METHOD PATH STATUS auth=yes|no".
 """
 import argparse
@@ -33,6 +35,7 @@ def main() -> None:
     parser.add_argument("--unavailable-while")
     parser.add_argument("--unavailable-path")
     parser.add_argument("--corrupt-blobs", action="store_true")
+    parser.add_argument("--extend-blobs", type=int, default=0)
     args = parser.parse_args()
     expected = ("Basic " + base64.b64encode(args.require_basic.encode()).decode()) if args.require_basic else None
     attempts = {}
@@ -54,7 +57,7 @@ def main() -> None:
     def log(line):
         print(line, flush=True)
 
-    def forward(handler, path, head_only=False, cut=False, corrupt=False):
+    def forward(handler, path, head_only=False, cut=False, corrupt=False, blob=False):
         conn = http.client.HTTPConnection(args.backend, timeout=60)
         # Clients send several Accept headers: all of them go on, joined.
         headers = {}
@@ -64,7 +67,10 @@ def main() -> None:
         conn.request(handler.command, path, headers=headers)
         resp = conn.getresponse()
         handler.send_response(resp.status)
+        extra = args.extend_blobs if blob and resp.status == 200 else 0
         for k, v in resp.getheaders():
+            if k.lower() == "content-length" and extra:
+                v = str(int(v) + extra)
             if k.lower() not in ("connection", "transfer-encoding"):
                 handler.send_header(k, v)
         handler.end_headers()
@@ -85,6 +91,8 @@ def main() -> None:
                 chunk = chunk[:at] + bytes([chunk[at] ^ 0xFF]) + chunk[at + 1:]
             handler.wfile.write(chunk)
             sent += len(chunk)
+        if extra:
+            handler.wfile.write(bytes(extra))
         return resp.status
 
     class Front(BaseHTTPRequestHandler):
@@ -137,7 +145,7 @@ def main() -> None:
                 self.end_headers()
                 log(f"front {self.command} {self.path} 307 auth={auth}")
                 return
-            status = forward(self, self.path, corrupt=is_blob and args.corrupt_blobs)
+            status = forward(self, self.path, corrupt=is_blob and args.corrupt_blobs, blob=is_blob)
             log(f"front {self.command} {self.path} {status} auth={auth}")
 
         do_GET = handle_any
