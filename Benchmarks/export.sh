@@ -1,66 +1,142 @@
 #!/usr/bin/env bash
-# Benchmark: `ferry export` against skopeo (`skopeo copy` of each image into one oci: directory,
-# then `tar`), same images from the same local distribution registry over TLS, in one run.
+# Benchmark: `ferry export` against the wire and against skopeo, same images from the same local
+# distribution registry over TLS, in one run.
 #
-#   Benchmarks/export.sh [LARGE_LAYER_SIZE]      (default 1G)
+#   Benchmarks/export.sh [LARGE_LAYER_SIZE]      (default 192M; SMALL=500 small images, 0 to skip)
 #
 # Image set: one image with a LARGE_LAYER_SIZE layer, a two-platform image, and three images that
-# share a 64 MiB base layer. Each tool runs RUNS times (default 2), alternating, each with an empty
-# cache/destination; the table reports every run, the best time of each, the ratio and ferry's peak RSS.
+# share a 64 MiB base layer. Measured, each with an empty destination:
+#   the wire      `curl --parallel` (6 at once) of every blob into files
+#   skopeo        `skopeo copy --all` of each image into one oci: directory, then `tar`
+#   ferry cold    `ferry export` with an empty cache; --no-cache; warm (the cache full);
+#                 resumed (--no-cache, killed with SIGKILL when half the bytes were written, run again)
+# Then SMALL images of one 1 MiB layer each: ferry export (--no-cache) against skopeo + tar.
+# Each timed row runs RUNS times (default 2); the table reports the best, with peak RSS and the bytes
+# written to storage (write_bytes of /proc/PID/io) against the bundle's size.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
-large=${1:-1G}
+large=${1:-192M}
 runs=${RUNS:-2}
+small=${SMALL:-500}
 
 swift build -c release --product ferry 2>&1 | tail -1
 ferry=$(swift build -c release --show-bin-path)/ferry
 work=$(mktemp -d -t ferry-bench-XXXXXX)
 trap 'stop_registry; rm -rf "$work"' EXIT
 start_registry "$work/registry"
-python3 scripts/make-images.py --registry "$REGISTRY" --cert-dir "$REGISTRY_CERTS" \
+"$PYTHON" scripts/make-images.py --registry "$REGISTRY" --cert-dir "$REGISTRY_CERTS" \
   "bench/large:1=$large" "bench/multi:1=base:32M,16M@linux/amd64+linux/arm64/v8" \
   bench/app-a:1=base:64M,8M bench/app-b:1=base:64M,8M bench/app-c:1=base:64M,8M >"$work/images.txt"
-total=$(du -sb "$work/registry/data" | cut -f1)
-echo "images: $(wc -l <"$work/images.txt"), registry holds $((total / 1048576)) MiB"
 
-run_ferry() {
-  rm -rf "$work/ferry-cache" "$work/ferry.tar"
-  /usr/bin/time -f "%e %M" -o "$work/ferry.time" "$ferry" export -f "$work/images.txt" -o "$work/ferry.tar" \
-    --ca-file "$REGISTRY_CA" --cache "$work/ferry-cache" --progress none >/dev/null
-  read -r seconds rss <"$work/ferry.time"
-  echo "$seconds $rss"
+# Every blob each repository links, once: the URLs the wire row downloads.
+: >"$work/urls.txt"
+declare -A seen=()
+for layers in "$work"/registry/data/docker/registry/v2/repositories/*/*/_layers/sha256; do
+  repo=${layers#"$work"/registry/data/docker/registry/v2/repositories/}
+  repo=${repo%/_layers/sha256}
+  for link in "$layers"/*; do
+    hex=$(basename "$link")
+    [ -n "${seen[$hex]-}" ] && continue
+    seen[$hex]=1
+    printf 'url = "https://%s/v2/%s/blobs/sha256:%s"\noutput = "%s/wire/%s"\n' "$REGISTRY" "$repo" "$hex" "$work" "$hex" >>"$work/urls.txt"
+  done
+done
+echo "images: $(wc -l <"$work/images.txt"), blobs: ${#seen[@]}"
+
+measure() { "$PYTHON" Benchmarks/measure.py --out "$work/m" -- "$@" >/dev/null && cat "$work/m"; }
+
+run_wire() {
+  rm -rf "$work/wire" && mkdir -p "$work/wire"
+  measure curl -sS --fail --parallel --parallel-max 6 --cacert "$REGISTRY_CA" -K "$work/urls.txt"
 }
-
 run_skopeo() {
   rm -rf "$work/oci" "$work/skopeo.tar"
   local start end
-  start=$(date +%s.%N)
+  start=$(bench_now)
   while read -r reference; do
     skopeo copy --quiet --all --src-cert-dir "$REGISTRY_CERTS" "docker://$reference" "oci:$work/oci:$reference"
-  done <"$work/images.txt"
+  done <"$1"
   tar -cf "$work/skopeo.tar" -C "$work/oci" .
   sync -f "$work/skopeo.tar"
-  end=$(date +%s.%N)
-  python3 -c "print(f'{$end - $start:.2f}')"
+  end=$(bench_now)
+  echo "$(bench_seconds "$start" "$end") 0 0"
+}
+ferry_export() { # LIST OUTPUT ARGS...
+  local list=$1 output=$2
+  shift 2
+  measure "$ferry" export -f "$list" -o "$output" --ca-file "$REGISTRY_CA" --progress none "$@"
+}
+run_cold() { rm -rf "$work/cache" "$work/ferry.tar"*; ferry_export "$work/images.txt" "$work/ferry.tar" --cache "$work/cache"; }
+run_nocache() { rm -f "$work/ferry.tar"*; ferry_export "$work/images.txt" "$work/ferry.tar" --no-cache; }
+run_warm() { rm -f "$work/ferry.tar"*; ferry_export "$work/images.txt" "$work/ferry.tar" --cache "$work/cache"; }
+run_resumed() {
+  rm -f "$work/ferry.tar"*
+  local half pid
+  half=$(($(stat -c %s "$work/bundle-size") / 2))
+  "$ferry" export -f "$work/images.txt" -o "$work/ferry.tar" --ca-file "$REGISTRY_CA" --progress none --no-cache &
+  pid=$!
+  while kill -0 "$pid" 2>/dev/null; do
+    written=$(awk '/^write_bytes/ {print $2}' "/proc/$pid/io" 2>/dev/null || echo 0)
+    [ "${written:-0}" -ge "$half" ] && break
+    sleep 0.005
+  done
+  kill -9 "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+  [ -e "$work/ferry.tar" ] && echo "warning: the export finished before the kill" >&2
+  ferry_export "$work/images.txt" "$work/ferry.tar" --no-cache
 }
 
-best_ferry=999999
-best_skopeo=999999
-peak=0
+# One bundle first, for its size (the file's size stands in; only its length is read).
+ferry_export "$work/images.txt" "$work/ferry.tar" --no-cache >/dev/null
+bundle=$(stat -c %s "$work/ferry.tar")
+truncate -s "$bundle" "$work/bundle-size"
+
+declare -A best=() rss=() wrote=()
+rows=(wire skopeo cold nocache warm resumed)
 for i in $(seq "$runs"); do
-  read -r f rss < <(run_ferry)
-  s=$(run_skopeo)
-  echo "run $i: ferry ${f}s (peak RSS $((rss / 1024)) MiB), skopeo+tar ${s}s"
-  best_ferry=$(python3 -c "print(min($best_ferry, $f))")
-  best_skopeo=$(python3 -c "print(min($best_skopeo, $s))")
-  peak=$((rss > peak ? rss : peak))
+  for row in "${rows[@]}"; do
+    case $row in
+      wire) read -r s m w < <(run_wire) ;;
+      skopeo) read -r s m w < <(run_skopeo "$work/images.txt") ;;
+      cold) read -r s m w < <(run_cold) ;;
+      nocache) read -r s m w < <(run_nocache) ;;
+      warm) read -r s m w < <(run_warm) ;;
+      resumed) read -r s m w < <(run_resumed) ;;
+    esac
+    echo "run $i $row: ${s}s, peak RSS $((m / 1024)) MiB, wrote $((w / 1048576)) MiB"
+    if [ -z "${best[$row]-}" ] || "$PYTHON" -c "import sys; sys.exit(not $s < ${best[$row]})"; then
+      best[$row]=$s rss[$row]=$m wrote[$row]=$w
+    fi
+  done
 done
-ferry_size=$(stat -c %s "$work/ferry.tar")
-skopeo_size=$(stat -c %s "$work/skopeo.tar")
+
 echo
-echo "| tool | best of $runs (s) | bundle size (MiB) |"
-echo "|---|---|---|"
-echo "| ferry export | $best_ferry | $((ferry_size / 1048576)) |"
-echo "| skopeo copy + tar | $best_skopeo | $((skopeo_size / 1048576)) |"
-python3 -c "print(f'ferry is {$best_skopeo / $best_ferry:.2f}x faster; ferry peak RSS {$peak / 1024:.0f} MiB')"
+echo "bundle: $((bundle / 1048576)) MiB"
+echo "| | best of $runs (s) | / wire | skopeo / this | peak RSS (MiB) | written / bundle |"
+echo "|---|---|---|---|---|---|"
+for row in "${rows[@]}"; do
+  name=$row
+  case $row in
+    wire) name="curl --parallel (the wire)" ;;
+    skopeo) name="skopeo copy + tar" ;;
+    cold) name="ferry export, cold cache" ;;
+    nocache) name="ferry export --no-cache" ;;
+    warm) name="ferry export, warm cache" ;;
+    resumed) name="ferry export --no-cache, resumed after kill -9 at half" ;;
+  esac
+  echo "| $name | ${best[$row]} | $(bench_ratio "${best[$row]}" "${best[wire]}") | $(bench_ratio "${best[skopeo]}" "${best[$row]}") | $((rss[$row] / 1024)) | $(bench_ratio "${wrote[$row]}" "$bundle") |"
+done
+
+if [ "$small" -gt 0 ]; then
+  specs=()
+  for i in $(seq "$small"); do specs+=("bench/small-$i:1=1M"); done
+  "$PYTHON" scripts/make-images.py --registry "$REGISTRY" --cert-dir "$REGISTRY_CERTS" "${specs[@]}" >"$work/small.txt"
+  read -r fs fm _ < <(rm -f "$work/small.tar"*; ferry_export "$work/small.txt" "$work/small.tar" --no-cache)
+  read -r ss _ _ < <(run_skopeo "$work/small.txt")
+  echo
+  echo "| $small images of 1 MiB | seconds | |"
+  echo "|---|---|---|"
+  echo "| ferry export --no-cache | $fs | peak RSS $((fm / 1024)) MiB |"
+  echo "| skopeo copy + tar | $ss | ferry is $(bench_ratio "$ss" "$fs")x faster |"
+fi
