@@ -59,7 +59,7 @@ public final class TarWriter {
         try writer.beginFile(path, size: size)
         let header = writer.takeCaptured()
         // Dropping the writer must not make libarchive pad `size` bytes of data into memory.
-        writer.output.refuse = true
+        writer.abandon()
         return header
     }
 
@@ -138,6 +138,16 @@ public final class TarWriter {
         guard !bytes.isEmpty else { return }
         let written = archive_write_data(archive, bytes.baseAddress, bytes.count)
         guard written == bytes.count else { throw .libarchive(Self.errorString(archive), entry: nil) }
+    }
+
+    /// Drops the archive without writing another byte (no padding of the current entry, no
+    /// end-of-archive marker).
+    public func abandon() {
+        output.refuse = true
+        guard let archive else { return }
+        archive_write_fail(archive)
+        archive_write_free(archive)
+        self.archive = nil
     }
 
     /// Writes the end-of-archive marker. The descriptor is not closed.
