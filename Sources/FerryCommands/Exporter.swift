@@ -692,30 +692,57 @@ public struct Exporter: Sendable {
         for (i, slot) in plan.slots.enumerated() where !bundle.isComplete(i) {
             if store.contains(slot.digest, size: slot.size) { fromStore.append(i) } else { fetch.append(i) }
         }
+        // Blobs not verified on the way in: copied from the cache (unless fetched into it this
+        // run); those an interrupted run wrote are always checked.
+        bundle.verifyWhenSealing(Set(fromStore.filter { !verifiedInStore.contains(plan.slots[$0].digest) }))
         let copies = fromStore
-        let caching = options.cacheDirectory != nil
+        let cache = options.cacheDirectory != nil ? store : nil
+        // Bulk work on a thread of its own, beside the downloads (whose checks run on the shared
+        // pool): copies from the cache, copies into it, and sealing the completed part of the file
+        // as blobs complete, so little is left to read at the end.
+        let bulk = NIOThreadPool(numberOfThreads: 1)
+        bulk.start()
+        defer { bulk.shutdownGracefully { _ in } }
+        enum Done: Sendable {
+            case downloaded(Int)
+            case other
+        }
         do {
-            try await withThrowingTaskGroup(of: Bool.self) { group in
-                // What the cache holds goes into place (copied in the kernel) beside the downloads.
+            try await withThrowingTaskGroup(of: Done.self) { group in
                 group.addTask {
-                    try await NIOThreadPool.singleton.runIfActive {
+                    try await bulk.runIfActive {
                         for i in copies {
                             try bundle.copy(from: store.path(of: plan.slots[i].digest), into: i)
                             try bundle.complete(i)
                         }
+                        bundle.sealAhead()
                     }
-                    return false
+                    return .other
                 }
                 var iterator = fetch.makeIterator()
                 func addNext() {
                     guard let i = iterator.next(), let source = sources[plan.slots[i].digest] else { return }
                     group.addTask {
-                        try await fetchIntoPlace(i, source: source, bundle: bundle, cache: caching ? store : nil)
-                        return true
+                        try await fetchIntoPlace(i, source: source, bundle: bundle)
+                        return .downloaded(i)
                     }
                 }
                 for _ in 0..<max(1, options.parallel) { addNext() }
-                while let wasDownload = try await group.next() { if wasDownload { addNext() } }
+                while let done = try await group.next() {
+                    guard case .downloaded(let slot) = done else { continue }
+                    addNext()
+                    let descriptor = plan.slots[slot]
+                    group.addTask {
+                        try await bulk.runIfActive {
+                            // The cache is a convenience: failing to keep a copy does not fail the export.
+                            try? cache?.putVerified(descriptor.digest, size: descriptor.size) {
+                                try bundle.copy(slot: slot, to: $0)
+                            }
+                            bundle.sealAhead()
+                        }
+                        return .other
+                    }
+                }
             }
         } catch let error as ExportError where error.isVerificationFailure {
             bundle.discard()
@@ -723,16 +750,11 @@ public struct Exporter: Sendable {
         }
         progress.finishDownload()
 
-        // Blobs not verified on the way in: copied from the cache (unless fetched into it this
-        // run), or written by an interrupted run.
-        let verify = Set(fromStore.filter { !verifiedInStore.contains(plan.slots[$0].digest) }).union(bundle.resumed)
         progress.startWriting(bytes: plan.size, path: output)
         let reporter = progress
         let digest: Digest
         do {
-            digest = try await NIOThreadPool.singleton.runIfActive {
-                try bundle.publish(verifying: verify) { reporter.wrote($0) }
-            }
+            digest = try await bulk.runIfActive { try bundle.publish { reporter.wrote($0) } }
         } catch BundleError.placedBlobCorrupt(let slot, let error) where fromStore.contains(slot) {
             let path = store.path(of: plan.slots[slot].digest)
             unlink(path)  // the next run fetches it again
@@ -745,9 +767,8 @@ public struct Exporter: Sendable {
             resumed: Set(bundle.resumed.map { plan.slots[$0].digest }))
     }
 
-    /// Downloads one blob straight into its slot, verified as it streams; with a cache, a copy of
-    /// it goes there too (in the kernel, from the bundle).
-    func fetchIntoPlace(_ slot: Int, source: BlobSource, bundle: PlacedBundle, cache: BlobStore?) async throws {
+    /// Downloads one blob straight into its slot, verified as it streams, and records it.
+    func fetchIntoPlace(_ slot: Int, source: BlobSource, bundle: PlacedBundle) async throws {
         let sink = bundle.sink(for: slot)
         let progress = self.progress
         do {
@@ -757,13 +778,8 @@ public struct Exporter: Sendable {
         } catch let error as RegistryError {
             throw ExportError.blob(image: source.image, digest: source.descriptor.digest, error)
         }
-        let descriptor = source.descriptor
-        try await NIOThreadPool.singleton.runIfActive {
-            try bundle.complete(slot)
-            // The cache is a convenience: failing to keep a copy does not fail the export.
-            try? cache?.putVerified(descriptor.digest, size: descriptor.size) { try bundle.copy(slot: slot, to: $0) }
-        }
-        progress.blobDone(descriptor.digest.description, size: descriptor.size)
+        try bundle.complete(slot)
+        progress.blobDone(source.descriptor.digest.description, size: source.descriptor.size)
     }
 
     func download(_ source: BlobSource, store: BlobStore) async throws {

@@ -75,9 +75,10 @@ public struct BundlePlan: Sendable {
 /// The file is `PATH.partial` (locked while in use) with a journal beside it
 /// (`PATH.partial.journal`) naming the blobs completed and verified. A run killed part way
 /// leaves both; the next run with the same plan keeps the recorded blobs and writes only the rest.
-/// ``publish(verifying:progress:)`` reads the file once from start to end: the sha256 of the
-/// whole tar, and a check of every blob this run did not verify as it wrote it (those from the
-/// cache or the journal). Only then is the file fsynced and renamed to `PATH`.
+/// Sealing reads the file once from start to end, as its parts complete (``sealAhead()``) and at
+/// the end (``publish(progress:)``): the sha256 of the whole tar, and a check of every blob this run
+/// did not verify as it wrote it (those from the cache or the journal). Only then is the file
+/// fsynced and renamed to `PATH`.
 public final class PlacedBundle: @unchecked Sendable {
     public let plan: BundlePlan
     public let path: String
@@ -171,7 +172,7 @@ public final class PlacedBundle: @unchecked Sendable {
     }
 
     /// Copies a blob from the file `source` into its slot (in the kernel where the filesystem
-    /// allows). Not verified here: pass the slot to ``publish(verifying:progress:)``.
+    /// allows). Not verified here: give the slot to ``verifyWhenSealing(_:)``.
     public func copy(from source: String, into slot: Int) throws {
         let target = plan.slots[slot]
         let fd = open(source, O_RDONLY | O_CLOEXEC)
@@ -203,57 +204,104 @@ public final class PlacedBundle: @unchecked Sendable {
         return n == bytes.count ? bytes : nil
     }
 
-    /// Seals the bundle: one sequential read of the whole file hashes the tar and checks each slot
-    /// in `verifying` against its digest; then fsync, `PATH.sha256`, rename, and the journal goes.
-    /// A slot that does not match throws ``BundleError/placedBlobCorrupt(slot:_:)``, and its
-    /// journal record is dropped (the next run writes it again). Returns the tar's sha256.
-    public func publish(verifying: Set<Int>, progress: (Int64) -> Void = { _ in }) throws -> Digest {
+    /// What sealing has read so far: the tar's hash up to `position`, the next slot, and the
+    /// check of a slot being read.
+    private struct Seal {
+        var position: Int64 = 0
+        var hasher = DigestHasher(.sha256)
+        var next = 0
+        var verifier: BlobVerifier?
+        var verifying: Set<Int> = []
+        var failure: BundleError?
+    }
+    private let seal = Mutex(Seal())
+
+    /// Slots to check against their digests as sealing reads them: those not verified as they
+    /// were written (copied from a cache). Slots the journal recorded are always checked. Give them
+    /// before the first ``sealAhead()``.
+    public func verifyWhenSealing(_ slots: Set<Int>) {
+        seal.withLock { $0.verifying.formUnion(slots) }
+    }
+
+    /// Reads the part of the file that is complete from where sealing stopped (everything before
+    /// the first slot not yet written), hashing it, so ``publish(progress:)`` has only the rest
+    /// to read. Call it as blobs complete, from one thread at a time, off any event loop.
+    public func sealAhead() {
+        seal.withLock { seal in
+            guard seal.failure == nil else { return }
+            var next = seal.next
+            while next < plan.slots.count && isComplete(next) { next += 1 }
+            let end = next == plan.slots.count ? plan.size : plan.slots[next].headerOffset
+            do {
+                try read(to: end, &seal) { _ in }
+            } catch let error as BundleError {
+                seal.failure = error
+            } catch {
+                seal.failure = .io("read \(file.partialPath)", errno: EIO)
+            }
+        }
+    }
+
+    /// Seals the bundle: reads what ``sealAhead()`` has not (hashing the tar and checking the
+    /// slots given to ``verifyWhenSealing(_:)`` and those resumed from the journal); then fsync,
+    /// `PATH.sha256`, rename, and the journal goes. A slot that does not match throws
+    /// ``BundleError/placedBlobCorrupt(slot:_:)`` and its journal record is dropped (the next run
+    /// writes it again). Returns the tar's sha256.
+    public func publish(progress: @Sendable (Int64) -> Void = { _ in }) throws -> Digest {
+        if let failure = seal.withLock({ $0.failure }) { throw failure }
         let missing = plan.slots.indices.filter { !isComplete($0) }
         guard missing.isEmpty else {
             throw BundleError.io("seal \(file.partialPath): \(missing.count) blob(s) not written yet", errno: EINVAL)
         }
-        var hasher = DigestHasher(.sha256)
+        let hash = try seal.withLock { seal -> Digest in
+            try read(to: plan.size, &seal, progress: progress)
+            return seal.hasher.finalize()
+        }
+        let digest = try file.seal(digest: hash)
+        try file.rename()
+        unlink(journalPath)
+        return digest
+    }
+
+    /// Reads the file from `seal.position` to `end`: hashes it, and checks each slot in
+    /// `seal.verifying` it covers (slots never overlap, so one check runs at a time).
+    private func read(to end: Int64, _ seal: inout Seal, progress: @Sendable (Int64) -> Void) throws {
         let slots = plan.slots
-        var next = 0
-        var verifier: BlobVerifier?
+        let verifying = seal.verifying.union(resumed)
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 4 << 20, alignment: 16)
         defer { buffer.deallocate() }
-        var position: Int64 = 0
-        while position < plan.size {
-            let want = Int(min(Int64(buffer.count), plan.size - position))
+        while seal.position < end {
+            let position = seal.position
+            let want = Int(min(Int64(buffer.count), end - position))
             let n = pread(file.fd, buffer.baseAddress, want, off_t(position))
             if n < 0 && errno == EINTR { continue }
             guard n > 0 else { throw BundleError.io("read \(file.partialPath)", errno: n == 0 ? EIO : errno) }
             let chunk = UnsafeRawBufferPointer(rebasing: buffer[..<n])
-            hasher.update(chunk)
-            let end = position + Int64(n)
-            // The slots this chunk covers, in order (slots never overlap).
-            while next < slots.count, slots[next].dataOffset < end {
-                let slot = slots[next]
+            seal.hasher.update(chunk)
+            let chunkEnd = position + Int64(n)
+            while seal.next < slots.count, slots[seal.next].dataOffset < chunkEnd {
+                let slot = slots[seal.next]
                 let slotEnd = slot.dataOffset + slot.size
-                if verifying.contains(next) {
-                    if verifier == nil { verifier = BlobVerifier(digest: slot.digest, size: slot.size) }
+                if verifying.contains(seal.next) {
+                    if seal.verifier == nil { seal.verifier = BlobVerifier(digest: slot.digest, size: slot.size) }
                     let from = Int(max(slot.dataOffset, position) - position)
-                    let to = Int(min(slotEnd, end) - position)
+                    let to = Int(min(slotEnd, chunkEnd) - position)
                     do {
-                        try verifier?.update(UnsafeRawBufferPointer(rebasing: chunk[from..<to]))
-                        if slotEnd <= end { try verifier?.finish() }
+                        try seal.verifier?.update(UnsafeRawBufferPointer(rebasing: chunk[from..<to]))
+                        if slotEnd <= chunkEnd { try seal.verifier?.finish() }
                     } catch {
-                        try? forget(next)
-                        throw BundleError.placedBlobCorrupt(slot: next, error)
+                        try? forget(seal.next)
+                        seal.position = chunkEnd
+                        throw BundleError.placedBlobCorrupt(slot: seal.next, error)
                     }
                 }
-                guard slotEnd <= end else { break }
-                verifier = nil
-                next += 1
+                guard slotEnd <= chunkEnd else { break }
+                seal.verifier = nil
+                seal.next += 1
             }
             progress(Int64(n))
-            position = end
+            seal.position = chunkEnd
         }
-        let digest = try file.seal(digest: hasher.finalize())
-        try file.rename()
-        unlink(journalPath)
-        return digest
     }
 
     /// Drops one slot's journal record (it is rewritten without it).

@@ -75,10 +75,15 @@ struct PlacedBundleTests {
         let output = "\(fixture.dir)/placed.tar"
         let bundle = try PlacedBundle(path: output, plan: plan)
         // Downloads in reverse order, one blob copied from a file (the cache's way).
-        try fixture.write(Array((1..<fixture.blobs.count).reversed()), into: bundle)
+        bundle.verifyWhenSealing([0])
+        // Sealing reads ahead as the file's parts complete (nothing yet: slot 0 is missing).
+        try fixture.write(Array((2..<fixture.blobs.count).reversed()), into: bundle)
+        bundle.sealAhead()
         try bundle.copy(from: fixture.path(Digest.of(fixture.blobs[0])), into: 0)
         try bundle.complete(0)
-        let digest = try bundle.publish(verifying: [0])
+        bundle.sealAhead()
+        try fixture.write([1], into: bundle)
+        let digest = try bundle.publish()
         #expect(digest == expectedDigest)
         #expect(try Data(contentsOf: URL(fileURLWithPath: output)) == expected)
         #expect(try String(contentsOfFile: output + ".sha256", encoding: .utf8) == "\(digest.encoded)  placed.tar\n")
@@ -103,7 +108,7 @@ struct PlacedBundleTests {
         let second = try PlacedBundle(path: output, plan: try fixture.plan())
         #expect(second.resumed == [2, 4, 6])
         try fixture.write([0, 1, 3, 5], into: second)
-        _ = try second.publish(verifying: second.resumed)
+        _ = try second.publish()
         #expect(try Data(contentsOf: URL(fileURLWithPath: output)) == expected)
         #expect(!FileManager.default.fileExists(atPath: output + ".partial.journal"))
 
@@ -146,6 +151,7 @@ struct PlacedBundleTests {
         defer { try? FileManager.default.removeItem(atPath: fixture.dir) }
         let output = "\(fixture.dir)/bad.tar"
         let bundle = try PlacedBundle(path: output, plan: try fixture.plan())
+        bundle.verifyWhenSealing([5])
         try fixture.write([0, 1, 2, 3, 4, 6], into: bundle)
         // The cache's copy of slot 5 went bad since it was stored.
         var bad = fixture.blobs[5]
@@ -155,7 +161,8 @@ struct PlacedBundleTests {
         try bundle.copy(from: badPath, into: 5)
         try bundle.complete(5)
         #expect {
-            try bundle.publish(verifying: [5])
+            bundle.sealAhead()
+            return try bundle.publish()
         } throws: { error in
             guard case BundleError.placedBlobCorrupt(let slot, _) = error else { return false }
             return slot == 5
