@@ -129,7 +129,9 @@ public struct ExportCommand: AsyncParsableCommand {
     @Flag(
         name: .customLong("no-cache"),
         help: """
-            Keep no blobs for later exports: each is downloaded straight into the bundle and written             once (a killed export still resumes from BUNDLE.partial). For one-off exports on small disks.
+            Keep no blobs for later exports: each layer is downloaded straight into the bundle and \
+            written once (a killed export still resumes from BUNDLE.partial). For one-off exports on \
+            small disks.
             """)
     var noCache = false
 

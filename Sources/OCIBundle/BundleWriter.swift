@@ -169,7 +169,8 @@ public enum BundleError: Error, CustomStringConvertible {
     public var description: String {
         switch self {
         case .busy(let path): "another export is writing \(path); wait for it or stop it"
-        case .placedBlobCorrupt(_, let error): "a blob placed in the bundle does not match: \(error)"
+        case .placedBlobCorrupt(_, let error):
+            "a blob written into the partial bundle earlier no longer matches (\(error)); run the export again to fetch it"
         case .io(let what, let code): "\(what): \(String(cString: strerror(code)))"
         case .corruptSource(let path, let error):
             "cached blob \(path) was corrupt (\(error)) and is removed from the cache; export again"

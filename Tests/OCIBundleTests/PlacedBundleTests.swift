@@ -112,6 +112,34 @@ struct PlacedBundleTests {
         #expect(try Data(contentsOf: URL(fileURLWithPath: output)) == expected)
         #expect(!FileManager.default.fileExists(atPath: output + ".partial.journal"))
 
+        // A recorded blob damaged before the next run (a power cut after the journal line was
+        // written, say) fails the seal, and the run after that writes it again.
+        let damaged = "\(fixture.dir)/damaged.tar"
+        do {
+            let first = try PlacedBundle(path: damaged, plan: try fixture.plan())
+            try fixture.write([5], into: first)
+        }
+        let fd = open(damaged + ".partial", O_WRONLY)
+        var flipped: UInt8 = ~fixture.blobs[5][10]
+        _ = pwrite(fd, &flipped, 1, off_t(try fixture.plan().slots[5].dataOffset + 10))
+        close(fd)
+        do {
+            let resumed = try PlacedBundle(path: damaged, plan: try fixture.plan())
+            #expect(resumed.resumed == [5])
+            try fixture.write([0, 1, 2, 3, 4, 6], into: resumed)
+            #expect {
+                try resumed.publish()
+            } throws: { error in
+                guard case BundleError.placedBlobCorrupt(let slot, _) = error else { return false }
+                return slot == 5
+            }
+        }
+        let again = try PlacedBundle(path: damaged, plan: try fixture.plan())
+        #expect(!again.isComplete(5) && again.isComplete(4))
+        try fixture.write([5], into: again)
+        _ = try again.publish()
+        #expect(try Data(contentsOf: URL(fileURLWithPath: damaged)) == expected)
+
         // Another plan (one blob fewer) starts over instead of resuming.
         var other = fixture.manifest
         other.blobs.removeLast()
