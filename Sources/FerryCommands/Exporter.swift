@@ -532,21 +532,38 @@ public struct Exporter: Sendable {
             guard named.insert((name ?? candidate).description).inserted else { return }
             candidates.append(ImageRequest(reference: candidate, origin: "referrer of \(subject)", name: name))
         }
+        // Which of the referrer tags exist: one tag listing per repository (a few at a time)
+        // instead of a lookup per tag and document; a repository that cannot be listed is asked
+        // tag by tag.
+        struct Repository: Hashable, Sendable {
+            var registry: String
+            var name: RepositoryName
+        }
+        let client = self.client
+        let repositories = Array(
+            Set(
+                images.map {
+                    Repository(registry: $0.request.reference.registry, name: $0.request.reference.repository)
+                }))
+        let listings = try await boundedMap(repositories, width: options.parallel) { repository -> Set<String>? in
+            (try? await client.listTags(registry: repository.registry, repository: repository.name)).map(Set.init)
+        }
+        let listed = Dictionary(uniqueKeysWithValues: zip(repositories, listings))
         var subjects: [(reference: Reference, carried: Reference, digest: Digest)] = []
         for image in images {
             let reference = image.request.reference
+            let tags = listed[Repository(registry: reference.registry, name: reference.repository)] ?? nil
             for document in image.documents {
                 subjects.append((reference, image.request.carried, document.digest))
                 for kind in ReferrerTag.Kind.allCases where options.referrerTypes?.contains(kind.rawValue) ?? true {
-                    add(
-                        "\(reference.name):\(ReferrerTag(subject: document.digest, kind: kind).tag)", of: reference,
-                        carried: image.request.carried)
+                    let tag = ReferrerTag(subject: document.digest, kind: kind).tag
+                    if let tags, !tags.contains(tag) { continue }
+                    add("\(reference.name):\(tag)", of: reference, carried: image.request.carried)
                 }
             }
         }
         // The referrers API, where the registry has it: each registry asked once first, and only
         // one that answers is asked about every subject, a few at a time.
-        let client = self.client
         @Sendable func ask(_ subject: (reference: Reference, carried: Reference, digest: Digest)) async -> [Descriptor]?
         {
             try? await client.fetchReferrers(
