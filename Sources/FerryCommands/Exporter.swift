@@ -723,9 +723,18 @@ public struct Exporter: Sendable {
         enum Done: Sendable {
             case downloaded(Int)
             case other
+            case ticker
         }
         do {
             try await withThrowingTaskGroup(of: Done.self) { group in
+                // Sealing follows the downloads as they write, a few times a second.
+                group.addTask {
+                    while (try? await Task.sleep(for: .milliseconds(20))) != nil {
+                        _ = try? await bulk.runIfActive { bundle.sealAhead() }
+                    }
+                    return .ticker
+                }
+                var working = 1
                 group.addTask {
                     try await bulk.runIfActive {
                         for i in copies {
@@ -739,6 +748,7 @@ public struct Exporter: Sendable {
                 var iterator = fetch.makeIterator()
                 func addNext() {
                     guard let i = iterator.next(), let source = sources[plan.slots[i].digest] else { return }
+                    working += 1
                     group.addTask {
                         try await fetchIntoPlace(i, source: source, bundle: bundle)
                         return .downloaded(i)
@@ -746,9 +756,15 @@ public struct Exporter: Sendable {
                 }
                 for _ in 0..<max(1, options.parallel) { addNext() }
                 while let done = try await group.next() {
-                    guard case .downloaded(let slot) = done else { continue }
+                    if case .ticker = done { continue }
+                    working -= 1
+                    guard case .downloaded(let slot) = done else {
+                        if working == 0 { group.cancelAll() }  // only the ticker is left
+                        continue
+                    }
                     addNext()
                     let descriptor = plan.slots[slot]
+                    working += 1
                     group.addTask {
                         try await bulk.runIfActive {
                             // The cache is a convenience: failing to keep a copy does not fail the export.

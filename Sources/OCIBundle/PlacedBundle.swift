@@ -168,7 +168,25 @@ public final class PlacedBundle: @unchecked Sendable {
 
     /// A sink writing one blob's bytes into its slot: never past the slot's end, whatever it is given.
     public func sink(for slot: Int) -> SlotSink {
-        SlotSink(fd: file.fd, slot: plan.slots[slot], path: file.partialPath)
+        SlotSink(fd: file.fd, slot: plan.slots[slot], index: slot, path: file.partialPath, bundle: self)
+    }
+
+    /// Bytes written so far of the slots being downloaded: sealing may read that far into them.
+    private let written = Mutex<[Int: Int64]>([:])
+
+    fileprivate func wrote(_ slot: Int, through count: Int64) {
+        written.withLock { $0[slot] = count }
+    }
+
+    /// A download starts its blob again: sealing forgets what it read of the slot's first attempt
+    /// (and, since a hash cannot be rewound, starts over from the beginning of the file).
+    fileprivate func restarted(_ slot: Int) {
+        written.withLock { $0[slot] = 0 }
+        let start = plan.slots[slot].dataOffset
+        seal.withLock { seal in
+            guard seal.position > start, seal.failure == nil else { return }
+            seal = Seal(verifying: seal.verifying)
+        }
     }
 
     /// Copies a blob from the file `source` into its slot (in the kernel where the filesystem
@@ -207,6 +225,7 @@ public final class PlacedBundle: @unchecked Sendable {
     /// What sealing has read so far: the tar's hash up to `position`, the next slot, and the
     /// check of a slot being read.
     private struct Seal {
+        init(verifying: Set<Int> = []) { self.verifying = verifying }
         var position: Int64 = 0
         var hasher = DigestHasher(.sha256)
         var next = 0
@@ -223,15 +242,18 @@ public final class PlacedBundle: @unchecked Sendable {
         seal.withLock { $0.verifying.formUnion(slots) }
     }
 
-    /// Reads the part of the file that is complete from where sealing stopped (everything before
-    /// the first slot not yet written), hashing it, so ``publish(progress:)`` has only the rest
-    /// to read. Call it as blobs complete, from one thread at a time, off any event loop.
+    /// Reads the part of the file that is written from where sealing stopped (up to what the first
+    /// unfinished slot has received), hashing it, so ``publish(progress:)`` has only the rest to
+    /// read. Call it as blobs arrive, off any event loop.
     public func sealAhead() {
         seal.withLock { seal in
             guard seal.failure == nil else { return }
             var next = seal.next
             while next < plan.slots.count && isComplete(next) { next += 1 }
-            let end = next == plan.slots.count ? plan.size : plan.slots[next].headerOffset
+            // Up to what the first unfinished slot has written (its header is written already).
+            let end =
+                next == plan.slots.count
+                ? plan.size : plan.slots[next].dataOffset + (written.withLock { $0[next] } ?? 0)
             do {
                 try read(to: end, &seal) { _ in }
             } catch let error as BundleError {
@@ -327,13 +349,17 @@ public final class PlacedBundle: @unchecked Sendable {
 public final class SlotSink: @unchecked Sendable {
     private let fd: Int32
     private let slot: BundlePlan.Slot
+    private let index: Int
     private let path: String
+    private let bundle: PlacedBundle
     public private(set) var count: Int64 = 0
 
-    init(fd: Int32, slot: BundlePlan.Slot, path: String) {
+    init(fd: Int32, slot: BundlePlan.Slot, index: Int, path: String, bundle: PlacedBundle) {
         self.fd = fd
         self.slot = slot
+        self.index = index
         self.path = path
+        self.bundle = bundle
     }
 
     public func write(_ bytes: UnsafeRawBufferPointer) throws {
@@ -346,7 +372,11 @@ public final class SlotSink: @unchecked Sendable {
             throw BundleError.io("write \(path)", errno: errno)
         }
         count += Int64(bytes.count)
+        bundle.wrote(index, through: count)
     }
 
-    public func reset() { count = 0 }
+    public func reset() {
+        count = 0
+        bundle.restarted(index)
+    }
 }

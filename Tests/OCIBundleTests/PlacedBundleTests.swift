@@ -91,6 +91,32 @@ struct PlacedBundleTests {
         #expect(left.isEmpty)
     }
 
+    /// Sealing reads into a blob as it arrives; a download that starts again (after a broken
+    /// connection, with other bytes on the first try) must not leave the first try in the hash.
+    @Test func sealingFollowsADownloadAndForgetsAnAttemptThatStartedAgain() throws {
+        let fixture = try Fixture()
+        defer { try? FileManager.default.removeItem(atPath: fixture.dir) }
+        let (expected, expectedDigest) = try fixture.streamed()
+        let output = "\(fixture.dir)/restarted.tar"
+        let bundle = try PlacedBundle(path: output, plan: try fixture.plan())
+        try fixture.write([0, 1, 2, 3, 4, 5], into: bundle)
+        let sink = bundle.sink(for: 6)
+        let blob = fixture.blobs[6]
+        var wrong = Array(blob[..<(1 << 20)])
+        wrong[1000] ^= 0xff
+        try wrong.withUnsafeBytes { try sink.write($0) }
+        bundle.sealAhead()  // reads into slot 6, wrong byte included
+        sink.reset()
+        try blob.withUnsafeBytes { bytes in
+            try sink.write(UnsafeRawBufferPointer(rebasing: bytes[..<(2 << 20)]))
+            bundle.sealAhead()
+            try sink.write(UnsafeRawBufferPointer(rebasing: bytes[(2 << 20)...]))
+        }
+        try bundle.complete(6)
+        #expect(try bundle.publish() == expectedDigest)
+        #expect(try Data(contentsOf: URL(fileURLWithPath: output)) == expected)
+    }
+
     @Test func anInterruptedBundleResumesFromItsJournal() throws {
         let fixture = try Fixture()
         defer { try? FileManager.default.removeItem(atPath: fixture.dir) }
