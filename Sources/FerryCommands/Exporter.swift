@@ -714,12 +714,15 @@ public struct Exporter: Sendable {
         bundle.verifyWhenSealing(Set(fromStore.filter { !verifiedInStore.contains(plan.slots[$0].digest) }))
         let copies = fromStore
         let cache = options.cacheDirectory != nil ? store : nil
-        // Bulk work on a thread of its own, beside the downloads (whose checks run on the shared
-        // pool): copies from the cache, copies into it, and sealing the completed part of the file
-        // as blobs complete, so little is left to read at the end.
+        // Bulk work on threads of their own, beside the downloads (whose checks run on the shared
+        // pool): copies from the cache and sealing the written part of the file as blobs arrive
+        // (so little is left to read at the end) on one, copies into the cache on another.
         let bulk = NIOThreadPool(numberOfThreads: 1)
         bulk.start()
         defer { bulk.shutdownGracefully { _ in } }
+        let cacheLane = cache.map { _ in NIOThreadPool(numberOfThreads: 1) }
+        cacheLane?.start()
+        defer { cacheLane?.shutdownGracefully { _ in } }
         enum Done: Sendable {
             case downloaded(Int)
             case other
@@ -756,25 +759,26 @@ public struct Exporter: Sendable {
                 }
                 for _ in 0..<max(1, options.parallel) { addNext() }
                 while let done = try await group.next() {
+                    if case .downloaded(let slot) = done {
+                        addNext()
+                        if let cache, let cacheLane {
+                            let descriptor = plan.slots[slot]
+                            working += 1
+                            group.addTask {
+                                try await cacheLane.runIfActive {
+                                    // The cache is a convenience: failing to keep a copy does not
+                                    // fail the export.
+                                    try? cache.putVerified(descriptor.digest, size: descriptor.size) {
+                                        try bundle.copy(slot: slot, to: $0)
+                                    }
+                                }
+                                return .other
+                            }
+                        }
+                    }
                     if case .ticker = done { continue }
                     working -= 1
-                    guard case .downloaded(let slot) = done else {
-                        if working == 0 { group.cancelAll() }  // only the ticker is left
-                        continue
-                    }
-                    addNext()
-                    let descriptor = plan.slots[slot]
-                    working += 1
-                    group.addTask {
-                        try await bulk.runIfActive {
-                            // The cache is a convenience: failing to keep a copy does not fail the export.
-                            try? cache?.putVerified(descriptor.digest, size: descriptor.size) {
-                                try bundle.copy(slot: slot, to: $0)
-                            }
-                            bundle.sealAhead()
-                        }
-                        return .other
-                    }
+                    if working == 0 { group.cancelAll() }  // only the ticker is left
                 }
             }
         } catch let error as ExportError where error.isVerificationFailure {

@@ -213,15 +213,6 @@ public final class PlacedBundle: @unchecked Sendable {
         }
     }
 
-    /// The bytes of a small completed slot (a config, a signature's payload).
-    public func read(slot: Int, limit: Int) -> [UInt8]? {
-        let target = plan.slots[slot]
-        guard isComplete(slot), target.size <= Int64(limit) else { return nil }
-        var bytes = [UInt8](repeating: 0, count: Int(target.size))
-        let n = bytes.withUnsafeMutableBytes { pread(file.fd, $0.baseAddress, $0.count, off_t(target.dataOffset)) }
-        return n == bytes.count ? bytes : nil
-    }
-
     /// What sealing has read so far: the tar's hash up to `position`, the next slot, and the
     /// check of a slot being read.
     private struct Seal {
