@@ -99,8 +99,10 @@ extension RegistryClient {
                 do {
                     try await group.next()
                 } catch {
-                    // The destination's answer explains a feed that stopped taking bytes.
-                    if streamed == nil || feed.stoppedByUpload { throw error }
+                    // The destination's answer explains a feed that stopped taking bytes (also when
+                    // every byte was in and only the held last batch found the upload gone).
+                    let feedStopped = (streamed as? UploadFeedError).map { $0 == .uploadStopped } ?? false
+                    if streamed == nil || feed.stoppedByUpload || feedStopped { throw error }
                 }
                 if let streamed { throw streamed }
             }
