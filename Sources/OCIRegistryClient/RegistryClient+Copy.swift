@@ -149,8 +149,13 @@ public final class UploadFeed: BlobSink, @unchecked Sendable {
         for _ in 0..<64 { credits.signal() }
     }
 
+    /// Whether the upload had stopped when the bytes' side failed (recorded by ``fail(_:)``).
+    private var uploadEndedFirst = false
+
     /// Whether the upload stopped before the bytes did (its error is the one to report).
-    var stoppedByUpload: Bool { lock.withLock { uploadEnded && !producerEnded && written < size } }
+    var stoppedByUpload: Bool {
+        lock.withLock { uploadEnded && (producerEnded ? uploadEndedFirst : written < size) }
+    }
 
     public func write(_ bytes: UnsafeRawBufferPointer) throws { try send(ByteBuffer(bytes: bytes)) }
 
@@ -186,7 +191,10 @@ public final class UploadFeed: BlobSink, @unchecked Sendable {
 
     /// Ends the body with `error`: the upload is abandoned, never finished.
     public func fail(_ error: any Error) {
-        lock.withLock { producerEnded = true }
+        lock.withLock {
+            if !producerEnded { uploadEndedFirst = uploadEnded }
+            producerEnded = true
+        }
         continuation.finish(throwing: error)
     }
 
