@@ -97,13 +97,11 @@ final class BlobStreamDelegate: HTTPClientResponseDelegate, @unchecked Sendable 
     /// Runs on a pool thread, after the previous batch: verify, write (one call per batch: many
     /// small writes cost far more than one large one), report.
     private func process(_ batch: ByteBuffer) throws {
-        try batch.withUnsafeReadableBytes { raw in
-            try verifier.update(raw)
-            do {
-                try sink.write(raw)
-            } catch {
-                throw SinkFailure(underlying: error)
-            }
+        try batch.withUnsafeReadableBytes { try verifier.update($0) }
+        do {
+            try sink.write(buffer: batch)
+        } catch {
+            throw SinkFailure(underlying: error)
         }
         progress(Int64(batch.readableBytes))
     }

@@ -159,6 +159,9 @@ public final class UploadFeed: BlobSink, @unchecked Sendable {
 
     public func write(_ bytes: UnsafeRawBufferPointer) throws { try send(ByteBuffer(bytes: bytes)) }
 
+    /// The batch itself goes on to the upload: no copy.
+    public func write(buffer: ByteBuffer) throws { try send(buffer) }
+
     /// Queues `buffer`, waiting while `depth` batches wait already.
     public func send(_ buffer: ByteBuffer) throws {
         let last = lock.withLock {

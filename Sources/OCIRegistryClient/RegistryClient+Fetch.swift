@@ -9,8 +9,16 @@ import OCICore
 /// ``RegistryClient/fetchBlob(_:repository:registry:into:progress:)`` returns.
 public protocol BlobSink: AnyObject, Sendable {
     func write(_ bytes: UnsafeRawBufferPointer) throws
+    /// A whole batch, which the sink may keep (a sink that sends it on need not copy it).
+    func write(buffer: ByteBuffer) throws
     /// Drops what was written, before the blob is fetched again.
     func reset() throws
+}
+
+extension BlobSink {
+    public func write(buffer: ByteBuffer) throws {
+        try buffer.withUnsafeReadableBytes { try write($0) }
+    }
 }
 
 extension RegistryClient {
