@@ -540,11 +540,14 @@ public struct Exporter: Sendable {
             var name: RepositoryName
         }
         let client = self.client
+        let kinds = ReferrerTag.Kind.allCases.filter { options.referrerTypes?.contains($0.rawValue) ?? true }
         let repositories = Array(
             Set(
-                images.map {
-                    Repository(registry: $0.request.reference.registry, name: $0.request.reference.repository)
-                }))
+                kinds.isEmpty
+                    ? []
+                    : images.map {
+                        Repository(registry: $0.request.reference.registry, name: $0.request.reference.repository)
+                    }))
         let listings = try await boundedMap(repositories, width: options.parallel) { repository -> Set<String>? in
             (try? await client.listTags(registry: repository.registry, repository: repository.name)).map(Set.init)
         }
@@ -555,7 +558,7 @@ public struct Exporter: Sendable {
             let tags = listed[Repository(registry: reference.registry, name: reference.repository)] ?? nil
             for document in image.documents {
                 subjects.append((reference, image.request.carried, document.digest))
-                for kind in ReferrerTag.Kind.allCases where options.referrerTypes?.contains(kind.rawValue) ?? true {
+                for kind in kinds {
                     let tag = ReferrerTag(subject: document.digest, kind: kind).tag
                     if let tags, !tags.contains(tag) { continue }
                     add("\(reference.name):\(tag)", of: reference, carried: image.request.carried)
@@ -723,63 +726,53 @@ public struct Exporter: Sendable {
         let cacheLane = cache.map { _ in NIOThreadPool(numberOfThreads: 1) }
         cacheLane?.start()
         defer { cacheLane?.shutdownGracefully { _ in } }
-        enum Done: Sendable {
-            case downloaded(Int)
-            case other
-            case ticker
-        }
         do {
-            try await withThrowingTaskGroup(of: Done.self) { group in
-                // Sealing follows the downloads as they write, a few times a second.
-                group.addTask {
+            try await withThrowingTaskGroup(of: Void.self) { sealing in
+                // Sealing follows the downloads as they write, a few times a second, until the
+                // work below is done (or failed: leaving the group cancels it).
+                sealing.addTask {
                     while (try? await Task.sleep(for: .milliseconds(20))) != nil {
                         _ = try? await bulk.runIfActive { bundle.sealAhead() }
                     }
-                    return .ticker
                 }
-                var working = 1
-                group.addTask {
-                    try await bulk.runIfActive {
-                        for i in copies {
-                            try bundle.copy(from: store.path(of: plan.slots[i].digest), into: i)
-                            try bundle.complete(i)
-                        }
-                        bundle.sealAhead()
-                    }
-                    return .other
-                }
-                var iterator = fetch.makeIterator()
-                func addNext() {
-                    guard let i = iterator.next(), let source = sources[plan.slots[i].digest] else { return }
-                    working += 1
+                try await withThrowingTaskGroup(of: Int?.self) { group in
                     group.addTask {
-                        try await fetchIntoPlace(i, source: source, bundle: bundle)
-                        return .downloaded(i)
-                    }
-                }
-                for _ in 0..<max(1, options.parallel) { addNext() }
-                while let done = try await group.next() {
-                    if case .downloaded(let slot) = done {
-                        addNext()
-                        if let cache, let cacheLane {
-                            let descriptor = plan.slots[slot]
-                            working += 1
-                            group.addTask {
-                                try await cacheLane.runIfActive {
-                                    // The cache is a convenience: failing to keep a copy does not
-                                    // fail the export.
-                                    try? cache.putVerified(descriptor.digest, size: descriptor.size) {
-                                        try bundle.copy(slot: slot, to: $0)
-                                    }
-                                }
-                                return .other
+                        try await bulk.runIfActive {
+                            for i in copies {
+                                try bundle.copy(from: store.path(of: plan.slots[i].digest), into: i)
+                                try bundle.complete(i)
                             }
+                            bundle.sealAhead()
+                        }
+                        return nil
+                    }
+                    var iterator = fetch.makeIterator()
+                    func addNext() {
+                        guard let i = iterator.next(), let source = sources[plan.slots[i].digest] else { return }
+                        group.addTask {
+                            try await fetchIntoPlace(i, source: source, bundle: bundle)
+                            return i
                         }
                     }
-                    if case .ticker = done { continue }
-                    working -= 1
-                    if working == 0 { group.cancelAll() }  // only the ticker is left
+                    for _ in 0..<max(1, options.parallel) { addNext() }
+                    while let done = try await group.next() {
+                        guard let slot = done else { continue }
+                        addNext()
+                        guard let cache, let cacheLane else { continue }
+                        let descriptor = plan.slots[slot]
+                        group.addTask {
+                            try await cacheLane.runIfActive {
+                                // The cache is a convenience: failing to keep a copy does not
+                                // fail the export.
+                                try? cache.putVerified(descriptor.digest, size: descriptor.size) {
+                                    try bundle.copy(slot: slot, to: $0)
+                                }
+                            }
+                            return nil
+                        }
+                    }
                 }
+                sealing.cancelAll()
             }
         } catch let error as ExportError where error.isVerificationFailure {
             bundle.discard()
@@ -806,7 +799,25 @@ public struct Exporter: Sendable {
 
     /// Downloads one blob straight into its slot, verified as it streams, and records it.
     func fetchIntoPlace(_ slot: Int, source: BlobSource, bundle: PlacedBundle) async throws {
-        let sink = bundle.sink(for: slot)
+        try await fetch(source, into: bundle.sink(for: slot)) { try bundle.complete(slot) }
+    }
+
+    /// Downloads one blob into the store (the cache, or the scratch store of a `--no-cache` run).
+    func download(_ source: BlobSource, store: BlobStore) async throws {
+        // The fetch verifies the bytes before it returns: the writer checks the size only.
+        let writer = try store.makeWriter(
+            for: source.descriptor.digest, size: source.descriptor.size, verifiedByCaller: true)
+        defer { writer.cancel() }
+        try await fetch(source, into: writer) {
+            try await NIOThreadPool.singleton.runIfActive { try writer.commit() }
+        }
+    }
+
+    /// The one way a blob is downloaded: verified as it streams into `sink`, a registry's failure
+    /// named by image and digest, `keep` run once the bytes matched, then reported done.
+    private func fetch(_ source: BlobSource, into sink: some BlobSink, keep: () async throws -> Void)
+        async throws
+    {
         let progress = self.progress
         do {
             try await client.fetchBlob(
@@ -815,22 +826,7 @@ public struct Exporter: Sendable {
         } catch let error as RegistryError {
             throw ExportError.blob(image: source.image, digest: source.descriptor.digest, error)
         }
-        try bundle.complete(slot)
-        progress.blobDone(source.descriptor.digest.description, size: source.descriptor.size)
-    }
-
-    func download(_ source: BlobSource, store: BlobStore) async throws {
-        let writer = try store.makeWriter(for: source.descriptor.digest, size: source.descriptor.size)
-        defer { writer.cancel() }
-        let progress = self.progress
-        do {
-            try await client.fetchBlob(
-                source.descriptor, repository: source.repository, registry: source.registry, into: writer,
-                progress: { progress.downloaded($0) })
-        } catch let error as RegistryError {
-            throw ExportError.blob(image: source.image, digest: source.descriptor.digest, error)
-        }
-        try await NIOThreadPool.singleton.runIfActive { try writer.commit() }
+        try await keep()
         progress.blobDone(source.descriptor.digest.description, size: source.descriptor.size)
     }
 }
