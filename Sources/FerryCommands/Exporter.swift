@@ -298,39 +298,27 @@ public struct Exporter: Sendable {
             progress.phase(
                 "Delta: \(external.count) blob(s), \(ProgressReporter.bytes(saved)) held at the site, not carried")
         }
-        // A bundle without volumes is written in place: configs and small blobs come through the
-        // cache first (the bundle manifest needs the platforms configs name, signature checks the
-        // payloads), every other blob goes straight from the registry to its place in the bundle.
-        let placed = options.volumeSize == nil
+        // The bundle (or each volume) is written in place: configs and small blobs come through
+        // the cache first (the bundle manifest needs the platforms configs name, signature checks
+        // the payloads), every other blob goes straight from the registry to its place.
         let configs = Set(
             resolved.compactMap { image -> Digest? in
                 guard case .manifest(let manifest) = image.top.content else { return nil }
                 return manifest.config.digest
             })
-        let throughStore =
-            placed ? blobOrder.filter { $0.size <= Self.placedThreshold || configs.contains($0.digest) } : blobOrder
+        let throughStore = blobOrder.filter { $0.size <= Self.placedThreshold || configs.contains($0.digest) }
         let throughStoreDigests = Set(throughStore.map(\.digest))
         let missing = throughStore.filter { !store.contains($0.digest, size: $0.size) }
         let straight = blobOrder.filter {
             !throughStoreDigests.contains($0.digest) && !store.contains($0.digest, size: $0.size)
         }
         let pending = missing + straight
-        let missingBytes = missing.reduce(Int64(0)) { $0 + $1.size }
         let missingDigests = Set(pending.map(\.digest.description))
         progress.startDownload(
             blobs: pending.count, bytes: pending.reduce(Int64(0)) { $0 + $1.size },
             cached: blobOrder.count - pending.count, images: resolved.count,
             pendingPerImage: resolved.map { Set($0.blobs.map(\.digest.description)).intersection(missingDigests) })
-        try await withThrowingTaskGroup(of: Void.self) { group in
-            var iterator = missing.makeIterator()
-            func addNext() {
-                guard let descriptor = iterator.next(), let source = sources[descriptor.digest] else { return }
-                group.addTask { try await download(source, store: store) }
-            }
-            for _ in 0..<max(1, options.parallel) { addNext() }
-            while try await group.next() != nil { addNext() }
-        }
-        if !placed { progress.finishDownload() }
+        try await downloadAll(missing, sources: sources, store: store, width: options.parallel)
 
         // With keys given, every requested image must carry a cosign signature they verify.
         if !options.signatureKeys.isEmpty {
@@ -385,75 +373,101 @@ public struct Exporter: Sendable {
                 external.map { .init(digest: $0.digest, size: $0.size, mediaType: $0.mediaType) }
             })
         let totalBytes = allBlobs.reduce(Int64(0)) { $0 + $1.size }
-        let reporter = self.progress
-        let verified = Set(missing.map(\.digest))
+        var verified = Set(missing.map(\.digest))
         let chartArchives = charts.compactMap(\.downloaded)
-        if placed {
-            let placement = try await writePlaced(
-                manifest, index: index, dockerManifest: dockerManifest, options: options, store: store,
-                sources: sources, verifiedInStore: verified)
-            let resumedOrFetched = placement.fetched.union(placement.resumed)
-            let fetchedBytes = blobOrder.filter { placement.fetched.contains($0.digest) }.reduce(Int64(0)) {
-                $0 + $1.size
+        var sizes: [Digest: Int64] = [:]
+        for blob in allBlobs { sizes[blob.digest] = blob.size }
+        let target: PlacedTarget
+        let id: Digest
+        let signer: String?
+        var downloadedFirst = missing
+        if let volumeSize = options.volumeSize {
+            // A blob in parts, or in every volume, comes through the cache too: each part is named
+            // by its digest, which every volume's head lists before any part is written.
+            let planned = try manifest.planningVolumes(
+                volumeSize: volumeSize, signed: options.signingKey != nil, indexSize: Int64(index.count),
+                dockerManifestSize: dockerManifest.map { Int64($0.count) })
+            let severalPlaces = Set(planned.blobs.filter { $0.volume == nil || $0.volume == 0 }.map(\.digest))
+            let more = blobOrder.filter {
+                severalPlaces.contains($0.digest) && !store.contains($0.digest, size: $0.size)
             }
-            return Summary(
-                bundle: options.output, bundleSize: placement.plan.size,
-                bundleDigest: placement.digest.description, signedBy: placement.signer,
-                images: manifest.images.map {
-                    .init(
-                        reference: $0.reference, digest: $0.digest.description, platforms: $0.platforms, size: $0.size)
-                },
-                blobs: allBlobs.count, blobBytes: totalBytes,
-                downloadedBlobs: missing.count + placement.fetched.count + chartArchives.count,
-                downloadedBytes: missingBytes + fetchedBytes + chartArchives.reduce(0, +),
-                cachedBlobs: blobOrder.filter { !resumedOrFetched.contains($0.digest) }.count - missing.count
-                    - chartArchives.count,
-                resumedBlobs: placement.resumed.isEmpty ? nil : placement.resumed.count,
-                partial: !options.platforms.isEmpty,
-                seconds: Date().timeIntervalSince(started), base: options.against?.base.description,
-                externalBlobs: options.against.map { _ in external.count },
-                savedBytes: options.against.map { _ in external.reduce(Int64(0)) { $0 + $1.size } },
-                volumes: nil, charts: charts.isEmpty ? nil : charts.map(\.summary))
-        }
-        progress.startWriting(bytes: totalBytes, path: options.output)
-        let written: (digest: Digest, size: Int64, volumes: [Summary.Volume]?, signer: String?) =
-            try await NIOThreadPool.singleton.runIfActive {
+            try await downloadAll(more, sources: sources, store: store, width: options.parallel)
+            downloadedFirst += more
+            verified.formUnion(more.map(\.digest))
+            let (final, signature, hashed) = try await NIOThreadPool.singleton.runIfActive { [verified] in
                 do {
-                    guard let volumeSize = options.volumeSize else {
-                        throw BundleError.io("volume size missing", errno: EINVAL)
-                    }
-                    let set = try Self.writeVolumes(
-                        manifest, volumeSize: volumeSize, output: options.output, index: index,
-                        dockerManifest: dockerManifest, signingKey: options.signingKey,
-                        modificationTime: options.creationTime, partSource: { store.path(of: $0) },
-                        downloaded: verified
-                    ) { writer, hashed in
-                        try writer.writeBlobs(
-                            from: { store.path(of: $0) }, verifiedThisRun: verified.union(hashed),
-                            progress: { reporter.wrote($0) })
-                    }
-                    return (set.id, set.volumes.reduce(0) { $0 + $1.size }, set.volumes, set.signer)
+                    return try Self.finishVolumePlan(
+                        planned, signingKey: options.signingKey, partSource: { store.path(of: $0) },
+                        downloaded: verified)
                 } catch BundleError.corruptSource(let path, let error) {
                     unlink(path)  // drop the bad cache entry so the next run fetches it again
                     throw BundleError.corruptSource(path: path, error)
                 }
             }
-        progress.finishWriting()
+            verified.formUnion(hashed)
+            target = .volumes(
+                try await NIOThreadPool.singleton.runIfActive {
+                    try PlacedVolumeSet(
+                        output: options.output, manifest: final, signature: signature, index: index,
+                        dockerManifest: dockerManifest, modificationTime: options.creationTime)
+                })
+            id = Digest.of(try final.encoded())
+            signer = signature?.keyID
+        } else {
+            let signature = try options.signingKey.map {
+                try BundleSignature.sign(manifest: try manifest.encoded(), with: $0)
+            }
+            let plan = try BundlePlan(
+                manifest: manifest, index: index, modificationTime: options.creationTime, signature: signature,
+                dockerManifest: dockerManifest)
+            target = .bundle(
+                try await NIOThreadPool.singleton.runIfActive { try PlacedBundle(path: options.output, plan: plan) })
+            id = plan.id
+            signer = signature?.keyID
+        }
+        let placement = try await writePlaced(
+            target, options: options, store: store, sizes: sizes, sources: sources, verifiedInStore: verified)
+        let volumes = placement.published.map {
+            Summary.Volume(path: $0.path, size: FileSystem.size(of: $0.path) ?? 0, sha256: $0.digest.description)
+        }
+        let resumedOrFetched = placement.fetched.union(placement.resumed)
+        let downloadedBytes = downloadedFirst.reduce(Int64(0)) { $0 + $1.size }
+        let fetchedBytes = blobOrder.filter { placement.fetched.contains($0.digest) }.reduce(Int64(0)) {
+            $0 + $1.size
+        }
         return Summary(
-            bundle: options.output, bundleSize: written.size,
-            bundleDigest: written.digest.description, signedBy: written.signer,
+            bundle: options.output,
+            bundleSize: volumes.reduce(Int64(0)) { $0 + $1.size },
+            // A bundle is named by the sha256 of its tar, a volume set by that of its manifest.
+            bundleDigest: (options.volumeSize == nil ? placement.published.first?.digest ?? id : id).description,
+            signedBy: signer,
             images: manifest.images.map {
                 .init(reference: $0.reference, digest: $0.digest.description, platforms: $0.platforms, size: $0.size)
             },
             blobs: allBlobs.count, blobBytes: totalBytes,
-            downloadedBlobs: missing.count + chartArchives.count,
-            downloadedBytes: missingBytes + chartArchives.reduce(0, +),
-            cachedBlobs: blobOrder.count - missing.count - chartArchives.count, resumedBlobs: nil,
+            downloadedBlobs: downloadedFirst.count + placement.fetched.count + chartArchives.count,
+            downloadedBytes: downloadedBytes + fetchedBytes + chartArchives.reduce(0, +),
+            cachedBlobs: blobOrder.filter { !resumedOrFetched.contains($0.digest) }.count - downloadedFirst.count
+                - chartArchives.count,
+            resumedBlobs: placement.resumed.isEmpty ? nil : placement.resumed.count,
             partial: !options.platforms.isEmpty,
             seconds: Date().timeIntervalSince(started), base: options.against?.base.description,
             externalBlobs: options.against.map { _ in external.count },
             savedBytes: options.against.map { _ in external.reduce(Int64(0)) { $0 + $1.size } },
-            volumes: written.volumes, charts: charts.isEmpty ? nil : charts.map(\.summary))
+            volumes: options.volumeSize == nil ? nil : volumes, charts: charts.isEmpty ? nil : charts.map(\.summary))
+    }
+
+    /// Downloads `blobs` into the store, `width` at once.
+    func downloadAll(_ blobs: [Descriptor], sources: [Digest: BlobSource], store: BlobStore, width: Int) async throws {
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            var iterator = blobs.makeIterator()
+            func addNext() {
+                guard let descriptor = iterator.next(), let source = sources[descriptor.digest] else { return }
+                group.addTask { try await download(source, store: store) }
+            }
+            for _ in 0..<max(1, width) { addNext() }
+            while try await group.next() != nil { addNext() }
+        }
     }
 
     /// Cuts `manifest` into volumes of `volumeSize`, fills in the part digests from the cache,
@@ -465,9 +479,30 @@ public struct Exporter: Sendable {
         downloaded: Set<Digest> = [],
         hashParts: ((PartHasher) throws -> Void)? = nil, feed: (VolumeSetWriter, Set<Digest>) throws -> Void
     ) throws -> (id: Digest, volumes: [Summary.Volume], signer: String?) {
-        var manifest = try plain.planningVolumes(
+        let planned = try plain.planningVolumes(
             volumeSize: volumeSize, signed: signingKey != nil, indexSize: Int64(index.count),
             dockerManifestSize: dockerManifest.map { Int64($0.count) })
+        let (manifest, signature, verified) = try finishVolumePlan(
+            planned, signingKey: signingKey, partSource: partSource, downloaded: downloaded, hashParts: hashParts)
+        let writer = try VolumeSetWriter(
+            output: output, manifest: manifest, signature: signature, index: index, dockerManifest: dockerManifest,
+            modificationTime: modificationTime)
+        try feed(writer, verified)
+        let volumes = try writer.finish().map { volume in
+            Summary.Volume(
+                path: volume.path, size: FileSystem.size(of: volume.path) ?? 0, sha256: volume.digest.description)
+        }
+        return (Digest.of(try manifest.encoded()), volumes, signature?.keyID)
+    }
+
+    /// A planned volume set made final: the part digests filled in from the blobs' files
+    /// (`partSource`, each blob checked whole unless in `downloaded`; returned as verified) or by
+    /// `hashParts`, then signed.
+    static func finishVolumePlan(
+        _ planned: BundleManifest, signingKey: SigningKey?, partSource: BundleWriter.BlobLocator? = nil,
+        downloaded: Set<Digest> = [], hashParts: ((PartHasher) throws -> Void)? = nil
+    ) throws -> (manifest: BundleManifest, signature: BundleSignature?, verified: Set<Digest>) {
+        var manifest = planned
         var verified: Set<Digest> = []
         if manifest.volumes?.parts.isEmpty == false {
             if let partSource {
@@ -478,17 +513,8 @@ public struct Exporter: Sendable {
                 manifest = hasher.manifest
             }
         }
-        let bytes = try manifest.encoded()
-        let signature = try signingKey.map { try BundleSignature.sign(manifest: bytes, with: $0) }
-        let writer = try VolumeSetWriter(
-            output: output, manifest: manifest, signature: signature, index: index, dockerManifest: dockerManifest,
-            modificationTime: modificationTime)
-        try feed(writer, verified)
-        let volumes = try writer.finish().map { volume in
-            Summary.Volume(
-                path: volume.path, size: FileSystem.size(of: volume.path) ?? 0, sha256: volume.digest.description)
-        }
-        return (Digest.of(bytes), volumes, signature?.keyID)
+        let signature = try signingKey.map { try BundleSignature.sign(manifest: try manifest.encoded(), with: $0) }
+        return (manifest, signature, verified)
     }
 
     struct ConfigPlatform: Decodable {
@@ -681,44 +707,75 @@ public struct Exporter: Sendable {
     /// bundle is planned; larger ones are downloaded straight into their place.
     static let placedThreshold: Int64 = 256 << 10
 
+    /// Where an export writes in place: one bundle, or a set of volumes.
+    enum PlacedTarget: Sendable {
+        case bundle(PlacedBundle)
+        case volumes(PlacedVolumeSet)
+
+        var bundles: [PlacedBundle] {
+            switch self {
+            case .bundle(let bundle): [bundle]
+            case .volumes(let set): set.volumes
+            }
+        }
+
+        func publish(progress: @Sendable (Int64) -> Void) throws -> [(path: String, digest: Digest)] {
+            switch self {
+            case .bundle(let bundle): [(bundle.path, try bundle.publish(progress: progress))]
+            case .volumes(let set): try set.publish(progress: progress)
+            }
+        }
+    }
+
     struct Placement {
-        var plan: BundlePlan
-        var digest: Digest
-        var signer: String?
+        /// Each file published (the bundle, or every volume) with the sha256 of its tar.
+        var published: [(path: String, digest: Digest)]
         /// Blobs downloaded into their place this run, and those an interrupted run had written.
         var fetched: Set<Digest>
         var resumed: Set<Digest>
     }
 
-    /// Writes the bundle in place (``PlacedBundle``): plans it, copies what the cache (or an
-    /// interrupted run) has into place, downloads the rest straight into place, verified as it
-    /// streams, then seals it with one read that hashes the tar and checks every blob not verified
-    /// on the way in. Content that fails verification removes the partial file; any other failure
-    /// keeps it, and the next run of the same export resumes it.
+    /// Writes a bundle or a volume set in place (``PlacedBundle``, ``PlacedVolumeSet``): copies
+    /// what the cache (or an interrupted run) has into place, downloads the rest straight into
+    /// place, verified as it streams, then seals each file with one read that hashes the tar and
+    /// checks every entry not verified on the way in. Content that fails verification removes the
+    /// partial files; any other failure keeps them, and the next run of the same export resumes.
+    /// `sizes` gives every blob's size; a blob that must land in more than one place (a manifest in
+    /// every volume, a blob in parts) must be in `store` already.
     func writePlaced(
-        _ manifest: BundleManifest, index: [UInt8], dockerManifest: [UInt8]?, options: Options, store: BlobStore,
+        _ target: PlacedTarget, options: Options, store: BlobStore, sizes: [Digest: Int64],
         sources: [Digest: BlobSource], verifiedInStore: Set<Digest>
     ) async throws -> Placement {
-        let signature = try options.signingKey.map {
-            try BundleSignature.sign(manifest: try manifest.encoded(), with: $0)
+        struct Place: Sendable {
+            let bundle: Int
+            let slot: Int
         }
-        let plan = try BundlePlan(
-            manifest: manifest, index: index, modificationTime: options.creationTime, signature: signature,
-            dockerManifest: dockerManifest)
-        let output = options.output
-        let bundle = try await NIOThreadPool.singleton.runIfActive { try PlacedBundle(path: output, plan: plan) }
-        var fromStore: [Int] = []
-        var fetch: [Int] = []
-        for (i, slot) in plan.slots.enumerated() where !bundle.isComplete(i) {
-            if store.contains(slot.digest, size: slot.size) { fromStore.append(i) } else { fetch.append(i) }
+        let bundles = target.bundles
+        var copies: [Place] = []
+        var fetch: [Place] = []
+        var copied: Set<Digest> = []
+        var fetched: Set<Digest> = []
+        for (b, bundle) in bundles.enumerated() {
+            var unverified: Set<Int> = []
+            for (i, slot) in bundle.plan.slots.enumerated() where !bundle.isComplete(i) {
+                if let size = sizes[slot.blob], store.contains(slot.blob, size: size) {
+                    copies.append(Place(bundle: b, slot: i))
+                    copied.insert(slot.blob)
+                    // Checked when sealing, unless fetched into the cache this run.
+                    if !verifiedInStore.contains(slot.blob) { unverified.insert(i) }
+                } else if slot.blob == slot.digest, sources[slot.blob] != nil, fetched.insert(slot.blob).inserted {
+                    fetch.append(Place(bundle: b, slot: i))
+                } else {
+                    throw BundleError.io(
+                        "blob \(slot.blob) is neither in the cache nor to be downloaded", errno: EINVAL)
+                }
+            }
+            // Slots an interrupted run wrote are always checked.
+            bundle.verifyWhenSealing(unverified)
         }
-        // Blobs not verified on the way in: copied from the cache (unless fetched into it this
-        // run); those an interrupted run wrote are always checked.
-        bundle.verifyWhenSealing(Set(fromStore.filter { !verifiedInStore.contains(plan.slots[$0].digest) }))
-        let copies = fromStore
         let cache = options.cacheDirectory != nil ? store : nil
         // Bulk work on threads of their own, beside the downloads (whose checks run on the shared
-        // pool): copies from the cache and sealing the written part of the file as blobs arrive
+        // pool): copies from the cache and sealing the written part of each file as blobs arrive
         // (so little is left to read at the end) on one, copies into the cache on another.
         let bulk = NIOThreadPool(numberOfThreads: 1)
         bulk.start()
@@ -726,46 +783,52 @@ public struct Exporter: Sendable {
         let cacheLane = cache.map { _ in NIOThreadPool(numberOfThreads: 1) }
         cacheLane?.start()
         defer { cacheLane?.shutdownGracefully { _ in } }
+        let copyList = copies
         do {
             try await withThrowingTaskGroup(of: Void.self) { sealing in
                 // Sealing follows the downloads as they write, a few times a second, until the
                 // work below is done (or failed: leaving the group cancels it).
                 sealing.addTask {
                     while (try? await Task.sleep(for: .milliseconds(20))) != nil {
-                        _ = try? await bulk.runIfActive { bundle.sealAhead() }
+                        _ = try? await bulk.runIfActive { for bundle in bundles { bundle.sealAhead() } }
                     }
                 }
-                try await withThrowingTaskGroup(of: Int?.self) { group in
+                try await withThrowingTaskGroup(of: Place?.self) { group in
                     group.addTask {
                         try await bulk.runIfActive {
-                            for i in copies {
-                                try bundle.copy(from: store.path(of: plan.slots[i].digest), into: i)
-                                try bundle.complete(i)
+                            for place in copyList {
+                                let bundle = bundles[place.bundle]
+                                try bundle.copy(
+                                    from: store.path(of: bundle.plan.slots[place.slot].blob), into: place.slot)
+                                try bundle.complete(place.slot)
                             }
-                            bundle.sealAhead()
+                            for bundle in bundles { bundle.sealAhead() }
                         }
                         return nil
                     }
                     var iterator = fetch.makeIterator()
                     func addNext() {
-                        guard let i = iterator.next(), let source = sources[plan.slots[i].digest] else { return }
+                        guard let place = iterator.next() else { return }
+                        let bundle = bundles[place.bundle]
+                        guard let source = sources[bundle.plan.slots[place.slot].blob] else { return }
                         group.addTask {
-                            try await fetchIntoPlace(i, source: source, bundle: bundle)
-                            return i
+                            try await fetchIntoPlace(place.slot, source: source, bundle: bundle)
+                            return place
                         }
                     }
                     for _ in 0..<max(1, options.parallel) { addNext() }
                     while let done = try await group.next() {
-                        guard let slot = done else { continue }
+                        guard let place = done else { continue }
                         addNext()
                         guard let cache, let cacheLane else { continue }
-                        let descriptor = plan.slots[slot]
+                        let bundle = bundles[place.bundle]
+                        let descriptor = bundle.plan.slots[place.slot]
                         group.addTask {
                             try await cacheLane.runIfActive {
                                 // The cache is a convenience: failing to keep a copy does not
                                 // fail the export.
                                 try? cache.putVerified(descriptor.digest, size: descriptor.size) {
-                                    try bundle.copy(slot: slot, to: $0)
+                                    try bundle.copy(slot: place.slot, to: $0)
                                 }
                             }
                             return nil
@@ -775,26 +838,25 @@ public struct Exporter: Sendable {
                 sealing.cancelAll()
             }
         } catch let error as ExportError where error.isVerificationFailure {
-            bundle.discard()
+            for bundle in bundles { bundle.discard() }
             throw error
         }
         progress.finishDownload()
 
-        progress.startWriting(bytes: plan.size, path: output)
+        progress.startWriting(bytes: bundles.reduce(0) { $0 + $1.plan.size }, path: options.output)
         let reporter = progress
-        let digest: Digest
+        let published: [(path: String, digest: Digest)]
         do {
-            digest = try await bulk.runIfActive { try bundle.publish { reporter.wrote($0) } }
-        } catch BundleError.placedBlobCorrupt(let slot, let error) where fromStore.contains(slot) {
-            let path = store.path(of: plan.slots[slot].digest)
+            published = try await bulk.runIfActive { try target.publish { reporter.wrote($0) } }
+        } catch BundleError.placedBlobCorrupt(_, let blob, let error) where copied.contains(blob) {
+            let path = store.path(of: blob)
             unlink(path)  // the next run fetches it again
             throw BundleError.corruptSource(path: path, error)
         }
         progress.finishWriting()
-        return Placement(
-            plan: plan, digest: digest, signer: signature?.keyID,
-            fetched: Set(fetch.map { plan.slots[$0].digest }),
-            resumed: Set(bundle.resumed.map { plan.slots[$0].digest }))
+        var resumed: Set<Digest> = []
+        for bundle in bundles { resumed.formUnion(bundle.resumed.map { bundle.plan.slots[$0].blob }) }
+        return Placement(published: published, fetched: fetched, resumed: resumed)
     }
 
     /// Downloads one blob straight into its slot, verified as it streams, and records it.

@@ -129,14 +129,16 @@ public struct BundleWriter {
     /// The entries before the blobs, in their fixed order: `oci-layout`, the bundle manifest, its
     /// signature, `index.json`, docker's `manifest.json`, `blobs/` and `blobs/ALG/`. The one
     /// definition of a bundle's head, for the streaming writer and the planned one.
+    /// The entries before the blobs, of a bundle or (with `volume`) of one volume of a set.
     static func writeHead(
         _ tar: TarWriter, manifest: BundleManifest, index: [UInt8], signature: BundleSignature?,
-        dockerManifest: [UInt8]?
+        dockerManifest: [UInt8]?, volume: VolumeHeader? = nil
     ) throws {
         let layoutHeader = try JSONEncoder().encode(ImageLayoutHeader())
         try tar.addFile("oci-layout", bytes: Array(layoutHeader))
         try tar.addFile(BundleManifest.fileName, bytes: try manifest.encoded())
         if let signature { try tar.addFile(BundleSignature.fileName, bytes: try signature.encoded()) }
+        if let volume { try tar.addFile(VolumeHeader.fileName, bytes: try volume.encoded()) }
         try tar.addFile("index.json", bytes: index)
         if let dockerManifest { try tar.addFile(Self.dockerManifestName, bytes: dockerManifest) }
         try tar.addDirectory("blobs")
@@ -164,12 +166,12 @@ public enum BundleError: Error, CustomStringConvertible {
     case busy(String)
     /// A blob placed in the bundle (copied from the cache, or written by an earlier, interrupted
     /// run) did not match its digest when the bundle was sealed.
-    case placedBlobCorrupt(slot: Int, BlobVerificationError)
+    case placedBlobCorrupt(slot: Int, blob: Digest, BlobVerificationError)
 
     public var description: String {
         switch self {
         case .busy(let path): "another export is writing \(path); wait for it or stop it"
-        case .placedBlobCorrupt(_, let error):
+        case .placedBlobCorrupt(_, _, let error):
             "a blob written into the partial bundle earlier no longer matches (\(error)); run the export again to fetch it"
         case .io(let what, let code): "\(what): \(String(cString: strerror(code)))"
         case .corruptSource(let path, let error):

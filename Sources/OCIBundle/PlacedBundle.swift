@@ -7,20 +7,25 @@ import Synchronization
     import Glibc
 #endif
 
-/// The whole layout of a bundle, computed from its manifest before any blob is read: the head
-/// (the entries before the blobs), and for each blob its tar header and the offset of its data.
+/// The whole layout of a bundle, or of one volume of a set, computed from its manifest before any
+/// blob is read: the head (the entries before the blobs), and for each entry its tar header and
+/// the offset of its data.
 ///
-/// The bytes are those ``BundleWriter`` streams for the same inputs (headers from the same tar
-/// writer, the same order and padding), so a bundle written in place is byte-identical to one
-/// written in one pass.
+/// The bytes are those ``BundleWriter`` and ``VolumeSetWriter`` stream for the same inputs (headers
+/// from the same tar writer, the same order, padding and the same rule for what a volume holds),
+/// so a bundle written in place is byte-identical to one written in one pass.
 public struct BundlePlan: Sendable {
     public struct Slot: Sendable {
+        /// The entry's name and the digest of its bytes: the blob's, or a part's.
         public let digest: Digest
         public let size: Int64
-        /// Where the blob's tar header starts, and the header's bytes.
+        /// The blob whose bytes these are, from `offset` (a whole blob: itself, from 0).
+        public let blob: Digest
+        public let offset: Int64
+        /// Where the entry's tar header starts, and the header's bytes.
         public let headerOffset: Int64
         public let header: [UInt8]
-        /// Where the blob's bytes go.
+        /// Where the entry's bytes go.
         public let dataOffset: Int64
     }
 
@@ -33,6 +38,7 @@ public struct BundlePlan: Sendable {
     public let id: Digest
     private let slotIndex: [Digest: Int]
 
+    /// The plan of a bundle.
     public init(
         manifest: BundleManifest, index: [UInt8], modificationTime: Int64, signature: BundleSignature? = nil,
         dockerManifest: [UInt8]? = nil
@@ -40,21 +46,61 @@ public struct BundlePlan: Sendable {
         let tar = try TarWriter(capturingWithModificationTime: modificationTime)
         try BundleWriter.writeHead(
             tar, manifest: manifest, index: index, signature: signature, dockerManifest: dockerManifest)
-        head = tar.takeCaptured()
+        try self.init(
+            head: tar.takeCaptured(),
+            entries: manifest.blobs.map { ($0.digest, $0.size, $0.digest, 0) }, modificationTime: modificationTime)
+    }
+
+    /// The plan of volume `number` (from 1) of the set `manifest` describes (its part digests
+    /// filled in): what ``VolumeSetWriter`` writes to that volume. Every volume holds the blobs of
+    /// no volume (manifests), each whole blob its own, and the parts assigned to it; an entry whose
+    /// name the volume holds already is not written again.
+    public init(
+        volume number: Int, of manifest: BundleManifest, index: [UInt8], modificationTime: Int64,
+        signature: BundleSignature? = nil, dockerManifest: [UInt8]? = nil
+    ) throws {
+        guard let volumes = manifest.volumes, (1...volumes.count).contains(number) else {
+            throw BundleError.io("volume \(number) is not in the set", errno: EINVAL)
+        }
+        let tar = try TarWriter(capturingWithModificationTime: modificationTime)
+        try BundleWriter.writeHead(
+            tar, manifest: manifest, index: index, signature: signature, dockerManifest: dockerManifest,
+            volume: VolumeHeader(set: Digest.of(try manifest.encoded()), number: number, count: volumes.count))
+        var partsOf: [Digest: [VolumeSet.Part]] = [:]
+        for part in volumes.parts { partsOf[part.blob, default: []].append(part) }
+        var names: Set<Digest> = []
+        var entries: [(Digest, Int64, Digest, Int64)] = []
+        for blob in manifest.blobs {
+            if blob.volume == 0 {
+                for part in (partsOf[blob.digest] ?? []).sorted(by: { $0.offset < $1.offset })
+                where part.volume == number && names.insert(part.digest).inserted {
+                    entries.append((part.digest, part.size, blob.digest, part.offset))
+                }
+            } else if blob.volume == nil || blob.volume == number, names.insert(blob.digest).inserted {
+                entries.append((blob.digest, blob.size, blob.digest, 0))
+            }
+        }
+        try self.init(head: tar.takeCaptured(), entries: entries, modificationTime: modificationTime)
+    }
+
+    private init(
+        head: [UInt8], entries: [(name: Digest, size: Int64, blob: Digest, offset: Int64)], modificationTime: Int64
+    ) throws {
+        self.head = head
         var offset = Int64(head.count)
         var slots: [Slot] = []
         var identity = DigestHasher(.sha256)
         head.withUnsafeBytes { identity.update($0) }
-        slots.reserveCapacity(manifest.blobs.count)
-        for blob in manifest.blobs {
+        slots.reserveCapacity(entries.count)
+        for entry in entries {
             let header = try TarWriter.fileHeader(
-                path: blob.digest.layoutPath, size: blob.size, modificationTime: modificationTime)
+                path: entry.name.layoutPath, size: entry.size, modificationTime: modificationTime)
             let slot = Slot(
-                digest: blob.digest, size: blob.size, headerOffset: offset, header: header,
-                dataOffset: offset + Int64(header.count))
+                digest: entry.name, size: entry.size, blob: entry.blob, offset: entry.offset, headerOffset: offset,
+                header: header, dataOffset: offset + Int64(header.count))
             slots.append(slot)
-            offset = slot.dataOffset + TarWriter.paddedSize(blob.size)
-            Array("\(blob.digest) \(blob.size) \(slot.dataOffset)\n".utf8).withUnsafeBytes { identity.update($0) }
+            offset = slot.dataOffset + TarWriter.paddedSize(entry.size)
+            Array("\(entry.name) \(entry.size) \(slot.dataOffset)\n".utf8).withUnsafeBytes { identity.update($0) }
         }
         self.slots = slots
         size = offset + TarWriter.endOfArchiveSize
@@ -183,21 +229,22 @@ public final class PlacedBundle: @unchecked Sendable {
     fileprivate func restarted(_ slot: Int) {
         written.withLock { $0[slot] = 0 }
         let start = plan.slots[slot].dataOffset
-        seal.withLock { seal in
+        sealing.withLock { seal in
             guard seal.position > start, seal.failure == nil else { return }
             seal = Seal(verifying: seal.verifying)
         }
     }
 
-    /// Copies a blob from the file `source` into its slot (in the kernel where the filesystem
-    /// allows). Not verified here: give the slot to ``verifyWhenSealing(_:)``.
+    /// Copies a slot's bytes from the file `source` (the blob's, read from the slot's offset in it)
+    /// into the slot (in the kernel where the filesystem allows). Not verified here: give the slot
+    /// to ``verifyWhenSealing(_:)``.
     public func copy(from source: String, into slot: Int) throws {
         let target = plan.slots[slot]
         let fd = open(source, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else { throw BundleError.io("open \(source)", errno: errno) }
         defer { close(fd) }
         do {
-            try FileRange.copy(from: fd, at: 0, to: file.fd, at: target.dataOffset, count: target.size)
+            try FileRange.copy(from: fd, at: target.offset, to: file.fd, at: target.dataOffset, count: target.size)
         } catch {
             throw BundleError.io("copy \(source) into \(file.partialPath) (\(error))", errno: EIO)
         }
@@ -224,20 +271,20 @@ public final class PlacedBundle: @unchecked Sendable {
         var verifying: Set<Int> = []
         var failure: BundleError?
     }
-    private let seal = Mutex(Seal())
+    private let sealing = Mutex(Seal())
 
     /// Slots to check against their digests as sealing reads them: those not verified as they
     /// were written (copied from a cache). Slots the journal recorded are always checked. Give them
     /// before the first ``sealAhead()``.
     public func verifyWhenSealing(_ slots: Set<Int>) {
-        seal.withLock { $0.verifying.formUnion(slots) }
+        sealing.withLock { $0.verifying.formUnion(slots) }
     }
 
     /// Reads the part of the file that is written from where sealing stopped (up to what the first
     /// unfinished slot has received), hashing it, so ``publish(progress:)`` has only the rest to
     /// read. Call it as blobs arrive, off any event loop.
     public func sealAhead() {
-        seal.withLock { seal in
+        sealing.withLock { seal in
             guard seal.failure == nil else { return }
             var next = seal.next
             while next < plan.slots.count && isComplete(next) { next += 1 }
@@ -255,26 +302,40 @@ public final class PlacedBundle: @unchecked Sendable {
         }
     }
 
-    /// Seals the bundle: reads what ``sealAhead()`` has not (hashing the tar and checking the
-    /// slots given to ``verifyWhenSealing(_:)`` and those resumed from the journal); then fsync,
-    /// `PATH.sha256`, rename, and the journal goes. A slot that does not match throws
-    /// ``BundleError/placedBlobCorrupt(slot:_:)`` and its journal record is dropped (the next run
-    /// writes it again). Returns the tar's sha256.
+    /// Seals the bundle and renames it: ``seal(progress:)`` then ``rename()``. Returns the tar's
+    /// sha256.
     public func publish(progress: @Sendable (Int64) -> Void = { _ in }) throws -> Digest {
-        if let failure = seal.withLock({ $0.failure }) { throw failure }
+        let digest = try seal(progress: progress)
+        try rename()
+        return digest
+    }
+
+    /// Seals the bundle, still under its partial name: reads what ``sealAhead()`` has not
+    /// (hashing the tar and checking the slots given to ``verifyWhenSealing(_:)`` and those resumed
+    /// from the journal), fsyncs it and writes its checksum beside it. A slot that does not match
+    /// throws ``BundleError/placedBlobCorrupt(slot:blob:_:)`` and its journal record is dropped (the
+    /// next run writes it again). Returns the tar's sha256.
+    public func seal(progress: @Sendable (Int64) -> Void = { _ in }) throws -> Digest {
+        if let failure = sealing.withLock({ $0.failure }) { throw failure }
         let missing = plan.slots.indices.filter { !isComplete($0) }
         guard missing.isEmpty else {
             throw BundleError.io("seal \(file.partialPath): \(missing.count) blob(s) not written yet", errno: EINVAL)
         }
-        let hash = try seal.withLock { seal -> Digest in
+        let hash = try sealing.withLock { seal -> Digest in
             try read(to: plan.size, &seal, progress: progress)
             return seal.hasher.finalize()
         }
-        let digest = try file.seal(digest: hash)
+        return try file.seal(digest: hash)
+    }
+
+    /// The sealed bundle and its checksum take their final names; the journal goes.
+    public func rename() throws {
         try file.rename()
         unlink(journalPath)
-        return digest
     }
+
+    /// Takes a renamed bundle back (when the rest of its volume set failed to publish).
+    public func withdraw() { file.withdraw() }
 
     /// Reads the file from `seal.position` to `end`: hashes it, and checks each slot in
     /// `seal.verifying` it covers (slots never overlap, so one check runs at a time).
@@ -305,7 +366,7 @@ public final class PlacedBundle: @unchecked Sendable {
                     } catch {
                         try? forget(seal.next)
                         seal.position = chunkEnd
-                        throw BundleError.placedBlobCorrupt(slot: seal.next, error)
+                        throw BundleError.placedBlobCorrupt(slot: seal.next, blob: slot.blob, error)
                     }
                 }
                 guard slotEnd <= chunkEnd else { break }

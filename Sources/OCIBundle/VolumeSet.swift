@@ -37,6 +37,40 @@ public struct VolumeSet: Codable, Sendable, Hashable {
         self.parts = parts
     }
 
+    /// Publishes a set of volumes whole or not at all: every volume is sealed (fsynced, checksum
+    /// written) before any takes its name; if a rename fails, the volumes already renamed are
+    /// taken back. Then the volumes of an earlier, larger set under the same name go. Returns each
+    /// volume's digest.
+    static func publish<Volume>(
+        _ volumes: [Volume], of output: String, seal: (Volume) throws -> Digest, rename: (Volume) throws -> Void,
+        withdraw: (Volume) -> Void
+    ) throws -> [Digest] {
+        let digests = try volumes.map(seal)
+        for (i, volume) in volumes.enumerated() {
+            do {
+                try rename(volume)
+            } catch {
+                for published in volumes[..<i] { withdraw(published) }
+                throw error
+            }
+        }
+        removeStaleVolumes(of: output, after: volumes.count)
+        return digests
+    }
+
+    /// Removes the volumes (and checksums) of an earlier, larger set under the same name, which
+    /// would look like part of the set of `count` just published.
+    static func removeStaleVolumes(of output: String, after count: Int) {
+        var stale = count + 1
+        while true {
+            let path = volumePath(for: output, number: stale, count: stale)
+            guard access(path, F_OK) == 0 else { break }
+            unlink(path)
+            unlink(path + ".sha256")
+            stale += 1
+        }
+    }
+
     /// `NAME.tar` → `NAME.vol003.tar` (three digits, more when the set is larger).
     public static func volumePath(for output: String, number: Int, count: Int) -> String {
         let base = output.hasSuffix(".tar") ? String(output.dropLast(4)) : output

@@ -164,22 +164,13 @@ public final class VolumeSetWriter: BundleBlobSink {
         written = Array(repeating: [], count: volumes.count)
         paths = (1...volumes.count).map { VolumeSet.volumePath(for: output, number: $0, count: volumes.count) }
         for (i, blob) in manifest.blobs.enumerated() { positions[blob.digest] = i }
-        let manifestBytes = try manifest.encoded()
-        let set = Digest.of(manifestBytes)
-        let layoutHeader = Array(try JSONEncoder().encode(ImageLayoutHeader()))
-        let algorithms = Set(manifest.blobs.map(\.digest.algorithm)).sorted { $0.rawValue < $1.rawValue }
+        let set = Digest.of(try manifest.encoded())
         for (i, path) in paths.enumerated() {
             let file = try PartialBundleFile(for: path)
             let tar = try file.makeTarWriter(modificationTime: modificationTime)
-            try tar.addFile("oci-layout", bytes: layoutHeader)
-            try tar.addFile(BundleManifest.fileName, bytes: manifestBytes)
-            if let signature { try tar.addFile(BundleSignature.fileName, bytes: try signature.encoded()) }
-            try tar.addFile(
-                VolumeHeader.fileName, bytes: try VolumeHeader(set: set, number: i + 1, count: volumes.count).encoded())
-            try tar.addFile("index.json", bytes: index)
-            if let dockerManifest { try tar.addFile(BundleWriter.dockerManifestName, bytes: dockerManifest) }
-            try tar.addDirectory("blobs")
-            for algorithm in algorithms { try tar.addDirectory("blobs/\(algorithm.rawValue)") }
+            try BundleWriter.writeHead(
+                tar, manifest: manifest, index: index, signature: signature, dockerManifest: dockerManifest,
+                volume: VolumeHeader(set: set, number: i + 1, count: volumes.count))
             files.append(file)
             tars.append(tar)
         }
@@ -266,26 +257,8 @@ public final class VolumeSetWriter: BundleBlobSink {
                     errno: EFBIG)
             }
         }
-        // Every volume is sealed (fsynced, checksum written) before any takes its name; if a rename
-        // fails, the volumes already renamed are taken back: a set is published whole or not at all.
-        let digests = try files.map { try $0.seal() }
-        for (i, file) in files.enumerated() {
-            do {
-                try file.rename()
-            } catch {
-                for published in files[..<i] { published.withdraw() }
-                throw error
-            }
-        }
-        // Volumes of an earlier, larger set under the same name would look like part of this one.
-        var stale = paths.count + 1
-        while true {
-            let path = VolumeSet.volumePath(for: output, number: stale, count: stale)
-            guard access(path, F_OK) == 0 else { break }
-            unlink(path)
-            unlink(path + ".sha256")
-            stale += 1
-        }
+        let digests = try VolumeSet.publish(
+            files, of: output, seal: { try $0.seal() }, rename: { try $0.rename() }, withdraw: { $0.withdraw() })
         return Array(zip(paths, digests))
     }
 

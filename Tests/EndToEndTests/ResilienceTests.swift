@@ -113,6 +113,48 @@ struct ResilienceTests {
         #expect(try Data(contentsOf: URL(fileURLWithPath: uncached)) == clean)
         let left = try FileManager.default.contentsOfDirectory(atPath: work).filter { $0.contains(".partial") }
         #expect(left.isEmpty, "\(left)")
+
+        // Volumes are written in place too, each with its journal: killed once a volume recorded
+        // a blob, the run after it resumes and gives the same set as a clean run.
+        let volumeArguments = arguments + ["--volume-size", "40M", "--json"]
+        let cleanSet = try Ferry.run(
+            volumeArguments + ["-o", "\(work)/clean-set.tar", "--cache", "\(work)/clean-cache"],
+            environment: environment)
+        let cleanVolumes = try Self.volumes(in: cleanSet.stdout)
+        #expect(cleanVolumes.count >= 3, "\(cleanSet.stdout)")
+        func journalLines() -> Int {
+            let names = (try? FileManager.default.contentsOfDirectory(atPath: work)) ?? []
+            return names.filter { $0.hasPrefix("set.vol") && $0.hasSuffix(".journal") }.reduce(0) {
+                $0
+                    + (((try? String(contentsOfFile: "\(work)/\($1)", encoding: .utf8)) ?? "").split(separator: "\n")
+                        .count - 1)
+            }
+        }
+        let killed = try BackgroundProcess(
+            [Shell.ferry] + volumeArguments + ["-o", "\(work)/set.tar", "--no-cache"], logPath: "\(work)/kill-set.log",
+            environment: environment)
+        let setDeadline = Date().addingTimeInterval(60)
+        while killed.isRunning && journalLines() < 1 && Date() < setDeadline { usleep(1_000) }
+        killed.signal(SIGKILL)
+        killed.stop()
+        #expect(journalLines() > 0, "a volume recorded a blob before the kill")
+        let set = try Ferry.run(volumeArguments + ["-o", "\(work)/set.tar", "--no-cache"], environment: environment)
+        let setSummary = try JSONSerialization.jsonObject(with: Data(set.stdout.utf8)) as? [String: Any]
+        #expect((setSummary?["resumedBlobs"] as? Int ?? 0) > 0, "\(set.stdout)")
+        let volumes = try Self.volumes(in: set.stdout)
+        #expect(volumes.count == cleanVolumes.count)
+        for (volume, clean) in zip(volumes, cleanVolumes) {
+            #expect(
+                try Data(contentsOf: URL(fileURLWithPath: volume)) == Data(contentsOf: URL(fileURLWithPath: clean)),
+                "\(volume)")
+        }
+        let leftOfSet = try FileManager.default.contentsOfDirectory(atPath: work).filter { $0.contains(".partial") }
+        #expect(leftOfSet.isEmpty, "\(leftOfSet)")
+    }
+
+    static func volumes(in json: String) throws -> [String] {
+        let summary = try JSONSerialization.jsonObject(with: Data(json.utf8)) as? [String: Any]
+        return (summary?["volumes"] as? [[String: Any]] ?? []).compactMap { $0["path"] as? String }
     }
 
     /// A registry that sends more bytes than the descriptor says: refused before the extra bytes

@@ -156,7 +156,7 @@ struct PlacedBundleTests {
             #expect {
                 try resumed.publish()
             } throws: { error in
-                guard case BundleError.placedBlobCorrupt(let slot, _) = error else { return false }
+                guard case BundleError.placedBlobCorrupt(let slot, _, _) = error else { return false }
                 return slot == 5
             }
         }
@@ -218,7 +218,7 @@ struct PlacedBundleTests {
             bundle.sealAhead()
             return try bundle.publish()
         } throws: { error in
-            guard case BundleError.placedBlobCorrupt(let slot, _) = error else { return false }
+            guard case BundleError.placedBlobCorrupt(let slot, _, _) = error else { return false }
             return slot == 5
         }
         #expect(!FileManager.default.fileExists(atPath: output))
@@ -226,5 +226,83 @@ struct PlacedBundleTests {
         // The next run writes slot 5 again and keeps the others.
         let journal = try String(contentsOfFile: output + ".partial.journal", encoding: .utf8)
         #expect(!journal.split(separator: "\n").contains("5"))
+    }
+
+    /// A volume set planned and written in place is the set ``VolumeSetWriter`` streams, byte for
+    /// byte (a blob in parts, a manifest in every volume, entries in any order), and a set left by
+    /// a killed run resumes volume by volume.
+    @Test func aVolumeSetWrittenInPlaceIsTheStreamedSetAndResumes() throws {
+        let fixture = try Fixture()
+        defer { try? FileManager.default.removeItem(atPath: fixture.dir) }
+        var plain = fixture.manifest
+        plain.blobs[2].mediaType = "application/vnd.oci.image.manifest.v1+json"  // in every volume
+        let planned = try plain.planningVolumes(
+            volumeSize: 2 << 20, signed: false, indexSize: Int64(fixture.index.count),
+            dockerManifestSize: Int64(fixture.dockerManifest.count))
+        let (manifest, _) = try PartHasher.fill(planned, blobs: fixture.path)
+        let set = try #require(manifest.volumes)
+        #expect(set.count >= 3 && set.parts.count >= 2, "\(set)")
+        #expect(manifest.blobs[2].volume == nil)
+
+        let streamedOutput = "\(fixture.dir)/streamed.tar"
+        let writer = try VolumeSetWriter(
+            output: streamedOutput, manifest: manifest, signature: nil, index: fixture.index,
+            dockerManifest: fixture.dockerManifest, modificationTime: 1_700_000_000)
+        try writer.writeBlobs(from: fixture.path)
+        let streamed = try writer.finish()
+
+        func open() throws -> PlacedVolumeSet {
+            try PlacedVolumeSet(
+                output: "\(fixture.dir)/placed.tar", manifest: manifest, signature: nil, index: fixture.index,
+                dockerManifest: fixture.dockerManifest, modificationTime: 1_700_000_000)
+        }
+        /// Every place of each blob: a whole blob through a sink (as a download), a part or a
+        /// second copy from the blob's file (as from the cache).
+        func write(_ blobs: [Int], into placed: PlacedVolumeSet) throws {
+            for i in blobs {
+                let digest = Digest.of(fixture.blobs[i])
+                for place in placed.places(of: digest) {
+                    let volume = placed.volumes[place.volume]
+                    let slot = volume.plan.slots[place.slot]
+                    if slot.digest == digest {
+                        let sink = volume.sink(for: place.slot)
+                        try fixture.blobs[i].withUnsafeBytes { try sink.write($0) }
+                    } else {
+                        try volume.copy(from: fixture.path(digest), into: place.slot)
+                        volume.verifyWhenSealing([place.slot])
+                    }
+                    try volume.complete(place.slot)
+                }
+            }
+        }
+        do {
+            let first = try open()
+            try write([6, 0, 2], into: first)
+            // Dropped without publishing, as a killed run leaves it.
+        }
+        let second = try open()
+        #expect(second.volumes.contains { !$0.resumed.isEmpty })
+        try write([5, 4, 3, 1], into: second)
+        second.sealAhead()
+        let published = try second.publish()
+        #expect(published.count == streamed.count)
+        for (placed, expected) in zip(published, streamed) {
+            #expect(placed.digest == expected.digest)
+            #expect(
+                try Data(contentsOf: URL(fileURLWithPath: placed.path))
+                    == Data(contentsOf: URL(fileURLWithPath: expected.path)))
+        }
+        let left = try FileManager.default.contentsOfDirectory(atPath: fixture.dir).filter { $0.contains(".partial") }
+        #expect(left.isEmpty, "\(left)")
+
+        // A plan whose volumes would come out over the volume size is refused before anything is
+        // written.
+        var tooSmall = manifest
+        tooSmall.volumes?.volumeSize = 1 << 20
+        #expect(throws: BundleError.self) {
+            try PlacedVolumeSet(
+                output: "\(fixture.dir)/small.tar", manifest: tooSmall, signature: nil, index: fixture.index,
+                dockerManifest: fixture.dockerManifest, modificationTime: 1_700_000_000)
+        }
     }
 }
