@@ -9,7 +9,8 @@
 #   the wire      `curl --parallel` (6 at once) of every blob into files
 #   skopeo        `skopeo copy --all` of each image into one oci: directory, then `tar`
 #   ferry cold    `ferry export` with an empty cache; --no-cache; warm (the cache full);
-#                 resumed (--no-cache, killed with SIGKILL when half the bytes were written, run again)
+#                 resumed (--no-cache, killed with SIGKILL when half the bytes were written, run again);
+#                 volumes (--no-cache --volume-size VOLUME_SIZE, default 100M: the large layer in parts)
 # Then SMALL images of one 1 MiB layer each: ferry export (--no-cache) against skopeo + tar.
 # Each timed row runs RUNS times (default 2); the table reports the best, with peak RSS and the bytes
 # written to storage (write_bytes of /proc/PID/io) against the bundle's size.
@@ -19,6 +20,7 @@ cd "$(dirname "$0")/.."
 large=${1:-192M}
 runs=${RUNS:-2}
 small=${SMALL:-500}
+volume_size=${VOLUME_SIZE:-100M}
 
 swift build -c release --product ferry 2>&1 | tail -1
 ferry=$(swift build -c release --show-bin-path)/ferry
@@ -69,6 +71,9 @@ ferry_export() { # LIST OUTPUT ARGS...
 }
 run_cold() { rm -rf "$work/cache" "$work/ferry.tar"*; ferry_export "$work/images.txt" "$work/ferry.tar" --cache "$work/cache"; }
 run_nocache() { rm -f "$work/ferry.tar"*; ferry_export "$work/images.txt" "$work/ferry.tar" --no-cache; }
+run_volumes() {
+  rm -f "$work/ferry"*.tar* && ferry_export "$work/images.txt" "$work/ferry.tar" --no-cache --volume-size "$volume_size"
+}
 run_warm() { rm -f "$work/ferry.tar"*; ferry_export "$work/images.txt" "$work/ferry.tar" --cache "$work/cache"; }
 run_resumed() {
   rm -f "$work/ferry.tar"*
@@ -93,7 +98,7 @@ bundle=$(stat -c %s "$work/ferry.tar")
 truncate -s "$bundle" "$work/bundle-size"
 
 declare -A best=() rss=() wrote=()
-rows=(wire skopeo cold nocache warm resumed)
+rows=(wire skopeo cold nocache warm resumed volumes)
 for i in $(seq "$runs"); do
   for row in "${rows[@]}"; do
     case $row in
@@ -103,6 +108,7 @@ for i in $(seq "$runs"); do
       nocache) read -r s m w < <(run_nocache) ;;
       warm) read -r s m w < <(run_warm) ;;
       resumed) read -r s m w < <(run_resumed) ;;
+      volumes) read -r s m w < <(run_volumes) ;;
     esac
     echo "run $i $row: ${s}s, peak RSS $((m / 1024)) MiB, wrote $((w / 1048576)) MiB"
     if [ -z "${best[$row]-}" ] || "$PYTHON" -c "import sys; sys.exit(not $s < ${best[$row]})"; then
@@ -124,6 +130,7 @@ for row in "${rows[@]}"; do
     nocache) name="ferry export --no-cache" ;;
     warm) name="ferry export, warm cache" ;;
     resumed) name="ferry export --no-cache, resumed after kill -9 at half" ;;
+    volumes) name="ferry export --no-cache --volume-size $volume_size" ;;
   esac
   echo "| $name | ${best[$row]} | $(bench_ratio "${best[$row]}" "${best[wire]}") | $(bench_ratio "${best[skopeo]}" "${best[$row]}") | $((rss[$row] / 1024)) | $(bench_ratio "${wrote[$row]}" "$bundle") |"
 done
