@@ -9,6 +9,7 @@ import OCIStore
 
 extension BlobWriter: BlobSink {}
 extension SlotSink: BlobSink {}
+extension PartsSink: BlobSink {}
 
 /// Pulls images from registries into a verified blob cache, then writes one bundle.
 ///
@@ -378,41 +379,33 @@ public struct Exporter: Sendable {
         var sizes: [Digest: Int64] = [:]
         for blob in allBlobs { sizes[blob.digest] = blob.size }
         let target: PlacedTarget
-        let id: Digest
-        let signer: String?
+        var id: Digest
+        var signer: String?
         var downloadedFirst = missing
         if let volumeSize = options.volumeSize {
-            // A blob in parts, or in every volume, comes through the cache too: each part is named
-            // by its digest, which every volume's head lists before any part is written.
             let planned = try manifest.planningVolumes(
                 volumeSize: volumeSize, signed: options.signingKey != nil, indexSize: Int64(index.count),
                 dockerManifestSize: dockerManifest.map { Int64($0.count) })
-            let severalPlaces = Set(planned.blobs.filter { $0.volume == nil || $0.volume == 0 }.map(\.digest))
+            // A blob in every volume (a manifest) comes through the cache: it is copied into each.
+            let everyVolume = Set(planned.blobs.filter { $0.volume == nil }.map(\.digest))
             let more = blobOrder.filter {
-                severalPlaces.contains($0.digest) && !store.contains($0.digest, size: $0.size)
+                everyVolume.contains($0.digest) && !store.contains($0.digest, size: $0.size)
             }
             try await downloadAll(more, sources: sources, store: store, width: options.parallel)
             downloadedFirst += more
             verified.formUnion(more.map(\.digest))
-            let (final, signature, hashed) = try await NIOThreadPool.singleton.runIfActive { [verified] in
-                do {
-                    return try Self.finishVolumePlan(
-                        planned, signingKey: options.signingKey, partSource: { store.path(of: $0) },
-                        downloaded: verified)
-                } catch BundleError.corruptSource(let path, let error) {
-                    unlink(path)  // drop the bad cache entry so the next run fetches it again
-                    throw BundleError.corruptSource(path: path, error)
-                }
-            }
-            verified.formUnion(hashed)
+            let key = options.signingKey
             target = .volumes(
                 try await NIOThreadPool.singleton.runIfActive {
                     try PlacedVolumeSet(
-                        output: options.output, manifest: final, signature: signature, index: index,
-                        dockerManifest: dockerManifest, modificationTime: options.creationTime)
+                        output: options.output, planned: planned, index: index, dockerManifest: dockerManifest,
+                        modificationTime: options.creationTime
+                    ) { manifest in try key.map { try BundleSignature.sign(manifest: try manifest.encoded(), with: $0) }
+                    }
                 })
-            id = Digest.of(try final.encoded())
-            signer = signature?.keyID
+            // Known once the part digests are filled in, when the set is published.
+            id = Digest.of([UInt8]())
+            signer = nil
         } else {
             let signature = try options.signingKey.map {
                 try BundleSignature.sign(manifest: try manifest.encoded(), with: $0)
@@ -427,6 +420,10 @@ public struct Exporter: Sendable {
         }
         let placement = try await writePlaced(
             target, options: options, store: store, sizes: sizes, sources: sources, verifiedInStore: verified)
+        if case .volumes(let set) = target, let final = set.final {
+            id = Digest.of(try final.manifest.encoded())
+            signer = final.signature?.keyID
+        }
         let volumes = placement.published.map {
             Summary.Volume(path: $0.path, size: FileSystem.size(of: $0.path) ?? 0, sha256: $0.digest.description)
         }
@@ -719,10 +716,14 @@ public struct Exporter: Sendable {
             }
         }
 
-        func publish(progress: @Sendable (Int64) -> Void) throws -> [(path: String, digest: Digest)] {
+        /// `verified`: blobs checked whole this run (a volume set reads back the parts of the
+        /// others, and checks their blobs).
+        func publish(verified: Set<Digest>, progress: @Sendable (Int64) -> Void) throws -> [(
+            path: String, digest: Digest
+        )] {
             switch self {
             case .bundle(let bundle): [(bundle.path, try bundle.publish(progress: progress))]
-            case .volumes(let set): try set.publish(progress: progress)
+            case .volumes(let set): try set.publish(verified: verified, progress: progress)
             }
         }
     }
@@ -750,9 +751,16 @@ public struct Exporter: Sendable {
             let bundle: Int
             let slot: Int
         }
+        /// A download: one blob into its slot, or a blob in parts into the slots of its parts.
+        enum Fetch: Sendable {
+            case slot(Place)
+            case parts(Digest)
+        }
         let bundles = target.bundles
+        var set: PlacedVolumeSet?
+        if case .volumes(let volumes) = target { set = volumes }
         var copies: [Place] = []
-        var fetch: [Place] = []
+        var downloads: [Fetch] = []
         var copied: Set<Digest> = []
         var fetched: Set<Digest> = []
         for (b, bundle) in bundles.enumerated() {
@@ -761,11 +769,18 @@ public struct Exporter: Sendable {
                 if let size = sizes[slot.blob], store.contains(slot.blob, size: size) {
                     copies.append(Place(bundle: b, slot: i))
                     copied.insert(slot.blob)
-                    // Checked when sealing, unless fetched into the cache this run.
-                    if !verifiedInStore.contains(slot.blob) { unverified.insert(i) }
-                } else if slot.blob == slot.digest, sources[slot.blob] != nil, fetched.insert(slot.blob).inserted {
-                    fetch.append(Place(bundle: b, slot: i))
-                } else {
+                    // Checked when sealing, unless fetched into the cache this run (a blob in
+                    // parts is checked whole when the set is published).
+                    if !verifiedInStore.contains(slot.blob) && slot.digest == slot.blob { unverified.insert(i) }
+                } else if sources[slot.blob] != nil, fetched.insert(slot.blob).inserted {
+                    if let set, set.isParted(slot.blob) {
+                        downloads.append(.parts(slot.blob))
+                    } else if slot.digest == slot.blob {
+                        downloads.append(.slot(Place(bundle: b, slot: i)))
+                    } else {
+                        throw BundleError.io("blob \(slot.blob) has no place to be downloaded to", errno: EINVAL)
+                    }
+                } else if !fetched.contains(slot.blob) || set?.isParted(slot.blob) != true {
                     throw BundleError.io(
                         "blob \(slot.blob) is neither in the cache nor to be downloaded", errno: EINVAL)
                 }
@@ -784,6 +799,7 @@ public struct Exporter: Sendable {
         cacheLane?.start()
         defer { cacheLane?.shutdownGracefully { _ in } }
         let copyList = copies
+        let parted = set
         do {
             try await withThrowingTaskGroup(of: Void.self) { sealing in
                 // Sealing follows the downloads as they write, a few times a second, until the
@@ -793,7 +809,7 @@ public struct Exporter: Sendable {
                         _ = try? await bulk.runIfActive { for bundle in bundles { bundle.sealAhead() } }
                     }
                 }
-                try await withThrowingTaskGroup(of: Place?.self) { group in
+                try await withThrowingTaskGroup(of: Digest?.self) { group in
                     group.addTask {
                         try await bulk.runIfActive {
                             for place in copyList {
@@ -806,29 +822,48 @@ public struct Exporter: Sendable {
                         }
                         return nil
                     }
-                    var iterator = fetch.makeIterator()
+                    var iterator = downloads.makeIterator()
                     func addNext() {
-                        guard let place = iterator.next() else { return }
-                        let bundle = bundles[place.bundle]
-                        guard let source = sources[bundle.plan.slots[place.slot].blob] else { return }
-                        group.addTask {
-                            try await fetchIntoPlace(place.slot, source: source, bundle: bundle)
-                            return place
+                        switch iterator.next() {
+                        case .slot(let place):
+                            let bundle = bundles[place.bundle]
+                            let blob = bundle.plan.slots[place.slot].blob
+                            guard let source = sources[blob] else { return }
+                            group.addTask {
+                                try await fetch(source, into: bundle.sink(for: place.slot)) {
+                                    try bundle.complete(place.slot)
+                                }
+                                return blob
+                            }
+                        case .parts(let blob):
+                            guard let source = sources[blob], let parted else { return }
+                            group.addTask {
+                                let sink = parted.partsSink(for: blob)
+                                try await fetch(source, into: sink) { try parted.complete(sink) }
+                                return blob
+                            }
+                        case nil: return
                         }
                     }
                     for _ in 0..<max(1, options.parallel) { addNext() }
                     while let done = try await group.next() {
-                        guard let place = done else { continue }
+                        guard let blob = done else { continue }
                         addNext()
-                        guard let cache, let cacheLane else { continue }
-                        let bundle = bundles[place.bundle]
-                        let descriptor = bundle.plan.slots[place.slot]
+                        guard let cache, let cacheLane, let size = sizes[blob] else { continue }
+                        // The blob's bytes once: its slot, or the slots of its parts.
+                        var pieces: [(bundle: PlacedBundle, slot: Int)] = []
+                        for bundle in bundles {
+                            for (i, slot) in bundle.plan.slots.enumerated() where slot.blob == blob {
+                                pieces.append((bundle, i))
+                            }
+                        }
+                        let chosen = parted?.isParted(blob) == true ? pieces : Array(pieces.prefix(1))
                         group.addTask {
                             try await cacheLane.runIfActive {
                                 // The cache is a convenience: failing to keep a copy does not
                                 // fail the export.
-                                try? cache.putVerified(descriptor.digest, size: descriptor.size) {
-                                    try bundle.copy(slot: place.slot, to: $0)
+                                try? cache.putVerified(blob, size: size) { fd in
+                                    for piece in chosen { try piece.bundle.copy(slot: piece.slot, to: fd) }
                                 }
                             }
                             return nil
@@ -847,7 +882,10 @@ public struct Exporter: Sendable {
         let reporter = progress
         let published: [(path: String, digest: Digest)]
         do {
-            published = try await bulk.runIfActive { try target.publish { reporter.wrote($0) } }
+            let verified = verifiedInStore.union(fetched)
+            published = try await bulk.runIfActive {
+                try target.publish(verified: verified) { reporter.wrote($0) }
+            }
         } catch BundleError.placedBlobCorrupt(_, let blob, let error) where copied.contains(blob) {
             let path = store.path(of: blob)
             unlink(path)  // the next run fetches it again
@@ -857,11 +895,6 @@ public struct Exporter: Sendable {
         var resumed: Set<Digest> = []
         for bundle in bundles { resumed.formUnion(bundle.resumed.map { bundle.plan.slots[$0].blob }) }
         return Placement(published: published, fetched: fetched, resumed: resumed)
-    }
-
-    /// Downloads one blob straight into its slot, verified as it streams, and records it.
-    func fetchIntoPlace(_ slot: Int, source: BlobSource, bundle: PlacedBundle) async throws {
-        try await fetch(source, into: bundle.sink(for: slot)) { try bundle.complete(slot) }
     }
 
     /// Downloads one blob into the store (the cache, or the scratch store of a `--no-cache` run).

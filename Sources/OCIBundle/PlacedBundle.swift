@@ -126,7 +126,13 @@ public struct BundlePlan: Sendable {
 /// did not verify as it wrote it (those from the cache or the journal). Only then is the file
 /// fsynced and renamed to `PATH`.
 public final class PlacedBundle: @unchecked Sendable {
-    public let plan: BundlePlan
+    /// The layout being written; a provisional one is replaced by its final form once
+    /// (``finalize(_:)``).
+    public var plan: BundlePlan { current.withLock { $0 } }
+    private let current: Mutex<BundlePlan>
+    /// The plan the journal names (the provisional one, when there was one).
+    private let journalID: Digest
+    private let provisional: Mutex<Bool>
     public let path: String
     private let file: PartialBundleFile
     private let journalPath: String
@@ -138,9 +144,13 @@ public final class PlacedBundle: @unchecked Sendable {
     static let journalMagic = "ferry-partial-bundle 1"
 
     /// Opens `PATH.partial` for `plan`: resumes it when its journal names the same plan, else
-    /// starts it over. Throws ``BundleError/busy(_:)`` when another process writes it.
-    public init(path: String, plan: BundlePlan) throws {
-        self.plan = plan
+    /// starts it over. Throws ``BundleError/busy(_:)`` when another process writes it. A
+    /// `provisional` plan has names still to be settled (a volume's parts, named by digests not
+    /// known yet): nothing is sealed until ``finalize(_:)`` gives the final plan.
+    public init(path: String, plan: BundlePlan, provisional: Bool = false) throws {
+        current = Mutex(plan)
+        journalID = plan.id
+        self.provisional = Mutex(provisional)
         self.path = path
         file = try PartialBundleFile(resumableFor: path)
         journalPath = file.partialPath + ".journal"
@@ -250,13 +260,49 @@ public final class PlacedBundle: @unchecked Sendable {
         }
     }
 
-    /// Copies a completed slot's bytes out to `destination` (the cache keeping a downloaded blob).
+    /// Copies a completed slot's bytes out to `destination`, at the slot's offset in its blob (the
+    /// cache keeping a downloaded blob).
     public func copy(slot: Int, to destination: Int32) throws {
         let source = plan.slots[slot]
         do {
-            try FileRange.copy(from: file.fd, at: source.dataOffset, to: destination, at: 0, count: source.size)
+            try FileRange.copy(
+                from: file.fd, at: source.dataOffset, to: destination, at: source.offset, count: source.size)
         } catch {
             throw BundleError.io("copy out of \(file.partialPath) (\(error))", errno: EIO)
+        }
+    }
+
+    /// Replaces a provisional plan by its final form: the same entries at the same offsets, only
+    /// names (and so the head and headers) changed. The new head and headers are written; sealing
+    /// may begin.
+    func finalize(_ final: BundlePlan) throws {
+        let provisional = plan
+        guard final.size == provisional.size, final.head.count == provisional.head.count,
+            final.slots.map(\.dataOffset) == provisional.slots.map(\.dataOffset)
+        else {
+            throw BundleError.io("\(file.partialPath): the final layout differs from the planned one", errno: EINVAL)
+        }
+        try write(final.head, at: 0)
+        for slot in final.slots { try write(slot.header, at: slot.headerOffset) }
+        current.withLock { $0 = final }
+        sealing.withLock { $0 = Seal(verifying: $0.verifying) }
+        self.provisional.withLock { $0 = false }
+    }
+
+    /// Reads a slot's bytes back, in chunks.
+    func readSlot(_ slot: Int, _ body: (UnsafeRawBufferPointer) throws -> Void) throws {
+        let slot = plan.slots[slot]
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 4 << 20, alignment: 16)
+        defer { buffer.deallocate() }
+        var done: Int64 = 0
+        while done < slot.size {
+            let n = pread(
+                file.fd, buffer.baseAddress, Int(min(Int64(buffer.count), slot.size - done)),
+                off_t(slot.dataOffset + done))
+            if n < 0 && errno == EINTR { continue }
+            guard n > 0 else { throw BundleError.io("read \(file.partialPath)", errno: n == 0 ? EIO : errno) }
+            try body(UnsafeRawBufferPointer(rebasing: buffer[..<n]))
+            done += Int64(n)
         }
     }
 
@@ -284,6 +330,7 @@ public final class PlacedBundle: @unchecked Sendable {
     /// unfinished slot has received), hashing it, so ``publish(progress:)`` has only the rest to
     /// read. Call it as blobs arrive, off any event loop.
     public func sealAhead() {
+        guard !provisional.withLock({ $0 }) else { return }
         sealing.withLock { seal in
             guard seal.failure == nil else { return }
             var next = seal.next
@@ -316,6 +363,9 @@ public final class PlacedBundle: @unchecked Sendable {
     /// throws ``BundleError/placedBlobCorrupt(slot:blob:_:)`` and its journal record is dropped (the
     /// next run writes it again). Returns the tar's sha256.
     public func seal(progress: @Sendable (Int64) -> Void = { _ in }) throws -> Digest {
+        guard !provisional.withLock({ $0 }) else {
+            throw BundleError.io("seal \(file.partialPath): its plan is not final", errno: EINVAL)
+        }
         if let failure = sealing.withLock({ $0.failure }) { throw failure }
         let missing = plan.slots.indices.filter { !isComplete($0) }
         guard missing.isEmpty else {
@@ -378,13 +428,13 @@ public final class PlacedBundle: @unchecked Sendable {
         }
     }
 
-    /// Drops one slot's journal record (it is rewritten without it).
-    private func forget(_ slot: Int) throws {
+    /// Drops slots' journal records (it is rewritten without them).
+    func forget(_ slots: Int...) throws {
         let kept = state.withLock { state -> [Int] in
-            state.remove(slot)
+            state.subtract(slots)
             return state.sorted()
         }
-        let text = (["\(Self.journalMagic) \(plan.id)"] + kept.map(String.init)).joined(separator: "\n") + "\n"
+        let text = (["\(Self.journalMagic) \(journalID)"] + kept.map(String.init)).joined(separator: "\n") + "\n"
         try Data(text.utf8).write(to: URL(fileURLWithPath: journalPath), options: .atomic)
     }
 

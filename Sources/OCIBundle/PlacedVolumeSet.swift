@@ -1,19 +1,35 @@
 import Foundation
 import OCICore
+import Synchronization
 
 #if canImport(Glibc)
     import Glibc
 #endif
 
 /// A set of volumes written in place: one ``PlacedBundle`` per volume (`NAME.volNNN.tar.partial`,
-/// each with its journal, so a killed export resumes every volume), planned by
-/// ``BundlePlan/init(volume:of:index:modificationTime:signature:dockerManifest:)`` from the final
-/// manifest, so the set is byte-identical to the one ``VolumeSetWriter`` streams. Published whole
-/// or not at all.
+/// each with its journal, so a killed export resumes every volume). The result is byte-identical
+/// to the set ``VolumeSetWriter`` streams for the same final manifest.
+///
+/// A blob too large for one volume is cut into parts, each stored under its own digest, and every
+/// volume's head lists those digests: they are known only once the blob's bytes are. So the set is
+/// planned with a stand-in name per part (the same length, so every offset holds), each blob is
+/// written straight into its parts as it downloads (each part hashed on the way), and
+/// ``publish(verified:progress:)`` fills in the part digests, signs the final manifest, rewrites
+/// every head and part header in place, then seals the set and publishes it whole or not at all.
 public final class PlacedVolumeSet: Sendable {
     public let volumes: [PlacedBundle]
     private let output: String
+    private let planned: BundleManifest
+    private let index: [UInt8]
+    private let dockerManifest: [UInt8]?
+    private let modificationTime: Int64
+    private let sign: @Sendable (BundleManifest) throws -> BundleSignature?
     private let places: [Digest: [Place]]
+    /// Per part of the plan (its index in the manifest's parts): where it is written.
+    private let partPlaces: [Place]
+    /// Part digests learnt as parts were written, by part index.
+    private let learnt = Mutex<[Int: Digest]>([:])
+    private let outcome = Mutex<(manifest: BundleManifest, signature: BundleSignature?)?>(nil)
 
     /// Where a blob's bytes go: a slot of a volume.
     public struct Place: Sendable, Hashable {
@@ -21,17 +37,27 @@ public final class PlacedVolumeSet: Sendable {
         public let slot: Int
     }
 
-    /// Opens every volume of the set `manifest` describes (its part digests filled in; `signature`
-    /// over exactly `manifest.encoded()`), resuming those an interrupted run left. A volume that
-    /// would come out larger than the set's volume size is refused before anything is written.
+    /// Opens every volume of the set `planned` describes (from
+    /// ``BundleManifest/planningVolumes(volumeSize:signed:indexSize:dockerManifestSize:)``: its part
+    /// digests not known yet), resuming those an interrupted run left; `sign` signs a manifest
+    /// (`nil` for an unsigned set). A volume that would come out larger than the set's volume size
+    /// is refused before anything is written.
     public init(
-        output: String, manifest: BundleManifest, signature: BundleSignature?, index: [UInt8],
-        dockerManifest: [UInt8]?, modificationTime: Int64
+        output: String, planned: BundleManifest, index: [UInt8], dockerManifest: [UInt8]?, modificationTime: Int64,
+        sign: @escaping @Sendable (BundleManifest) throws -> BundleSignature?
     ) throws {
-        guard let set = manifest.volumes else { throw BundleError.io("not a volume set", errno: EINVAL) }
+        guard var set = planned.volumes else { throw BundleError.io("not a volume set", errno: EINVAL) }
+        // A stand-in name per part, unique and as long as a digest.
+        for i in set.parts.indices {
+            let part = set.parts[i]
+            set.parts[i].digest = Digest.of(Array("ferry part \(part.blob) \(part.offset)".utf8))
+        }
+        var provisional = planned
+        provisional.volumes = set
+        let signature = try sign(provisional)
         let plans = try (1...set.count).map {
             try BundlePlan(
-                volume: $0, of: manifest, index: index, modificationTime: modificationTime, signature: signature,
+                volume: $0, of: provisional, index: index, modificationTime: modificationTime, signature: signature,
                 dockerManifest: dockerManifest)
         }
         let paths = (1...set.count).map { VolumeSet.volumePath(for: output, number: $0, count: set.count) }
@@ -43,27 +69,127 @@ public final class PlacedVolumeSet: Sendable {
         // Each volume holds its file and its journal open.
         try VolumeSetWriter.ensureOpenFiles(2 * set.count + 64)
         var places: [Digest: [Place]] = [:]
+        var byName: [Digest: Place] = [:]
         for (v, plan) in plans.enumerated() {
             for (i, slot) in plan.slots.enumerated() {
                 places[slot.blob, default: []].append(Place(volume: v, slot: i))
+                if slot.digest != slot.blob { byName[slot.digest] = Place(volume: v, slot: i) }
             }
         }
+        partPlaces = try set.parts.map { part in
+            guard let place = byName[part.digest] else {
+                throw BundleError.io("part of \(part.blob) at \(part.offset) has no place", errno: EINVAL)
+            }
+            return place
+        }
         self.output = output
+        self.planned = provisional
+        self.index = index
+        self.dockerManifest = dockerManifest
+        self.modificationTime = modificationTime
+        self.sign = sign
         self.places = places
-        volumes = try zip(paths, plans).map { try PlacedBundle(path: $0, plan: $1) }
+        let hasParts = !set.parts.isEmpty
+        volumes = try zip(paths, plans).map { try PlacedBundle(path: $0, plan: $1, provisional: hasParts) }
     }
 
     /// Every slot that holds bytes of `blob` (several for a manifest or a blob in parts).
     public func places(of blob: Digest) -> [Place] { places[blob] ?? [] }
 
-    /// ``PlacedBundle/sealAhead()`` of every volume.
+    /// Whether `blob` is carried in parts.
+    public func isParted(_ blob: Digest) -> Bool {
+        planned.volumes?.parts.contains { $0.blob == blob } ?? false
+    }
+
+    /// A sink for the whole of a blob carried in parts: each byte goes to its part's slot, each
+    /// part hashed on the way. Give it to ``complete(_:)`` once the blob verified.
+    public func partsSink(for blob: Digest) -> PartsSink {
+        let parts = (planned.volumes?.parts ?? []).enumerated().filter { $0.element.blob == blob }
+            .sorted { $0.element.offset < $1.element.offset }
+        return PartsSink(
+            blob: blob,
+            parts: parts.map { index, part in
+                let place = partPlaces[index]
+                return (index, part.offset, part.size, volumes[place.volume].sink(for: place.slot))
+            })
+    }
+
+    /// Records a blob written through `sink` (and verified whole): its parts' slots complete, their
+    /// digests learnt.
+    public func complete(_ sink: PartsSink) throws {
+        let digests = sink.digests()
+        learnt.withLock { learnt in for (part, digest) in digests { learnt[part] = digest } }
+        for (part, _) in digests {
+            let place = partPlaces[part]
+            try volumes[place.volume].complete(place.slot)
+        }
+    }
+
+    /// ``PlacedBundle/sealAhead()`` of every volume (none reads ahead before the part digests are
+    /// filled in).
     public func sealAhead() {
         for volume in volumes { volume.sealAhead() }
     }
 
-    /// Seals every volume, then renames them all (``VolumeSet/publish(_:of:seal:rename:withdraw:)``).
-    /// Returns each volume's path and the sha256 of its tar.
-    public func publish(progress: @Sendable (Int64) -> Void = { _ in }) throws -> [(path: String, digest: Digest)] {
+    /// The final manifest and its signature, once published.
+    public var final: (manifest: BundleManifest, signature: BundleSignature?)? { outcome.withLock { $0 } }
+
+    /// Fills in the part digests (reading back the parts not written through a ``PartsSink`` this
+    /// run, each such blob checked whole unless in `verified`), signs the final manifest, rewrites
+    /// every head and part header, then seals every volume and renames them all
+    /// (``VolumeSet/publish(_:of:seal:rename:withdraw:)``). Returns each volume's path and the
+    /// sha256 of its tar.
+    public func publish(verified: Set<Digest>, progress: @Sendable (Int64) -> Void = { _ in }) throws -> [(
+        path: String, digest: Digest
+    )] {
+        var manifest = planned
+        if let parts = planned.volumes?.parts, !parts.isEmpty {
+            var digests = learnt.withLock { $0 }
+            let unknown = Set(parts.indices.filter { digests[$0] == nil }.map { parts[$0].blob })
+            for blob in unknown.sorted(by: { $0.description < $1.description }) {
+                let mine = parts.indices.filter { parts[$0].blob == blob }.sorted {
+                    parts[$0].offset < parts[$1].offset
+                }
+                let size = mine.reduce(Int64(0)) { $0 + parts[$1].size }
+                var whole = verified.contains(blob) ? nil : BlobVerifier(digest: blob, size: size)
+                for part in mine {
+                    var hasher = DigestHasher(blob.algorithm)
+                    let place = partPlaces[part]
+                    try volumes[place.volume].readSlot(place.slot) { bytes in
+                        hasher.update(bytes)
+                        try whole?.update(bytes)
+                    }
+                    digests[part] = hasher.finalize()
+                }
+                do {
+                    try whole?.finish()
+                } catch {
+                    // Written by an earlier run and damaged since: the next run writes it again.
+                    for part in mine { try? volumes[partPlaces[part].volume].forget(partPlaces[part].slot) }
+                    let first = partPlaces[mine[0]]
+                    throw BundleError.placedBlobCorrupt(slot: first.slot, blob: blob, error)
+                }
+            }
+            for i in parts.indices { manifest.volumes?.parts[i].digest = digests[i] ?? parts[i].digest }
+            let signature = try sign(manifest)
+            for (v, volume) in volumes.enumerated() {
+                let final = try BundlePlan(
+                    volume: v + 1, of: manifest, index: index, modificationTime: modificationTime,
+                    signature: signature, dockerManifest: dockerManifest)
+                guard final.slots.count == volume.plan.slots.count else {
+                    // Two parts, or a part and a blob, with the same bytes in one volume are stored
+                    // once: the layout planned before their digests were known no longer holds.
+                    throw BundleError.io(
+                        "volume \(v + 1) holds two entries with the same bytes; export with another --volume-size",
+                        errno: EINVAL)
+                }
+                try volume.finalize(final)
+            }
+            outcome.withLock { $0 = (manifest, signature) }
+        } else {
+            let signature = try sign(manifest)
+            outcome.withLock { $0 = (manifest, signature) }
+        }
         let digests = try VolumeSet.publish(
             volumes, of: output, seal: { try $0.seal(progress: progress) }, rename: { try $0.rename() },
             withdraw: { $0.withdraw() })
@@ -73,5 +199,46 @@ public final class PlacedVolumeSet: Sendable {
     /// Removes every partial volume and journal (content that failed verification).
     public func discard() {
         for volume in volumes { volume.discard() }
+    }
+}
+
+/// Writes one blob's bytes into the slots of its parts, hashing each part; used by one writer at a
+/// time.
+public final class PartsSink: @unchecked Sendable {
+    public let blob: Digest
+    private let parts: [(index: Int, offset: Int64, size: Int64, sink: SlotSink)]
+    private var hashers: [DigestHasher]
+    private var offset: Int64 = 0
+
+    init(blob: Digest, parts: [(index: Int, offset: Int64, size: Int64, sink: SlotSink)]) {
+        self.blob = blob
+        self.parts = parts
+        hashers = parts.map { _ in DigestHasher(blob.algorithm) }
+    }
+
+    public func write(_ bytes: UnsafeRawBufferPointer) throws {
+        var consumed = 0
+        while consumed < bytes.count {
+            guard let i = parts.firstIndex(where: { $0.offset <= offset && offset < $0.offset + $0.size }) else {
+                throw BlobVerificationError.tooLarge(digest: blob, expected: parts.reduce(0) { $0 + $1.size })
+            }
+            let take = Int(min(Int64(bytes.count - consumed), parts[i].offset + parts[i].size - offset))
+            let slice = UnsafeRawBufferPointer(rebasing: bytes[consumed..<consumed + take])
+            try parts[i].sink.write(slice)
+            hashers[i].update(slice)
+            offset += Int64(take)
+            consumed += take
+        }
+    }
+
+    public func reset() {
+        for part in parts { part.sink.reset() }
+        hashers = parts.map { _ in DigestHasher(blob.algorithm) }
+        offset = 0
+    }
+
+    /// Each part's digest, by its index in the manifest's parts.
+    func digests() -> [(Int, Digest)] {
+        zip(parts, hashers).map { ($0.index, $1.finalize()) }
     }
 }
