@@ -789,15 +789,12 @@ public struct Exporter: Sendable {
             bundle.verifyWhenSealing(unverified)
         }
         let cache = options.cacheDirectory != nil ? store : nil
-        // Bulk work on threads of their own, beside the downloads (whose checks run on the shared
-        // pool): copies from the cache and sealing the written part of each file as blobs arrive
-        // (so little is left to read at the end) on one, copies into the cache on another.
+        // Bulk work on a thread of its own, beside the downloads (whose checks, and copies into the
+        // cache, run on the shared pool): copies from the cache and sealing the written part of
+        // each file as blobs arrive (so little is left to read at the end).
         let bulk = NIOThreadPool(numberOfThreads: 1)
         bulk.start()
         defer { bulk.shutdownGracefully { _ in } }
-        let cacheLane = cache.map { _ in NIOThreadPool(numberOfThreads: 1) }
-        cacheLane?.start()
-        defer { cacheLane?.shutdownGracefully { _ in } }
         let copyList = copies
         let parted = set
         do {
@@ -830,16 +827,22 @@ public struct Exporter: Sendable {
                             let blob = bundle.plan.slots[place.slot].blob
                             guard let source = sources[blob] else { return }
                             group.addTask {
-                                try await fetch(source, into: bundle.sink(for: place.slot)) {
+                                let sink = CachingSink(bundle.sink(for: place.slot), cache: cache, source.descriptor)
+                                try await fetch(source, into: sink) {
                                     try bundle.complete(place.slot)
+                                    try await sink.keep()
                                 }
                                 return blob
                             }
                         case .parts(let blob):
                             guard let source = sources[blob], let parted else { return }
                             group.addTask {
-                                let sink = parted.partsSink(for: blob)
-                                try await fetch(source, into: sink) { try parted.complete(sink) }
+                                let parts = parted.partsSink(for: blob)
+                                let sink = CachingSink(parts, cache: cache, source.descriptor)
+                                try await fetch(source, into: sink) {
+                                    try parted.complete(parts)
+                                    try await sink.keep()
+                                }
                                 return blob
                             }
                         case nil: return
@@ -847,27 +850,7 @@ public struct Exporter: Sendable {
                     }
                     for _ in 0..<max(1, options.parallel) { addNext() }
                     while let done = try await group.next() {
-                        guard let blob = done else { continue }
-                        addNext()
-                        guard let cache, let cacheLane, let size = sizes[blob] else { continue }
-                        // The blob's bytes once: its slot, or the slots of its parts.
-                        var pieces: [(bundle: PlacedBundle, slot: Int)] = []
-                        for bundle in bundles {
-                            for (i, slot) in bundle.plan.slots.enumerated() where slot.blob == blob {
-                                pieces.append((bundle, i))
-                            }
-                        }
-                        let chosen = parted?.isParted(blob) == true ? pieces : Array(pieces.prefix(1))
-                        group.addTask {
-                            try await cacheLane.runIfActive {
-                                // The cache is a convenience: failing to keep a copy does not
-                                // fail the export.
-                                try? cache.putVerified(blob, size: size) { fd in
-                                    for piece in chosen { try piece.bundle.copy(slot: piece.slot, to: fd) }
-                                }
-                            }
-                            return nil
-                        }
+                        if done != nil { addNext() }
                     }
                 }
                 sealing.cancelAll()
@@ -958,5 +941,54 @@ public enum ExportError: Error, CustomStringConvertible {
         case .signatures: true
         default: false
         }
+    }
+}
+
+/// A download written to its place and, with a cache, into the cache at the same time (one more
+/// write of each byte, beside the download instead of after it). The cache is a convenience: a
+/// copy that cannot be kept is dropped, never a reason to fail the export.
+final class CachingSink<Place: BlobSink>: BlobSink, @unchecked Sendable {
+    private let place: Place
+    private var cache: BlobWriter?
+
+    init(_ place: Place, cache: BlobStore?, _ descriptor: Descriptor) {
+        self.place = place
+        // The download verifies the bytes before the copy is kept: the writer checks the size only,
+        // and writes in the download's own call (a thread and buffers per download would cost
+        // more memory than they save time).
+        self.cache =
+            cache.map { $0.contains(descriptor.digest, size: descriptor.size) } == false
+            ? try? cache?.makeWriter(
+                for: descriptor.digest, size: descriptor.size, verifiedByCaller: true, writeBehind: false) : nil
+    }
+
+    func write(_ bytes: UnsafeRawBufferPointer) throws {
+        try place.write(bytes)
+        do {
+            try cache?.write(bytes)
+        } catch {
+            drop()
+        }
+    }
+
+    func reset() throws {
+        try place.reset()
+        do {
+            try cache?.reset()
+        } catch {
+            drop()
+        }
+    }
+
+    /// After the blob verified: the cache's copy becomes visible.
+    func keep() async throws {
+        guard let cache else { return }
+        self.cache = nil
+        _ = try? await NIOThreadPool.singleton.runIfActive { try cache.commit() }
+    }
+
+    private func drop() {
+        cache?.cancel()
+        cache = nil
     }
 }

@@ -260,18 +260,6 @@ public final class PlacedBundle: @unchecked Sendable {
         }
     }
 
-    /// Copies a completed slot's bytes out to `destination`, at the slot's offset in its blob (the
-    /// cache keeping a downloaded blob).
-    public func copy(slot: Int, to destination: Int32) throws {
-        let source = plan.slots[slot]
-        do {
-            try FileRange.copy(
-                from: file.fd, at: source.dataOffset, to: destination, at: source.offset, count: source.size)
-        } catch {
-            throw BundleError.io("copy out of \(file.partialPath) (\(error))", errno: EIO)
-        }
-    }
-
     /// Replaces a provisional plan by its final form: the same entries at the same offsets, only
     /// names (and so the head and headers) changed. The new head and headers are written; sealing
     /// may begin.

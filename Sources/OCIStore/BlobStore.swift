@@ -37,10 +37,13 @@ public struct BlobStore: Sendable {
     ///
     /// `verifiedByCaller`: the caller hashes the same bytes and commits only when they matched (the
     /// bundle reader does), so the writer checks the size only instead of hashing a second time.
-    public func makeWriter(for digest: Digest, size: Int64, verifiedByCaller: Bool = false) throws(StoreError)
-        -> BlobWriter
-    {
-        try BlobWriter(store: self, digest: digest, size: size, hashing: !verifiedByCaller)
+    /// `writeBehind`: a large blob is written by a thread of its own (``WritePipeline``, a few MiB
+    /// of buffers) while the caller goes on; without it, each write is done in the caller's call.
+    public func makeWriter(
+        for digest: Digest, size: Int64, verifiedByCaller: Bool = false, writeBehind: Bool = true
+    ) throws(StoreError) -> BlobWriter {
+        try BlobWriter(
+            store: self, digest: digest, size: size, hashing: !verifiedByCaller, writeBehind: writeBehind)
     }
 
     /// Stores a small document (manifest, index) given whole.
@@ -58,33 +61,6 @@ public struct BlobStore: Sendable {
         }
         if let failure { throw failure }
         try writer.commit()
-    }
-
-    /// Stores a blob whose bytes the caller has already verified, put into the ingest file by
-    /// `fill` (a copy in the kernel from where they already are). Visible only once the file holds
-    /// exactly `size` bytes.
-    public func putVerified(_ digest: Digest, size: Int64, fill: (Int32) throws -> Void) throws {
-        if contains(digest, size: size) { return }
-        var random = SystemRandomNumberGenerator()
-        let temporaryPath = "\(root)/ingest/\(digest.encoded.prefix(16))-\(String(random.next(), radix: 36))"
-        let fd = open(temporaryPath, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
-        guard fd >= 0 else { throw StoreError.io("create \(temporaryPath)", errno: errno) }
-        var kept = false
-        defer {
-            close(fd)
-            if !kept { unlink(temporaryPath) }
-        }
-        try fill(fd)
-        guard FileSystem.size(of: temporaryPath) == size else {
-            throw StoreError.verification(
-                .sizeMismatch(digest: digest, expected: size, found: FileSystem.size(of: temporaryPath) ?? 0))
-        }
-        guard !durable || fsync(fd) == 0 else { throw StoreError.io("fsync \(temporaryPath)", errno: errno) }
-        guard rename(temporaryPath, path(of: digest)) == 0 else {
-            throw StoreError.io("rename into \(path(of: digest))", errno: errno)
-        }
-        kept = true
-        if durable { FileSystem.syncDirectory("\(root)/blobs/\(digest.algorithm)") }
     }
 
     /// Reads a small stored document, refusing anything larger than `limit`.
@@ -120,7 +96,9 @@ public final class BlobWriter: @unchecked Sendable {
     private var done = false
     static let pipelineThreshold: Int64 = 8 << 20
 
-    init(store: BlobStore, digest: Digest, size: Int64, hashing: Bool = true) throws(StoreError) {
+    init(store: BlobStore, digest: Digest, size: Int64, hashing: Bool = true, writeBehind: Bool = true)
+        throws(StoreError)
+    {
         self.store = store
         self.digest = digest
         self.size = size
@@ -130,7 +108,7 @@ public final class BlobWriter: @unchecked Sendable {
         temporaryPath = "\(store.root)/ingest/\(digest.encoded.prefix(16))-\(String(random.next(), radix: 36))"
         fd = open(temporaryPath, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
         guard fd >= 0 else { throw .io("create \(temporaryPath)", errno: errno) }
-        if size >= Self.pipelineThreshold {
+        if writeBehind && size >= Self.pipelineThreshold {
             pipeline = WritePipeline(fd: fd, path: temporaryPath, direct: store.durable)
         }
     }
