@@ -101,6 +101,8 @@ declare -A best=() rss=() wrote=()
 rows=(wire skopeo cold nocache warm resumed volumes)
 for i in $(seq "$runs"); do
   for row in "${rows[@]}"; do
+    # What the previous row left for the kernel to write back is written now, not during this row.
+    sync
     case $row in
       wire) read -r s m w < <(run_wire) ;;
       skopeo) read -r s m w < <(run_skopeo "$work/images.txt") ;;
