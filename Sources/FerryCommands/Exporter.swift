@@ -11,12 +11,14 @@ extension BlobWriter: BlobSink {}
 extension SlotSink: BlobSink {}
 extension PartsSink: BlobSink {}
 
-/// Pulls images from registries into a verified blob cache, then writes one bundle.
+/// Pulls images from registries into one bundle, or one set of volumes, written in place.
 ///
-/// Phase 1 resolves every reference to its manifests (fetching each once). Phase 2 downloads every
-/// distinct blob not yet in the cache, in parallel, each verified while it streams. Phase 3 writes
-/// the tar in one sequential pass from the cache. The cache doubles as the resume point: an
-/// interrupted export keeps every blob it had completed.
+/// Phase 1 resolves every reference to its manifests (fetching each once, kept in the cache).
+/// Phase 2 downloads configs and small blobs into the cache (the bundle manifest needs what configs
+/// say). Phase 3 plans the tar (``BundlePlan``), copies what the cache holds into place and
+/// downloads every other blob straight into its place, each verified while it streams, then seals
+/// and publishes it. The partial file's journal is the resume point: an interrupted export keeps
+/// every blob it had completed.
 public struct Exporter: Sendable {
     public struct Options: Sendable {
         public var requests: [ImageRequest]
@@ -467,51 +469,33 @@ public struct Exporter: Sendable {
         }
     }
 
-    /// Cuts `manifest` into volumes of `volumeSize`, fills in the part digests from the cache,
-    /// signs the result and writes every volume, `feed` giving the blobs in the manifest's order.
-    /// The one way volumes are made: `ferry export --volume-size` and `ferry split` both call it.
+    /// Cuts `manifest` into volumes of `volumeSize`, fills in the part digests (`hashParts` feeds
+    /// the parted blobs' bytes to the hasher), signs the result and writes every volume in one pass,
+    /// `feed` giving the blobs in the manifest's order (`ferry split`; an export writes its volumes in
+    /// place, ``PlacedVolumeSet``, to the same bytes).
     static func writeVolumes(
         _ plain: BundleManifest, volumeSize: Int64, output: String, index: [UInt8], dockerManifest: [UInt8]?,
-        signingKey: SigningKey?, modificationTime: Int64, partSource: BundleWriter.BlobLocator? = nil,
-        downloaded: Set<Digest> = [],
-        hashParts: ((PartHasher) throws -> Void)? = nil, feed: (VolumeSetWriter, Set<Digest>) throws -> Void
+        signingKey: SigningKey?, modificationTime: Int64, hashParts: (PartHasher) throws -> Void,
+        feed: (VolumeSetWriter) throws -> Void
     ) throws -> (id: Digest, volumes: [Summary.Volume], signer: String?) {
-        let planned = try plain.planningVolumes(
+        var manifest = try plain.planningVolumes(
             volumeSize: volumeSize, signed: signingKey != nil, indexSize: Int64(index.count),
             dockerManifestSize: dockerManifest.map { Int64($0.count) })
-        let (manifest, signature, verified) = try finishVolumePlan(
-            planned, signingKey: signingKey, partSource: partSource, downloaded: downloaded, hashParts: hashParts)
+        if manifest.volumes?.parts.isEmpty == false {
+            let hasher = PartHasher(manifest)
+            try hashParts(hasher)
+            manifest = hasher.manifest
+        }
+        let signature = try signingKey.map { try BundleSignature.sign(manifest: try manifest.encoded(), with: $0) }
         let writer = try VolumeSetWriter(
             output: output, manifest: manifest, signature: signature, index: index, dockerManifest: dockerManifest,
             modificationTime: modificationTime)
-        try feed(writer, verified)
+        try feed(writer)
         let volumes = try writer.finish().map { volume in
             Summary.Volume(
                 path: volume.path, size: FileSystem.size(of: volume.path) ?? 0, sha256: volume.digest.description)
         }
         return (Digest.of(try manifest.encoded()), volumes, signature?.keyID)
-    }
-
-    /// A planned volume set made final: the part digests filled in from the blobs' files
-    /// (`partSource`, each blob checked whole unless in `downloaded`; returned as verified) or by
-    /// `hashParts`, then signed.
-    static func finishVolumePlan(
-        _ planned: BundleManifest, signingKey: SigningKey?, partSource: BundleWriter.BlobLocator? = nil,
-        downloaded: Set<Digest> = [], hashParts: ((PartHasher) throws -> Void)? = nil
-    ) throws -> (manifest: BundleManifest, signature: BundleSignature?, verified: Set<Digest>) {
-        var manifest = planned
-        var verified: Set<Digest> = []
-        if manifest.volumes?.parts.isEmpty == false {
-            if let partSource {
-                (manifest, verified) = try PartHasher.fill(manifest, blobs: partSource, verified: downloaded)
-            } else if let hashParts {
-                let hasher = PartHasher(manifest)
-                try hashParts(hasher)
-                manifest = hasher.manifest
-            }
-        }
-        let signature = try signingKey.map { try BundleSignature.sign(manifest: try manifest.encoded(), with: $0) }
-        return (manifest, signature, verified)
     }
 
     struct ConfigPlatform: Decodable {
@@ -716,6 +700,15 @@ public struct Exporter: Sendable {
             }
         }
 
+        func sealAhead() {
+            for bundle in bundles { bundle.sealAhead() }
+        }
+
+        /// Removes the partial files (content that failed verification: nothing to resume).
+        func discard() {
+            for bundle in bundles { bundle.discard() }
+        }
+
         /// `verified`: blobs checked whole this run (a volume set reads back the parts of the
         /// others, and checks their blobs).
         func publish(verified: Set<Digest>, progress: @Sendable (Int64) -> Void) throws -> [(
@@ -741,8 +734,8 @@ public struct Exporter: Sendable {
     /// place, verified as it streams, then seals each file with one read that hashes the tar and
     /// checks every entry not verified on the way in. Content that fails verification removes the
     /// partial files; any other failure keeps them, and the next run of the same export resumes.
-    /// `sizes` gives every blob's size; a blob that must land in more than one place (a manifest in
-    /// every volume, a blob in parts) must be in `store` already.
+    /// `sizes` gives every blob's size; a blob that lands whole in more than one place (a manifest
+    /// in every volume) must be in `store` already; a blob in parts is downloaded into its parts.
     func writePlaced(
         _ target: PlacedTarget, options: Options, store: BlobStore, sizes: [Digest: Int64],
         sources: [Digest: BlobSource], verifiedInStore: Set<Digest>
@@ -761,14 +754,15 @@ public struct Exporter: Sendable {
         if case .volumes(let volumes) = target { set = volumes }
         var copies: [Place] = []
         var downloads: [Fetch] = []
-        var copied: Set<Digest> = []
+        /// Slots filled from the cache, by file: a seal that finds one bad blames the cache's copy.
+        var copied: Set<String> = []
         var fetched: Set<Digest> = []
         for (b, bundle) in bundles.enumerated() {
             var unverified: Set<Int> = []
             for (i, slot) in bundle.plan.slots.enumerated() where !bundle.isComplete(i) {
                 if let size = sizes[slot.blob], store.contains(slot.blob, size: size) {
                     copies.append(Place(bundle: b, slot: i))
-                    copied.insert(slot.blob)
+                    copied.insert("\(bundle.path) \(i)")
                     // Checked when sealing, unless fetched into the cache this run (a blob in
                     // parts is checked whole when the set is published).
                     if !verifiedInStore.contains(slot.blob) && slot.digest == slot.blob { unverified.insert(i) }
@@ -803,7 +797,7 @@ public struct Exporter: Sendable {
                 // work below is done (or failed: leaving the group cancels it).
                 sealing.addTask {
                     while (try? await Task.sleep(for: .milliseconds(20))) != nil {
-                        _ = try? await bulk.runIfActive { for bundle in bundles { bundle.sealAhead() } }
+                        _ = try? await bulk.runIfActive { target.sealAhead() }
                     }
                 }
                 try await withThrowingTaskGroup(of: Digest?.self) { group in
@@ -815,7 +809,7 @@ public struct Exporter: Sendable {
                                     from: store.path(of: bundle.plan.slots[place.slot].blob), into: place.slot)
                                 try bundle.complete(place.slot)
                             }
-                            for bundle in bundles { bundle.sealAhead() }
+                            target.sealAhead()
                         }
                         return nil
                     }
@@ -830,7 +824,7 @@ public struct Exporter: Sendable {
                                 let sink = CachingSink(bundle.sink(for: place.slot), cache: cache, source.descriptor)
                                 try await fetch(source, into: sink) {
                                     try bundle.complete(place.slot)
-                                    try await sink.keep()
+                                    await sink.keep()
                                 }
                                 return blob
                             }
@@ -841,7 +835,7 @@ public struct Exporter: Sendable {
                                 let sink = CachingSink(parts, cache: cache, source.descriptor)
                                 try await fetch(source, into: sink) {
                                     try parted.complete(parts)
-                                    try await sink.keep()
+                                    await sink.keep()
                                 }
                                 return blob
                             }
@@ -856,7 +850,7 @@ public struct Exporter: Sendable {
                 sealing.cancelAll()
             }
         } catch let error as ExportError where error.isVerificationFailure {
-            for bundle in bundles { bundle.discard() }
+            target.discard()
             throw error
         }
         progress.finishDownload()
@@ -869,7 +863,9 @@ public struct Exporter: Sendable {
             published = try await bulk.runIfActive {
                 try target.publish(verified: verified) { reporter.wrote($0) }
             }
-        } catch BundleError.placedBlobCorrupt(_, let blob, let error) where copied.contains(blob) {
+        } catch BundleError.placedBlobCorrupt(let path, let slot, let blob, let error)
+            where copied.contains("\(path) \(slot)")
+        {
             let path = store.path(of: blob)
             unlink(path)  // the next run fetches it again
             throw BundleError.corruptSource(path: path, error)
@@ -981,7 +977,7 @@ final class CachingSink<Place: BlobSink>: BlobSink, @unchecked Sendable {
     }
 
     /// After the blob verified: the cache's copy becomes visible.
-    func keep() async throws {
+    func keep() async {
         guard let cache else { return }
         self.cache = nil
         _ = try? await NIOThreadPool.singleton.runIfActive { try cache.commit() }

@@ -80,7 +80,7 @@ public struct SplitCommand: AsyncParsableCommand {
                 return try Exporter.writeVolumes(
                     manifest, volumeSize: volumeSize, output: output, index: documents.index,
                     dockerManifest: documents.dockerManifest, signingKey: signingKey,
-                    modificationTime: modificationTime, hashParts: pass, feed: { writer, _ in try pass(writer) })
+                    modificationTime: modificationTime, hashParts: pass, feed: pass)
             }
             let summary = Summary(
                 bundle: bundle, set: set.id.description, signedBy: set.signer, volumes: set.volumes,

@@ -127,9 +127,9 @@ public struct BundleWriter {
     }
 
     /// The entries before the blobs, in their fixed order: `oci-layout`, the bundle manifest, its
-    /// signature, `index.json`, docker's `manifest.json`, `blobs/` and `blobs/ALG/`. The one
-    /// definition of a bundle's head, for the streaming writer and the planned one.
-    /// The entries before the blobs, of a bundle or (with `volume`) of one volume of a set.
+    /// signature, (for one volume of a set) `ferry-volume.json`, `index.json`, docker's
+    /// `manifest.json`, `blobs/` and `blobs/ALG/`. The one definition of the head of a bundle or a
+    /// volume, for the streaming writers and the planned ones.
     static func writeHead(
         _ tar: TarWriter, manifest: BundleManifest, index: [UInt8], signature: BundleSignature?,
         dockerManifest: [UInt8]?, volume: VolumeHeader? = nil
@@ -166,12 +166,12 @@ public enum BundleError: Error, CustomStringConvertible {
     case busy(String)
     /// A blob placed in the bundle (copied from the cache, or written by an earlier, interrupted
     /// run) did not match its digest when the bundle was sealed.
-    case placedBlobCorrupt(slot: Int, blob: Digest, BlobVerificationError)
+    case placedBlobCorrupt(path: String, slot: Int, blob: Digest, BlobVerificationError)
 
     public var description: String {
         switch self {
         case .busy(let path): "another export is writing \(path); wait for it or stop it"
-        case .placedBlobCorrupt(_, _, let error):
+        case .placedBlobCorrupt(_, _, _, let error):
             "a blob written into the partial bundle earlier no longer matches (\(error)); run the export again to fetch it"
         case .io(let what, let code): "\(what): \(String(cString: strerror(code)))"
         case .corruptSource(let path, let error):

@@ -36,7 +36,6 @@ public struct BundlePlan: Sendable {
     /// Identifies the plan: the sha256 of its head and every slot (a resume continues only the
     /// same plan).
     public let id: Digest
-    private let slotIndex: [Digest: Int]
 
     /// The plan of a bundle.
     public init(
@@ -105,13 +104,7 @@ public struct BundlePlan: Sendable {
         self.slots = slots
         size = offset + TarWriter.endOfArchiveSize
         id = identity.finalize()
-        var slotIndex: [Digest: Int] = [:]
-        for (i, slot) in slots.enumerated() where slotIndex[slot.digest] == nil { slotIndex[slot.digest] = i }
-        self.slotIndex = slotIndex
     }
-
-    /// The slot that holds `digest`.
-    public func slot(of digest: Digest) -> Int? { slotIndex[digest] }
 }
 
 /// A bundle written in place from its ``BundlePlan``: the file is preallocated at its final
@@ -136,7 +129,8 @@ public final class PlacedBundle: @unchecked Sendable {
     public let path: String
     private let file: PartialBundleFile
     private let journalPath: String
-    private let journal: Int32
+    /// The journal, open for appending; records are added and dropped under its lock.
+    private let journal: Mutex<Int32>
     private let state = Mutex<Set<Int>>([])
     /// Slots the journal of an earlier run recorded (checked again when the bundle is sealed).
     public let resumed: Set<Int>
@@ -171,26 +165,39 @@ public final class PlacedBundle: @unchecked Sendable {
         }
         resumed = recorded
         state.withLock { $0 = recorded }
-        let flags = O_WRONLY | O_CREAT | O_APPEND | O_NOFOLLOW | O_CLOEXEC
-        journal = open(journalPath, recorded.isEmpty ? flags | O_TRUNC : flags, 0o644)
-        guard journal >= 0 else { throw BundleError.io("open \(journalPath)", errno: errno) }
+        // The journal starts again from what counts (a line cut off by a power cut is not
+        // continued by the next record).
+        let journalFD = try Self.openJournal(journalPath, header: header, records: recorded.sorted())
+        journal = Mutex(journalFD)
         do {
             if recorded.isEmpty {
                 // A new plan: the file starts empty, so every byte not written below reads as zero
                 // (the padding after each blob and the end-of-archive blocks).
                 guard ftruncate(fd, 0) == 0 else { throw BundleError.io("truncate \(file.partialPath)", errno: errno) }
                 try preallocate(fd, size: plan.size)
-                try appendJournal(header)
             }
             try write(plan.head, at: 0)
             for slot in plan.slots { try write(slot.header, at: slot.headerOffset) }
         } catch {
-            close(journal)
+            close(journalFD)
             throw error
         }
     }
 
-    deinit { close(journal) }
+    deinit { close(journal.withLock { $0 }) }
+
+    /// Writes the journal whole (its header and `records`), atomically, and opens it for appending.
+    private static func openJournal(_ path: String, header: String, records: [Int]) throws -> Int32 {
+        let text = ([header] + records.map(String.init)).joined(separator: "\n") + "\n"
+        do {
+            try Data(text.utf8).write(to: URL(fileURLWithPath: path), options: .atomic)
+        } catch {
+            throw BundleError.io("write \(path)", errno: EIO)
+        }
+        let fd = open(path, O_WRONLY | O_APPEND | O_NOFOLLOW | O_CLOEXEC)
+        guard fd >= 0 else { throw BundleError.io("open \(path)", errno: errno) }
+        return fd
+    }
 
     private func preallocate(_ fd: Int32, size: Int64) throws {
         // Space up front: a disk too small fails now, not after most of the download.
@@ -207,19 +214,18 @@ public final class PlacedBundle: @unchecked Sendable {
         }
     }
 
-    private func appendJournal(_ line: String) throws {
-        let bytes = Array((line + "\n").utf8)
-        let written = bytes.withUnsafeBytes { Glibc.write(journal, $0.baseAddress, $0.count) }
-        guard written == bytes.count else { throw BundleError.io("write \(journalPath)", errno: errno) }
-    }
-
     /// Whether the slot is written and verified (this run, or recorded by an earlier one).
     public func isComplete(_ slot: Int) -> Bool { state.withLock { $0.contains(slot) } }
 
     /// Records a slot as written and verified.
     public func complete(_ slot: Int) throws {
-        let added = state.withLock { $0.insert(slot).inserted }
-        if added { try appendJournal(String(slot)) }
+        let path = journalPath
+        try journal.withLock { fd in
+            guard state.withLock({ $0.insert(slot).inserted }) else { return }
+            let bytes = Array("\(slot)\n".utf8)
+            let written = bytes.withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) }
+            guard written == bytes.count else { throw BundleError.io("write \(path)", errno: errno) }
+        }
     }
 
     /// A sink writing one blob's bytes into its slot: never past the slot's end, whatever it is given.
@@ -348,7 +354,7 @@ public final class PlacedBundle: @unchecked Sendable {
     /// Seals the bundle, still under its partial name: reads what ``sealAhead()`` has not
     /// (hashing the tar and checking the slots given to ``verifyWhenSealing(_:)`` and those resumed
     /// from the journal), fsyncs it and writes its checksum beside it. A slot that does not match
-    /// throws ``BundleError/placedBlobCorrupt(slot:blob:_:)`` and its journal record is dropped (the
+    /// throws ``BundleError/placedBlobCorrupt(path:slot:blob:_:)`` and its journal record is dropped (the
     /// next run writes it again). Returns the tar's sha256.
     public func seal(progress: @Sendable (Int64) -> Void = { _ in }) throws -> Digest {
         guard !provisional.withLock({ $0 }) else {
@@ -404,7 +410,7 @@ public final class PlacedBundle: @unchecked Sendable {
                     } catch {
                         try? forget(seal.next)
                         seal.position = chunkEnd
-                        throw BundleError.placedBlobCorrupt(slot: seal.next, blob: slot.blob, error)
+                        throw BundleError.placedBlobCorrupt(path: path, slot: seal.next, blob: slot.blob, error)
                     }
                 }
                 guard slotEnd <= chunkEnd else { break }
@@ -416,14 +422,19 @@ public final class PlacedBundle: @unchecked Sendable {
         }
     }
 
-    /// Drops slots' journal records (it is rewritten without them).
+    /// Drops slots' journal records (it is rewritten without them, and reopened).
     func forget(_ slots: Int...) throws {
-        let kept = state.withLock { state -> [Int] in
-            state.subtract(slots)
-            return state.sorted()
+        let path = journalPath
+        let header = "\(Self.journalMagic) \(journalID)"
+        try journal.withLock { fd in
+            let kept = state.withLock { state -> [Int] in
+                state.subtract(slots)
+                return state.sorted()
+            }
+            let reopened = try Self.openJournal(path, header: header, records: kept)
+            close(fd)
+            fd = reopened
         }
-        let text = (["\(Self.journalMagic) \(journalID)"] + kept.map(String.init)).joined(separator: "\n") + "\n"
-        try Data(text.utf8).write(to: URL(fileURLWithPath: journalPath), options: .atomic)
     }
 
     /// Removes the partial file and its journal (content that failed verification: nothing to resume).

@@ -50,7 +50,8 @@ public final class PlacedVolumeSet: Sendable {
         // A stand-in name per part, unique and as long as a digest.
         for i in set.parts.indices {
             let part = set.parts[i]
-            set.parts[i].digest = Digest.of(Array("ferry part \(part.blob) \(part.offset)".utf8))
+            set.parts[i].digest = Digest.of(
+                Array("ferry part \(part.blob) \(part.offset)".utf8), algorithm: part.blob.algorithm)
         }
         var provisional = planned
         provisional.volumes = set
@@ -104,14 +105,12 @@ public final class PlacedVolumeSet: Sendable {
     /// A sink for the whole of a blob carried in parts: each byte goes to its part's slot, each
     /// part hashed on the way. Give it to ``complete(_:)`` once the blob verified.
     public func partsSink(for blob: Digest) -> PartsSink {
-        let parts = (planned.volumes?.parts ?? []).enumerated().filter { $0.element.blob == blob }
-            .sorted { $0.element.offset < $1.element.offset }
-        return PartsSink(
-            blob: blob,
-            parts: parts.map { index, part in
-                let place = partPlaces[index]
-                return (index, part.offset, part.size, volumes[place.volume].sink(for: place.slot))
-            })
+        let parts = planned.volumes?.parts ?? []
+        var sinks: [Int: SlotSink] = [:]
+        for (i, part) in parts.enumerated() where part.blob == blob {
+            sinks[i] = volumes[partPlaces[i].volume].sink(for: partPlaces[i].slot)
+        }
+        return PartsSink(blob: blob, parts: parts, sinks: sinks)
     }
 
     /// Records a blob written through `sink` (and verified whole): its parts' slots complete, their
@@ -151,7 +150,11 @@ public final class PlacedVolumeSet: Sendable {
                     parts[$0].offset < parts[$1].offset
                 }
                 let size = mine.reduce(Int64(0)) { $0 + parts[$1].size }
-                var whole = verified.contains(blob) ? nil : BlobVerifier(digest: blob, size: size)
+                // Checked whole unless this run verified it and wrote every part of it (a part an
+                // earlier run wrote is checked, whatever this run knows of the blob).
+                let resumedPart = mine.contains { volumes[partPlaces[$0].volume].resumed.contains(partPlaces[$0].slot) }
+                var whole =
+                    verified.contains(blob) && !resumedPart ? nil : BlobVerifier(digest: blob, size: size)
                 for part in mine {
                     var hasher = DigestHasher(blob.algorithm)
                     let place = partPlaces[part]
@@ -167,7 +170,8 @@ public final class PlacedVolumeSet: Sendable {
                     // Written by an earlier run and damaged since: the next run writes it again.
                     for part in mine { try? volumes[partPlaces[part].volume].forget(partPlaces[part].slot) }
                     let first = partPlaces[mine[0]]
-                    throw BundleError.placedBlobCorrupt(slot: first.slot, blob: blob, error)
+                    throw BundleError.placedBlobCorrupt(
+                        path: volumes[first.volume].path, slot: first.slot, blob: blob, error)
                 }
             }
             for i in parts.indices { manifest.volumes?.parts[i].digest = digests[i] ?? parts[i].digest }
@@ -176,14 +180,20 @@ public final class PlacedVolumeSet: Sendable {
                 let final = try BundlePlan(
                     volume: v + 1, of: manifest, index: index, modificationTime: modificationTime,
                     signature: signature, dockerManifest: dockerManifest)
-                guard final.slots.count == volume.plan.slots.count else {
-                    // Two parts, or a part and a blob, with the same bytes in one volume are stored
-                    // once: the layout planned before their digests were known no longer holds.
-                    throw BundleError.io(
-                        "volume \(v + 1) holds two entries with the same bytes; export with another --volume-size",
-                        errno: EINVAL)
+                do {
+                    guard final.slots.count == volume.plan.slots.count else {
+                        // Two parts, or a part and a blob, with the same bytes in one volume are
+                        // stored once: the layout planned before their digests were known no
+                        // longer holds.
+                        throw BundleError.io(
+                            "volume \(v + 1) would hold two entries with the same bytes; export with another --volume-size",
+                            errno: EINVAL)
+                    }
+                    try volume.finalize(final)
+                } catch {
+                    discard()  // the same plan would fail the same way: nothing to resume
+                    throw error
                 }
-                try volume.finalize(final)
             }
             outcome.withLock { $0 = (manifest, signature) }
         } else {
@@ -202,43 +212,39 @@ public final class PlacedVolumeSet: Sendable {
     }
 }
 
-/// Writes one blob's bytes into the slots of its parts, hashing each part; used by one writer at a
-/// time.
+/// Writes one blob's bytes into the slots of its parts (routed by ``PartRouter``), hashing each
+/// part; used by one writer at a time.
 public final class PartsSink: @unchecked Sendable {
     public let blob: Digest
-    private let parts: [(index: Int, offset: Int64, size: Int64, sink: SlotSink)]
-    private var hashers: [DigestHasher]
-    private var offset: Int64 = 0
+    private let parts: [VolumeSet.Part]
+    private let sinks: [Int: SlotSink]
+    private var router: PartRouter
+    private var hashers: [Int: DigestHasher] = [:]
 
-    init(blob: Digest, parts: [(index: Int, offset: Int64, size: Int64, sink: SlotSink)]) {
+    init(blob: Digest, parts: [VolumeSet.Part], sinks: [Int: SlotSink]) {
         self.blob = blob
         self.parts = parts
-        hashers = parts.map { _ in DigestHasher(blob.algorithm) }
+        self.sinks = sinks
+        router = PartRouter(parts)
+        router.begin(blob)
     }
 
     public func write(_ bytes: UnsafeRawBufferPointer) throws {
-        var consumed = 0
-        while consumed < bytes.count {
-            guard let i = parts.firstIndex(where: { $0.offset <= offset && offset < $0.offset + $0.size }) else {
-                throw BlobVerificationError.tooLarge(digest: blob, expected: parts.reduce(0) { $0 + $1.size })
-            }
-            let take = Int(min(Int64(bytes.count - consumed), parts[i].offset + parts[i].size - offset))
-            let slice = UnsafeRawBufferPointer(rebasing: bytes[consumed..<consumed + take])
-            try parts[i].sink.write(slice)
-            hashers[i].update(slice)
-            offset += Int64(take)
-            consumed += take
+        try router.route(bytes, parts: parts) { part, slice, starts, _ in
+            if starts { hashers[part] = DigestHasher(blob.algorithm) }
+            try sinks[part]?.write(slice)
+            hashers[part]?.update(slice)
         }
     }
 
     public func reset() {
-        for part in parts { part.sink.reset() }
-        hashers = parts.map { _ in DigestHasher(blob.algorithm) }
-        offset = 0
+        for sink in sinks.values { sink.reset() }
+        router.begin(blob)
+        hashers = [:]
     }
 
     /// Each part's digest, by its index in the manifest's parts.
     func digests() -> [(Int, Digest)] {
-        zip(parts, hashers).map { ($0.index, $1.finalize()) }
+        hashers.map { ($0.key, $0.value.finalize()) }
     }
 }

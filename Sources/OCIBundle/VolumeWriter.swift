@@ -50,8 +50,8 @@ struct PartRouter {
     }
 }
 
-/// Fills in the digests of a volume plan's parts from the bytes of their blobs: as a sink of a
-/// bundle reader (for `ferry split`), or from local files (for an export).
+/// Fills in the digests of a volume plan's parts from the bytes of their blobs, as a sink of a
+/// bundle reader (for `ferry split`).
 public final class PartHasher: BundleBlobSink {
     public private(set) var manifest: BundleManifest
     private var router: PartRouter
@@ -77,54 +77,6 @@ public final class PartHasher: BundleBlobSink {
 
     public func commit() throws {}
     public func abort() {}
-
-    /// Hashes the parted blobs from the files `blobs` names (an export's cache) and verifies each
-    /// whole, except those in `verified` (checked as they were downloaded): the writer need not hash
-    /// them again. The parts and the whole are hashed on two threads, each reading the file (the
-    /// second read comes from the page cache). Returns the manifest with its part digests.
-    public static func fill(
-        _ manifest: BundleManifest, blobs: BundleWriter.BlobLocator, verified verifiedAlready: Set<Digest> = []
-    ) throws -> (manifest: BundleManifest, verified: Set<Digest>) {
-        let hasher = PartHasher(manifest)
-        let parted = Set((manifest.volumes?.parts ?? []).map(\.blob))
-        for blob in manifest.blobs where parted.contains(blob.digest) {
-            let source = blobs(blob.digest)
-            let failures = FailureBox()
-            let verified = DispatchSemaphore(value: 0)
-            let verifying = !verifiedAlready.contains(blob.digest)
-            if verifying {
-                let thread = Thread {
-                    defer { verified.signal() }
-                    var verifier = BlobVerifier(digest: blob.digest, size: blob.size)
-                    do {
-                        try FileChunks.read(source, size: blob.size) { try verifier.update($0) }
-                        try verifier.finish()
-                    } catch let error as BlobVerificationError {
-                        failures.record(BundleError.corruptSource(path: source, error))
-                    } catch {
-                        failures.record(error)
-                    }
-                }
-                thread.name = "ferry-verify-parted"
-                thread.start()
-            }
-            do {
-                defer { if verifying { verified.wait() } }
-                try hasher.begin(blob)
-                try FileChunks.read(source, size: blob.size) { try hasher.write($0) }
-            }
-            if let failure = failures.first { throw failure }
-        }
-        return (hasher.manifest, parted)
-    }
-}
-
-/// The first error of workers running at once.
-private final class FailureBox: @unchecked Sendable {
-    private let lock = NSLock()
-    private var error: (any Error)?
-    func record(_ error: any Error) { lock.withLock { self.error = self.error ?? error } }
-    var first: (any Error)? { lock.withLock { error } }
 }
 
 /// Writes a bundle as a set of volumes, all at once: each blob, given once in the bundle
@@ -215,35 +167,6 @@ public final class VolumeSetWriter: BundleBlobSink {
 
     public func commit() throws {}
     public func abort() { failed = true }
-
-    /// Writes every blob from the files `blobs` names, in the manifest's order, hashing each again
-    /// (except those in `verifiedThisRun`) so the volumes hold exactly the bytes the manifest names.
-    public func writeBlobs(
-        from blobs: BundleWriter.BlobLocator, verifiedThisRun: Set<Digest> = [], progress: (Int64) -> Void = { _ in }
-    ) throws {
-        for blob in manifest.blobs {
-            let source = blobs(blob.digest)
-            try begin(blob)
-            if verifiedThisRun.contains(blob.digest) {
-                try FileChunks.read(source, size: blob.size) { chunk in
-                    try write(chunk)
-                    progress(Int64(chunk.count))
-                }
-                continue
-            }
-            var verifier = BlobVerifier(digest: blob.digest, size: blob.size)
-            do {
-                try FileChunks.read(source, size: blob.size) { chunk in
-                    try verifier.update(chunk)
-                    try write(chunk)
-                    progress(Int64(chunk.count))
-                }
-                try verifier.finish()
-            } catch let error as BlobVerificationError {
-                throw BundleError.corruptSource(path: source, error)
-            }
-        }
-    }
 
     /// Ends and publishes every volume; returns each volume's path and the sha256 of its tar.
     public func finish() throws -> [(path: String, digest: Digest)] {

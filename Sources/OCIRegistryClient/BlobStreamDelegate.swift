@@ -4,8 +4,9 @@ import NIOHTTP1
 import NIOPosix
 import OCICore
 
-/// Receives one blob response on the event loop and hands its body, in batches of about 1 MiB, to a
-/// thread-pool worker that verifies and writes it.
+/// Receives one blob response on the event loop and hands its body, in batches of 512 KiB, to a
+/// thread-pool worker that verifies it and gives it to the sink (which may keep the batch itself:
+/// ``BlobSink/write(buffer:)``).
 ///
 /// AsyncHTTPClient's async body sequence reads one network chunk per consumer demand, two thread
 /// hops per 16 KiB; this keeps the event loop reading while the previous batch is hashed and
@@ -34,7 +35,6 @@ final class BlobStreamDelegate: HTTPClientResponseDelegate, @unchecked Sendable 
     private var inFlight: EventLoopFuture<Void>?
     private var errorBody = ByteBuffer()
     private var eventLoop: (any EventLoop)?
-    /// Where a batch is gathered for one write; used by the worker jobs only.
 
     init(descriptor: Descriptor, sink: any BlobSink, pool: NIOThreadPool, progress: @escaping @Sendable (Int64) -> Void)
     {

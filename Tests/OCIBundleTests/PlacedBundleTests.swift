@@ -156,7 +156,7 @@ struct PlacedBundleTests {
             #expect {
                 try resumed.publish()
             } throws: { error in
-                guard case BundleError.placedBlobCorrupt(let slot, _, _) = error else { return false }
+                guard case BundleError.placedBlobCorrupt(_, let slot, _, _) = error else { return false }
                 return slot == 5
             }
         }
@@ -218,7 +218,7 @@ struct PlacedBundleTests {
             bundle.sealAhead()
             return try bundle.publish()
         } throws: { error in
-            guard case BundleError.placedBlobCorrupt(let slot, _, _) = error else { return false }
+            guard case BundleError.placedBlobCorrupt(_, let slot, _, _) = error else { return false }
             return slot == 5
         }
         #expect(!FileManager.default.fileExists(atPath: output))
@@ -229,31 +229,48 @@ struct PlacedBundleTests {
     }
 
     /// A volume set planned and written in place is the set ``VolumeSetWriter`` streams, byte for
-    /// byte (a blob in parts, a manifest in every volume, entries in any order), and a set left by
-    /// a killed run resumes volume by volume.
-    @Test func aVolumeSetWrittenInPlaceIsTheStreamedSetAndResumes() throws {
+    /// byte (a blob in parts, a manifest in every volume, entries in any order, sha256 or sha512),
+    /// a set left by a killed run resumes volume by volume, and a part an earlier run wrote that was
+    /// damaged since is caught even when this run verified its blob.
+    @Test(arguments: [DigestAlgorithm.sha256, .sha512])
+    func aVolumeSetWrittenInPlaceIsTheStreamedSetAndResumes(algorithm: DigestAlgorithm) throws {
         let fixture = try Fixture()
         defer { try? FileManager.default.removeItem(atPath: fixture.dir) }
+        func digest(_ i: Int) -> Digest { Digest.of(fixture.blobs[i], algorithm: algorithm) }
+        for i in fixture.blobs.indices {
+            try Data(fixture.blobs[i]).write(to: URL(fileURLWithPath: fixture.path(digest(i))))
+        }
         var plain = fixture.manifest
+        plain.blobs = fixture.blobs.indices.map {
+            .init(digest: digest($0), size: Int64(fixture.blobs[$0].count), mediaType: nil)
+        }
         plain.blobs[2].mediaType = "application/vnd.oci.image.manifest.v1+json"  // in every volume
         let planned = try plain.planningVolumes(
             volumeSize: 2 << 20, signed: false, indexSize: Int64(fixture.index.count),
             dockerManifestSize: Int64(fixture.dockerManifest.count))
-        let (manifest, _) = try PartHasher.fill(planned, blobs: fixture.path)
+        /// Every blob, in the manifest's order, into a reader's sink (as `ferry split` feeds them).
+        func feed(_ sink: some BundleBlobSink) throws {
+            for (i, blob) in planned.blobs.enumerated() {
+                try sink.begin(blob)
+                try fixture.blobs[i].withUnsafeBytes { try sink.write($0) }
+            }
+        }
+        let hasher = PartHasher(planned)
+        try feed(hasher)
+        let manifest = hasher.manifest
         let set = try #require(manifest.volumes)
         #expect(set.count >= 3 && set.parts.count >= 2, "\(set)")
         #expect(manifest.blobs[2].volume == nil)
 
-        let streamedOutput = "\(fixture.dir)/streamed.tar"
         let writer = try VolumeSetWriter(
-            output: streamedOutput, manifest: manifest, signature: nil, index: fixture.index,
+            output: "\(fixture.dir)/streamed.tar", manifest: manifest, signature: nil, index: fixture.index,
             dockerManifest: fixture.dockerManifest, modificationTime: 1_700_000_000)
-        try writer.writeBlobs(from: fixture.path)
+        try feed(writer)
         let streamed = try writer.finish()
 
-        func open() throws -> PlacedVolumeSet {
+        func open(_ name: String = "placed") throws -> PlacedVolumeSet {
             try PlacedVolumeSet(
-                output: "\(fixture.dir)/placed.tar", planned: planned, index: fixture.index,
+                output: "\(fixture.dir)/\(name).tar", planned: planned, index: fixture.index,
                 dockerManifest: fixture.dockerManifest, modificationTime: 1_700_000_000
             ) { _ in nil }
         }
@@ -262,9 +279,8 @@ struct PlacedBundleTests {
         /// cache); a manifest copied into every volume.
         func write(_ blobs: [Int], into placed: PlacedVolumeSet, partsFromFile: Bool = false) throws {
             for i in blobs {
-                let digest = Digest.of(fixture.blobs[i])
-                if placed.isParted(digest) && !partsFromFile {
-                    let sink = placed.partsSink(for: digest)
+                if placed.isParted(digest(i)) && !partsFromFile {
+                    let sink = placed.partsSink(for: digest(i))
                     try fixture.blobs[i].withUnsafeBytes { bytes in
                         let third = bytes.count / 3
                         try sink.write(UnsafeRawBufferPointer(rebasing: bytes[..<third]))
@@ -273,51 +289,81 @@ struct PlacedBundleTests {
                     try placed.complete(sink)
                     continue
                 }
-                for place in placed.places(of: digest) {
+                for place in placed.places(of: digest(i)) {
                     let volume = placed.volumes[place.volume]
                     let slot = volume.plan.slots[place.slot]
-                    if slot.digest == digest && placed.places(of: digest).count == 1 {
+                    if slot.digest == digest(i) && placed.places(of: digest(i)).count == 1 {
                         let sink = volume.sink(for: place.slot)
                         try fixture.blobs[i].withUnsafeBytes { try sink.write($0) }
                     } else {
-                        try volume.copy(from: fixture.path(digest), into: place.slot)
+                        try volume.copy(from: fixture.path(digest(i)), into: place.slot)
                     }
                     try volume.complete(place.slot)
                 }
             }
         }
+        func expectStreamed(_ published: [(path: String, digest: Digest)]) throws {
+            #expect(published.count == streamed.count)
+            for (placed, expected) in zip(published, streamed) {
+                #expect(placed.digest == expected.digest)
+                #expect(
+                    try Data(contentsOf: URL(fileURLWithPath: placed.path))
+                        == Data(contentsOf: URL(fileURLWithPath: expected.path)))
+            }
+        }
         let parted = try #require(set.parts.first).blob
-        let partedIndex = try #require(fixture.blobs.firstIndex { Digest.of($0) == parted })
+        let partedIndex = try #require(fixture.blobs.indices.first { digest($0) == parted })
+        let others = Array(fixture.blobs.indices).filter { ![partedIndex, 0, 2].contains($0) }
         do {
             let first = try open()
             try write([partedIndex, 0, 2], into: first)
-            first.sealAhead()  // nothing is sealed before the part digests are known
+            first.volumes.forEach { $0.sealAhead() }  // nothing is sealed before the part digests are known
             // Dropped without publishing, as a killed run leaves it.
         }
         let second = try open()
         #expect(second.volumes.contains { !$0.resumed.isEmpty })
-        try write(Array(fixture.blobs.indices).filter { ![partedIndex, 0, 2].contains($0) }, into: second)
-        second.sealAhead()
+        try write(others, into: second)
         // The parts written by the first run are read back (and their blob checked whole).
-        let published = try second.publish(verified: [])
+        try expectStreamed(try second.publish(verified: []))
         #expect(second.final?.manifest == manifest)
-        #expect(published.count == streamed.count)
-        for (placed, expected) in zip(published, streamed) {
-            #expect(placed.digest == expected.digest)
-            #expect(
-                try Data(contentsOf: URL(fileURLWithPath: placed.path))
-                    == Data(contentsOf: URL(fileURLWithPath: expected.path)))
-        }
 
         // Parts copied from the blob's file (the cache) come out the same.
-        let third = try PlacedVolumeSet(
-            output: "\(fixture.dir)/copied.tar", planned: planned, index: fixture.index,
-            dockerManifest: fixture.dockerManifest, modificationTime: 1_700_000_000
-        ) { _ in nil }
-        try write(Array(fixture.blobs.indices), into: third, partsFromFile: true)
-        for (placed, expected) in zip(try third.publish(verified: []), streamed) {
-            #expect(placed.digest == expected.digest)
+        let copied = try open("copied")
+        try write(Array(fixture.blobs.indices), into: copied, partsFromFile: true)
+        try expectStreamed(try copied.publish(verified: []))
+
+        // A part written by a killed run and damaged since fails the publish, even though this
+        // run counts the blob as verified; the next run writes the blob again.
+        do {
+            let first = try open("damaged")
+            try write([partedIndex], into: first)
+            let part = try #require(set.parts.firstIndex { $0.blob == parted })
+            let volume = set.parts[part].volume
+            let name = VolumeSet.volumePath(for: "\(fixture.dir)/damaged.tar", number: volume, count: set.count)
+            let slot = try #require(first.volumes[volume - 1].plan.slots.first { $0.blob == parted })
+            let fd = Glibc.open(name + ".partial", O_WRONLY)
+            var flipped: UInt8 = 0x5a
+            _ = pwrite(fd, &flipped, 1, off_t(slot.dataOffset + 7))
+            close(fd)
         }
+        do {
+            let again = try open("damaged")
+            try write(Array(fixture.blobs.indices).filter { $0 != partedIndex }, into: again)
+            #expect {
+                try again.publish(verified: [parted])
+            } throws: { error in
+                guard case BundleError.placedBlobCorrupt(_, _, let blob, _) = error else { return false }
+                return blob == parted
+            }
+        }
+        let last = try open("damaged")
+        #expect(
+            last.volumes.allSatisfy { volume in
+                volume.plan.slots.indices.allSatisfy { volume.plan.slots[$0].blob != parted || !volume.isComplete($0) }
+            })
+        try write([partedIndex], into: last)
+        try expectStreamed(try last.publish(verified: [parted]))
+
         let left = try FileManager.default.contentsOfDirectory(atPath: fixture.dir).filter { $0.contains(".partial") }
         #expect(left.isEmpty, "\(left)")
 
