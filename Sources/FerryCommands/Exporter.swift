@@ -755,14 +755,18 @@ public struct Exporter: Sendable {
         var copies: [Place] = []
         var downloads: [Fetch] = []
         /// Slots filled from the cache, by file: a seal that finds one bad blames the cache's copy.
-        var copied: Set<String> = []
+        struct FileSlot: Hashable {
+            let path: String
+            let slot: Int
+        }
+        var copied: Set<FileSlot> = []
         var fetched: Set<Digest> = []
         for (b, bundle) in bundles.enumerated() {
             var unverified: Set<Int> = []
             for (i, slot) in bundle.plan.slots.enumerated() where !bundle.isComplete(i) {
                 if let size = sizes[slot.blob], store.contains(slot.blob, size: size) {
                     copies.append(Place(bundle: b, slot: i))
-                    copied.insert("\(bundle.path) \(i)")
+                    copied.insert(FileSlot(path: bundle.path, slot: i))
                     // Checked when sealing, unless fetched into the cache this run (a blob in
                     // parts is checked whole when the set is published).
                     if !verifiedInStore.contains(slot.blob) && slot.digest == slot.blob { unverified.insert(i) }
@@ -864,7 +868,7 @@ public struct Exporter: Sendable {
                 try target.publish(verified: verified) { reporter.wrote($0) }
             }
         } catch BundleError.placedBlobCorrupt(let path, let slot, let blob, let error)
-            where copied.contains("\(path) \(slot)")
+            where copied.contains(FileSlot(path: path, slot: slot))
         {
             let path = store.path(of: blob)
             unlink(path)  // the next run fetches it again
@@ -952,10 +956,10 @@ final class CachingSink<Place: BlobSink>: BlobSink, @unchecked Sendable {
         // The download verifies the bytes before the copy is kept: the writer checks the size only,
         // and writes in the download's own call (a thread and buffers per download would cost
         // more memory than they save time).
-        self.cache =
-            cache.map { $0.contains(descriptor.digest, size: descriptor.size) } == false
-            ? try? cache?.makeWriter(
-                for: descriptor.digest, size: descriptor.size, verifiedByCaller: true, writeBehind: false) : nil
+        if let cache, !cache.contains(descriptor.digest, size: descriptor.size) {
+            self.cache = try? cache.makeWriter(
+                for: descriptor.digest, size: descriptor.size, verifiedByCaller: true, writeBehind: false)
+        }
     }
 
     func write(_ bytes: UnsafeRawBufferPointer) throws {

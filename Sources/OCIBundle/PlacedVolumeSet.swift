@@ -124,12 +124,6 @@ public final class PlacedVolumeSet: Sendable {
         }
     }
 
-    /// ``PlacedBundle/sealAhead()`` of every volume (none reads ahead before the part digests are
-    /// filled in).
-    public func sealAhead() {
-        for volume in volumes { volume.sealAhead() }
-    }
-
     /// The final manifest and its signature, once published.
     public var final: (manifest: BundleManifest, signature: BundleSignature?)? { outcome.withLock { $0 } }
 
