@@ -14,3 +14,9 @@ static inline long ferry_copy_file_range(int in, long long *in_offset, int out, 
 static inline int ferry_fallocate(int fd, long long offset, long long length) {
     return (int)syscall(SYS_fallocate, fd, 0, offset, length);
 }
+
+// sync_file_range(2) with SYNC_FILE_RANGE_WRITE: starts writeback of [offset, offset+length)
+// without waiting for it, so a later fsync has little left to write.
+static inline int ferry_start_writeback(int fd, long long offset, long long length) {
+    return (int)syscall(SYS_sync_file_range, fd, offset, length, 2u);
+}

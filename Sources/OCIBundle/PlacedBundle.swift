@@ -264,6 +264,8 @@ public final class PlacedBundle: @unchecked Sendable {
         } catch {
             throw BundleError.io("copy \(source) into \(file.partialPath) (\(error))", errno: EIO)
         }
+        var writeback = Writeback(from: target.dataOffset)
+        writeback.wrote(file.fd, through: target.dataOffset + target.size)
     }
 
     /// Replaces a provisional plan by its final form: the same entries at the same offsets, only
@@ -453,6 +455,7 @@ public final class SlotSink: @unchecked Sendable {
     private let index: Int
     private let path: String
     private let bundle: PlacedBundle
+    private var writeback: Writeback
     public private(set) var count: Int64 = 0
 
     init(fd: Int32, slot: BundlePlan.Slot, index: Int, path: String, bundle: PlacedBundle) {
@@ -461,6 +464,7 @@ public final class SlotSink: @unchecked Sendable {
         self.index = index
         self.path = path
         self.bundle = bundle
+        self.writeback = Writeback(from: slot.dataOffset)
     }
 
     public func write(_ bytes: UnsafeRawBufferPointer) throws {
@@ -473,11 +477,13 @@ public final class SlotSink: @unchecked Sendable {
             throw BundleError.io("write \(path)", errno: errno)
         }
         count += Int64(bytes.count)
+        writeback.wrote(fd, through: slot.dataOffset + count)
         bundle.wrote(index, through: count)
     }
 
     public func reset() {
         count = 0
+        writeback = Writeback(from: slot.dataOffset)
         bundle.restarted(index)
     }
 }

@@ -41,6 +41,25 @@ public enum FileChunks {
     }
 }
 
+/// Starts writeback of a file written front to back, a step at a time, so the fsync that makes it
+/// durable at the end has little left to write: the disk works while the rest still arrives.
+/// `sync_file_range(SYNC_FILE_RANGE_WRITE)` only queues the pages; it neither waits nor syncs
+/// metadata, so it is a hint and its result is ignored.
+public struct Writeback: Sendable {
+    public static let step: Int64 = 16 << 20
+    private var flushed: Int64
+
+    /// `start`: the file offset of the first byte written.
+    public init(from start: Int64 = 0) { flushed = start }
+
+    /// The bytes up to `end` are written: start their writeback once a step has gathered.
+    public mutating func wrote(_ fd: Int32, through end: Int64) {
+        guard end - flushed >= Self.step else { return }
+        _ = ferry_start_writeback(fd, flushed, end - flushed)
+        flushed = end
+    }
+}
+
 /// Copying a range of one file into another at a given offset, in the kernel where it can
 /// (`copy_file_range`: a reflink on filesystems that share extents, no trip through user space
 /// otherwise), else through a buffer.

@@ -93,6 +93,8 @@ public final class BlobWriter: @unchecked Sendable {
     private var written: Int64 = 0
     /// Large blobs are written on a second thread while the caller hashes (see ``WritePipeline``).
     private var pipeline: WritePipeline?
+    /// Without a pipeline, writeback is started here as the blob arrives (a durable store only).
+    private var writeback = Writeback()
     private var done = false
     static let pipelineThreshold: Int64 = 8 << 20
 
@@ -133,6 +135,7 @@ public final class BlobWriter: @unchecked Sendable {
             try pipeline.write(bytes)
         } else {
             try FileSystem.writeAll(fd, bytes, path: temporaryPath)
+            if store.durable { writeback.wrote(fd, through: written) }
         }
     }
 
@@ -143,6 +146,7 @@ public final class BlobWriter: @unchecked Sendable {
             throw .io("truncate \(temporaryPath)", errno: errno)
         }
         verifier = BlobVerifier(digest: digest, size: size)
+        writeback = Writeback()
         written = 0
     }
 

@@ -1,4 +1,5 @@
 import Foundation
+import OCICore
 
 #if canImport(Glibc)
     import Glibc
@@ -33,7 +34,7 @@ final class WritePipeline: @unchecked Sendable {
     init(fd: Int32, path: String, direct: Bool, start: Int64 = 0, depth: Int = 6, bufferSize: Int = 1 << 20) {
         self.fd = fd
         self.offset = start
-        self.flushed = start
+        self.writeback = Writeback(from: start)
         self.directFD = direct ? open(path, O_WRONLY | O_CLOEXEC | Self.directFlag) : -1
         self.path = path
         self.bufferSize = bufferSize
@@ -84,7 +85,7 @@ final class WritePipeline: @unchecked Sendable {
         try finish()
         condition.lock()
         offset = 0
-        flushed = 0
+        writeback = Writeback()
         condition.unlock()
     }
 
@@ -100,8 +101,7 @@ final class WritePipeline: @unchecked Sendable {
     private var idle = true
     /// Owned by the writing thread: bytes written, and how far writeback was started.
     private var offset: Int64 = 0
-    private var flushed: Int64 = 0
-    static let writebackStep: Int64 = 16 << 20
+    private var writeback = Writeback()
 
     private func takeEmpty() throws(StoreError) -> UnsafeMutableRawBufferPointer {
         condition.lock()
@@ -135,10 +135,7 @@ final class WritePipeline: @unchecked Sendable {
             done += n
         }
         offset += Int64(bytes.count)
-        if !direct && offset - flushed >= Self.writebackStep {
-            _ = startWriteback(fd, flushed, offset - flushed, 2)  // SYNC_FILE_RANGE_WRITE
-            flushed = offset
-        }
+        if !direct { writeback.wrote(fd, through: offset) }
     }
 
     #if arch(arm64)
@@ -172,7 +169,3 @@ final class WritePipeline: @unchecked Sendable {
         condition.unlock()
     }
 }
-
-/// Linux `sync_file_range(2)` (glibc exports it only under _GNU_SOURCE, which Swift's Glibc module lacks).
-@_silgen_name("sync_file_range")
-private func startWriteback(_ fd: Int32, _ offset: Int64, _ count: Int64, _ flags: UInt32) -> Int32
