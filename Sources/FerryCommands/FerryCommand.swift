@@ -61,7 +61,7 @@ func reportingErrors(_ body: () async throws -> Void) async throws {
 func exitCode(for error: any Error) -> Int32 {
     switch error {
     case is ImageListError, is ReferenceError, is PlatformError, is ValidationError, is InventoryError,
-        is CredentialError,
+        is CredentialError, is TrustError,
         is SigningError, is VolumePlanError:
         FerryExitCode.usage
     case let error as ExportError where error.isVerificationFailure: FerryExitCode.verification

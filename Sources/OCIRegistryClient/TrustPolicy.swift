@@ -7,6 +7,11 @@ import NIOSSL
 /// `CERTS_DIR/HOST:PORT/` for every certs directory (default `/etc/containers/certs.d` and
 /// `/etc/docker/certs.d`), and a client certificate pair (`*.cert` with its `*.key`) found there.
 /// Hosts listed as insecure skip verification and may fall back to plain HTTP.
+///
+/// Certificates are parsed here, once, and handed to TLS as parsed certificates: NIOSSL reads a
+/// trust file again for every TLS context, and AsyncHTTPClient makes a context for each new
+/// connection (its context cache misses on configurations that compare unequal byte for byte), so
+/// each connection paid for parsing the system bundle's 140-odd certificates on one shared queue.
 public struct TrustPolicy: Sendable {
     public var caFiles: [String]
     public var certsDirectories: [String]
@@ -33,14 +38,15 @@ public struct TrustPolicy: Sendable {
             tls.certificateVerification = .none
             return tls
         }
-        var roots: [NIOSSLAdditionalTrustRoots] = caFiles.map { .file($0) }
+        if let system = Self.systemRoots { tls.trustRoots = .certificates(system) }
+        var roots: [NIOSSLAdditionalTrustRoots] = try caFiles.map { .certificates(try Self.certificates(in: $0)) }
         for directory in certsDirectories {
             let hostDirectory = "\(directory)/\(host)"
             guard let names = try? FileManager.default.contentsOfDirectory(atPath: hostDirectory) else { continue }
             for name in names.sorted() {
                 let path = "\(hostDirectory)/\(name)"
                 if name.hasSuffix(".crt") {
-                    roots.append(.file(path))
+                    roots.append(.certificates(try Self.certificates(in: path)))
                 } else if name.hasSuffix(".cert") {
                     let key = "\(hostDirectory)/\(name.dropLast(5)).key"
                     guard FileManager.default.fileExists(atPath: key) else {
@@ -54,13 +60,41 @@ public struct TrustPolicy: Sendable {
         tls.additionalTrustRoots = roots
         return tls
     }
+
+    /// The system trust store, parsed on first use: the bundle file NIOSSL itself would load on
+    /// Linux (Debian's, else Fedora's). Nil where there is none, and NIOSSL's default applies.
+    static let systemRoots: [NIOSSLCertificate]? = {
+        let bundles = ["/etc/ssl/certs/ca-certificates.crt", "/etc/pki/tls/certs/ca-bundle.crt"]
+        guard let path = bundles.first(where: { FileManager.default.isReadableFile(atPath: $0) }),
+            let certificates = try? NIOSSLCertificate.fromPEMFile(path), !certificates.isEmpty
+        else { return nil }
+        return certificates
+    }()
+
+    static func certificates(in path: String) throws -> [NIOSSLCertificate] {
+        do {
+            let certificates = try NIOSSLCertificate.fromPEMFile(path)
+            guard !certificates.isEmpty else {
+                throw TrustError.unreadableCertificate(path: path, reason: "no certificate in it")
+            }
+            return certificates
+        } catch let error as TrustError {
+            throw error
+        } catch {
+            throw TrustError.unreadableCertificate(
+                path: path,
+                reason: FileManager.default.isReadableFile(atPath: path) ? "not a PEM certificate" : "cannot be read")
+        }
+    }
 }
 
 public enum TrustError: Error, CustomStringConvertible {
     case missingClientKey(certificate: String, key: String)
+    case unreadableCertificate(path: String, reason: String)
     public var description: String {
         switch self {
         case .missingClientKey(let certificate, let key): "client certificate \(certificate) has no key \(key)"
+        case .unreadableCertificate(let path, let reason): "CA certificate \(path): \(reason)"
         }
     }
 }
