@@ -88,7 +88,7 @@ public struct TrustPolicy: Sendable {
     }
 }
 
-public enum TrustError: Error, CustomStringConvertible {
+public enum TrustError: Error, Equatable, CustomStringConvertible {
     case missingClientKey(certificate: String, key: String)
     case unreadableCertificate(path: String, reason: String)
     public var description: String {
