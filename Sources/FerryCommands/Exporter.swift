@@ -380,7 +380,8 @@ public struct Exporter: Sendable {
         let chartArchives = charts.compactMap(\.downloaded)
         var sizes: [Digest: Int64] = [:]
         for blob in allBlobs { sizes[blob.digest] = blob.size }
-        let target: PlacedTarget
+        let target: any PlacedOutput
+        var volumeSet: PlacedVolumeSet?
         var id: Digest
         var signer: String?
         var downloadedFirst = missing
@@ -397,14 +398,14 @@ public struct Exporter: Sendable {
             downloadedFirst += more
             verified.formUnion(more.map(\.digest))
             let key = options.signingKey
-            target = .volumes(
-                try await NIOThreadPool.singleton.runIfActive {
-                    try PlacedVolumeSet(
-                        output: options.output, planned: planned, index: index, dockerManifest: dockerManifest,
-                        modificationTime: options.creationTime
-                    ) { manifest in try key.map { try BundleSignature.sign(manifest: try manifest.encoded(), with: $0) }
-                    }
-                })
+            let set = try await NIOThreadPool.singleton.runIfActive {
+                try PlacedVolumeSet(
+                    output: options.output, planned: planned, index: index, dockerManifest: dockerManifest,
+                    modificationTime: options.creationTime
+                ) { manifest in try key.map { try BundleSignature.sign(manifest: try manifest.encoded(), with: $0) } }
+            }
+            target = set
+            volumeSet = set
             // Known once the part digests are filled in, when the set is published.
             id = Digest.of([UInt8]())
             signer = nil
@@ -415,14 +416,15 @@ public struct Exporter: Sendable {
             let plan = try BundlePlan(
                 manifest: manifest, index: index, modificationTime: options.creationTime, signature: signature,
                 dockerManifest: dockerManifest)
-            target = .bundle(
-                try await NIOThreadPool.singleton.runIfActive { try PlacedBundle(path: options.output, plan: plan) })
+            target = try await NIOThreadPool.singleton.runIfActive {
+                try PlacedBundle(path: options.output, plan: plan)
+            }
             id = plan.id
             signer = signature?.keyID
         }
         let placement = try await writePlaced(
             target, options: options, store: store, sizes: sizes, sources: sources, verifiedInStore: verified)
-        if case .volumes(let set) = target, let final = set.final {
+        if let final = volumeSet?.final {
             id = Digest.of(try final.manifest.encoded())
             signer = final.signature?.keyID
         }
@@ -467,35 +469,6 @@ public struct Exporter: Sendable {
             for _ in 0..<max(1, width) { addNext() }
             while try await group.next() != nil { addNext() }
         }
-    }
-
-    /// Cuts `manifest` into volumes of `volumeSize`, fills in the part digests (`hashParts` feeds
-    /// the parted blobs' bytes to the hasher), signs the result and writes every volume in one pass,
-    /// `feed` giving the blobs in the manifest's order (`ferry split`; an export writes its volumes in
-    /// place, ``PlacedVolumeSet``, to the same bytes).
-    static func writeVolumes(
-        _ plain: BundleManifest, volumeSize: Int64, output: String, index: [UInt8], dockerManifest: [UInt8]?,
-        signingKey: SigningKey?, modificationTime: Int64, hashParts: (PartHasher) throws -> Void,
-        feed: (VolumeSetWriter) throws -> Void
-    ) throws -> (id: Digest, volumes: [Summary.Volume], signer: String?) {
-        var manifest = try plain.planningVolumes(
-            volumeSize: volumeSize, signed: signingKey != nil, indexSize: Int64(index.count),
-            dockerManifestSize: dockerManifest.map { Int64($0.count) })
-        if manifest.volumes?.parts.isEmpty == false {
-            let hasher = PartHasher(manifest)
-            try hashParts(hasher)
-            manifest = hasher.manifest
-        }
-        let signature = try signingKey.map { try BundleSignature.sign(manifest: try manifest.encoded(), with: $0) }
-        let writer = try VolumeSetWriter(
-            output: output, manifest: manifest, signature: signature, index: index, dockerManifest: dockerManifest,
-            modificationTime: modificationTime)
-        try feed(writer)
-        let volumes = try writer.finish().map { volume in
-            Summary.Volume(
-                path: volume.path, size: FileSystem.size(of: volume.path) ?? 0, sha256: volume.digest.description)
-        }
-        return (Digest.of(try manifest.encoded()), volumes, signature?.keyID)
     }
 
     struct ConfigPlatform: Decodable {
@@ -688,39 +661,6 @@ public struct Exporter: Sendable {
     /// bundle is planned; larger ones are downloaded straight into their place.
     static let placedThreshold: Int64 = 256 << 10
 
-    /// Where an export writes in place: one bundle, or a set of volumes.
-    enum PlacedTarget: Sendable {
-        case bundle(PlacedBundle)
-        case volumes(PlacedVolumeSet)
-
-        var bundles: [PlacedBundle] {
-            switch self {
-            case .bundle(let bundle): [bundle]
-            case .volumes(let set): set.volumes
-            }
-        }
-
-        func sealAhead() {
-            for bundle in bundles { bundle.sealAhead() }
-        }
-
-        /// Removes the partial files (content that failed verification: nothing to resume).
-        func discard() {
-            for bundle in bundles { bundle.discard() }
-        }
-
-        /// `verified`: blobs checked whole this run (a volume set reads back the parts of the
-        /// others, and checks their blobs).
-        func publish(verified: Set<Digest>, progress: @Sendable (Int64) -> Void) throws -> [(
-            path: String, digest: Digest
-        )] {
-            switch self {
-            case .bundle(let bundle): [(bundle.path, try bundle.publish(progress: progress))]
-            case .volumes(let set): try set.publish(verified: verified, progress: progress)
-            }
-        }
-    }
-
     struct Placement {
         /// Each file published (the bundle, or every volume) with the sha256 of its tar.
         var published: [(path: String, digest: Digest)]
@@ -737,7 +677,7 @@ public struct Exporter: Sendable {
     /// `sizes` gives every blob's size; a blob that lands whole in more than one place (a manifest
     /// in every volume) must be in `store` already; a blob in parts is downloaded into its parts.
     func writePlaced(
-        _ target: PlacedTarget, options: Options, store: BlobStore, sizes: [Digest: Int64],
+        _ target: any PlacedOutput, options: Options, store: BlobStore, sizes: [Digest: Int64],
         sources: [Digest: BlobSource], verifiedInStore: Set<Digest>
     ) async throws -> Placement {
         struct Place: Sendable {
@@ -749,9 +689,9 @@ public struct Exporter: Sendable {
             case slot(Place)
             case parts(Digest)
         }
-        let bundles = target.bundles
-        var set: PlacedVolumeSet?
-        if case .volumes(let volumes) = target { set = volumes }
+        let bundles = target.files
+        // Blobs in parts exist only in a set of volumes.
+        let set = target as? PlacedVolumeSet
         var copies: [Place] = []
         var downloads: [Fetch] = []
         /// Slots filled from the cache, by file: a seal that finds one bad blames the cache's copy.
@@ -794,7 +734,6 @@ public struct Exporter: Sendable {
         bulk.start()
         defer { bulk.shutdownGracefully { _ in } }
         let copyList = copies
-        let parted = set
         do {
             try await withThrowingTaskGroup(of: Void.self) { sealing in
                 // Sealing follows the downloads as they write, a few times a second, until the
@@ -833,12 +772,12 @@ public struct Exporter: Sendable {
                                 return blob
                             }
                         case .parts(let blob):
-                            guard let source = sources[blob], let parted else { return }
+                            guard let source = sources[blob], let set else { return }
                             group.addTask {
-                                let parts = parted.partsSink(for: blob)
+                                let parts = set.partsSink(for: blob)
                                 let sink = CachingSink(parts, cache: cache, source.descriptor)
                                 try await fetch(source, into: sink) {
-                                    try parted.complete(parts)
+                                    try set.complete(parts)
                                     await sink.keep()
                                 }
                                 return blob

@@ -3,6 +3,7 @@ import Foundation
 import NIOPosix
 import OCIBundle
 import OCICore
+import OCIStore
 
 /// `ferry split`: an existing bundle as volumes of a fixed size.
 public struct SplitCommand: AsyncParsableCommand {
@@ -77,22 +78,27 @@ public struct SplitCommand: AsyncParsableCommand {
                     let report = try reader.verify(path: bundle, sink: sink)
                     guard report.ok else { throw BundleError.invalid(report.problems) }
                 }
-                return try Exporter.writeVolumes(
+                return try VolumeSetWriter.split(
                     manifest, volumeSize: volumeSize, output: output, index: documents.index,
                     dockerManifest: documents.dockerManifest, signingKey: signingKey,
                     modificationTime: modificationTime, hashParts: pass, feed: pass)
             }
+            let volumes = set.volumes.map { volume in
+                Exporter.Summary.Volume(
+                    path: volume.path, size: FileSystem.size(of: volume.path) ?? 0, sha256: volume.digest.description)
+            }
+            let signer = set.signature?.keyID
             let summary = Summary(
-                bundle: bundle, set: set.id.description, signedBy: set.signer, volumes: set.volumes,
+                bundle: bundle, set: set.id.description, signedBy: signer, volumes: volumes,
                 seconds: Date().timeIntervalSince(started))
             if json {
                 FileHandle.standardOutput.write(try jsonEncoder().encode(summary) + Data("\n".utf8))
                 return
             }
             print(
-                "\(bundle): \(set.volumes.count) volume(s) of set \(set.id)\(set.signer.map { ", signed by \($0)" } ?? ""):"
+                "\(bundle): \(volumes.count) volume(s) of set \(set.id)\(signer.map { ", signed by \($0)" } ?? ""):"
             )
-            for volume in set.volumes { print("  \(volume.path)  \(ProgressReporter.bytes(volume.size))") }
+            for volume in volumes { print("  \(volume.path)  \(ProgressReporter.bytes(volume.size))") }
         }
     }
 }

@@ -27,6 +27,7 @@ public final class PlacedVolumeSet: Sendable {
     private let places: [Digest: [Place]]
     /// Per part of the plan (its index in the manifest's parts): where it is written.
     private let partPlaces: [Place]
+    private let partedBlobs: Set<Digest>
     /// Part digests learnt as parts were written, by part index.
     private let learnt = Mutex<[Int: Digest]>([:])
     private let outcome = Mutex<(manifest: BundleManifest, signature: BundleSignature?)?>(nil)
@@ -90,6 +91,7 @@ public final class PlacedVolumeSet: Sendable {
         self.modificationTime = modificationTime
         self.sign = sign
         self.places = places
+        partedBlobs = Set(set.parts.map(\.blob))
         let hasParts = !set.parts.isEmpty
         volumes = try zip(paths, plans).map { try PlacedBundle(path: $0, plan: $1, provisional: hasParts) }
     }
@@ -98,9 +100,7 @@ public final class PlacedVolumeSet: Sendable {
     public func places(of blob: Digest) -> [Place] { places[blob] ?? [] }
 
     /// Whether `blob` is carried in parts.
-    public func isParted(_ blob: Digest) -> Bool {
-        planned.volumes?.parts.contains { $0.blob == blob } ?? false
-    }
+    public func isParted(_ blob: Digest) -> Bool { partedBlobs.contains(blob) }
 
     /// A sink for the whole of a blob carried in parts: each byte goes to its part's slot, each
     /// part hashed on the way. Give it to ``complete(_:)`` once the blob verified.

@@ -185,6 +185,43 @@ public final class VolumeSetWriter: BundleBlobSink {
         return Array(zip(paths, digests))
     }
 
+    /// A set written whole by ``split(_:volumeSize:output:index:dockerManifest:signingKey:modificationTime:hashParts:feed:)``.
+    public struct Split: Sendable {
+        /// The set's manifest (its part digests filled in) and the signature over it.
+        public var manifest: BundleManifest
+        public var signature: BundleSignature?
+        /// Each volume as published, with the sha256 of its tar.
+        public var volumes: [(path: String, digest: Digest)]
+        /// The set's name: the sha256 of its manifest.
+        public var id: Digest
+    }
+
+    /// Cuts `plain` into volumes of `volumeSize`, fills in the part digests (`hashParts` gives the
+    /// parted blobs' bytes to the hasher), signs the result with `signingKey` and writes every
+    /// volume in one pass, `feed` giving the blobs in the manifest's order. ``PlacedVolumeSet``
+    /// writes the very same bytes in place.
+    public static func split(
+        _ plain: BundleManifest, volumeSize: Int64, output: String, index: [UInt8], dockerManifest: [UInt8]?,
+        signingKey: SigningKey?, modificationTime: Int64, hashParts: (PartHasher) throws -> Void,
+        feed: (VolumeSetWriter) throws -> Void
+    ) throws -> Split {
+        var manifest = try plain.planningVolumes(
+            volumeSize: volumeSize, signed: signingKey != nil, indexSize: Int64(index.count),
+            dockerManifestSize: dockerManifest.map { Int64($0.count) })
+        if manifest.volumes?.parts.isEmpty == false {
+            let hasher = PartHasher(manifest)
+            try hashParts(hasher)
+            manifest = hasher.manifest
+        }
+        let signature = try signingKey.map { try BundleSignature.sign(manifest: try manifest.encoded(), with: $0) }
+        let writer = try VolumeSetWriter(
+            output: output, manifest: manifest, signature: signature, index: index, dockerManifest: dockerManifest,
+            modificationTime: modificationTime)
+        try feed(writer)
+        let volumes = try writer.finish()
+        return Split(manifest: manifest, signature: signature, volumes: volumes, id: Digest.of(try manifest.encoded()))
+    }
+
     /// Raises the open-file limit to hold every volume open at once, or says why it cannot.
     static func ensureOpenFiles(_ needed: Int) throws {
         var limit = rlimit()
