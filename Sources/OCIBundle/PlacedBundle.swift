@@ -241,14 +241,26 @@ public final class PlacedBundle: @unchecked Sendable {
     }
 
     /// A download starts its blob again: sealing forgets what it read of the slot's first attempt
-    /// (and, since a hash cannot be rewound, starts over from the beginning of the file).
+    /// (and, since a hash cannot be rewound, starts over from the beginning of the file). Only
+    /// noted here, for sealing to act on before it reads again: sealing may hold its lock through a
+    /// long read, and a download's thread must not wait for that.
     fileprivate func restarted(_ slot: Int) {
         written.withLock { $0[slot] = 0 }
         let start = plan.slots[slot].dataOffset
-        sealing.withLock { seal in
-            guard seal.position > start, seal.failure == nil else { return }
-            seal = Seal(verifying: seal.verifying)
-        }
+        restartedFrom.withLock { $0 = min($0 ?? start, start) }
+    }
+
+    /// The lowest data offset of a slot whose download started again since sealing last looked.
+    private let restartedFrom = Mutex<Int64?>(nil)
+
+    /// Starts sealing over when a slot it has read (part of) was restarted. Under the sealing lock.
+    private func forgetRestarted(_ seal: inout Seal) {
+        guard
+            let start = restartedFrom.withLock({ from in
+                defer { from = nil }; return from
+            })
+        else { return }
+        if seal.position > start, seal.failure == nil { seal = Seal(verifying: seal.verifying) }
     }
 
     /// Copies a slot's bytes from the file `source` (the blob's, read from the slot's offset in it)
@@ -328,6 +340,7 @@ public final class PlacedBundle: @unchecked Sendable {
     public func sealAhead() {
         guard !provisional.withLock({ $0 }) else { return }
         sealing.withLock { seal in
+            forgetRestarted(&seal)
             guard seal.failure == nil else { return }
             var next = seal.next
             while next < plan.slots.count && isComplete(next) { next += 1 }
@@ -368,6 +381,7 @@ public final class PlacedBundle: @unchecked Sendable {
             throw BundleError.io("seal \(file.partialPath): \(missing.count) blob(s) not written yet", errno: EINVAL)
         }
         let hash = try sealing.withLock { seal -> Digest in
+            forgetRestarted(&seal)
             try read(to: plan.size, &seal, progress: progress)
             return seal.hasher.finalize()
         }

@@ -115,6 +115,18 @@ struct PlacedBundleTests {
         try bundle.complete(6)
         #expect(try bundle.publish() == expectedDigest)
         #expect(try Data(contentsOf: URL(fileURLWithPath: output)) == expected)
+
+        // A restart noted after the last look-ahead is still acted on when the bundle is sealed.
+        let again = "\(fixture.dir)/restarted-late.tar"
+        let late = try PlacedBundle(path: again, plan: try fixture.plan())
+        try fixture.write([0, 1, 2, 3, 4, 5], into: late)
+        let lateSink = late.sink(for: 6)
+        try wrong.withUnsafeBytes { try lateSink.write($0) }
+        late.sealAhead()
+        lateSink.reset()
+        try blob.withUnsafeBytes { try lateSink.write($0) }
+        try late.complete(6)
+        #expect(try late.publish() == expectedDigest)
     }
 
     @Test func anInterruptedBundleResumesFromItsJournal() throws {
