@@ -55,10 +55,12 @@ struct BundlePusher {
     let progress: ProgressReporter
 
     /// The repository an image goes to.
-    static func targetRepository(_ reference: Reference, prefix: String?, keepRegistryHost: Bool) throws -> String {
+    static func targetRepository(_ reference: Reference, prefix: String?, keepRegistryHost: Bool) throws
+        -> RepositoryName
+    {
         let name = keepRegistryHost ? reference.servedRepository : reference.repository.value
         let full = [prefix, name].compactMap { $0?.isEmpty == false ? $0 : nil }.joined(separator: "/")
-        return try RepositoryName(full).value
+        return try RepositoryName(full)
     }
 
     func run(_ options: Options) async throws -> Summary {
@@ -72,7 +74,7 @@ struct BundlePusher {
         let client = self.client
         let progress = self.progress
         let sink = PushSink(client: client, registry: options.registry, progress: progress) { manifest in
-            var targets: [String: String] = [:]  // image reference → target repository
+            var targets: [String: RepositoryName] = [:]  // image reference → target repository
             for image in manifest.images {
                 targets[image.reference] = try Self.targetRepository(
                     try Reference(image.reference), prefix: options.prefix, keepRegistryHost: options.keepRegistryHost)
@@ -84,7 +86,8 @@ struct BundlePusher {
             // repository, from which the others mount).
             if let external = manifest.external, !external.isEmpty {
                 let held = try PushSink.waiting {
-                    try await Self.existing(external, in: staging, registry: options.registry, client: client)
+                    try await Self.existing(
+                        external, in: RegistryLocation(registry: options.registry, repository: staging), client: client)
                 }
                 let missing = external.map(\.digest).filter { !held.contains($0) }.sorted()
                 if !missing.isEmpty {
@@ -96,7 +99,8 @@ struct BundlePusher {
             let uploadable = manifest.blobs.filter { !Self.isManifest($0) }
             progress.phase("checking \(uploadable.count) blob(s) in \(options.registry)/\(staging)")
             let present = try PushSink.waiting {
-                try await Self.existing(uploadable, in: staging, registry: options.registry, client: client)
+                try await Self.existing(
+                    uploadable, in: RegistryLocation(registry: options.registry, repository: staging), client: client)
             }
             let toUpload = uploadable.filter { !present.contains($0.digest) }
             progress.startWriting(bytes: toUpload.reduce(0) { $0 + $1.size }, path: "\(options.registry)/\(staging)")
@@ -121,10 +125,10 @@ struct BundlePusher {
             guard let target = targets[image.reference], target != staging,
                 let contents = report.imageContents[image.reference]
             else { continue }
+            let location = RegistryLocation(registry: options.registry, repository: target)
             for digest in contents.blobs.sorted() {
-                if try await client.blobExists(digest, repository: target, registry: options.registry) { continue }
-                guard try await client.mountBlob(digest, from: staging, repository: target, registry: options.registry)
-                else {
+                if try await client.blobExists(digest, in: location) { continue }
+                guard try await client.mountBlob(digest, from: staging, to: location) else {
                     throw PushError.mountRefused(registry: options.registry, digest: digest, from: staging, to: target)
                 }
                 summary.blobsMounted += 1
@@ -142,16 +146,15 @@ struct BundlePusher {
             let children = documents.filter { $0.digest != image.digest }.sorted {
                 ($0.isIndex ? 1 : 0, $0.digest) < ($1.isIndex ? 1 : 0, $1.digest)
             }
+            let location = RegistryLocation(registry: options.registry, repository: target)
             for document in children {
-                try await client.putManifest(
-                    document, reference: document.digest.description, repository: target, registry: options.registry)
+                try await client.putManifest(document, reference: .digest(document.digest), in: location)
                 summary.manifestsPushed += 1
             }
             guard let top = sink.manifests[image.digest] else { throw PushError.missingManifest(image.digest) }
             let reference = try Reference(image.reference)
             try await client.putManifest(
-                top, reference: reference.tag?.value ?? image.digest.description, repository: target,
-                registry: options.registry)
+                top, reference: reference.tag.map { .tag($0) } ?? .digest(image.digest), in: location)
             summary.manifestsPushed += 1
             let targetName = "\(options.registry)/\(target)" + (reference.tag.map { ":\($0.value)" } ?? "")
             progress.phase("pushed \(targetName)@\(image.digest)")
@@ -165,10 +168,10 @@ struct BundlePusher {
 
     /// Which of `blobs` the repository has already (eight HEADs at a time).
     static func existing(
-        _ blobs: [BundleManifest.Blob], in repository: String, registry: String, client: RegistryClient
+        _ blobs: [BundleManifest.Blob], in location: RegistryLocation, client: RegistryClient
     ) async throws -> Set<Digest> {
         let answers = try await boundedMap(blobs, width: 8) { blob in
-            (blob.digest, try await client.blobExists(blob.digest, repository: repository, registry: registry))
+            (blob.digest, try await client.blobExists(blob.digest, in: location))
         }
         return Set(answers.filter(\.1).map(\.0))
     }
@@ -182,8 +185,8 @@ final class PushSink: BundleBlobSink, @unchecked Sendable {
     let registry: String
     let progress: ProgressReporter
     /// Plans from the bundle manifest: the staging repository and the blobs it has already.
-    let planner: (BundleManifest) throws -> (repository: String, present: Set<Digest>)
-    private var repository = ""
+    let planner: (BundleManifest) throws -> (repository: RepositoryName, present: Set<Digest>)
+    private var repository: RepositoryName?
     private var skip: Set<Digest> = []
     private(set) var manifests: [Digest: ManifestDocument] = [:]
     private(set) var uploaded = 0
@@ -198,7 +201,7 @@ final class PushSink: BundleBlobSink, @unchecked Sendable {
 
     init(
         client: RegistryClient, registry: String, progress: ProgressReporter,
-        planner: @escaping (BundleManifest) throws -> (repository: String, present: Set<Digest>)
+        planner: @escaping (BundleManifest) throws -> (repository: RepositoryName, present: Set<Digest>)
     ) {
         self.client = client
         self.registry = registry
@@ -246,14 +249,15 @@ final class PushSink: BundleBlobSink, @unchecked Sendable {
         if BundlePusher.isManifest(blob) || blob.mediaType == nil, blob.size <= Int64(ManifestDocument.maximumSize) {
             kept = []
         }
-        guard !BundlePusher.isManifest(blob), !skip.contains(blob.digest), failure == nil else { return }
+        guard !BundlePusher.isManifest(blob), !skip.contains(blob.digest), failure == nil, let repository else {
+            return
+        }
         let upload = UploadFeed(size: blob.size)
         self.upload = upload
-        let (client, registry, repository) = (self.client, self.registry, self.repository)
+        let (client, location) = (self.client, RegistryLocation(registry: registry, repository: repository))
         Task {
             do {
-                try await client.uploadBlob(
-                    blob.digest, size: blob.size, repository: repository, registry: registry, body: upload.body)
+                try await client.uploadBlob(blob.digest, size: blob.size, to: location, body: upload.body)
                 upload.complete(.success(()))
             } catch {
                 upload.complete(.failure(error))
@@ -323,17 +327,20 @@ final class PushSink: BundleBlobSink, @unchecked Sendable {
 
 /// What the sink planned from the bundle manifest, for the steps after the pass.
 final class PushPlan: Sendable {
-    private let state = Mutex<(targets: [String: String], staging: String?, present: Set<Digest>)>(([:], nil, []))
+    private let state = Mutex<(targets: [String: RepositoryName], staging: RepositoryName?, present: Set<Digest>)>(
+        ([:], nil, []))
 
-    func set(targets: [String: String], staging: String, present: Set<Digest>) {
+    func set(targets: [String: RepositoryName], staging: RepositoryName, present: Set<Digest>) {
         state.withLock { $0 = (targets, staging, present) }
     }
 
-    func get() -> (targets: [String: String], staging: String?, present: Set<Digest>) { state.withLock { $0 } }
+    func get() -> (targets: [String: RepositoryName], staging: RepositoryName?, present: Set<Digest>) {
+        state.withLock { $0 }
+    }
 }
 
 enum PushError: Error, CustomStringConvertible {
-    case mountRefused(registry: String, digest: Digest, from: String, to: String)
+    case mountRefused(registry: String, digest: Digest, from: RepositoryName, to: RepositoryName)
     case missingManifest(Digest)
     case abandoned
     case invalid(String, [VerificationProblem])

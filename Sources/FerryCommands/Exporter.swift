@@ -602,8 +602,7 @@ public struct Exporter: Sendable {
     /// Fetches the top document and, recursively, the manifests the platform filter selects.
     func resolve(_ request: ImageRequest, filter: PlatformFilter, store: BlobStore) async throws -> ResolvedImage {
         let reference = request.reference
-        let top = try await document(
-            reference: reference.manifestReference, pinned: reference.digest, in: reference, store: store)
+        let top = try await document(reference: reference.manifestReference, in: reference, store: store)
         var documents: [ManifestDocument] = []
         var blobs: [Descriptor] = []
         var platforms: [String] = []
@@ -627,7 +626,7 @@ public struct Exporter: Sendable {
                         continue
                     }
                     let childDocument = try await self.document(
-                        reference: child.digest.description, pinned: child.digest, in: reference, store: store)
+                        reference: .digest(child.digest), in: reference, store: store)
                     try await walk(childDocument, depth: depth + 1)
                 }
             } else {
@@ -639,10 +638,11 @@ public struct Exporter: Sendable {
     }
 
     /// A manifest by digest comes from the cache when present; a tag is always asked of the registry.
-    func document(reference manifestReference: String, pinned: Digest?, in reference: Reference, store: BlobStore)
+    func document(reference manifestReference: ManifestReference, in reference: Reference, store: BlobStore)
         async throws -> ManifestDocument
     {
-        if let pinned, let bytes = try? store.read(pinned, limit: ManifestDocument.maximumSize),
+        if let pinned = manifestReference.digest,
+            let bytes = try? store.read(pinned, limit: ManifestDocument.maximumSize),
             let document = try? ManifestDocument(bytes: bytes, algorithm: pinned.algorithm), document.digest == pinned
         {
             return document

@@ -117,9 +117,8 @@ public struct Syncer: Sendable {
                 tag: name.tag ?? (name.digest == nil ? request.reference.tag : nil))
         }
         guard let target = options.target else { throw SyncError.noDestination(request.reference.description) }
-        let repository = try RepositoryName(
-            BundlePusher.targetRepository(
-                request.reference, prefix: target.prefix, keepRegistryHost: options.keepRegistryHost))
+        let repository = try BundlePusher.targetRepository(
+            request.reference, prefix: target.prefix, keepRegistryHost: options.keepRegistryHost)
         return Destination(
             location: RegistryLocation(registry: target.registry, repository: repository), tag: request.reference.tag)
     }
@@ -317,19 +316,18 @@ struct SyncRun: Sendable {
             source: image.request.reference.description, destination: destination.description,
             digest: top.digest.description, status: .copied, referrer: referrer, pass: 0)
         let target = destination.location
-        let reference = destination.tag?.value ?? top.digest.description
+        let reference: ManifestReference = destination.tag.map { .tag($0) } ?? .digest(top.digest)
         if try await client.manifestDigest(target, reference: reference) == top.digest {
             result.status = .upToDate
             return result
         }
         // The manifest is there under another name: its blobs are too.
         if destination.tag != nil,
-            try await client.manifestDigest(target, reference: top.digest.description) == top.digest
+            try await client.manifestDigest(target, reference: .digest(top.digest)) == top.digest
         {
             result.status = options.dryRun ? .wouldCopy : .tagged
             if !options.dryRun {
-                try await client.putManifest(
-                    top, reference: reference, repository: target.repository.value, registry: target.registry)
+                try await client.putManifest(top, reference: reference, in: target)
                 result.manifestsPushed = 1
             }
             return result
@@ -340,7 +338,7 @@ struct SyncRun: Sendable {
         let unique = blobs.filter { seen.insert($0.digest).inserted }
         if options.dryRun {
             let present = try await boundedMap(unique, width: options.parallel) { blob in
-                try await client.blobExists(blob.digest, repository: target.repository.value, registry: target.registry)
+                try await client.blobExists(blob.digest, in: target)
             }
             let missing = zip(unique, present).compactMap { blob, there in there ? nil : blob }
             result.status = .wouldCopy
@@ -366,12 +364,9 @@ struct SyncRun: Sendable {
             ($0.isIndex ? 1 : 0, $0.digest) < ($1.isIndex ? 1 : 0, $1.digest)
         }
         for document in children {
-            try await client.putManifest(
-                document, reference: document.digest.description, repository: target.repository.value,
-                registry: target.registry)
+            try await client.putManifest(document, reference: .digest(document.digest), in: target)
         }
-        try await client.putManifest(
-            top, reference: reference, repository: target.repository.value, registry: target.registry)
+        try await client.putManifest(top, reference: reference, in: target)
         result.manifestsPushed = children.count + 1
         return result
     }
@@ -389,9 +384,7 @@ struct SyncRun: Sendable {
         switch await ledger.claim(key) {
         case .placed(let repository):
             if repository == target.repository { return .present }
-            if try await client.mountBlob(
-                blob.digest, from: repository.value, repository: target.repository.value, registry: target.registry)
-            {
+            if try await client.mountBlob(blob.digest, from: repository, to: target) {
                 return .mounted
             }
             return try await transfer(blob, from: source, to: target)  // mounting refused: copy it
@@ -410,7 +403,7 @@ struct SyncRun: Sendable {
     func transfer(_ blob: Descriptor, from source: RegistryLocation, to target: RegistryLocation) async throws
         -> Placement
     {
-        if try await client.blobExists(blob.digest, repository: target.repository.value, registry: target.registry) {
+        if try await client.blobExists(blob.digest, in: target) {
             return .present
         }
         do {

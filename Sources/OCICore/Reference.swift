@@ -69,6 +69,11 @@ public struct Tag: Hashable, Sendable, CustomStringConvertible {
         self.value = value
     }
 
+    private init(valid value: String) { self.value = value }
+
+    /// The tag a reference without tag or digest names.
+    public static let latest = Tag(valid: "latest")
+
     public var description: String { value }
 }
 
@@ -160,7 +165,11 @@ public struct Reference: Hashable, Sendable, CustomStringConvertible {
     }
 
     /// What to ask the registry for: the digest when pinned, else the tag.
-    public var manifestReference: String { digest?.description ?? tag?.value ?? Self.defaultTag }
+    /// What to ask a registry for under `/manifests/`: the digest when pinned, else the tag.
+    public var manifestReference: ManifestReference {
+        if let digest { return .digest(digest) }
+        return .tag(tag ?? .latest)
+    }
 
     /// host[:port] grammar of the distribution reference: domain components or a bracketed IPv6
     /// address, with an optional numeric port.

@@ -22,7 +22,7 @@ public struct RegistryLocation: Sendable, Hashable, CustomStringConvertible {
 extension RegistryClient {
     /// The digest of the manifest that `reference` (a tag or a digest) names in `location`, or nil
     /// when it names none: a HEAD, or a GET from a registry that sends no `Docker-Content-Digest`.
-    public func manifestDigest(_ location: RegistryLocation, reference: String) async throws -> Digest? {
+    public func manifestDigest(_ location: RegistryLocation, reference: ManifestReference) async throws -> Digest? {
         do {
             let header = try await configuration.retry.run { _ -> String? in
                 let response = try await send(
@@ -77,9 +77,7 @@ extension RegistryClient {
             try await withThrowingTaskGroup(of: Void.self) { group in
                 group.addTask {
                     do {
-                        try await self.uploadBlob(
-                            descriptor.digest, size: descriptor.size, repository: target.repository.value,
-                            registry: target.registry, body: feed.body)
+                        try await self.uploadBlob(descriptor.digest, size: descriptor.size, to: target, body: feed.body)
                         feed.complete(.success(()))
                     } catch {
                         feed.complete(.failure(error))  // a writer waiting for room goes on, and stops

@@ -24,10 +24,10 @@ extension BlobSink {
 extension RegistryClient {
     /// Fetches a manifest or index by tag or digest, keeping its bytes exactly as served.
     /// When `reference` is a digest, the bytes must hash to it.
-    public func fetchManifest(registry: String, repository: RepositoryName, reference: String) async throws
+    public func fetchManifest(registry: String, repository: RepositoryName, reference: ManifestReference) async throws
         -> ManifestDocument
     {
-        let what = "\(registry)/\(repository)\(reference.contains(":") ? "@" : ":")\(reference)"
+        let what = "\(registry)/\(repository)\(reference.digest == nil ? ":" : "@")\(reference)"
         return try await configuration.retry.run { _ in
             let response: HTTPClientResponse
             do {
@@ -47,7 +47,7 @@ extension RegistryClient {
             } catch {
                 throw RegistryError.connection(registry: registry, url: what, underlying: Self.describe(error))
             }
-            let pinned = try? Digest(reference)
+            let pinned = reference.digest
             let document: ManifestDocument
             do {
                 document = try ManifestDocument(

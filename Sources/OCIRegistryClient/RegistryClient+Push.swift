@@ -5,12 +5,13 @@ import NIOHTTP1
 import OCICore
 
 extension RegistryClient {
-    /// Whether `repository` on `registry` has the blob (HEAD). Retried like every request.
-    public func blobExists(_ digest: Digest, repository: String, registry: String) async throws -> Bool {
-        try await configuration.retry.run { _ in
+    /// Whether the repository at `location` has the blob (HEAD). Retried like every request.
+    public func blobExists(_ digest: Digest, in location: RegistryLocation) async throws -> Bool {
+        let repository = location.repository
+        return try await configuration.retry.run { _ in
             do {
                 _ = try await send(
-                    .HEAD, registry: registry, path: "/v2/\(repository)/blobs/\(digest)",
+                    .HEAD, registry: location.registry, path: "/v2/\(repository)/blobs/\(digest)",
                     scope: "repository:\(repository):pull,push")
                 return true
             } catch RegistryError.notFound {
@@ -19,14 +20,18 @@ extension RegistryClient {
         }
     }
 
-    /// Asks the registry to link a blob it already holds in `from` into `repository`; false when
-    /// it would not (it then opened an upload session, which is cancelled).
-    public func mountBlob(_ digest: Digest, from: String, repository: String, registry: String) async throws -> Bool {
-        try await configuration.retry.run { _ in
+    /// Asks the registry to link a blob it already holds in `source` (a repository of the same
+    /// registry) into `location`; false when it would not (it then opened an upload session, which
+    /// is cancelled).
+    public func mountBlob(_ digest: Digest, from source: RepositoryName, to location: RegistryLocation) async throws
+        -> Bool
+    {
+        let (registry, repository) = (location.registry, location.repository)
+        return try await configuration.retry.run { _ in
             let response = try await send(
                 .POST, registry: registry,
-                path: "/v2/\(repository)/blobs/uploads/?mount=\(digest)&from=\(Self.queryEscaped(from))",
-                scope: "repository:\(repository):pull,push repository:\(from):pull")
+                path: "/v2/\(repository)/blobs/uploads/?mount=\(digest)&from=\(Self.queryEscaped(source.value))",
+                scope: "repository:\(repository):pull,push repository:\(source):pull")
             _ = try? await response.body.collect(upTo: 64 * 1024)
             if response.status == .created { return true }
             if let location = response.headers.first(name: "Location") {
@@ -40,10 +45,11 @@ extension RegistryClient {
 
     /// Uploads a blob whose bytes `body` streams (exactly `size` of them): POST for a session,
     /// then one PUT with the digest. Not retried (a stream cannot be replayed): the caller runs
-    /// again, and blobs already uploaded are skipped by ``blobExists(_:repository:registry:)``.
+    /// again, and blobs already uploaded are skipped by ``blobExists(_:in:)``.
     public func uploadBlob(
-        _ digest: Digest, size: Int64, repository: String, registry: String, body: HTTPClientRequest.Body
+        _ digest: Digest, size: Int64, to location: RegistryLocation, body: HTTPClientRequest.Body
     ) async throws {
+        let (registry, repository) = (location.registry, location.repository)
         let scope = "repository:\(repository):pull,push"
         let start = try await configuration.retry.run { _ in
             try await send(.POST, registry: registry, path: "/v2/\(repository)/blobs/uploads/", scope: scope)
@@ -63,9 +69,10 @@ extension RegistryClient {
     }
 
     /// Puts a manifest (its exact bytes) under a tag or its digest.
-    public func putManifest(_ document: ManifestDocument, reference: String, repository: String, registry: String)
+    public func putManifest(_ document: ManifestDocument, reference: ManifestReference, in location: RegistryLocation)
         async throws
     {
+        let (registry, repository) = (location.registry, location.repository)
         try await configuration.retry.run { _ in
             let response = try await send(
                 .PUT, registry: registry, path: "/v2/\(repository)/manifests/\(reference)",

@@ -67,7 +67,7 @@ public final class PullThroughProxy: PullThrough {
             }
             let current: Digest?
             do {
-                current = try await client.manifestDigest(location, reference: tag.value)
+                current = try await client.manifestDigest(location, reference: .tag(tag))
             } catch {
                 // Served as last seen while the upstream cannot answer.
                 if let known, let cached = try await cachedManifest(known.digest, route, now: now) {
@@ -107,7 +107,7 @@ public final class PullThroughProxy: PullThrough {
         do {
             // The client checks the bytes against the digest asked for.
             document = try await client.fetchManifest(
-                registry: location.registry, repository: location.repository, reference: digest.description)
+                registry: location.registry, repository: location.repository, reference: .digest(digest))
         } catch {
             throw unavailable(error, route, missing: .manifestUnknown(digest.description))
         }

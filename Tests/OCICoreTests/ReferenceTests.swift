@@ -54,8 +54,11 @@ struct ReferenceTests {
 
     @Test func digestWinsForTheManifestReference() throws {
         let reference = try Reference("nginx:1.25@" + Self.digest)
-        #expect(reference.manifestReference == Self.digest)
-        #expect(try Reference("nginx:1.25").manifestReference == "1.25")
+        #expect(reference.manifestReference == .digest(try Digest(Self.digest)))
+        #expect(try Reference("nginx:1.25").manifestReference == .tag(try Tag("1.25")))
+        #expect(
+            Reference(registry: "r", repository: reference.repository, tag: nil, digest: nil).manifestReference
+                == .tag(.latest))
     }
 
     @Test(arguments: [
