@@ -94,7 +94,7 @@ actor TokenCache {
         var expires: Date
     }
     private var tokens: [Key: Token] = [:]
-    private var pending: [Key: Task<Token, any Error>] = [:]
+    private var pending = SharedWork<Key, Token>()
     private var challenges: [String: AuthenticationChallenge] = [:]
 
     func challenge(for registry: String) -> AuthenticationChallenge? { challenges[registry] }
@@ -115,14 +115,13 @@ actor TokenCache {
     ) async throws -> String {
         let key = Key(registry: registry, scope: scope)
         if let token = tokens[key], token.expires > Date() { return token.value }
-        if let task = pending[key] { return try await task.value.value }
-        let task = Task<Token, any Error> {
+        let (task, started) = pending.task(for: key) {
             let (value, lifetime) = try await fetch()
             // Renew a little early so a token does not expire mid-request.
             return Token(value: value, expires: Date().addingTimeInterval(max(lifetime - 10, 5)))
         }
-        pending[key] = task
-        defer { pending[key] = nil }
+        guard started else { return try await task.value.value }
+        defer { pending.ended(key) }
         let token = try await task.value
         tokens[key] = token
         return token.value

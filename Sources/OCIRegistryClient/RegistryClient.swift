@@ -292,7 +292,10 @@ public final class RegistryClient: Sendable {
     /// for an insecure registry, HTTPS without verification falling back to plain HTTP. The `/v2/`
     /// ping also learns the registry's authentication challenge.
     func endpoint(for registry: String) async throws -> Endpoint {
-        if let cached = await endpoints.get(registry) { return cached }
+        try await endpoints.endpoint(for: registry) { try await self.discoverEndpoint(for: registry) }
+    }
+
+    private func discoverEndpoint(for registry: String) async throws -> Endpoint {
         let host = Self.apiHost(for: registry)
         // A name that does not resolve fails at once: no connection attempts, no retries.
         if let failure = try await NIOThreadPool.singleton.runIfActive({ Self.resolutionFailure(host) }) {
@@ -335,7 +338,6 @@ public final class RegistryClient: Sendable {
                         }
                     }
                 }
-                await endpoints.set(candidate, for: registry)
                 return candidate
             } catch {
                 lastError = error
@@ -397,8 +399,23 @@ public final class RegistryClient: Sendable {
     }
 }
 
+/// How each registry is reached, found once. Concurrent first requests to a registry share one
+/// discovery: one `/v2/` ping, so one TLS context is made and cached before other connections ask
+/// for it (when five images of a registry were resolved at once, each made its own, one after
+/// another on AsyncHTTPClient's queue, each reading the system trust store).
 actor EndpointCache {
     private var endpoints: [String: RegistryClient.Endpoint] = [:]
-    func get(_ registry: String) -> RegistryClient.Endpoint? { endpoints[registry] }
-    func set(_ endpoint: RegistryClient.Endpoint, for registry: String) { endpoints[registry] = endpoint }
+    private var discovering = SharedWork<String, RegistryClient.Endpoint>()
+
+    func endpoint(
+        for registry: String, discover: @escaping @Sendable () async throws -> RegistryClient.Endpoint
+    ) async throws -> RegistryClient.Endpoint {
+        if let known = endpoints[registry] { return known }
+        let (task, started) = discovering.task(for: registry, discover)
+        guard started else { return try await task.value }
+        defer { discovering.ended(registry) }
+        let endpoint = try await task.value
+        endpoints[registry] = endpoint
+        return endpoint
+    }
 }

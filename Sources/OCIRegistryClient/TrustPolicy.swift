@@ -8,10 +8,10 @@ import NIOSSL
 /// `/etc/docker/certs.d`), and a client certificate pair (`*.cert` with its `*.key`) found there.
 /// Hosts listed as insecure skip verification and may fall back to plain HTTP.
 ///
-/// Certificates are parsed here, once, and handed to TLS as parsed certificates: NIOSSL reads a
-/// trust file again for every TLS context, and AsyncHTTPClient makes a context for each new
-/// connection (its context cache misses on configurations that compare unequal byte for byte), so
-/// each connection paid for parsing the system bundle's 140-odd certificates on one shared queue.
+/// Each CA file is read when a host's configuration is made, so one that is missing or not PEM
+/// fails there, named, and is then given to NIOSSL by path: AsyncHTTPClient hashes a request's TLS
+/// configuration on every request, and parsed certificates would be encoded again for each hash
+/// (12% of the CPU of a 200-image export when the system store went that way).
 public struct TrustPolicy: Sendable {
     public var caFiles: [String]
     public var certsDirectories: [String]
@@ -38,15 +38,14 @@ public struct TrustPolicy: Sendable {
             tls.certificateVerification = .none
             return tls
         }
-        if let system = Self.systemRoots { tls.trustRoots = .certificates(system) }
-        var roots: [NIOSSLAdditionalTrustRoots] = try caFiles.map { .certificates(try Self.certificates(in: $0)) }
+        var roots: [NIOSSLAdditionalTrustRoots] = try caFiles.map { try Self.checked($0) }
         for directory in certsDirectories {
             let hostDirectory = "\(directory)/\(host)"
             guard let names = try? FileManager.default.contentsOfDirectory(atPath: hostDirectory) else { continue }
             for name in names.sorted() {
                 let path = "\(hostDirectory)/\(name)"
                 if name.hasSuffix(".crt") {
-                    roots.append(.certificates(try Self.certificates(in: path)))
+                    roots.append(try Self.checked(path))
                 } else if name.hasSuffix(".cert") {
                     let key = "\(hostDirectory)/\(name.dropLast(5)).key"
                     guard FileManager.default.fileExists(atPath: key) else {
@@ -61,23 +60,13 @@ public struct TrustPolicy: Sendable {
         return tls
     }
 
-    /// The system trust store, parsed on first use: the bundle file NIOSSL itself would load on
-    /// Linux (Debian's, else Fedora's). Nil where there is none, and NIOSSL's default applies.
-    static let systemRoots: [NIOSSLCertificate]? = {
-        let bundles = ["/etc/ssl/certs/ca-certificates.crt", "/etc/pki/tls/certs/ca-bundle.crt"]
-        guard let path = bundles.first(where: { FileManager.default.isReadableFile(atPath: $0) }),
-            let certificates = try? NIOSSLCertificate.fromPEMFile(path), !certificates.isEmpty
-        else { return nil }
-        return certificates
-    }()
-
-    static func certificates(in path: String) throws -> [NIOSSLCertificate] {
+    /// `path` as a trust root, once it was seen to hold PEM certificates.
+    static func checked(_ path: String) throws -> NIOSSLAdditionalTrustRoots {
         do {
-            let certificates = try NIOSSLCertificate.fromPEMFile(path)
-            guard !certificates.isEmpty else {
+            guard try !NIOSSLCertificate.fromPEMFile(path).isEmpty else {
                 throw TrustError.unreadableCertificate(path: path, reason: "no certificate in it")
             }
-            return certificates
+            return .file(path)
         } catch let error as TrustError {
             throw error
         } catch {
