@@ -59,16 +59,33 @@ public struct VolumeSet: Codable, Sendable, Hashable {
     }
 
     /// Removes the volumes (and checksums) of an earlier, larger set under the same name, which
-    /// would look like part of the set of `count` just published.
+    /// would look like part of the set of `count` just published, and what an interrupted export
+    /// of such a set left (`.partial` files and their journals; one another writer holds locked is
+    /// left alone).
     static func removeStaleVolumes(of output: String, after count: Int) {
         var stale = count + 1
         while true {
             let path = volumePath(for: output, number: stale, count: stale)
-            guard access(path, F_OK) == 0 else { break }
-            unlink(path)
-            unlink(path + ".sha256")
+            let partial = path + ".partial"
+            let published = access(path, F_OK) == 0
+            let interrupted = access(partial, F_OK) == 0
+            guard published || interrupted else { break }
+            if published {
+                unlink(path)
+                unlink(path + ".sha256")
+            }
+            if interrupted { removeUnlessHeld(partial) }
             stale += 1
         }
+    }
+
+    /// Removes a resumable `.partial` file, its journal and checksum, unless a writer holds its lock.
+    private static func removeUnlessHeld(_ partial: String) {
+        let fd = open(partial, O_RDWR | O_NOFOLLOW | O_CLOEXEC)
+        guard fd >= 0 else { return }
+        defer { close(fd) }
+        guard flock(fd, LOCK_EX | LOCK_NB) == 0 else { return }
+        for path in [partial, partial + ".journal", partial + ".sha256"] { unlink(path) }
     }
 
     /// `NAME.tar` → `NAME.vol003.tar` (three digits, more when the set is larger).
