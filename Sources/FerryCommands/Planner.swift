@@ -40,10 +40,13 @@ extension Exporter {
     }
 
     public func plan(_ options: Options) async throws -> Plan {
-        let options = try await expandTags(options)
+        let resolver = self.resolver(options)
+        var options = options
+        options.requests = try await resolver.expandTags(options.requests, charts: options.charts)
         let store = try BlobStore(
             root: options.cacheDirectory ?? ExportCommand.defaultCacheDirectory(), durable: false)
-        let resolved = try await resolveAll(options, filter: PlatformFilter(options.platforms), store: store)
+        let resolved = try await resolver.resolveAll(
+            options.requests, filter: PlatformFilter(options.platforms), store: store)
         var documents: [Digest: Int64] = [:]
         var blobs: [Digest: Descriptor] = [:]
         var users: [Digest: Int] = [:]

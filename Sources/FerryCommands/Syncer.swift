@@ -125,14 +125,11 @@ public struct Syncer: Sendable {
 
     public func run(_ options: Options) async throws -> Summary {
         let started = Date()
-        let exporter = Exporter(client: client, progress: progress)
-        var listing = Exporter.Options(
-            requests: options.requests, output: "", platforms: options.platforms, parallel: options.images,
-            cacheDirectory: options.cacheDirectory, creationTime: 0, referrers: options.referrers,
-            referrerTypes: options.referrerTypes)
-        listing = try await exporter.expandTags(listing)
+        let resolver = ImageResolver(
+            client: client, progress: progress, parallel: options.images, referrerTypes: options.referrerTypes)
+        let requests = try await resolver.expandTags(options.requests)
         // Every image has somewhere to go before anything is copied.
-        for request in listing.requests { _ = try Self.destination(of: request, options: options) }
+        for request in requests { _ = try Self.destination(of: request, options: options) }
         let store = try BlobStore(root: options.cacheDirectory, durable: false)
         // Threads that verify blobs on their way and wait for the destination when it is slower:
         // one for each copy that may run at once, so a copy waiting never holds up another.
@@ -140,13 +137,12 @@ public struct Syncer: Sendable {
         pool.start()
         defer { pool.shutdownGracefully { _ in } }
         let run = SyncRun(
-            client: client, progress: progress, exporter: exporter, listing: listing, options: options, store: store,
-            pool: pool)
+            client: client, progress: progress, resolver: resolver, options: options, store: store, pool: pool)
 
         var summary = Summary(dryRun: options.dryRun)
         var results: [String: Summary.Image] = [:]  // by source -> destination, the last pass's word
         var order: [String] = []
-        var pending = listing.requests.map { (request: $0, referrer: false) }
+        var pending = requests.map { (request: $0, referrer: false) }
         var pass = 0
         while !pending.isEmpty {
             pass += 1
@@ -191,8 +187,7 @@ public struct Syncer: Sendable {
 struct SyncRun: Sendable {
     let client: RegistryClient
     let progress: ProgressReporter
-    let exporter: Exporter
-    let listing: Exporter.Options
+    let resolver: ImageResolver
     let options: Syncer.Options
     let store: BlobStore
     let pool: NIOThreadPool
@@ -203,7 +198,7 @@ struct SyncRun: Sendable {
         var image: Syncer.Summary.Image
         /// Worth another pass: not content that failed verification.
         var retryable: Bool
-        var resolved: Exporter.ResolvedImage?
+        var resolved: ResolvedImage?
     }
 
     /// Syncs `requests`, then the referrers of the images among them that are no referrers.
@@ -212,15 +207,15 @@ struct SyncRun: Sendable {
         var outcomes =
             (try? await boundedMap(requests, width: options.images) { item in
                 await sync(item.request, referrer: item.referrer, pass: number) {
-                    try await exporter.resolve(item.request, filter: item.referrer ? .all : filter, store: store)
+                    try await resolver.resolve(item.request, filter: item.referrer ? .all : filter, store: store)
                 }
             }) ?? []
         guard options.referrers else { return outcomes }
         let subjects = zip(requests, outcomes).filter { !$0.0.referrer }.compactMap(\.1.resolved)
         guard !subjects.isEmpty else { return outcomes }
-        let found: [Exporter.ResolvedImage]
+        let found: [ResolvedImage]
         do {
-            found = try await exporter.referrers(of: subjects, options: listing, store: store)
+            found = try await resolver.referrers(of: subjects, store: store)
         } catch {
             // Only an unreachable registry stops the lookup; the images themselves are synced.
             for subject in subjects {
@@ -252,7 +247,7 @@ struct SyncRun: Sendable {
     /// One image: never throws; a failure is its outcome.
     func sync(
         _ request: ImageRequest, referrer: Bool, pass: Int,
-        resolve: @Sendable () async throws -> Exporter.ResolvedImage
+        resolve: @Sendable () async throws -> ResolvedImage
     ) async -> Outcome {
         do {
             let destination = try Syncer.destination(of: request, options: options)
@@ -291,7 +286,7 @@ struct SyncRun: Sendable {
     /// What goes to the destination: the image as resolved, or with `--platform` and an index of
     /// which only some manifests were selected, the one selected manifest (a registry refuses an
     /// index whose manifests it does not hold).
-    func pushable(_ image: Exporter.ResolvedImage) throws -> (
+    func pushable(_ image: ResolvedImage) throws -> (
         top: ManifestDocument, documents: [ManifestDocument], blobs: [Descriptor]
     ) {
         guard !options.platforms.isEmpty, case .index(let index) = image.top.content else {
@@ -308,7 +303,7 @@ struct SyncRun: Sendable {
         return (only, [only], image.blobs)
     }
 
-    func copy(_ image: Exporter.ResolvedImage, to destination: Syncer.Destination, referrer: Bool) async throws
+    func copy(_ image: ResolvedImage, to destination: Syncer.Destination, referrer: Bool) async throws
         -> Syncer.Summary.Image
     {
         let (top, documents, blobs) = try pushable(image)
