@@ -26,7 +26,6 @@ cleanup() {
   rm -rf "$work"
 }
 trap cleanup EXIT
-best() { python3 -c "import sys; print(min(float(x) for x in sys.argv[1:]))" "$@"; }
 
 echo "== content"
 start_registry "$work/source"
@@ -78,8 +77,8 @@ for i in $(seq "$runs"); do
   rm -rf "$work/peer-$i"
   echo "   run $i: into ferry-appliance ${ours[-1]}s, into the distribution registry ${theirs[-1]}s"
 done
-skopeo_ours=$(best "${ours[@]}")
-skopeo_theirs=$(best "${theirs[@]}")
+skopeo_ours=$(bench_min "${ours[@]}")
+skopeo_theirs=$(bench_min "${theirs[@]}")
 
 echo "== (2) ferry push of the bundle vs skopeo per image, into the distribution registry"
 ferry_runs=()
@@ -105,8 +104,8 @@ for i in $(seq "$runs"); do
   rm -rf "$work/skopeo-target-$i"
   echo "   run $i: ferry push ${ferry_runs[-1]}s, skopeo per image ${skopeo_runs[-1]}s"
 done
-ferry_best=$(best "${ferry_runs[@]}")
-skopeo_best=$(best "${skopeo_runs[@]}")
+ferry_best=$(bench_min "${ferry_runs[@]}")
+skopeo_best=$(bench_min "${skopeo_runs[@]}")
 
 echo
 echo "| measure (best of $runs) | ferry | peer | ratio |"

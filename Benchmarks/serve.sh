@@ -85,15 +85,14 @@ ours_digest=$(curl -sI --cacert "$ours_ca" -H "$accept" "$ours_manifest" | tr -d
 [ "$peer_digest" = "$ours_digest" ] || { echo "different content: $peer_digest vs $ours_digest" >&2; exit 1; }
 
 echo "== (1) blob GET ($((bundle_bytes / 1048576)) MiB layer), best of $runs"
-best() { python3 -c "import sys; print(f'{max(float(x) for x in sys.argv[1:]) / 1e6:.0f}')" "$@"; }
 ours_speeds=()
 peer_speeds=()
 for _ in $(seq "$runs"); do
   ours_speeds+=("$(curl -s --cacert "$ours_ca" -o /dev/null -w '%{speed_download}' "https://$ours/v2/$served/blobs/$layer")")
   peer_speeds+=("$(curl -s --cacert "$peer_ca" -o /dev/null -w '%{speed_download}' "https://$peer/v2/bench/large/blobs/$layer")")
 done
-ours_blob=$(best "${ours_speeds[@]}")
-peer_blob=$(best "${peer_speeds[@]}")
+ours_blob=$(BENCH_SCALE=1e6 bench_max "${ours_speeds[@]}")
+peer_blob=$(BENCH_SCALE=1e6 bench_max "${peer_speeds[@]}")
 
 echo "== (2) manifest GET (wrk -c50 -t2 -d${duration}s) and HEAD (headload.py, 50 connections)"
 rate() { # URL: GET requests/s, and the count of non-2xx answers

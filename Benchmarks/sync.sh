@@ -26,7 +26,6 @@ cleanup() {
   rm -rf "$work"
 }
 trap cleanup EXIT
-best() { "$PYTHON" -c "import sys; print(min(float(x) for x in sys.argv[1:]))" "$@"; }
 
 start_registry "$work/source"
 source_pid=$REGISTRY_PID
@@ -92,10 +91,10 @@ measure() {
   local fc fa sc sa rss
   # shellcheck disable=SC2046 # one argument per run
   {
-    fc=$(best $(col "$set-ferry-cold" 1))
-    fa=$(best $(col "$set-ferry-again" 1))
-    sc=$(best $(col "$set-skopeo-cold" 1))
-    sa=$(best $(col "$set-skopeo-again" 1))
+    fc=$(bench_min $(col "$set-ferry-cold" 1))
+    fa=$(bench_min $(col "$set-ferry-again" 1))
+    sc=$(bench_min $(col "$set-skopeo-cold" 1))
+    sa=$(bench_min $(col "$set-skopeo-again" 1))
   }
   rss=$(($(col "$set-ferry-cold" 2 | sort -n | tail -1) / 1024))
   echo "| $2, into an empty registry, s | $fc | $sc | $(bench_ratio "$sc" "$fc")x | $rss |"

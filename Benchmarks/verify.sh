@@ -26,8 +26,8 @@ rm -rf "$work/cache" "$work/registry/data"
 bytes=$(stat -c %s "$work/bundle.tar")
 echo "bundle: $((bytes / 1048576)) MiB"
 
-best_ferry=999999
-best_openssl=999999
+ferry_runs=()
+openssl_runs=()
 peak=0
 for i in $(seq "$runs"); do
   cat "$work/bundle.tar" >/dev/null  # same page-cache state for both
@@ -36,12 +36,14 @@ for i in $(seq "$runs"); do
   /usr/bin/time -f "%e %M" -o "$work/openssl.time" openssl dgst -sha256 "$work/bundle.tar" >/dev/null
   read -r o _ <"$work/openssl.time"
   echo "run $i: ferry verify ${f}s (peak RSS $((rss / 1024)) MiB), openssl dgst -sha256 ${o}s"
-  best_ferry=$(python3 -c "print(min($best_ferry, $f))")
-  best_openssl=$(python3 -c "print(min($best_openssl, $o))")
+  ferry_runs+=("$f")
+  openssl_runs+=("$o")
   peak=$((rss > peak ? rss : peak))
 done
 /usr/bin/time -f "%e %M" -o "$work/pipe.time" sh -c "cat '$work/bundle.tar' | '$ferry' verify - >/dev/null"
 read -r p _ <"$work/pipe.time"
+best_ferry=$(bench_min "${ferry_runs[@]}")
+best_openssl=$(bench_min "${openssl_runs[@]}")
 echo
 echo "| tool | best of $runs (s) | throughput (MB/s) |"
 echo "|---|---|---|"

@@ -29,6 +29,13 @@ PYTHON=/usr/bin/python3
 bench_now() { date +%s.%N; }
 bench_seconds() { "$PYTHON" -c "import sys; print(f'{float(sys.argv[2]) - float(sys.argv[1]):.2f}')" "$@"; }
 bench_ratio() { "$PYTHON" -c "import sys; print(f'{float(sys.argv[1]) / float(sys.argv[2]):.2f}')" "$@"; }
+# The best of several runs: the least time (bench_min) or the greatest rate (bench_max, divided by
+# BENCH_SCALE when set: 1e6 turns bytes/s into MB/s, printed whole).
+bench_min() { "$PYTHON" -c "import sys; print(min(float(x) for x in sys.argv[1:]))" "$@"; }
+bench_max() {
+  "$PYTHON" -c "import os, sys; s = float(os.environ.get('BENCH_SCALE', 1)); best = max(float(x) for x in sys.argv[1:]) / s
+print(f'{best:.0f}' if s != 1 else best)" "$@"
+}
 
 sudo_if_needed() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 
