@@ -33,9 +33,13 @@ public struct BundlePlan: Sendable {
     public let slots: [Slot]
     /// The size of the finished tar.
     public let size: Int64
-    /// Identifies the plan: the sha256 of its head and every slot (a resume continues only the
-    /// same plan).
+    /// Identifies the plan: the sha256 of its head and every slot.
     public let id: Digest
+    /// Identifies where each entry's bytes go: the sha256 of every slot's name, size and offset and
+    /// of the tar's size, not of the head. Two plans that differ only in their head (a later
+    /// creation time, another signature) share it, so a run resumed later keeps what an interrupted
+    /// one wrote; the head and every header are written again.
+    public let layout: Digest
 
     /// The plan of a bundle.
     public init(
@@ -89,6 +93,7 @@ public struct BundlePlan: Sendable {
         var offset = Int64(head.count)
         var slots: [Slot] = []
         var identity = DigestHasher(.sha256)
+        var placement = DigestHasher(.sha256)
         head.withUnsafeBytes { identity.update($0) }
         slots.reserveCapacity(entries.count)
         for entry in entries {
@@ -99,11 +104,16 @@ public struct BundlePlan: Sendable {
                 header: header, dataOffset: offset + Int64(header.count))
             slots.append(slot)
             offset = slot.dataOffset + TarWriter.paddedSize(entry.size)
-            Array("\(entry.name) \(entry.size) \(slot.dataOffset)\n".utf8).withUnsafeBytes { identity.update($0) }
+            Array("\(entry.name) \(entry.size) \(slot.dataOffset)\n".utf8).withUnsafeBytes {
+                identity.update($0)
+                placement.update($0)
+            }
         }
         self.slots = slots
         size = offset + TarWriter.endOfArchiveSize
         id = identity.finalize()
+        Array("size \(size)\n".utf8).withUnsafeBytes { placement.update($0) }
+        layout = placement.finalize()
     }
 }
 
@@ -137,19 +147,20 @@ public final class PlacedBundle: @unchecked Sendable {
 
     static let journalMagic = "ferry-partial-bundle 1"
 
-    /// Opens `PATH.partial` for `plan`: resumes it when its journal names the same plan, else
+    /// Opens `PATH.partial` for `plan`: resumes it when its journal names the same layout
+    /// (``BundlePlan/layout``: the same entries at the same offsets, whatever the head), else
     /// starts it over. Throws ``BundleError/busy(_:)`` when another process writes it. A
     /// `provisional` plan has names still to be settled (a volume's parts, named by digests not
     /// known yet): nothing is sealed until ``finalize(_:)`` gives the final plan.
     public init(path: String, plan: BundlePlan, provisional: Bool = false) throws {
         current = Mutex(plan)
-        journalID = plan.id
+        journalID = plan.layout
         self.provisional = Mutex(provisional)
         self.path = path
         file = try PartialBundleFile(resumableFor: path)
         journalPath = file.partialPath + ".journal"
         let fd = file.fd
-        let header = "\(Self.journalMagic) \(plan.id)"
+        let header = "\(Self.journalMagic) \(plan.layout)"
         var recorded: Set<Int> = []
         var info = stat()
         if let text = try? String(contentsOfFile: journalPath, encoding: .utf8), fstat(fd, &info) == 0,

@@ -46,9 +46,11 @@ struct PlacedBundleTests {
             return (try Data(contentsOf: URL(fileURLWithPath: "\(dir)/streamed.tar")), digest)
         }
 
-        func plan() throws -> BundlePlan {
-            try BundlePlan(
-                manifest: manifest, index: index, modificationTime: 1_700_000_000, dockerManifest: dockerManifest)
+        func plan(at time: Int64 = 1_700_000_000) throws -> BundlePlan {
+            var manifest = manifest
+            manifest.created = BundleManifest.timestamp(time)
+            return try BundlePlan(
+                manifest: manifest, index: index, modificationTime: time, dockerManifest: dockerManifest)
         }
 
         /// Writes `slots` through sinks, as downloads do.
@@ -149,6 +151,29 @@ struct PlacedBundleTests {
         _ = try second.publish()
         #expect(try Data(contentsOf: URL(fileURLWithPath: output)) == expected)
         #expect(!FileManager.default.fileExists(atPath: output + ".partial.journal"))
+
+        // A run resumed later (a new creation time in the head and in every tar header, the same
+        // layout) keeps the blobs and gives the bundle of its own time.
+        let later = "\(fixture.dir)/later.tar"
+        do {
+            let first = try PlacedBundle(path: later, plan: try fixture.plan())
+            try fixture.write([6, 2], into: first)
+        }
+        let laterPlan = try fixture.plan(at: 1_700_003_600)
+        let firstPlan = try fixture.plan()
+        #expect(laterPlan.id != firstPlan.id && laterPlan.layout == firstPlan.layout)
+        let resumedLater = try PlacedBundle(path: later, plan: laterPlan)
+        #expect(resumedLater.resumed == [2, 6])
+        try fixture.write([0, 1, 3, 4, 5], into: resumedLater)
+        _ = try resumedLater.publish()
+        var laterManifest = fixture.manifest
+        laterManifest.created = BundleManifest.timestamp(1_700_003_600)
+        _ = try BundleWriter().write(
+            to: "\(fixture.dir)/later-streamed.tar", manifest: laterManifest, index: fixture.index,
+            modificationTime: 1_700_003_600, dockerManifest: fixture.dockerManifest, blobs: fixture.path)
+        #expect(
+            try Data(contentsOf: URL(fileURLWithPath: later))
+                == Data(contentsOf: URL(fileURLWithPath: "\(fixture.dir)/later-streamed.tar")))
 
         // A recorded blob damaged before the next run (a power cut after the journal line was
         // written, say) fails the seal, and the run after that writes it again.
@@ -339,7 +364,7 @@ struct PlacedBundleTests {
             let path = VolumeSet.volumePath(for: "\(fixture.dir)/placed.tar", number: number, count: number)
             leftovers += [path + ".partial", path + ".partial.journal"]
         }
-        for path in leftovers { FileManager.default.createFile(atPath: path, contents: Data("old".utf8)) }
+        for path in leftovers { try Data("old".utf8).write(to: URL(fileURLWithPath: path)) }
         let second = try open()
         #expect(second.volumes.contains { !$0.resumed.isEmpty })
         try write(others, into: second)
