@@ -249,9 +249,8 @@ final class PushSink: BundleBlobSink, @unchecked Sendable {
         if BundlePusher.isManifest(blob) || blob.mediaType == nil, blob.size <= Int64(ManifestDocument.maximumSize) {
             kept = []
         }
-        guard !BundlePusher.isManifest(blob), !skip.contains(blob.digest), failure == nil, let repository else {
-            return
-        }
+        guard !BundlePusher.isManifest(blob), !skip.contains(blob.digest), failure == nil else { return }
+        guard let repository else { throw PushError.abandoned }  // planned before the first blob
         let upload = UploadFeed(size: blob.size)
         self.upload = upload
         let (client, location) = (self.client, RegistryLocation(registry: registry, repository: repository))

@@ -84,6 +84,7 @@ struct RegistryOptions: ParsableArguments {
             caFiles: caFiles,
             certsDirectories: certsDirectories.isEmpty ? TrustPolicy.defaultCertsDirectories : certsDirectories,
             insecureRegistries: Set(insecureRegistries).union(try insecureFromAuth()))
+        try trust.checkCAFiles()
         let http = RegistryClient.makeHTTPClient(connectTimeout: max(1, connectTimeout))
         let client = RegistryClient(
             http: http,

@@ -281,7 +281,7 @@ struct SyncRun: Sendable {
         }
     }
 
-    static func isUsage(_ error: any Error) -> Bool { (error as? SyncError)?.isUsage ?? false }
+    static func isUsage(_ error: any Error) -> Bool { error is TrustError || (error as? SyncError)?.isUsage == true }
 
     /// What goes to the destination: the image as resolved, or with `--platform` and an index of
     /// which only some manifests were selected, the one selected manifest (a registry refuses an

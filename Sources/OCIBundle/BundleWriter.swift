@@ -208,15 +208,32 @@ final class PartialBundleFile {
         // Never removed by this object unless discarded: not even when the lock below is refused
         // (the file is another writer's).
         keep = true
-        fd = open(partialPath, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0o644)
-        guard fd >= 0 else { throw BundleError.io("open \(partialPath)", errno: errno) }
-        guard flock(fd, LOCK_EX | LOCK_NB) == 0 else {
-            let code = errno
+        fd = -1
+        // The name is checked again once locked: a cleanup that held the lock may have removed the
+        // file this open found (`VolumeSet.removeStaleVolumes`), and a removed file is never written.
+        for _ in 0..<3 {
+            fd = open(partialPath, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0o644)
+            guard fd >= 0 else { throw BundleError.io("open \(partialPath)", errno: errno) }
+            guard flock(fd, LOCK_EX | LOCK_NB) == 0 else {
+                let code = errno
+                close(fd)
+                fd = -1
+                if code == EWOULDBLOCK { throw BundleError.busy(partialPath) }
+                throw BundleError.io("lock \(partialPath)", errno: code)
+            }
+            if Self.isNamed(fd, partialPath) { return }
             close(fd)
             fd = -1
-            if code == EWOULDBLOCK { throw BundleError.busy(partialPath) }
-            throw BundleError.io("lock \(partialPath)", errno: code)
         }
+        throw BundleError.busy(partialPath)
+    }
+
+    /// Whether `path` still names the file open as `fd` (not removed or replaced since).
+    static func isNamed(_ fd: Int32, _ path: String) -> Bool {
+        var opened = stat()
+        var named = stat()
+        return fstat(fd, &opened) == 0 && stat(path, &named) == 0 && opened.st_ino == named.st_ino
+            && opened.st_dev == named.st_dev
     }
 
     deinit {
@@ -246,12 +263,12 @@ final class PartialBundleFile {
         return digest
     }
 
-    /// The first half of publishing: fsyncs and closes the tar and writes its checksum beside it,
-    /// still under the partial names (a set of volumes is sealed whole before any is renamed).
+    /// The first half of publishing: fsyncs the tar and writes its checksum beside it, still under
+    /// the partial names (a set of volumes is sealed whole before any is renamed). The file stays
+    /// open, and a resumable one locked, until this object goes: no cleanup takes it for stale
+    /// between sealing and renaming.
     func seal(digest given: Digest? = nil) throws -> Digest {
         guard fsync(fd) == 0 else { throw BundleError.io("fsync \(partialPath)", errno: errno) }
-        close(fd)
-        fd = -1
         let digest = given ?? hasher.finalize()
         let name = (path as NSString).lastPathComponent
         do {

@@ -79,12 +79,14 @@ public struct VolumeSet: Codable, Sendable, Hashable {
         }
     }
 
-    /// Removes a resumable `.partial` file, its journal and checksum, unless a writer holds its lock.
+    /// Removes a resumable `.partial` file, its journal and checksum, unless a writer holds its lock
+    /// (writers hold it from opening the file until it has its final name) or the name now belongs
+    /// to another file than the one locked.
     private static func removeUnlessHeld(_ partial: String) {
         let fd = open(partial, O_RDWR | O_NOFOLLOW | O_CLOEXEC)
         guard fd >= 0 else { return }
         defer { close(fd) }
-        guard flock(fd, LOCK_EX | LOCK_NB) == 0 else { return }
+        guard flock(fd, LOCK_EX | LOCK_NB) == 0, PartialBundleFile.isNamed(fd, partial) else { return }
         for path in [partial, partial + ".journal", partial + ".sha256"] { unlink(path) }
     }
 

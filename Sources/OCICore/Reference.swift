@@ -72,7 +72,7 @@ public struct Tag: Hashable, Sendable, CustomStringConvertible {
     private init(valid value: String) { self.value = value }
 
     /// The tag a reference without tag or digest names.
-    public static let latest = Tag(valid: "latest")
+    public static let latest = Tag(valid: Reference.defaultTag)
 
     public var description: String { value }
 }
@@ -164,7 +164,6 @@ public struct Reference: Hashable, Sendable, CustomStringConvertible {
         return s
     }
 
-    /// What to ask the registry for: the digest when pinned, else the tag.
     /// What to ask a registry for under `/manifests/`: the digest when pinned, else the tag.
     public var manifestReference: ManifestReference {
         if let digest { return .digest(digest) }

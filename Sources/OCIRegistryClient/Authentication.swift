@@ -115,16 +115,19 @@ actor TokenCache {
     ) async throws -> String {
         let key = Key(registry: registry, scope: scope)
         if let token = tokens[key], token.expires > Date() { return token.value }
-        let (task, started) = pending.task(for: key) {
+        let (task, started) = pending.join(key) {
             let (value, lifetime) = try await fetch()
             // Renew a little early so a token does not expire mid-request.
             return Token(value: value, expires: Date().addingTimeInterval(max(lifetime - 10, 5)))
         }
-        guard started else { return try await task.value.value }
-        defer { pending.ended(key) }
-        let token = try await task.value
-        tokens[key] = token
+        defer { if started { pending.ended(key, task) } }
+        let token = try await sharedOutcome(of: task) { await self.waiterCancelled(key, task) }
+        if started { tokens[key] = token }
         return token.value
+    }
+
+    private func waiterCancelled(_ key: Key, _ task: Task<Token, any Error>) {
+        pending.cancelled(key, task)
     }
 }
 

@@ -411,11 +411,14 @@ actor EndpointCache {
         for registry: String, discover: @escaping @Sendable () async throws -> RegistryClient.Endpoint
     ) async throws -> RegistryClient.Endpoint {
         if let known = endpoints[registry] { return known }
-        let (task, started) = discovering.task(for: registry, discover)
-        guard started else { return try await task.value }
-        defer { discovering.ended(registry) }
-        let endpoint = try await task.value
-        endpoints[registry] = endpoint
+        let (task, started) = discovering.join(registry, discover)
+        defer { if started { discovering.ended(registry, task) } }
+        let endpoint = try await sharedOutcome(of: task) { await self.waiterCancelled(registry, task) }
+        if started { endpoints[registry] = endpoint }
         return endpoint
+    }
+
+    private func waiterCancelled(_ registry: String, _ task: Task<RegistryClient.Endpoint, any Error>) {
+        discovering.cancelled(registry, task)
     }
 }

@@ -8,10 +8,10 @@ import NIOSSL
 /// `/etc/docker/certs.d`), and a client certificate pair (`*.cert` with its `*.key`) found there.
 /// Hosts listed as insecure skip verification and may fall back to plain HTTP.
 ///
-/// Each CA file is read when a host's configuration is made, so one that is missing or not PEM
-/// fails there, named, and is then given to NIOSSL by path: AsyncHTTPClient hashes a request's TLS
-/// configuration on every request, and parsed certificates would be encoded again for each hash
-/// (12% of the CPU of a 200-image export when the system store went that way).
+/// CA files are given to NIOSSL by path: AsyncHTTPClient hashes a request's TLS configuration on
+/// every request, and parsed certificates would be encoded again for each hash (12% of the CPU of
+/// a 200-image export when the system store went that way). ``checkCAFiles()`` reads them once at
+/// the start; a host's `certs.d` certificates are read when its configuration is made.
 public struct TrustPolicy: Sendable {
     public var caFiles: [String]
     public var certsDirectories: [String]
@@ -30,6 +30,12 @@ public struct TrustPolicy: Sendable {
 
     public func isInsecure(_ registry: String) -> Bool { insecureRegistries.contains(registry) }
 
+    /// Reads every `--ca-file` once, at the start: one that is missing or not PEM fails the command
+    /// there, named, instead of each connection failing its TLS handshake.
+    public func checkCAFiles() throws {
+        for path in caFiles { _ = try Self.checked(path) }
+    }
+
     /// The TLS configuration for `host` (host[:port] as addressed).
     public func tlsConfiguration(for host: String) throws -> TLSConfiguration {
         var tls = TLSConfiguration.makeClientConfiguration()
@@ -38,7 +44,7 @@ public struct TrustPolicy: Sendable {
             tls.certificateVerification = .none
             return tls
         }
-        var roots: [NIOSSLAdditionalTrustRoots] = try caFiles.map { try Self.checked($0) }
+        var roots: [NIOSSLAdditionalTrustRoots] = caFiles.map { .file($0) }
         for directory in certsDirectories {
             let hostDirectory = "\(directory)/\(host)"
             guard let names = try? FileManager.default.contentsOfDirectory(atPath: hostDirectory) else { continue }

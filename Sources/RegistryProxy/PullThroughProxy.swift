@@ -317,6 +317,7 @@ extension PullThroughProxy {
         let trust = TrustPolicy(
             caFiles: upstreams.compactMap(\.caFile),
             insecureRegistries: Set(upstreams.filter(\.upstream.plainHTTP).map(\.upstream.registry)))
+        try trust.checkCAFiles()
         let http = RegistryClient.makeHTTPClient()
         let client = RegistryClient(
             http: http,

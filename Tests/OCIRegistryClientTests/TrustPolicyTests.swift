@@ -17,9 +17,17 @@ struct TrustPolicyTests {
         try Data("not a certificate\n".utf8).write(to: URL(fileURLWithPath: junk))
         for (file, reason) in [(junk, "not a PEM certificate"), ("\(directory)/missing.crt", "cannot be read")] {
             let policy = TrustPolicy(caFiles: [file], certsDirectories: [])
-            #expect(throws: TrustError.unreadableCertificate(path: file, reason: reason)) {
-                _ = try policy.tlsConfiguration(for: "registry.example:5000")
-            }
+            #expect(throws: TrustError.unreadableCertificate(path: file, reason: reason)) { try policy.checkCAFiles() }
+        }
+        // A host's certs.d certificate is read when the host's configuration is made.
+        let host = "registry.example:5000"
+        try FileManager.default.createDirectory(atPath: "\(directory)/\(host)", withIntermediateDirectories: true)
+        try FileManager.default.copyItem(atPath: junk, toPath: "\(directory)/\(host)/ca.crt")
+        #expect(
+            throws: TrustError.unreadableCertificate(
+                path: "\(directory)/\(host)/ca.crt", reason: "not a PEM certificate")
+        ) {
+            _ = try TrustPolicy(certsDirectories: [directory]).tlsConfiguration(for: host)
         }
     }
 
