@@ -187,8 +187,7 @@ public final class VolumeSetWriter: BundleBlobSink {
 
     /// A set written whole by ``split(_:volumeSize:output:index:dockerManifest:signingKey:modificationTime:hashParts:feed:)``.
     public struct Split: Sendable {
-        /// The set's manifest (its part digests filled in) and the signature over it.
-        public var manifest: BundleManifest
+        /// The signature over the set's manifest (its part digests filled in).
         public var signature: BundleSignature?
         /// Each volume as published, with the sha256 of its tar.
         public var volumes: [(path: String, digest: Digest)]
@@ -219,7 +218,7 @@ public final class VolumeSetWriter: BundleBlobSink {
             modificationTime: modificationTime)
         try feed(writer)
         let volumes = try writer.finish()
-        return Split(manifest: manifest, signature: signature, volumes: volumes, id: Digest.of(try manifest.encoded()))
+        return Split(signature: signature, volumes: volumes, id: Digest.of(try manifest.encoded()))
     }
 
     /// Raises the open-file limit to hold every volume open at once, or says why it cannot.

@@ -72,7 +72,7 @@ public struct Tag: Hashable, Sendable, CustomStringConvertible {
     private init(valid value: String) { self.value = value }
 
     /// The tag a reference without tag or digest names.
-    public static let latest = Tag(valid: Reference.defaultTag)
+    public static let latest = Tag(valid: "latest")
 
     public var description: String { value }
 }
@@ -88,7 +88,6 @@ public struct Reference: Hashable, Sendable, CustomStringConvertible {
     public let digest: Digest?
 
     public static let dockerHub = "docker.io"
-    public static let defaultTag = "latest"
 
     public init(registry: String, repository: RepositoryName, tag: Tag?, digest: Digest?) {
         self.registry = registry
@@ -139,7 +138,7 @@ public struct Reference: Hashable, Sendable, CustomStringConvertible {
         if registry == Self.dockerHub, !path.contains("/") { path = "library/" + path }
         let repository = try RepositoryName(path)
         guard (registry.utf8.count + 1 + path.utf8.count) <= 255 else { throw .nameTooLong(string) }
-        if tag == nil, digest == nil { tag = try Tag(Self.defaultTag) }
+        if tag == nil, digest == nil { tag = .latest }
         self.init(registry: registry, repository: repository, tag: tag, digest: digest)
     }
 
