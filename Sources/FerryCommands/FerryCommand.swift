@@ -65,6 +65,7 @@ func exitCode(for error: any Error) -> Int32 {
         is SigningError, is VolumePlanError:
         FerryExitCode.usage
     case let error as ExportError where error.isVerificationFailure: FerryExitCode.verification
+    case let error as RegistryError where error.isVerificationFailure: FerryExitCode.verification
     case is BundleVerificationFailed: FerryExitCode.verification
     case let error as LayoutArchiveError: error.isUsage ? FerryExitCode.usage : FerryExitCode.verification
     case let error as SiteRecordError:

@@ -236,12 +236,13 @@ struct SyncRun: Sendable {
 
     func failure(_ request: ImageRequest, referrer: Bool, pass: Int, error: any Error) -> Outcome {
         let destination = (try? Syncer.destination(of: request, options: options))?.description ?? "?"
-        let corrupt = Self.isVerification(error)
+        let code = exitCode(for: error)
+        let corrupt = code == FerryExitCode.verification
         let image = Syncer.Summary.Image(
             source: request.reference.description, destination: destination, status: .failed, referrer: referrer,
             error: String(describing: error), corrupt: corrupt ? true : nil, pass: pass)
         progress.phase("failed \(request.reference) -> \(destination): \(error)")
-        return Outcome(request: request, image: image, retryable: !corrupt && !Self.isUsage(error))
+        return Outcome(request: request, image: image, retryable: code == FerryExitCode.failure)
     }
 
     /// One image: never throws; a failure is its outcome.
@@ -271,17 +272,6 @@ struct SyncRun: Sendable {
             return failure(request, referrer: referrer, pass: pass, error: error)
         }
     }
-
-    static func isVerification(_ error: any Error) -> Bool {
-        switch error {
-        case let error as ExportError: error.isVerificationFailure
-        case let error as SyncError: error.isVerification
-        case let error as RegistryError: error.isVerificationFailure
-        default: false
-        }
-    }
-
-    static func isUsage(_ error: any Error) -> Bool { error is TrustError || (error as? SyncError)?.isUsage == true }
 
     /// What goes to the destination: the image as resolved, or with `--platform` and an index of
     /// which only some manifests were selected, the one selected manifest (a registry refuses an
