@@ -8,8 +8,6 @@ import OCIRegistryClient
 import OCIStore
 
 extension BlobWriter: BlobSink {}
-extension SlotSink: BlobSink {}
-extension PartsSink: BlobSink {}
 
 /// Pulls images from registries into one bundle, or one set of volumes, written in place.
 ///
@@ -305,8 +303,6 @@ public struct Exporter: Sendable {
         let totalBytes = allBlobs.reduce(Int64(0)) { $0 + $1.size }
         var verified = Set(missing.map(\.digest))
         let chartArchives = charts.compactMap(\.downloaded)
-        var sizes: [Digest: Int64] = [:]
-        for blob in allBlobs { sizes[blob.digest] = blob.size }
         let target: any PlacedOutput
         var volumeSet: PlacedVolumeSet?
         var id: Digest
@@ -350,7 +346,7 @@ public struct Exporter: Sendable {
             signer = signature?.keyID
         }
         let placement = try await writePlaced(
-            target, options: options, store: store, sizes: sizes, sources: sources, verifiedInStore: verified)
+            target, options: options, store: store, sources: sources, verifiedInStore: verified)
         if let final = volumeSet?.final {
             id = Digest.of(try final.manifest.encoded())
             signer = final.signature?.keyID
@@ -435,26 +431,19 @@ public struct Exporter: Sendable {
     /// place, verified as it streams, then seals each file with one read that hashes the tar and
     /// checks every entry not verified on the way in. Content that fails verification removes the
     /// partial files; any other failure keeps them, and the next run of the same export resumes.
-    /// `sizes` gives every blob's size; a blob that lands whole in more than one place (a manifest
-    /// in every volume) must be in `store` already; a blob in parts is downloaded into its parts.
+    /// A blob that lands whole in more than one place (a manifest in every volume) must be in
+    /// `store` already; a blob in parts is downloaded into its parts.
     func writePlaced(
-        _ target: any PlacedOutput, options: Options, store: BlobStore, sizes: [Digest: Int64],
-        sources: [Digest: BlobSource], verifiedInStore: Set<Digest>
+        _ target: any PlacedOutput, options: Options, store: BlobStore, sources: [Digest: BlobSource],
+        verifiedInStore: Set<Digest>
     ) async throws -> Placement {
         struct Place: Sendable {
             let bundle: Int
             let slot: Int
         }
-        /// A download: one blob into its slot, or a blob in parts into the slots of its parts.
-        enum Fetch: Sendable {
-            case slot(Place)
-            case parts(Digest)
-        }
         let bundles = target.files
-        // Blobs in parts exist only in a set of volumes.
-        let set = target as? PlacedVolumeSet
         var copies: [Place] = []
-        var downloads: [Fetch] = []
+        var downloads: [(blob: Digest, sink: any PlacedSink)] = []
         /// Slots filled from the cache, by file: a seal that finds one bad blames the cache's copy.
         struct FileSlot: Hashable {
             let path: String
@@ -465,21 +454,18 @@ public struct Exporter: Sendable {
         for (b, bundle) in bundles.enumerated() {
             var unverified: Set<Int> = []
             for (i, slot) in bundle.plan.slots.enumerated() where !bundle.isComplete(i) {
-                if let size = sizes[slot.blob], store.contains(slot.blob, size: size) {
+                if let size = target.size(of: slot.blob), store.contains(slot.blob, size: size) {
                     copies.append(Place(bundle: b, slot: i))
                     copied.insert(FileSlot(path: bundle.path, slot: i))
                     // Checked when sealing, unless fetched into the cache this run (a blob in
                     // parts is checked whole when the set is published).
                     if !verifiedInStore.contains(slot.blob) && slot.digest == slot.blob { unverified.insert(i) }
                 } else if sources[slot.blob] != nil, fetched.insert(slot.blob).inserted {
-                    if let set, set.isParted(slot.blob) {
-                        downloads.append(.parts(slot.blob))
-                    } else if slot.digest == slot.blob {
-                        downloads.append(.slot(Place(bundle: b, slot: i)))
-                    } else {
+                    guard let sink = target.downloadSink(for: slot.blob) else {
                         throw BundleError.io("blob \(slot.blob) has no place to be downloaded to", errno: EINVAL)
                     }
-                } else if !fetched.contains(slot.blob) || set?.isParted(slot.blob) != true {
+                    downloads.append((slot.blob, sink))
+                } else if !fetched.contains(slot.blob) {
                     throw BundleError.io(
                         "blob \(slot.blob) is neither in the cache nor to be downloaded", errno: EINVAL)
                 }
@@ -519,31 +505,14 @@ public struct Exporter: Sendable {
                     }
                     var iterator = downloads.makeIterator()
                     func addNext() {
-                        switch iterator.next() {
-                        case .slot(let place):
-                            let bundle = bundles[place.bundle]
-                            let blob = bundle.plan.slots[place.slot].blob
-                            guard let source = sources[blob] else { return }
-                            group.addTask {
-                                let sink = CachingSink(bundle.sink(for: place.slot), cache: cache, source.descriptor)
-                                try await fetch(source, into: sink) {
-                                    try bundle.complete(place.slot)
-                                    await sink.keep()
-                                }
-                                return blob
+                        guard let (blob, place) = iterator.next(), let source = sources[blob] else { return }
+                        group.addTask {
+                            let sink = CachingSink(place, cache: cache, source.descriptor)
+                            try await fetch(source, into: sink) {
+                                try place.complete()
+                                await sink.keep()
                             }
-                        case .parts(let blob):
-                            guard let source = sources[blob], let set else { return }
-                            group.addTask {
-                                let parts = set.partsSink(for: blob)
-                                let sink = CachingSink(parts, cache: cache, source.descriptor)
-                                try await fetch(source, into: sink) {
-                                    try set.complete(parts)
-                                    await sink.keep()
-                                }
-                                return blob
-                            }
-                        case nil: return
+                            return blob
                         }
                     }
                     for _ in 0..<max(1, options.parallel) { addNext() }
@@ -647,11 +616,11 @@ public enum ExportError: Error, CustomStringConvertible {
 /// A download written to its place and, with a cache, into the cache at the same time (one more
 /// write of each byte, beside the download instead of after it). The cache is a convenience: a
 /// copy that cannot be kept is dropped, never a reason to fail the export.
-final class CachingSink<Place: BlobSink>: BlobSink, @unchecked Sendable {
-    private let place: Place
+final class CachingSink: BlobSink, @unchecked Sendable {
+    private let place: any PlacedSink
     private var cache: BlobWriter?
 
-    init(_ place: Place, cache: BlobStore?, _ descriptor: Descriptor) {
+    init(_ place: any PlacedSink, cache: BlobStore?, _ descriptor: Descriptor) {
         self.place = place
         // The download verifies the bytes before the copy is kept: the writer checks the size only,
         // and writes in the download's own call (a thread and buffers per download would cost
@@ -672,7 +641,7 @@ final class CachingSink<Place: BlobSink>: BlobSink, @unchecked Sendable {
     }
 
     func reset() throws {
-        try place.reset()
+        place.reset()
         do {
             try cache?.reset()
         } catch {

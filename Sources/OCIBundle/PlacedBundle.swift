@@ -144,6 +144,8 @@ public final class PlacedBundle: @unchecked Sendable {
     private let state = Mutex<Set<Int>>([])
     /// Slots the journal of an earlier run recorded (checked again when the bundle is sealed).
     public let resumed: Set<Int>
+    /// The slot of each blob carried whole (not as a part).
+    let wholeSlots: [Digest: Int]
 
     static let journalMagic = "ferry-partial-bundle 1"
 
@@ -155,6 +157,9 @@ public final class PlacedBundle: @unchecked Sendable {
     public init(path: String, plan: BundlePlan, provisional: Bool = false) throws {
         current = Mutex(plan)
         journalID = plan.layout
+        var wholeSlots: [Digest: Int] = [:]
+        for (i, slot) in plan.slots.enumerated() where slot.digest == slot.blob { wholeSlots[slot.blob] = i }
+        self.wholeSlots = wholeSlots
         self.provisional = Mutex(provisional)
         self.path = path
         file = try PartialBundleFile(resumableFor: path)
@@ -511,4 +516,6 @@ public final class SlotSink: @unchecked Sendable {
         writeback = Writeback(from: slot.dataOffset)
         bundle.restarted(index)
     }
+
+    public func complete() throws { try bundle.complete(index) }
 }

@@ -28,6 +28,7 @@ public final class PlacedVolumeSet: Sendable {
     /// Per part of the plan (its index in the manifest's parts): where it is written.
     private let partPlaces: [Place]
     private let partedBlobs: Set<Digest>
+    private let sizes: [Digest: Int64]
     /// Part digests learnt as parts were written, by part index.
     private let learnt = Mutex<[Int: Digest]>([:])
     private let outcome = Mutex<(manifest: BundleManifest, signature: BundleSignature?)?>(nil)
@@ -92,6 +93,9 @@ public final class PlacedVolumeSet: Sendable {
         self.sign = sign
         self.places = places
         partedBlobs = Set(set.parts.map(\.blob))
+        var sizes: [Digest: Int64] = [:]
+        for blob in planned.blobs { sizes[blob.digest] = blob.size }
+        self.sizes = sizes
         let hasParts = !set.parts.isEmpty
         volumes = try zip(paths, plans).map { try PlacedBundle(path: $0, plan: $1, provisional: hasParts) }
     }
@@ -102,20 +106,22 @@ public final class PlacedVolumeSet: Sendable {
     /// Whether `blob` is carried in parts.
     public func isParted(_ blob: Digest) -> Bool { partedBlobs.contains(blob) }
 
+    public func size(of blob: Digest) -> Int64? { sizes[blob] }
+
     /// A sink for the whole of a blob carried in parts: each byte goes to its part's slot, each
-    /// part hashed on the way. Give it to ``complete(_:)`` once the blob verified.
+    /// part hashed on the way; ``PartsSink/complete()`` once the blob verified.
     public func partsSink(for blob: Digest) -> PartsSink {
         let parts = planned.volumes?.parts ?? []
         var sinks: [Int: SlotSink] = [:]
         for (i, part) in parts.enumerated() where part.blob == blob {
             sinks[i] = volumes[partPlaces[i].volume].sink(for: partPlaces[i].slot)
         }
-        return PartsSink(blob: blob, parts: parts, sinks: sinks)
+        return PartsSink(blob: blob, parts: parts, sinks: sinks, set: self)
     }
 
     /// Records a blob written through `sink` (and verified whole): its parts' slots complete, their
     /// digests learnt.
-    public func complete(_ sink: PartsSink) throws {
+    fileprivate func complete(_ sink: PartsSink) throws {
         let digests = sink.digests()
         learnt.withLock { learnt in for (part, digest) in digests { learnt[part] = digest } }
         for (part, _) in digests {
@@ -214,11 +220,13 @@ public final class PartsSink: @unchecked Sendable {
     private let sinks: [Int: SlotSink]
     private var router: PartRouter
     private var hashers: [Int: DigestHasher] = [:]
+    private let set: PlacedVolumeSet
 
-    init(blob: Digest, parts: [VolumeSet.Part], sinks: [Int: SlotSink]) {
+    init(blob: Digest, parts: [VolumeSet.Part], sinks: [Int: SlotSink], set: PlacedVolumeSet) {
         self.blob = blob
         self.parts = parts
         self.sinks = sinks
+        self.set = set
         router = PartRouter(parts)
         router.begin(blob)
     }
@@ -236,6 +244,8 @@ public final class PartsSink: @unchecked Sendable {
         router.begin(blob)
         hashers = [:]
     }
+
+    public func complete() throws { try set.complete(self) }
 
     /// Each part's digest, by its index in the manifest's parts.
     func digests() -> [(Int, Digest)] {

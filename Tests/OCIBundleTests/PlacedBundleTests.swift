@@ -311,31 +311,23 @@ struct PlacedBundleTests {
                 dockerManifest: fixture.dockerManifest, modificationTime: 1_700_000_000
             ) { _ in nil }
         }
-        /// Every place of each blob: a whole blob through a sink (as a download); a blob in parts
-        /// through a parts sink (as a download) or its parts copied from its file (as from the
+        /// Every place of each blob: a blob with one place, or in parts, through its download sink
+        /// (as a download), a blob in parts also as its parts copied from its file (as from the
         /// cache); a manifest copied into every volume.
         func write(_ blobs: [Int], into placed: PlacedVolumeSet, partsFromFile: Bool = false) throws {
             for i in blobs {
-                if placed.isParted(digest(i)) && !partsFromFile {
-                    let sink = placed.partsSink(for: digest(i))
+                if !(partsFromFile && placed.isParted(digest(i))), let sink = placed.downloadSink(for: digest(i)) {
                     try fixture.blobs[i].withUnsafeBytes { bytes in
                         let third = bytes.count / 3
                         try sink.write(UnsafeRawBufferPointer(rebasing: bytes[..<third]))
                         try sink.write(UnsafeRawBufferPointer(rebasing: bytes[third...]))
                     }
-                    try placed.complete(sink)
+                    try sink.complete()
                     continue
                 }
                 for place in placed.places(of: digest(i)) {
-                    let volume = placed.volumes[place.volume]
-                    let slot = volume.plan.slots[place.slot]
-                    if slot.digest == digest(i) && placed.places(of: digest(i)).count == 1 {
-                        let sink = volume.sink(for: place.slot)
-                        try fixture.blobs[i].withUnsafeBytes { try sink.write($0) }
-                    } else {
-                        try volume.copy(from: fixture.path(digest(i)), into: place.slot)
-                    }
-                    try volume.complete(place.slot)
+                    try placed.volumes[place.volume].copy(from: fixture.path(digest(i)), into: place.slot)
+                    try placed.volumes[place.volume].complete(place.slot)
                 }
             }
         }
