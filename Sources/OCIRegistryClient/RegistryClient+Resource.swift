@@ -23,7 +23,7 @@ extension RegistryClient {
         let origin = Self.origin(of: url)
         let endpoint: Endpoint
         if url.hasPrefix("https://") {
-            endpoint = Endpoint(baseURL: origin, tls: try configuration.trust.tlsConfiguration(for: host))
+            endpoint = Endpoint(baseURL: origin, tls: try trust.configuration(for: host))
         } else if url.hasPrefix("http://") && configuration.trust.isInsecure(host) {
             endpoint = Endpoint(baseURL: origin, tls: nil)
         } else {

@@ -36,10 +36,12 @@ public final class RegistryClient: Sendable {
     let configuration: Configuration
     let tokens = TokenCache()
     let endpoints = EndpointCache()
+    let trust: TrustConfigurations
 
     public init(http: HTTPClient, configuration: Configuration) {
         self.http = http
         self.configuration = configuration
+        trust = TrustConfigurations(configuration.trust)
     }
 
     /// An `HTTPClient` set up the way this client needs it: no automatic redirects (they are
@@ -150,7 +152,7 @@ public final class RegistryClient: Sendable {
     func tlsConfiguration(for url: String, endpoint: Endpoint) throws -> TLSConfiguration? {
         guard url.hasPrefix("https://") else { return nil }
         if Self.origin(of: url) == Self.origin(of: endpoint.baseURL) { return endpoint.tls }
-        return try configuration.trust.tlsConfiguration(for: Self.hostPort(of: url))
+        return try trust.configuration(for: Self.hostPort(of: url))
     }
 
     /// A redirect from HTTPS to plain HTTP is followed only to a host given as insecure: whatever
@@ -253,7 +255,7 @@ public final class RegistryClient: Sendable {
         }
         request.headers.add(name: "User-Agent", value: configuration.userAgent)
         if realm.hasPrefix("https://") {
-            request.tlsConfiguration = try configuration.trust.tlsConfiguration(for: Self.hostPort(of: realm))
+            request.tlsConfiguration = try trust.configuration(for: Self.hostPort(of: realm))
         }
         let response: HTTPClientResponse
         let body: ByteBuffer
@@ -302,7 +304,7 @@ public final class RegistryClient: Sendable {
             throw RegistryError.unreachable(
                 registry: registry, url: "https://\(host)/v2/", reason: "cannot resolve \(failure)")
         }
-        let tls = try configuration.trust.tlsConfiguration(for: host)
+        let tls = try trust.configuration(for: host)
         var candidates = [Endpoint(baseURL: "https://\(host)", tls: tls)]
         if configuration.trust.isInsecure(registry) { candidates.append(Endpoint(baseURL: "http://\(host)", tls: nil)) }
         var lastError: (any Error)?

@@ -1,5 +1,6 @@
 import Foundation
 import NIOSSL
+import Synchronization
 
 /// How to trust a registry's TLS certificate, as docker and skopeo do it.
 ///
@@ -80,6 +81,23 @@ public struct TrustPolicy: Sendable {
                 path: path,
                 reason: FileManager.default.isReadableFile(atPath: path) ? "not a PEM certificate" : "cannot be read")
         }
+    }
+}
+
+/// Each host's TLS configuration, made once per client: a CDN a registry redirects every blob to,
+/// or a token realm, does not list and parse its `certs.d` directories again for every request.
+/// A configuration that fails is not kept (each request names the problem).
+final class TrustConfigurations: Sendable {
+    private let policy: TrustPolicy
+    private let made = Mutex<[String: TLSConfiguration]>([:])
+
+    init(_ policy: TrustPolicy) { self.policy = policy }
+
+    func configuration(for host: String) throws -> TLSConfiguration {
+        if let known = made.withLock({ $0[host] }) { return known }
+        let configuration = try policy.tlsConfiguration(for: host)
+        made.withLock { $0[host] = configuration }
+        return configuration
     }
 }
 
