@@ -13,6 +13,11 @@ import OCICore
 /// written, and applies backpressure when more than one batch waits. Event-loop state (`pending`,
 /// `inFlight`, `head`) is touched only on the event loop; the verifier and sink only by the chained
 /// worker jobs, one at a time.
+///
+/// A transfer that continues an interrupted one starts with the verifier of what arrived before
+/// (`resumeAt` bytes, hashed and written) and asks for the rest with a `Range` request: a `206`
+/// must start where it was asked to, a `200` (a server without ranges) has its first `resumeAt`
+/// bytes dropped.
 final class BlobStreamDelegate: HTTPClientResponseDelegate, @unchecked Sendable {
     enum Outcome: Sendable {
         /// A 2xx body, streamed into the sink and verified.
@@ -27,7 +32,11 @@ final class BlobStreamDelegate: HTTPClientResponseDelegate, @unchecked Sendable 
     private let sink: any BlobSink
     private let pool: NIOThreadPool
     private let progress: @Sendable (Int64) -> Void
-    private var verifier: BlobVerifier
+    /// What arrived so far, hashed (read after the outcome's future completed and ``drain()``).
+    private(set) var verifier: BlobVerifier
+    private let resumeAt: Int64
+    /// Bytes still to drop from the start of a whole body answering a range request.
+    private var skip: Int64 = 0
     private var head: HTTPResponseHead?
     /// Received bytes not yet handed to the worker, copied out of NIO's read buffers (a slice of
     /// a read buffer would otherwise pin the whole allocation behind it).
@@ -36,15 +45,19 @@ final class BlobStreamDelegate: HTTPClientResponseDelegate, @unchecked Sendable 
     private var errorBody = ByteBuffer()
     private var eventLoop: (any EventLoop)?
 
-    init(descriptor: Descriptor, sink: any BlobSink, pool: NIOThreadPool, progress: @escaping @Sendable (Int64) -> Void)
-    {
+    init(
+        verifier: BlobVerifier, sink: any BlobSink, pool: NIOThreadPool,
+        progress: @escaping @Sendable (Int64) -> Void
+    ) {
         self.sink = sink
         self.pool = pool
         self.progress = progress
-        self.verifier = BlobVerifier(descriptor)
+        self.verifier = verifier
+        resumeAt = verifier.count
     }
 
-    /// Bytes verified and written so far (read after the outcome's future completed).
+    /// Bytes verified and written so far, with those of the transfers this one continues (read
+    /// after the outcome's future completed).
     var count: Int64 { verifier.count }
 
     private var isSuccess: Bool { head.map { (200..<300).contains($0.status.code) } ?? false }
@@ -52,7 +65,23 @@ final class BlobStreamDelegate: HTTPClientResponseDelegate, @unchecked Sendable 
     func didReceiveHead(task: HTTPClient.Task<Response>, _ head: HTTPResponseHead) -> EventLoopFuture<Void> {
         self.head = head
         self.eventLoop = task.eventLoop
+        if resumeAt > 0 && isSuccess {
+            if head.status == .partialContent {
+                let range = head.headers.first(name: "Content-Range") ?? ""
+                guard Self.rangeStart(range) == resumeAt else {
+                    return task.eventLoop.makeFailedFuture(UnexpectedRange(asked: resumeAt, answer: range))
+                }
+            } else {
+                skip = resumeAt
+            }
+        }
         return task.eventLoop.makeSucceededVoidFuture()
+    }
+
+    /// The first byte of a `Content-Range: bytes FIRST-LAST/SIZE` answer.
+    static func rangeStart(_ value: String) -> Int64? {
+        guard value.hasPrefix("bytes "), let dash = value.firstIndex(of: "-") else { return nil }
+        return Int64(value[value.index(value.startIndex, offsetBy: 6)..<dash])
     }
 
     func didReceiveBodyPart(task: HTTPClient.Task<Response>, _ buffer: ByteBuffer) -> EventLoopFuture<Void> {
@@ -64,6 +93,12 @@ final class BlobStreamDelegate: HTTPClientResponseDelegate, @unchecked Sendable 
             return task.eventLoop.makeSucceededVoidFuture()
         }
         var buffer = buffer
+        if skip > 0 {
+            let dropped = Int(min(skip, Int64(buffer.readableBytes)))
+            buffer.moveReaderIndex(forwardBy: dropped)
+            skip -= Int64(dropped)
+            if buffer.readableBytes == 0 { return task.eventLoop.makeSucceededVoidFuture() }
+        }
         if pending.capacity == 0 { pending.reserveCapacity(Self.batchSize + buffer.readableBytes) }
         pending.writeBuffer(&buffer)
         guard pending.readableBytes >= Self.batchSize else { return task.eventLoop.makeSucceededVoidFuture() }
@@ -73,7 +108,11 @@ final class BlobStreamDelegate: HTTPClientResponseDelegate, @unchecked Sendable 
         return previous
     }
 
-    func didReceiveError(task: HTTPClient.Task<Response>, _ error: any Error) {}
+    /// A transfer cut off: what arrived is still hashed and written, so a retry continues from
+    /// there.
+    func didReceiveError(task: HTTPClient.Task<Response>, _ error: any Error) {
+        if isSuccess && pending.readableBytes > 0 { submit(on: task.eventLoop) }
+    }
 
     func didFinishRequest(task: HTTPClient.Task<Response>) throws -> Response {
         guard let head else { return task.eventLoop.makeFailedFuture(HTTPClientError.remoteConnectionClosed) }
@@ -114,6 +153,13 @@ final class BlobStreamDelegate: HTTPClientResponseDelegate, @unchecked Sendable 
 
     /// Checks size and digest once everything arrived.
     func finish() throws(BlobVerificationError) { try verifier.finish() }
+}
+
+/// A range request answered from another place than asked.
+struct UnexpectedRange: Error, CustomStringConvertible {
+    var asked: Int64
+    var answer: String
+    var description: String { "asked for the blob from byte \(asked), got Content-Range '\(answer)'" }
 }
 
 /// The sink refused bytes (a full disk, say): not the network's fault, so not worth a retry.

@@ -86,9 +86,11 @@ extension RegistryClient {
                 }
                 var streamed: (any Error)?
                 do {
+                    // Each attempt is a new upload: it streams the blob from its start.
+                    var verifier = BlobVerifier(descriptor)
                     try await streamBlob(
                         descriptor, repository: source.repository, registry: source.registry, into: feed, pool: pool,
-                        progress: progress)
+                        verifier: &verifier, keepPartial: false, progress: progress)
                     try feed.finish()
                 } catch {
                     streamed = error

@@ -94,22 +94,27 @@ extension RegistryClient {
     }
 
     /// Streams the blob `descriptor` names into `sink`, checking size and digest as it streams.
-    /// Connection errors, 5xx and 429 are retried with backoff; content that does not match its
-    /// digest is fetched once more, then fails with ``RegistryError/corruptBlob(registry:repository:underlying:)``.
-    /// `progress` receives byte counts as they are written (negative when a retry discards bytes).
+    /// Connection errors, 5xx and 429 are retried with backoff; a transfer cut off part way
+    /// continues where it stopped (a `Range` request; the sink keeps what it has); content that does
+    /// not match its digest is fetched once more from the start, then fails with
+    /// ``RegistryError/corruptBlob(registry:repository:underlying:)``. `progress` receives byte
+    /// counts as they are written (negative when a retry discards bytes).
     public func fetchBlob(
         _ descriptor: Descriptor, repository: RepositoryName, registry: String, into sink: some BlobSink,
         progress: @escaping @Sendable (Int64) -> Void = { _ in }
     ) async throws {
+        var verifier = BlobVerifier(descriptor)
         try await retryingBlob(registry: registry, repository: repository) {
-            do {
-                try sink.reset()
-            } catch {
-                throw RegistryError.sink("\(descriptor.digest): \(error)")
+            if verifier.count == 0 {
+                do {
+                    try sink.reset()
+                } catch {
+                    throw RegistryError.sink("\(descriptor.digest): \(error)")
+                }
             }
             try await streamBlob(
                 descriptor, repository: repository, registry: registry, into: sink, pool: NIOThreadPool.singleton,
-                progress: progress)
+                verifier: &verifier, keepPartial: true, progress: progress)
         }
     }
 
@@ -134,10 +139,14 @@ extension RegistryClient {
     }
 
     /// One attempt: GET the blob with authentication and redirects, streaming a 2xx body through a
-    /// ``BlobStreamDelegate``. Bytes of a failed attempt are taken back from `progress`.
+    /// ``BlobStreamDelegate``. `verifier` holds what earlier attempts delivered (asked for from
+    /// there on with a `Range` request) and, after this one, what it adds. With `keepPartial`, the
+    /// bytes of an attempt the connection cut off are kept for the next; otherwise, and for content
+    /// that failed verification, they are taken back from `progress` and `verifier` starts over.
     func streamBlob(
         _ descriptor: Descriptor, repository: RepositoryName, registry: String, into sink: some BlobSink,
-        pool: NIOThreadPool, progress: @escaping @Sendable (Int64) -> Void
+        pool: NIOThreadPool, verifier: inout BlobVerifier, keepPartial: Bool,
+        progress: @escaping @Sendable (Int64) -> Void
     ) async throws {
         let endpoint = try await endpoint(for: registry)
         let scope = "repository:\(repository):pull"
@@ -149,11 +158,11 @@ extension RegistryClient {
         while true {
             var headers = HTTPHeaders([("User-Agent", configuration.userAgent)])
             if let authorization { headers.add(name: "Authorization", value: authorization) }
+            if verifier.count > 0 { headers.add(name: "Range", value: "bytes=\(verifier.count)-") }
             let request = try HTTPClient.Request(
                 url: url, method: .GET, headers: headers,
                 tlsConfiguration: try tlsConfiguration(for: url, endpoint: endpoint))
-            let delegate = BlobStreamDelegate(
-                descriptor: descriptor, sink: sink, pool: pool, progress: progress)
+            let delegate = BlobStreamDelegate(verifier: verifier, sink: sink, pool: pool, progress: progress)
             let outcome: BlobStreamDelegate.Outcome
             do {
                 let task = http.execute(request: request, delegate: delegate)
@@ -165,7 +174,13 @@ extension RegistryClient {
                 }
             } catch {
                 await delegate.drain()  // no batch may still write into the sink when it is reset
-                progress(-delegate.count)
+                let cutOff = !(error is BlobVerificationError || error is SinkFailure || error is UnexpectedRange)
+                if keepPartial && cutOff && !Task.isCancelled {
+                    verifier = delegate.verifier
+                } else {
+                    progress(-delegate.count)
+                    verifier = BlobVerifier(descriptor)
+                }
                 if error is BlobVerificationError { throw error }
                 if let failure = error as? SinkFailure {
                     throw RegistryError.sink("\(descriptor.digest): \(failure.underlying)")
@@ -180,11 +195,20 @@ extension RegistryClient {
                     try delegate.finish()
                 } catch {
                     progress(-delegate.count)
+                    verifier = BlobVerifier(descriptor)
                     throw error
                 }
                 return
             case .other(let head, let body):
                 let status = Int(head.status.code)
+                if status == 416 && verifier.count > 0 {
+                    // The range asked for is not there to give: the next attempt starts over.
+                    progress(-verifier.count)
+                    verifier = BlobVerifier(descriptor)
+                    throw RegistryError.connection(
+                        registry: registry, url: url,
+                        underlying: "the rest of a cut-off transfer was refused (HTTP 416)")
+                }
                 if let next = Self.redirectTarget(status: head.status.code, headers: head.headers, from: url) {
                     redirects += 1
                     guard redirects <= 10 else { throw RegistryError.tooManyRedirects(url: endpoint.baseURL + path) }
