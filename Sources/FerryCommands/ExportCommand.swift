@@ -199,7 +199,11 @@ public struct ExportCommand: AsyncParsableCommand {
                     String(
                         format: "Wrote %@: %d image(s), %d blob(s), %.1f MiB (%d downloaded, %d from cache%@) in %.1fs",
                         summary.bundle, summary.images.count, summary.blobs, mib, summary.downloadedBlobs,
-                        summary.cachedBlobs, summary.resumedBlobs.map { ", \($0) from the interrupted run" } ?? "",
+                        summary.cachedBlobs,
+                        (summary.resumedBlobs.map { ", \($0) from the interrupted run" } ?? "")
+                            + (summary.resumedBytes.map {
+                                ", \(ProgressReporter.bytes($0)) of blobs it was part way through"
+                            } ?? ""),
                         summary.seconds))
                 if let volumes = summary.volumes {
                     print("\(volumes.count) volume(s) of set \(summary.bundleDigest) (each with its .sha256):")

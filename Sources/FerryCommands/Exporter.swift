@@ -90,6 +90,9 @@ public struct Exporter: Sendable {
         public var cachedBlobs: Int
         /// Blobs an interrupted run of the same export had already written (`PATH.partial`).
         public var resumedBlobs: Int?
+        /// Bytes of the blobs such a run was part way through: kept, and only the rest downloaded
+        /// (not in `downloadedBytes`).
+        public var resumedBytes: Int64?
         public var partial: Bool
         public var seconds: Double
         /// A delta: what it was made against, and the blobs (and bytes) it relies on and so does not carry.
@@ -370,10 +373,11 @@ public struct Exporter: Sendable {
             },
             blobs: allBlobs.count, blobBytes: totalBytes,
             downloadedBlobs: downloadedFirst.count + placement.fetched.count + chartArchives.count,
-            downloadedBytes: downloadedBytes + fetchedBytes + chartArchives.reduce(0, +),
+            downloadedBytes: downloadedBytes + fetchedBytes - placement.resumedBytes + chartArchives.reduce(0, +),
             cachedBlobs: blobOrder.filter { !resumedOrFetched.contains($0.digest) }.count - downloadedFirst.count
                 - chartArchives.count,
             resumedBlobs: placement.resumed.isEmpty ? nil : placement.resumed.count,
+            resumedBytes: placement.resumedBytes > 0 ? placement.resumedBytes : nil,
             partial: !options.platforms.isEmpty,
             seconds: Date().timeIntervalSince(started), base: options.against?.base.description,
             externalBlobs: options.against.map { _ in external.count },
@@ -424,6 +428,8 @@ public struct Exporter: Sendable {
         /// Blobs downloaded into their place this run, and those an interrupted run had written.
         var fetched: Set<Digest>
         var resumed: Set<Digest>
+        /// Bytes of blobs an interrupted run was part way through, kept and not downloaded again.
+        var resumedBytes: Int64
     }
 
     /// Writes a bundle or a volume set in place (``PlacedBundle``, ``PlacedVolumeSet``): copies
@@ -474,6 +480,7 @@ public struct Exporter: Sendable {
             bundle.verifyWhenSealing(unverified)
         }
         let cache = options.cacheDirectory != nil ? store : nil
+        var resumedBytes: Int64 = 0
         // Bulk work on a thread of its own, beside the downloads (whose checks, and copies into the
         // cache, run on the shared pool): copies from the cache and sealing the written part of
         // each file as blobs arrive (so little is left to read at the end).
@@ -490,7 +497,8 @@ public struct Exporter: Sendable {
                         _ = try? await bulk.runIfActive { target.sealAhead() }
                     }
                 }
-                try await withThrowingTaskGroup(of: Digest?.self) { group in
+                // Each download gives the bytes it took up from an interrupted run; the copies nil.
+                try await withThrowingTaskGroup(of: Int64?.self) { group in
                     group.addTask {
                         try await bulk.runIfActive {
                             for place in copyList {
@@ -508,16 +516,22 @@ public struct Exporter: Sendable {
                         guard let (blob, place) = iterator.next(), let source = sources[blob] else { return }
                         group.addTask {
                             let sink = CachingSink(place, cache: cache, source.descriptor)
-                            try await fetch(source, into: sink) {
+                            // What an interrupted run wrote of it is read back and hashed, then
+                            // the rest asked for.
+                            let kept = try await NIOThreadPool.singleton.runIfActive { sink.resume() }
+                            try await fetch(source, into: sink, resuming: sink.resumed) {
                                 try place.complete()
                                 await sink.keep()
                             }
-                            return blob
+                            return kept
                         }
                     }
                     for _ in 0..<max(1, options.parallel) { addNext() }
                     while let done = try await group.next() {
-                        if done != nil { addNext() }
+                        if let kept = done {
+                            resumedBytes += kept
+                            addNext()
+                        }
                     }
                 }
                 sealing.cancelAll()
@@ -546,7 +560,8 @@ public struct Exporter: Sendable {
         progress.finishWriting()
         var resumed: Set<Digest> = []
         for bundle in bundles { resumed.formUnion(bundle.resumed.map { bundle.plan.slots[$0].blob }) }
-        return Placement(published: published, fetched: fetched, resumed: resumed)
+        return Placement(
+            published: published, fetched: fetched, resumed: resumed, resumedBytes: resumedBytes)
     }
 
     /// Downloads one blob into the store (the cache, or the scratch store of a `--no-cache` run).
@@ -562,14 +577,16 @@ public struct Exporter: Sendable {
 
     /// The one way a blob is downloaded: verified as it streams into `sink`, a registry's failure
     /// named by image and digest, `keep` run once the bytes matched, then reported done.
-    private func fetch(_ source: BlobSource, into sink: some BlobSink, keep: () async throws -> Void)
-        async throws
-    {
+    private func fetch(
+        _ source: BlobSource, into sink: some BlobSink, resuming start: BlobVerifier? = nil,
+        keep: () async throws -> Void
+    ) async throws {
         let progress = self.progress
+        if let start { progress.downloaded(start.count) }
         do {
             try await client.fetchBlob(
                 source.descriptor, repository: source.repository, registry: source.registry, into: sink,
-                progress: { progress.downloaded($0) })
+                resuming: start, progress: { progress.downloaded($0) })
         } catch let error as RegistryError {
             throw ExportError.blob(image: source.image, digest: source.descriptor.digest, error)
         }
@@ -618,10 +635,14 @@ public enum ExportError: Error, CustomStringConvertible {
 /// copy that cannot be kept is dropped, never a reason to fail the export.
 final class CachingSink: BlobSink, @unchecked Sendable {
     private let place: any PlacedSink
+    private let descriptor: Descriptor
     private var cache: BlobWriter?
+    /// What ``resume()`` took up, hashed.
+    private(set) var resumed: BlobVerifier?
 
     init(_ place: any PlacedSink, cache: BlobStore?, _ descriptor: Descriptor) {
         self.place = place
+        self.descriptor = descriptor
         // The download verifies the bytes before the copy is kept: the writer checks the size only,
         // and writes in the download's own call (a thread and buffers per download would cost
         // more memory than they save time).
@@ -646,6 +667,28 @@ final class CachingSink: BlobSink, @unchecked Sendable {
             try cache?.reset()
         } catch {
             drop()
+        }
+    }
+
+    /// Takes up what an interrupted run wrote of the blob in its place (``PlacedSink/resume(_:)``):
+    /// hashed into ``resumed``, and copied into the cache's copy. Returns how many bytes; one that
+    /// cannot be read back starts over from the beginning.
+    func resume() -> Int64 {
+        var verifier = BlobVerifier(descriptor)
+        do {
+            let count = try place.resume { bytes in
+                try verifier.update(bytes)
+                do {
+                    try cache?.write(bytes)
+                } catch {
+                    drop()
+                }
+            }
+            if count > 0 { resumed = verifier }
+            return count
+        } catch {
+            try? reset()
+            return 0
         }
     }
 

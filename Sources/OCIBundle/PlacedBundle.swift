@@ -144,6 +144,9 @@ public final class PlacedBundle: @unchecked Sendable {
     private let state = Mutex<Set<Int>>([])
     /// Slots the journal of an earlier run recorded (checked again when the bundle is sealed).
     public let resumed: Set<Int>
+    /// How far an earlier run had written slots it did not finish (`SLOT@BYTES` records, one per
+    /// writeback step): a download of one goes on from there (``SlotSink/resume(_:)``).
+    private let progress: [Int: Int64]
     /// The slot of each blob carried whole (not as a part).
     let wholeSlots: [Digest: Int]
 
@@ -167,6 +170,7 @@ public final class PlacedBundle: @unchecked Sendable {
         let fd = file.fd
         let header = "\(Self.journalMagic) \(plan.layout)"
         var recorded: Set<Int> = []
+        var progress: [Int: Int64] = [:]
         var info = stat()
         if let text = try? String(contentsOfFile: journalPath, encoding: .utf8), fstat(fd, &info) == 0,
             Int64(info.st_size) == plan.size
@@ -175,18 +179,31 @@ public final class PlacedBundle: @unchecked Sendable {
             let lines = text.split(separator: "\n", omittingEmptySubsequences: false).dropLast()
             if lines.first.map(String.init) == header {
                 for line in lines.dropFirst() {
-                    if let index = Int(line), plan.slots.indices.contains(index) { recorded.insert(index) }
+                    if let index = Int(line), plan.slots.indices.contains(index) {
+                        recorded.insert(index)
+                    } else if let at = line.firstIndex(of: "@"), let index = Int(line[..<at]),
+                        let count = Int64(line[line.index(after: at)...]), plan.slots.indices.contains(index),
+                        count >= 0, count < plan.slots[index].size
+                    {
+                        // The last record counts (0: the blob started over).
+                        progress[index] = count
+                    }
                 }
             }
         }
+        for index in recorded { progress[index] = nil }
+        progress = progress.filter { $0.value > 0 }
         resumed = recorded
+        self.progress = progress
         state.withLock { $0 = recorded }
         // The journal starts again from what counts (a line cut off by a power cut is not
         // continued by the next record).
-        let journalFD = try Self.openJournal(journalPath, header: header, records: recorded.sorted())
+        let journalFD = try Self.openJournal(
+            journalPath, header: header,
+            records: recorded.sorted().map(String.init) + progress.sorted { $0.key < $1.key }.map { "\($0)@\($1)" })
         journal = Mutex(journalFD)
         do {
-            if recorded.isEmpty {
+            if recorded.isEmpty && progress.isEmpty {
                 // A new plan: the file starts empty, so every byte not written below reads as zero
                 // (the padding after each blob and the end-of-archive blocks).
                 guard ftruncate(fd, 0) == 0 else { throw BundleError.io("truncate \(file.partialPath)", errno: errno) }
@@ -203,8 +220,8 @@ public final class PlacedBundle: @unchecked Sendable {
     deinit { close(journal.withLock { $0 }) }
 
     /// Writes the journal whole (its header and `records`), atomically, and opens it for appending.
-    private static func openJournal(_ path: String, header: String, records: [Int]) throws -> Int32 {
-        let text = ([header] + records.map(String.init)).joined(separator: "\n") + "\n"
+    private static func openJournal(_ path: String, header: String, records: [String]) throws -> Int32 {
+        let text = ([header] + records).joined(separator: "\n") + "\n"
         do {
             try Data(text.utf8).write(to: URL(fileURLWithPath: path), options: .atomic)
         } catch {
@@ -235,14 +252,29 @@ public final class PlacedBundle: @unchecked Sendable {
 
     /// Records a slot as written and verified.
     public func complete(_ slot: Int) throws {
-        let path = journalPath
         try journal.withLock { fd in
             guard state.withLock({ $0.insert(slot).inserted }) else { return }
-            let bytes = Array("\(slot)\n".utf8)
-            let written = bytes.withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) }
-            guard written == bytes.count else { throw BundleError.io("write \(path)", errno: errno) }
+            try append("\(slot)\n", to: fd)
         }
     }
+
+    /// Records how far a slot being downloaded is written (an interrupted run's successor goes on
+    /// from there). A record that cannot be written only costs that: the blob starts over.
+    fileprivate func recordProgress(_ slot: Int, through count: Int64) {
+        journal.withLock { fd in
+            guard !state.withLock({ $0.contains(slot) }) else { return }
+            try? append("\(slot)@\(count)\n", to: fd)
+        }
+    }
+
+    private func append(_ record: String, to fd: Int32) throws {
+        let bytes = Array(record.utf8)
+        let written = bytes.withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) }
+        guard written == bytes.count else { throw BundleError.io("write \(journalPath)", errno: errno) }
+    }
+
+    /// How far an interrupted run wrote `slot` (recorded, not yet verified); 0 for none.
+    func recordedProgress(_ slot: Int) -> Int64 { progress[slot] ?? 0 }
 
     /// A sink writing one blob's bytes into its slot: never past the slot's end, whatever it is given.
     public func sink(for slot: Int) -> SlotSink {
@@ -261,6 +293,7 @@ public final class PlacedBundle: @unchecked Sendable {
     /// noted here, for sealing to act on before it reads again: sealing may hold its lock through a
     /// long read, and a download's thread must not wait for that.
     fileprivate func restarted(_ slot: Int) {
+        recordProgress(slot, through: 0)
         written.withLock { $0[slot] = 0 }
         let start = plan.slots[slot].dataOffset
         restartedFrom.withLock { $0 = min($0 ?? start, start) }
@@ -463,7 +496,7 @@ public final class PlacedBundle: @unchecked Sendable {
                 state.subtract(slots)
                 return state.sorted()
             }
-            let reopened = try Self.openJournal(path, header: header, records: kept)
+            let reopened = try Self.openJournal(path, header: header, records: kept.map(String.init))
             close(fd)
             fd = reopened
         }
@@ -507,8 +540,31 @@ public final class SlotSink: @unchecked Sendable {
             throw BundleError.io("write \(path)", errno: errno)
         }
         count += Int64(bytes.count)
-        writeback.wrote(fd, through: slot.dataOffset + count)
+        if writeback.wrote(fd, through: slot.dataOffset + count) { bundle.recordProgress(index, through: count) }
         bundle.wrote(index, through: count)
+    }
+
+    /// Takes up what an interrupted run wrote of this slot and recorded: those bytes are read back
+    /// and given to `body` in order (to hash them), and writing goes on after them. Returns how
+    /// many there were (0: the blob starts from its beginning).
+    public func resume(_ body: (UnsafeRawBufferPointer) throws -> Void) throws -> Int64 {
+        let recorded = bundle.recordedProgress(index)
+        guard recorded > 0, count == 0 else { return 0 }
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: 4096)
+        defer { buffer.deallocate() }
+        var done: Int64 = 0
+        while done < recorded {
+            let want = Int(min(Int64(buffer.count), recorded - done))
+            let n = pread(fd, buffer.baseAddress, want, off_t(slot.dataOffset + done))
+            if n < 0 && errno == EINTR { continue }
+            guard n > 0 else { throw BundleError.io("read \(path)", errno: n < 0 ? errno : EIO) }
+            try body(UnsafeRawBufferPointer(rebasing: buffer[..<n]))
+            done += Int64(n)
+        }
+        count = recorded
+        writeback = Writeback(from: slot.dataOffset + recorded)
+        bundle.wrote(index, through: recorded)
+        return recorded
     }
 
     public func reset() {

@@ -29,10 +29,17 @@ public protocol PlacedSink: AnyObject, Sendable {
     func reset()
     /// Records the blob as written and verified (in the journal: a resumed run keeps it).
     func complete() throws
+    /// Takes up what an interrupted run wrote of the blob: those bytes, read back and given to
+    /// `body` in order, are kept, and writing goes on after them. Returns how many (0: none).
+    func resume(_ body: (UnsafeRawBufferPointer) throws -> Void) throws -> Int64
 }
 
 extension SlotSink: PlacedSink {}
-extension PartsSink: PlacedSink {}
+
+extension PartsSink: PlacedSink {
+    /// A blob in parts starts from its beginning (each part's hash runs from its own start).
+    public func resume(_ body: (UnsafeRawBufferPointer) throws -> Void) throws -> Int64 { 0 }
+}
 
 extension PlacedBundle: PlacedOutput {
     public var files: [PlacedBundle] { [self] }

@@ -53,10 +53,13 @@ public struct Writeback: Sendable {
     public init(from start: Int64 = 0) { flushed = start }
 
     /// The bytes up to `end` are written: start their writeback once a step has gathered.
-    public mutating func wrote(_ fd: Int32, through end: Int64) {
-        guard end - flushed >= Self.step else { return }
+    /// Returns whether it did.
+    @discardableResult
+    public mutating func wrote(_ fd: Int32, through end: Int64) -> Bool {
+        guard end - flushed >= Self.step else { return false }
         _ = ferry_start_writeback(fd, flushed, end - flushed)
         flushed = end
+        return true
     }
 }
 

@@ -99,11 +99,14 @@ extension RegistryClient {
     /// not match its digest is fetched once more from the start, then fails with
     /// ``RegistryError/corruptBlob(registry:repository:underlying:)``. `progress` receives byte
     /// counts as they are written (negative when a retry discards bytes).
+    ///
+    /// `resuming`: the bytes `sink` holds already (an interrupted run's), hashed; the transfer asks
+    /// for the rest. Should the whole not match, the sink is reset and the blob fetched whole.
     public func fetchBlob(
         _ descriptor: Descriptor, repository: RepositoryName, registry: String, into sink: some BlobSink,
-        progress: @escaping @Sendable (Int64) -> Void = { _ in }
+        resuming start: BlobVerifier? = nil, progress: @escaping @Sendable (Int64) -> Void = { _ in }
     ) async throws {
-        var verifier = BlobVerifier(descriptor)
+        var verifier = start ?? BlobVerifier(descriptor)
         try await retryingBlob(registry: registry, repository: repository) {
             if verifier.count == 0 {
                 do {

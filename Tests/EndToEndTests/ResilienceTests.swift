@@ -99,33 +99,42 @@ struct ResilienceTests {
         let clean = try Data(contentsOf: URL(fileURLWithPath: "\(work)/clean.tar"))
         #expect(try Data(contentsOf: URL(fileURLWithPath: bundle)) == clean)
 
-        // Without a cache, the partial bundle and its journal are the resume point: killed at two
-        // points, then finished, it is the same bundle, and what was written is not fetched again.
-        // The killed runs started an hour later than the one that finishes (another creation time
-        // in the head): a rerun at any time resumes.
+        // Without a cache, the partial bundle and its journal are the resume point: killed once a
+        // blob is recorded whole, then once a blob is recorded part way written (`SLOT@BYTES`), then
+        // finished, it is the same bundle, and what was written is not fetched again, not even the
+        // first part of the blob cut off. The killed runs started an hour later than the one that
+        // finishes (another creation time in the head): a rerun at any time resumes.
         let earlier = ["SOURCE_DATE_EPOCH": "1700003600"]
         let uncached = "\(work)/uncached.tar"
         let journal = uncached + ".partial.journal"
-        func lines() -> Int {
-            ((try? String(contentsOfFile: journal, encoding: .utf8)) ?? "").split(separator: "\n").count
+        func records() -> [Substring] {
+            Array(((try? String(contentsOfFile: journal, encoding: .utf8)) ?? "").split(separator: "\n").dropFirst())
         }
-        var recorded = 0
+        func completed() -> Int { records().filter { !$0.contains("@") }.count }
+        func furthest() -> Int64 {
+            records().filter { $0.contains("@") }.compactMap { $0.split(separator: "@").last.flatMap { Int64($0) } }
+                .max() ?? 0
+        }
         for point in 1...2 {
+            let (done, reached) = (completed(), furthest())
             let run = try BackgroundProcess(
                 [Shell.ferry] + arguments + ["-o", uncached, "--no-cache"], logPath: "\(work)/kill\(point).log",
                 environment: earlier)
             let deadline = Date().addingTimeInterval(60)
-            while run.isRunning && lines() <= recorded + 1 && Date() < deadline { usleep(1_000) }
+            while run.isRunning && Date() < deadline && (point == 1 ? completed() <= done : furthest() <= reached) {
+                usleep(1_000)
+            }
             run.signal(SIGKILL)
             run.stop()
             #expect(!FileManager.default.fileExists(atPath: uncached), "killed at point \(point) before the end")
             #expect(FileManager.default.fileExists(atPath: uncached + ".partial"))
-            recorded = lines() - 1
         }
-        #expect(recorded > 0, "the journal recorded blobs before the kills")
+        #expect(completed() > 0, "the journal recorded blobs before the kills")
+        #expect(furthest() > 0, "the journal recorded a blob part way: \(records())")
         let resumed = try Ferry.run(arguments + ["-o", uncached, "--no-cache", "--json"], environment: environment)
         let resumedSummary = try JSONSerialization.jsonObject(with: Data(resumed.stdout.utf8)) as? [String: Any]
         #expect((resumedSummary?["resumedBlobs"] as? Int ?? 0) > 0, "\(resumed.stdout)")
+        #expect((resumedSummary?["resumedBytes"] as? Int ?? 0) >= 16 << 20, "\(resumed.stdout)")
         #expect(try Data(contentsOf: URL(fileURLWithPath: uncached)) == clean)
         let left = try FileManager.default.contentsOfDirectory(atPath: work).filter { $0.contains(".partial") }
         #expect(left.isEmpty, "\(left)")
@@ -138,12 +147,12 @@ struct ResilienceTests {
             environment: environment)
         let cleanVolumes = try Self.volumes(in: cleanSet.stdout)
         #expect(cleanVolumes.count >= 3, "\(cleanSet.stdout)")
+        /// Blobs the volumes' journals record whole (not `SLOT@BYTES` progress).
         func journalLines() -> Int {
             let names = (try? FileManager.default.contentsOfDirectory(atPath: work)) ?? []
             return names.filter { $0.hasPrefix("set.vol") && $0.hasSuffix(".journal") }.reduce(0) {
-                $0
-                    + (((try? String(contentsOfFile: "\(work)/\($1)", encoding: .utf8)) ?? "").split(separator: "\n")
-                        .count - 1)
+                let text = (try? String(contentsOfFile: "\(work)/\($1)", encoding: .utf8)) ?? ""
+                return $0 + text.split(separator: "\n").dropFirst().filter { !$0.contains("@") }.count
             }
         }
         let killed = try BackgroundProcess(

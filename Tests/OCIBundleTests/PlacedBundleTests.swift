@@ -17,13 +17,15 @@ struct PlacedBundleTests {
         let index: [UInt8]
         let dockerManifest: [UInt8]
 
-        init() throws {
+        /// Blobs of `sizes` (plus a first byte that tells them apart): by default sizes around the
+        /// tar's 512-byte blocks, and one of several chunks.
+        init(sizes: [Int] = [0, 1, 511, 512, 513, 100_000, 5 << 20]) throws {
             dir = NSTemporaryDirectory() + "ferry-placed-\(UUID().uuidString)"
             try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-            // Sizes around the tar's 512-byte blocks, and one of several chunks.
-            var generator = SystemRandomNumberGenerator()
-            blobs = [0, 1, 511, 512, 513, 100_000, 5 << 20].enumerated().map { i, size in
-                [UInt8(i)] + (0..<size).map { _ in UInt8.random(in: 0...255, using: &generator) }
+            let random = try FileHandle(forReadingFrom: URL(fileURLWithPath: "/dev/urandom"))
+            defer { try? random.close() }
+            blobs = try sizes.enumerated().map { i, size in
+                [UInt8(i)] + Array(try random.read(upToCount: size) ?? Data())
             }
             for blob in blobs {
                 try Data(blob).write(to: URL(fileURLWithPath: "\(dir)/\(Digest.of(blob).encoded)"))
@@ -214,6 +216,50 @@ struct PlacedBundleTests {
             try fixture.write([1], into: first)
         }
         #expect(try PlacedBundle(path: "\(fixture.dir)/other.tar", plan: otherPlan).resumed.isEmpty)
+    }
+
+    /// A blob cut off part way (a killed run) goes on from the last writeback step its journal
+    /// recorded: the bytes up to it are read back (for the download to hash), the rest written
+    /// after them. A blob that started over records that too.
+    @Test func aBlobCutOffPartWayGoesOnFromItsLastRecord() throws {
+        let fixture = try Fixture(sizes: [1000, 40 << 20])
+        defer { try? FileManager.default.removeItem(atPath: fixture.dir) }
+        let (expected, _) = try fixture.streamed()
+        let output = "\(fixture.dir)/cut.tar"
+        let big = fixture.blobs[1]
+        /// In pieces of 4 MiB, as a stream arrives.
+        func write(_ range: Range<Int>, to sink: SlotSink) throws {
+            try big.withUnsafeBytes { bytes in
+                for start in stride(from: range.lowerBound, to: range.upperBound, by: 4 << 20) {
+                    let end = min(start + (4 << 20), range.upperBound)
+                    try sink.write(UnsafeRawBufferPointer(rebasing: bytes[start..<end]))
+                }
+            }
+        }
+        do {
+            let first = try PlacedBundle(path: output, plan: try fixture.plan())
+            try fixture.write([0], into: first)
+            let sink = first.sink(for: 1)
+            try write(0..<(20 << 20), to: sink)
+            sink.reset()  // the download started over, and was killed 1 MiB into it
+            try write(0..<(1 << 20), to: sink)
+        }
+        do {
+            let second = try PlacedBundle(path: output, plan: try fixture.plan())
+            #expect(second.resumed == [0])
+            #expect(try second.sink(for: 1).resume { _ in } == 0, "the record of the first attempt was dropped")
+            try write(0..<(20 << 20), to: second.sink(for: 1))
+        }
+        let third = try PlacedBundle(path: output, plan: try fixture.plan())
+        let sink = third.sink(for: 1)
+        var readBack = DigestHasher(.sha256)
+        let kept = try sink.resume { readBack.update($0) }
+        #expect(kept == Writeback.step, "20 MiB written, one 16 MiB step recorded")
+        #expect(readBack.finalize() == Digest.of(Array(big[..<Int(kept)])))
+        try write(Int(kept)..<big.count, to: sink)
+        try third.complete(1)
+        _ = try third.publish()
+        #expect(try Data(contentsOf: URL(fileURLWithPath: output)) == expected)
     }
 
     @Test func aBlobLongerThanItsSlotNeverReachesItsNeighbour() throws {
