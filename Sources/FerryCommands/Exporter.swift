@@ -518,12 +518,12 @@ public struct Exporter: Sendable {
                             let sink = CachingSink(place, cache: cache, source.descriptor)
                             // What an interrupted run wrote of it is read back and hashed, then
                             // the rest asked for.
-                            let kept = try await NIOThreadPool.singleton.runIfActive { sink.resume() }
+                            _ = try await NIOThreadPool.singleton.runIfActive { sink.resume() }
                             try await fetch(source, into: sink, resuming: sink.resumed) {
                                 try place.complete()
                                 await sink.keep()
                             }
-                            return kept
+                            return sink.kept
                         }
                     }
                     for _ in 0..<max(1, options.parallel) { addNext() }
@@ -637,8 +637,9 @@ final class CachingSink: BlobSink, @unchecked Sendable {
     private let place: any PlacedSink
     private let descriptor: Descriptor
     private var cache: BlobWriter?
-    /// What ``resume()`` took up, hashed.
+    /// What ``resume()`` took up, hashed, and how many bytes: 0 once the download started over.
     private(set) var resumed: BlobVerifier?
+    private(set) var kept: Int64 = 0
 
     init(_ place: any PlacedSink, cache: BlobStore?, _ descriptor: Descriptor) {
         self.place = place
@@ -662,6 +663,7 @@ final class CachingSink: BlobSink, @unchecked Sendable {
     }
 
     func reset() throws {
+        kept = 0
         place.reset()
         do {
             try cache?.reset()
@@ -684,7 +686,7 @@ final class CachingSink: BlobSink, @unchecked Sendable {
                     drop()
                 }
             }
-            if count > 0 { resumed = verifier }
+            if count > 0 { (resumed, kept) = (verifier, count) }
             return count
         } catch {
             try? reset()

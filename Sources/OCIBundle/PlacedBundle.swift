@@ -183,7 +183,7 @@ public final class PlacedBundle: @unchecked Sendable {
                         recorded.insert(index)
                     } else if let at = line.firstIndex(of: "@"), let index = Int(line[..<at]),
                         let count = Int64(line[line.index(after: at)...]), plan.slots.indices.contains(index),
-                        count >= 0, count < plan.slots[index].size
+                        count >= 0, count <= plan.slots[index].size
                     {
                         // The last record counts (0: the blob started over).
                         progress[index] = count
@@ -568,10 +568,20 @@ public final class SlotSink: @unchecked Sendable {
     }
 
     public func reset() {
+        // A download's first attempt starts with a reset too: nothing to undo or record then.
+        guard count > 0 || bundle.recordedProgress(index) > 0 else { return }
         count = 0
         writeback = Writeback(from: slot.dataOffset)
         bundle.restarted(index)
     }
 
-    public func complete() throws { try bundle.complete(index) }
+    /// Records the slot as written and verified; refused unless every byte of it was written here.
+    public func complete() throws {
+        guard count == slot.size else {
+            throw BundleError.io(
+                "\(slot.digest) in \(path): \(count) of its \(slot.size) bytes written, recorded as complete",
+                errno: EIO)
+        }
+        try bundle.complete(index)
+    }
 }

@@ -136,23 +136,32 @@ final class BlobStreamDelegate: HTTPClientResponseDelegate, @unchecked Sendable 
     /// Runs on a pool thread, after the previous batch: verify, write (one call per batch: many
     /// small writes cost far more than one large one), report.
     private func process(_ batch: ByteBuffer) throws {
-        try batch.withUnsafeReadableBytes { try verifier.update($0) }
         do {
-            try sink.write(buffer: batch)
+            try batch.withUnsafeReadableBytes { try verifier.update($0) }
+            do {
+                try sink.write(buffer: batch)
+            } catch {
+                throw SinkFailure(underlying: error)
+            }
         } catch {
-            throw SinkFailure(underlying: error)
+            batchFailure = error
+            throw error
         }
         progress(Int64(batch.readableBytes))
     }
 
-    /// Waits until no batch is being processed (after a failed request).
-    func drain() async {
-        guard let eventLoop else { return }
-        _ = try? await eventLoop.flatSubmit { [self] in inFlight ?? eventLoop.makeSucceededVoidFuture() }.get()
-    }
+    /// The failure of a batch (content that did not verify, a sink that refused it). The request
+    /// may have failed for another reason first (the connection dropped before the next body part
+    /// would have reported it); this one decides what the attempt's bytes are worth.
+    private var batchFailure: (any Error)?
 
-    /// Checks size and digest once everything arrived.
-    func finish() throws(BlobVerificationError) { try verifier.finish() }
+    /// Waits until no batch is being processed (after a failed request), and returns the failure
+    /// of a batch, if one failed.
+    func drain() async -> (any Error)? {
+        guard let eventLoop else { return nil }
+        _ = try? await eventLoop.flatSubmit { [self] in inFlight ?? eventLoop.makeSucceededVoidFuture() }.get()
+        return batchFailure
+    }
 }
 
 /// A range request answered from another place than asked.

@@ -107,7 +107,9 @@ extension RegistryClient {
         resuming start: BlobVerifier? = nil, progress: @escaping @Sendable (Int64) -> Void = { _ in }
     ) async throws {
         var verifier = start ?? BlobVerifier(descriptor)
-        try await retryingBlob(registry: registry, repository: repository) {
+        // A mismatch of bytes read back (a power cut can lose what a journal names) is not the
+        // registry's: it does not use up the one fetch again that corrupt content gets.
+        try await retryingBlob(registry: registry, repository: repository, fetches: start == nil ? 2 : 3) {
             if verifier.count == 0 {
                 do {
                     try sink.reset()
@@ -121,12 +123,24 @@ extension RegistryClient {
         }
     }
 
+    /// The last check of a transfer, size and digest: bytes that fail it are taken back from
+    /// `progress`, and `verifier` starts over.
+    static func finish(_ verifier: inout BlobVerifier, progress: @Sendable (Int64) -> Void) throws {
+        do {
+            try verifier.finish()
+        } catch {
+            progress(-verifier.count)
+            verifier = BlobVerifier(digest: verifier.expectedDigest, size: verifier.expectedSize)
+            throw error
+        }
+    }
+
     /// The one retry rule for a blob's transfer: `attempt` is retried like every request
-    /// (connection errors, 5xx, 429); content that does not match its digest is fetched once more,
-    /// then fails with ``RegistryError/corruptBlob(registry:repository:underlying:)``.
-    func retryingBlob(registry: String, repository: RepositoryName, _ attempt: () async throws -> Void)
-        async throws
-    {
+    /// (connection errors, 5xx, 429); content that does not match its digest is fetched again, up
+    /// to `fetches` in all, then fails with ``RegistryError/corruptBlob(registry:repository:underlying:)``.
+    func retryingBlob(
+        registry: String, repository: RepositoryName, fetches: Int = 2, _ attempt: () async throws -> Void
+    ) async throws {
         var corruptAttempts = 0
         while true {
             do {
@@ -134,7 +148,7 @@ extension RegistryClient {
                 return
             } catch let error as BlobVerificationError {
                 corruptAttempts += 1
-                if corruptAttempts >= 2 {
+                if corruptAttempts >= fetches {
                     throw RegistryError.corruptBlob(registry: registry, repository: repository.value, underlying: error)
                 }
             }
@@ -151,6 +165,11 @@ extension RegistryClient {
         pool: NIOThreadPool, verifier: inout BlobVerifier, keepPartial: Bool,
         progress: @escaping @Sendable (Int64) -> Void
     ) async throws {
+        if verifier.count == descriptor.size {
+            // Every byte arrived before the transfer was cut off: nothing is left to ask for.
+            try Self.finish(&verifier, progress: progress)
+            return
+        }
         let endpoint = try await endpoint(for: registry)
         let scope = "repository:\(repository):pull"
         let path = "/v2/\(repository)/blobs/\(descriptor.digest)"
@@ -175,8 +194,10 @@ extension RegistryClient {
                 } onCancel: {
                     task.cancel()
                 }
-            } catch {
-                await delegate.drain()  // no batch may still write into the sink when it is reset
+            } catch let requestError {
+                // No batch may still write into the sink when it is reset; a batch that failed
+                // explains the attempt better than the connection that dropped after it.
+                let error = await delegate.drain() ?? requestError
                 let cutOff = !(error is BlobVerificationError || error is SinkFailure || error is UnexpectedRange)
                 if keepPartial && cutOff && !Task.isCancelled {
                     verifier = delegate.verifier
@@ -194,13 +215,8 @@ extension RegistryClient {
             }
             switch outcome {
             case .streamed:
-                do {
-                    try delegate.finish()
-                } catch {
-                    progress(-delegate.count)
-                    verifier = BlobVerifier(descriptor)
-                    throw error
-                }
+                verifier = delegate.verifier
+                try Self.finish(&verifier, progress: progress)
                 return
             case .other(let head, let body):
                 let status = Int(head.status.code)

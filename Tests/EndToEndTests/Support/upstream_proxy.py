@@ -13,6 +13,8 @@ Listens on --port (the "registry") and --cdn-port (another origin, like Docker H
   --corrupt-blobs            flip one byte in the middle of every blob GET's body.
   --extend-blobs N           send N bytes more than each blob has (Content-Length says so too): a
                              registry that lies about a blob's size.
+  --ignore-range             drop a request's Range header: every blob GET answers 200 with the
+                             whole blob, as a server without range support does.
 Every request is logged as one line: "front|cdn METHOD PATH STATUS auth=yes|no".
 """
 import argparse
@@ -36,6 +38,7 @@ def main() -> None:
     parser.add_argument("--unavailable-path")
     parser.add_argument("--corrupt-blobs", action="store_true")
     parser.add_argument("--extend-blobs", type=int, default=0)
+    parser.add_argument("--ignore-range", action="store_true")
     args = parser.parse_args()
     expected = ("Basic " + base64.b64encode(args.require_basic.encode()).decode()) if args.require_basic else None
     attempts = {}
@@ -62,7 +65,7 @@ def main() -> None:
         # Clients send several Accept headers: all of them go on, joined.
         headers = {}
         for k, v in handler.headers.items():
-            if k.lower() in ("accept", "range"):
+            if k.lower() == "accept" or (k.lower() == "range" and not args.ignore_range):
                 headers[k.lower()] = f"{headers[k.lower()]}, {v}" if k.lower() in headers else v
         conn.request(handler.command, path, headers=headers)
         resp = conn.getresponse()
