@@ -68,7 +68,9 @@ skopeo_s=$(bench_seconds "$start" "$(date +%s.%N)")
 rm -f "$work/site.tar"
 
 port=$(free_port)
-"$bin/ferry-appliance" serve --data-dir "$work/appliance" --listen "127.0.0.1:$port" --access-log off \
+# Anonymous pulls, as the distribution registry here serves them (with credentials on every
+# request, Benchmarks/scale.sh measures both).
+"$bin/ferry-appliance" serve --data-dir "$work/appliance" --listen "127.0.0.1:$port" --anonymous pull --access-log off \
   >"$work/serve.log" 2>&1 &
 appliance_pid=$!
 ours="127.0.0.1:$port"
