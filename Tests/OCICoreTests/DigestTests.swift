@@ -67,3 +67,19 @@ struct DigestTests {
         #expect(throws: BlobVerificationError.self) { try wrong.finish() }
     }
 }
+
+struct DigestHasherTests {
+    /// A copy hashes on by itself (a verifier carried from one transfer attempt to the next keeps
+    /// the state it was copied with), and finishing does not end the hasher.
+    @Test func copiesHashOnIndependentlyAndFinishingDoesNotEndIt() {
+        var first = DigestHasher(.sha256)
+        Array("abc".utf8).withUnsafeBytes { first.update($0) }
+        var second = first
+        Array("def".utf8).withUnsafeBytes { second.update($0) }
+        #expect(first.finalize() == Digest.of(Array("abc".utf8)))
+        #expect(second.finalize() == Digest.of(Array("abcdef".utf8)))
+        Array("xyz".utf8).withUnsafeBytes { first.update($0) }
+        #expect(first.finalize() == Digest.of(Array("abcxyz".utf8)))
+        #expect(second.finalize() == Digest.of(Array("abcdef".utf8)))
+    }
+}
