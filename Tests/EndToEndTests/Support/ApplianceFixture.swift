@@ -28,6 +28,11 @@ final class ApplianceFixture: @unchecked Sendable {
         } catch {
             throw Shell.Failure(command: "ferry-appliance serve", status: -1, output: process.log)
         }
+        // The port accepts connections a moment before serve writes its "serving" line (the TLS
+        // outcome, the pull-through upstreams): tests that read that line wait for it here.
+        for _ in 0..<300 where !process.log.contains("ferry-appliance: serving") && process.isRunning {
+            usleep(50_000)
+        }
     }
 
     /// Runs a `ferry-appliance` subcommand on this data directory.
