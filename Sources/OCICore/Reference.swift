@@ -6,6 +6,22 @@ public struct RepositoryName: Hashable, Sendable, Comparable, CustomStringConver
     public init(_ value: String) throws(ReferenceError) {
         guard !value.isEmpty else { throw .emptyRepository }
         guard value.utf8.count <= 255 else { throw .nameTooLong(value) }
+        // In place when the text is contiguous (it is for native strings); the error is worked out
+        // the slow way below.
+        let valid = value.utf8.withContiguousStorageIfAvailable { bytes in
+            var start = 0
+            for i in 0...bytes.count where i == bytes.count || bytes[i] == UInt8(ascii: "/") {
+                guard Self.isValidComponent(bytes: UnsafeBufferPointer(rebasing: bytes[start..<i])) else {
+                    return false
+                }
+                start = i + 1
+            }
+            return true
+        }
+        if valid == true {
+            self.value = value
+            return
+        }
         for component in value.split(separator: "/", omittingEmptySubsequences: false) {
             guard Self.isValidComponent(component) else {
                 if component.contains(where: { $0.isUppercase }) { throw .uppercaseRepository(value) }

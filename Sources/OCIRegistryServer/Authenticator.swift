@@ -215,12 +215,27 @@ public final class Authenticator: Sendable {
         return directoryIdentity(name)
     }
 
+    /// The name and password of `Basic BASE64(name:password)` (the scheme in any case, blanks
+    /// around the credentials). Read as bytes: it runs on every request, and Foundation's
+    /// lowercasing and trimming cost more than the rest of a cached check.
     static func decodeBasic(_ header: String) -> (String, String)? {
-        guard header.lowercased().hasPrefix("basic "),
-            let data = Data(base64Encoded: String(header.dropFirst(6)).trimmingCharacters(in: .whitespaces)),
-            let text = String(data: data, encoding: .utf8), let colon = text.firstIndex(of: ":")
+        let bytes = header.utf8
+        let scheme = "basic ".utf8
+        guard bytes.count > scheme.count,
+            zip(bytes, scheme).allSatisfy({ given, expected in
+                given == expected || (expected != UInt8(ascii: " ") && given | 0x20 == expected)
+            })
         else { return nil }
-        return (String(text[..<colon]), String(text[text.index(after: colon)...]))
+        let isBlank = { (byte: UInt8) in byte == UInt8(ascii: " ") || byte == UInt8(ascii: "\t") }
+        var encoded = bytes.dropFirst(scheme.count)
+        while let first = encoded.first, isBlank(first) { encoded = encoded.dropFirst() }
+        while let last = encoded.last, isBlank(last) { encoded = encoded.dropLast() }
+        guard let data = Data(base64Encoded: String(Substring(encoded))),
+            let colon = data.firstIndex(of: UInt8(ascii: ":")),
+            let name = String(data: data[..<colon], encoding: .utf8),
+            let password = String(data: data[(colon + 1)...], encoding: .utf8)
+        else { return nil }
+        return (name, password)
     }
 
     /// The versions of users.json and the htpasswd file (two stat calls).

@@ -34,29 +34,37 @@ public enum DistributionRoute: Equatable, Sendable {
         default: break
         }
         guard path.hasPrefix("/v2/") else { self = .notFound; return }
-        let components = path.dropFirst(4).split(separator: "/", omittingEmptySubsequences: false)
-        let count = components.count
-        // The name is checked once, here; every case carries it typed. It is the path up to the
-        // endpoint's components, taken as one slice (no join).
-        func named(_ end: Int, _ make: (RepositoryName) -> DistributionRoute) -> DistributionRoute {
-            let text = end > 0 ? String(path[components[0].startIndex..<components[end - 1].endIndex]) : ""
-            guard let name = try? RepositoryName(text) else { return .invalidName(text) }
+        // Components are peeled off the end, one slash at a time (no array of them): what is left
+        // before the endpoint's components is the name, checked once, here; every case carries it
+        // typed.
+        func peel(_ text: Substring) -> (rest: Substring?, last: Substring) {
+            guard let slash = text.utf8.lastIndex(of: UInt8(ascii: "/")) else { return (nil, text) }
+            return (text[..<slash], text[text.index(after: slash)...])
+        }
+        func named(_ text: Substring, _ make: (RepositoryName) -> DistributionRoute) -> DistributionRoute {
+            guard let name = try? RepositoryName(String(text)) else { return .invalidName(String(text)) }
             return make(name)
         }
-        if count >= 4, components[count - 3] == "blobs", components[count - 2] == "uploads" {
-            let session = String(components[count - 1])
-            self = named(count - 3) { .blobUpload(repository: $0, session: session.isEmpty ? nil : session) }
-        } else if count >= 3, components[count - 2] == "blobs", components[count - 1] == "uploads" {
-            self = named(count - 2) { .blobUpload(repository: $0, session: nil) }
-        } else if count >= 3, components[count - 2] == "manifests", !components[count - 1].isEmpty {
-            self = named(count - 2) { .manifest(repository: $0, reference: String(components[count - 1])) }
-        } else if count >= 3, components[count - 2] == "blobs", !components[count - 1].isEmpty {
-            self = named(count - 2) { .blob(repository: $0, digest: String(components[count - 1])) }
-        } else if count >= 3, components[count - 2] == "tags", components[count - 1] == "list" {
-            self = named(count - 2) { .tags(repository: $0) }
-        } else if count >= 3, components[count - 2] == "referrers", !components[count - 1].isEmpty {
-            self = named(count - 2) { .referrers(repository: $0, digest: String(components[count - 1])) }
-        } else {
+        let (before, last) = peel(path.dropFirst(4))
+        guard let before, case let (name?, endpoint) = peel(before) else { self = .notFound; return }
+        switch endpoint {
+        case "uploads" where peel(name).last == "blobs" && peel(name).rest != nil:
+            // `/v2/<name>/blobs/uploads/<session>`
+            let session = String(last)
+            self = named(peel(name).rest ?? "") {
+                .blobUpload(repository: $0, session: session.isEmpty ? nil : session)
+            }
+        case "blobs" where last == "uploads":
+            self = named(name) { .blobUpload(repository: $0, session: nil) }
+        case "manifests" where !last.isEmpty:
+            self = named(name) { .manifest(repository: $0, reference: String(last)) }
+        case "blobs" where !last.isEmpty:
+            self = named(name) { .blob(repository: $0, digest: String(last)) }
+        case "tags" where last == "list":
+            self = named(name) { .tags(repository: $0) }
+        case "referrers" where !last.isEmpty:
+            self = named(name) { .referrers(repository: $0, digest: String(last)) }
+        default:
             self = .notFound
         }
     }
@@ -83,9 +91,13 @@ public enum DistributionRoute: Equatable, Sendable {
             let served = host == "docker.io" && !name.contains("/") ? "docker.io/library/\(name)" : "\(host)/\(name)"
             return name.hasPrefix(host + "/") ? nil : served
         }
-        let first = name.split(separator: "/").first.map(String.init) ?? name
-        guard !first.contains("."), !first.contains("_"), first != "localhost" else { return nil }
-        return name.contains("/") ? "docker.io/\(name)" : "docker.io/library/\(name)"
+        // Byte scans: this runs for every pull, and Foundation's substring search is slow.
+        let slash = name.utf8.firstIndex(of: UInt8(ascii: "/"))
+        let first = name.utf8[..<(slash ?? name.utf8.endIndex)]
+        guard !first.contains(UInt8(ascii: ".")), !first.contains(UInt8(ascii: "_")),
+            !first.elementsEqual("localhost".utf8)
+        else { return nil }
+        return slash != nil ? "docker.io/\(name)" : "docker.io/library/\(name)"
     }
 
     public var repository: RepositoryName? {

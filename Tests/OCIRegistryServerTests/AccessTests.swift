@@ -155,6 +155,25 @@ struct AccessTests {
         #expect(try await authenticator.authenticate(basic: header, remote: "127.0.0.1") == nil)
     }
 
+    /// Basic credentials: the scheme in any case, blanks around them, a password with colons; what
+    /// is not Basic or not base64 of `name:password` is no credential.
+    @Test func basicCredentialsAreReadAsTheSchemeDefines() {
+        let encoded = Data("ci:pass:word é".utf8).base64EncodedString()
+        for header in ["Basic \(encoded)", "basic \(encoded)", "BASIC  \(encoded) ", "bAsIc \t\(encoded)\t"] {
+            let decoded = Authenticator.decodeBasic(header)
+            #expect(decoded?.0 == "ci" && decoded?.1 == "pass:word é", "\(header)")
+        }
+        #expect(
+            Authenticator.decodeBasic("Basic \(Data(":".utf8).base64EncodedString())").map { [$0.0, $0.1] } == ["", ""])
+        for header in [
+            "Bearer \(encoded)", "Basic", "Basic ", "Basicx\(encoded)", "Basic !!!",
+            "Basic \(Data("no-colon".utf8).base64EncodedString())",
+            "Basic \(Data([0x66, 0x3A, 0xFF]).base64EncodedString())",
+        ] {
+            #expect(Authenticator.decodeBasic(header) == nil, "\(header)")
+        }
+    }
+
     /// The access log cannot be forged through a user name, names who was refused, and an unknown
     /// user costs the time a known one does (no user enumeration by timing).
     @Test func logsEscapeNamesAndUnknownUsersCostWhatKnownOnesDo() async throws {
