@@ -139,7 +139,11 @@ for row in "${rows[@]}"; do
     resumed) name="ferry export --no-cache, resumed after kill -9 at half" ;;
     volumes) name="ferry export --no-cache --volume-size $volume_size" ;;
   esac
-  echo "| $name | ${best[$row]} | $(bench_ratio "${best[$row]}" "${best[wire]}") | $(bench_ratio "${best[skopeo]}" "${best[$row]}") | $((rss[$row] / 1024)) | $(bench_ratio "${wrote[$row]}" "$bundle") |"
+  # A ratio to a row left out of ROWS is left blank.
+  to_wire='' by_skopeo=''
+  [ -n "${best[wire]-}" ] && to_wire=$(bench_ratio "${best[$row]}" "${best[wire]}")
+  [ -n "${best[skopeo]-}" ] && by_skopeo=$(bench_ratio "${best[skopeo]}" "${best[$row]}")
+  echo "| $name | ${best[$row]} | $to_wire | $by_skopeo | $((rss[$row] / 1024)) | $(bench_ratio "${wrote[$row]}" "$bundle") |"
 done
 
 if [ "$small" -gt 0 ]; then

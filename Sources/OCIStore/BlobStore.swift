@@ -141,6 +141,10 @@ public final class BlobWriter: @unchecked Sendable {
 
     /// Drops what was written so far, to start the blob again (after a broken connection).
     public func reset() throws(StoreError) {
+        // Nothing to drop (a download's first attempt starts with a reset): no truncation, which
+        // would also mark the file for ext4's allocate-on-close (`auto_da_alloc`), making its
+        // close write it out, tens of milliseconds for a large blob, on the caller's thread.
+        guard written > 0 || verifier.count > 0 else { return }
         try pipeline?.rewind()
         guard ftruncate(fd, 0) == 0, lseek(fd, 0, SEEK_SET) == 0 else {
             throw .io("truncate \(temporaryPath)", errno: errno)
