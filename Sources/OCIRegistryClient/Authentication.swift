@@ -1,4 +1,5 @@
 import Foundation
+import OCICore
 
 /// A credential for one registry.
 public enum Credential: Sendable, Hashable {

@@ -59,6 +59,16 @@ public final class Authenticator: Sendable {
     private let failures = Mutex(FailedLogins())
     /// Credentials checked lately, each with the version of the user files it was checked against.
     private let checked = Mutex<[SHA256.Digest: (identity: Identity, until: Int, files: [Int])]>([:])
+    /// bcrypt checks running, by credential and user files: requests with the same credentials at
+    /// once (a cluster's nodes pulling with one secret) wait for one check instead of each running
+    /// bcrypt, tens of milliseconds of CPU apiece.
+    private let checking = Mutex(SharedWork<CheckKey, Identity?>())
+    /// How many times a password was checked with bcrypt (for tests).
+    let passwordChecks = Atomic<Int>(0)
+    private struct CheckKey: Hashable, Sendable {
+        let credential: SHA256.Digest
+        let files: [Int]
+    }
     /// Directory users signed in lately, for sessions that re-read a user's identity (the console).
     private let directoryUsers = Mutex<[String: (identity: Identity, until: Int)]>([:])
     static let directoryIdentityLifetime = 12 * 3600
@@ -105,7 +115,15 @@ public final class Authenticator: Sendable {
         // A user deleted or changed in users.json (or the htpasswd file) loses a cached check at once.
         let files = userFilesFingerprint()
         if let hit = checked.withLock({ $0[cacheKey] }), hit.until > now, hit.files == files { return hit.identity }
-        let verified = try? await BlockingPools.crypto.runIfActive { self.verify(name: name, password: password) }
+        let check = CheckKey(credential: cacheKey, files: files)
+        let (task, started) = checking.withLock {
+            $0.join(check) {
+                try await BlockingPools.crypto.runIfActive { self.verify(name: name, password: password) }
+            }
+        }
+        // Ended once the outcome is cached (below): a request after it finds the cache.
+        defer { if started { checking.withLock { $0.ended(check, task) } } }
+        let verified = try? await sharedOutcome(of: task) { self.checking.withLock { $0.cancelled(check, task) } }
         var found = verified ?? nil
         if found == nil, let ldap = policy.ldap, !isLocalUser(name) {
             switch await signIn(ldap, name: name, password: password, now: now) {
@@ -176,6 +194,7 @@ public final class Authenticator: Sendable {
 
     /// The user's identity when the password is right (bcrypt: blocking, tens of milliseconds).
     func verify(name: String, password: String) -> Identity? {
+        passwordChecks.add(1, ordering: .relaxed)
         let (users, htpasswd) = currentUsers()
         if let user = users[name] {
             return PasswordHash.verify(password, against: user.passwordHash)

@@ -1,8 +1,7 @@
 import Foundation
+import OCICore
 import Synchronization
 import Testing
-
-@testable import OCIRegistryClient
 
 /// ``SharedWork`` as its two users hold it: inside an actor. `joined` counts the callers that
 /// reached the wait, so a test knows when they all share the work (no timing involved: the test

@@ -155,6 +155,27 @@ struct AccessTests {
         #expect(try await authenticator.authenticate(basic: header, remote: "127.0.0.1") == nil)
     }
 
+    /// Requests with the same credentials at once (a cluster's nodes pulling with one secret) share
+    /// one bcrypt check instead of each running one.
+    @Test func concurrentRequestsWithTheSameCredentialsShareOnePasswordCheck() async throws {
+        let root = NSTemporaryDirectory() + "ferry-users-\(UUID().uuidString.prefix(8))"
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        try UserDatabase(dataDirectory: root).add(name: "ci", password: "ci-password", grant: Grant(role: .push))
+        let authenticator = try Authenticator(
+            dataDirectory: root, policy: AccessPolicy(), logger: Logger(label: "test"))
+        let header = Self.basic("ci", "ci-password")
+        let roles = try await withThrowingTaskGroup(of: Role?.self) { group in
+            for _ in 0..<20 {
+                group.addTask { try await authenticator.authenticate(basic: header, remote: "127.0.0.1")?.grant?.role }
+            }
+            return try await group.reduce(into: []) { $0.append($1) }
+        }
+        #expect(roles.count == 20 && roles.allSatisfy { $0 == .push })
+        // One check, or two when a request missed the cache just before the first check's outcome
+        // was cached and joined no running check.
+        #expect(authenticator.passwordChecks.load(ordering: .relaxed) <= 2)
+    }
+
     /// Basic credentials: the scheme in any case, blanks around them, a password with colons; what
     /// is not Basic or not base64 of `name:password` is no credential.
     @Test func basicCredentialsAreReadAsTheSchemeDefines() {

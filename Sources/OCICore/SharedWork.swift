@@ -2,9 +2,10 @@
 /// caller starts it, later ones join it, and all get its outcome. It is cancelled only when every
 /// caller waiting for it was (one request going away, say a client of the pull-through cache that
 /// hung up, does not fail the others). Once it ended, the next caller starts it again. Token
-/// requests per scope and the discovery of each registry's endpoint go through it.
-struct SharedWork<Key: Hashable & Sendable, Value: Sendable> {
-    typealias Work = Task<Value, any Error>
+/// requests per scope, the discovery of each registry's endpoint and the appliance's password
+/// checks go through it.
+public struct SharedWork<Key: Hashable & Sendable, Value: Sendable>: Sendable {
+    public typealias Work = Task<Value, any Error>
 
     private struct Running {
         var task: Work
@@ -13,10 +14,13 @@ struct SharedWork<Key: Hashable & Sendable, Value: Sendable> {
     }
     private var running: [Key: Running] = [:]
 
+    public init() {}
+
     /// Joins the work for `key`, starting `work` when none runs. `started`: this caller began it,
     /// and calls ``ended(_:_:)`` once it has the outcome.
-    mutating func join(_ key: Key, _ work: @escaping @Sendable () async throws -> Value) -> (task: Work, started: Bool)
-    {
+    public mutating func join(_ key: Key, _ work: @escaping @Sendable () async throws -> Value) -> (
+        task: Work, started: Bool
+    ) {
         if var joined = running[key] {
             joined.waiting += 1
             running[key] = joined
@@ -28,7 +32,7 @@ struct SharedWork<Key: Hashable & Sendable, Value: Sendable> {
     }
 
     /// A caller waiting for `task` was cancelled: once every one was, so is the work.
-    mutating func cancelled(_ key: Key, _ task: Work) {
+    public mutating func cancelled(_ key: Key, _ task: Work) {
         guard var joined = running[key], joined.task == task else { return }
         joined.cancelled += 1
         running[key] = joined
@@ -36,7 +40,7 @@ struct SharedWork<Key: Hashable & Sendable, Value: Sendable> {
     }
 
     /// The work `task` for `key` ended: the next caller starts it again.
-    mutating func ended(_ key: Key, _ task: Work) {
+    public mutating func ended(_ key: Key, _ task: Work) {
         if running[key]?.task == task { running[key] = nil }
     }
 
@@ -44,7 +48,7 @@ struct SharedWork<Key: Hashable & Sendable, Value: Sendable> {
 
 /// Waits for the outcome of shared work (``SharedWork``), telling `cancelled` (on the caller's
 /// actor) when the waiting task is cancelled; the outcome comes at once when that cancels the work.
-func sharedOutcome<Value: Sendable>(
+public func sharedOutcome<Value: Sendable>(
     of task: Task<Value, any Error>, cancelled: @escaping @Sendable () async -> Void
 ) async throws -> Value {
     try await withTaskCancellationHandler {
