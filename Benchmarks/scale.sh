@@ -7,10 +7,13 @@
 #
 # Repositories are named bench.local/scale/rNNNNN, as the appliance stores images (source registry
 # first), so no request is read through the mirror mapping.
-# (1) 500 manifest PUTs into each empty server: seconds per 100 PUTs (the start).
-# (2) Both stores are seeded with REPOS x PER_REPO small manifests (Benchmarks/scale.py writes what
-#     each server writes for a push, so the end state needs no hour of pushing), both restarted,
-#     and 500 more PUTs are timed (the end). Ratio end/start: goal <= 1.2.
+# (1) One store of each server is seeded with REPOS x PER_REPO small manifests (Benchmarks/scale.py
+#     writes what each server writes for a push, so the end state needs no hour of pushing).
+# (2) Seconds per 100 manifest PUTs into a small store (the start) and into the seeded one (the
+#     end), both served at once: ROUNDS (default 3) rounds of 500 PUTs into each, the order
+#     swapped every round, so the machine's drift over the run weighs on both alike (measured
+#     one after the other, minutes apart, the ratio moved by 0.3 with the hour). Ratio end/start:
+#     goal <= 1.2.
 # (3) Manifest GET by tag, wrk 50 connections for DURATION s, while PUTs run: req/s and p99.
 # (4) Blob GET rate (wrk, 50 connections) with and without `ferry-appliance gc` running beside it.
 # (5) Import of a bundle of IMPORT images (default 5000, exported by ferry from the seeded
@@ -23,6 +26,7 @@ per_repo=${2:-10}
 duration=${DURATION:-10}
 import_count=${IMPORT:-5000}
 pushes=${PUSHES:-500}
+rounds=${ROUNDS:-3}
 command -v wrk >/dev/null || sudo_if_needed apt-get install -y -qq --no-install-recommends wrk >/dev/null
 command -v htpasswd >/dev/null || sudo_if_needed apt-get install -y -qq --no-install-recommends apache2-utils >/dev/null
 
@@ -31,8 +35,10 @@ bin=.build-static/release
 work=$(mktemp -d -t ferry-bench-scale-XXXXXX)
 appliance_pid=
 peer_pid=
+small_pid=
+peer_small_pid=
 cleanup() {
-  for pid in $appliance_pid $peer_pid ${REGISTRY_PID:-}; do
+  for pid in $appliance_pid $peer_pid $small_pid $peer_small_pid ${REGISTRY_PID:-}; do
     kill "$pid" 2>/dev/null || true
     wait "$pid" 2>/dev/null || true
   done
@@ -79,15 +85,28 @@ ours_ca="$data/tls/ca.crt"
 
 push() { "$PYTHON" Benchmarks/scale.py push "$1" "$2" bench "$password" "$pushes" "$3"; }
 
-echo "== (1) $pushes PUTs into each empty server"
-start_ours
-start_peer
-ours_start=$(mean "$(push "$ours" "$ours_ca" s)")
-peer_start=$(mean "$(push "$peer" "$peer_ca" s)")
-stop_ours
-stop_peer
+# The start: an appliance and a registry on stores that stay small (the PUTs of (2) only).
+small="$work/appliance-small"
+small_port=$(free_port)
+echo "$password" | "$bin/ferry-appliance" user add bench --password-stdin --role admin --data-dir "$small" >/dev/null
+ours_small="127.0.0.1:$small_port"
+peer_small_port=$(free_port)
+peer_small="127.0.0.1:$peer_small_port"
+sed -e "s#$work/peer/data#$work/peer-small/data#" -e "s#127.0.0.1:$peer_port#$peer_small#" \
+  "$work/peer/registry.yml" >"$work/peer/small.yml"
+start_small() {
+  "$bin/ferry-appliance" serve --data-dir "$small" --listen "$ours_small" --access-log off >>"$work/serve.log" 2>&1 &
+  small_pid=$!
+  docker-registry serve "$work/peer/small.yml" >>"$work/peer/registry.log" 2>&1 &
+  peer_small_pid=$!
+  for address in "$ours_small" "$peer_small"; do
+    for _ in $(seq 100); do curl -s -o /dev/null -k "https://$address/v2/" && break; sleep 0.1; done
+  done
+}
 
-echo "== (2) seeding each store with $repos x $per_repo manifests"
+echo "== (1) seeding one store of each with $repos x $per_repo manifests"
+start_ours # the appliance makes its database, for the seeding to fill
+stop_ours
 start=$(date +%s.%N)
 "$PYTHON" Benchmarks/scale.py seed-appliance "$data" "$repos" "$per_repo"
 echo "   appliance seeded in $(bench_seconds "$start" "$(date +%s.%N)") s, registry.db $(($(stat -c %s "$data/registry.db") / 1048576)) MiB"
@@ -95,12 +114,39 @@ start=$(date +%s.%N)
 "$PYTHON" Benchmarks/scale.py seed-registry "$work/peer/data" "$repos" "$per_repo"
 echo "   registry seeded in $(bench_seconds "$start" "$(date +%s.%N)") s"
 sync # the seeding's dirty pages are written back now, not during the measurement
+
+echo "== (2) $pushes PUTs at a time into a small and the seeded store of each, $rounds rounds"
 start_ours
 start_peer
-push "$ours" "$ours_ca" w >/dev/null # one warm-up round each, as in (1) the servers had handled requests
-push "$peer" "$peer_ca" w >/dev/null
-ours_end=$(mean "$(push "$ours" "$ours_ca" e)")
-peer_end=$(mean "$(push "$peer" "$peer_ca" e)")
+start_small
+# One warm-up round each (connections, caches), not counted.
+for target in "$ours $ours_ca" "$peer $peer_ca" "$ours_small $small/tls/ca.crt" "$peer_small $peer_ca"; do
+  read -r address ca <<<"$target"
+  push "$address" "$ca" w >/dev/null
+done
+ours_starts='' ours_ends='' peer_starts='' peer_ends=''
+for round in $(seq "$rounds"); do
+  order="small seeded"
+  [ $((round % 2)) -eq 0 ] && order="seeded small"
+  for store in $order; do
+    if [ "$store" = small ]; then
+      ours_starts+=" $(push "$ours_small" "$small/tls/ca.crt" "s$round")"
+      peer_starts+=" $(push "$peer_small" "$peer_ca" "s$round")"
+    else
+      ours_ends+=" $(push "$ours" "$ours_ca" "e$round")"
+      peer_ends+=" $(push "$peer" "$peer_ca" "e$round")"
+    fi
+  done
+done
+kill "$small_pid" "$peer_small_pid"
+wait "$small_pid" "$peer_small_pid" 2>/dev/null || true
+small_pid='' peer_small_pid=''
+ours_start=$(mean "$ours_starts") ours_end=$(mean "$ours_ends")
+peer_start=$(mean "$peer_starts") peer_end=$(mean "$peer_ends")
+echo "   appliance s/100, small: $ours_starts"
+echo "   appliance s/100, seeded:$ours_ends"
+echo "   registry s/100, small:  $peer_starts"
+echo "   registry s/100, seeded: $peer_ends"
 
 echo "== (3) manifest GET under load (wrk -c50 -d${duration}s) while PUTs run"
 auth="Authorization: Basic $(printf 'bench:%s' "$password" | base64)"
@@ -155,7 +201,7 @@ manifests=$((repos * per_repo))
 echo
 echo "| measure ($manifests manifests in $repos repositories) | ferry-appliance | distribution registry $(docker-registry --version 2>/dev/null | awk '{print $3}') |"
 echo "|---|---|---|"
-echo "| s per 100 manifest PUTs, empty store | $ours_start | $peer_start |"
+echo "| s per 100 manifest PUTs, small store (at most $((pushes * (rounds + 1))) manifests) | $ours_start | $peer_start |"
 echo "| s per 100 manifest PUTs, at scale | $ours_end | $peer_end |"
 echo "| end / start (goal <= 1.2) | $(bench_ratio "$ours_end" "$ours_start") | $(bench_ratio "$peer_end" "$peer_start") |"
 echo "| manifest GET req/s, 50 conns, PUTs running | $ours_get | $peer_get |"
