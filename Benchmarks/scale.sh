@@ -48,6 +48,17 @@ trap cleanup EXIT
 # mean of the whitespace-separated numbers in one argument
 mean() { "$PYTHON" -c "import sys; v=[float(x) for x in sys.argv[1].split()]; print(f'{sum(v)/len(v):.3f}')" "$1"; }
 password=bench-password-1
+# serve_appliance DATA ADDRESS / serve_registry CONFIG: start one in the background (its pid in
+# $started); wait_https ADDRESS: until it answers.
+serve_appliance() {
+  "$bin/ferry-appliance" serve --data-dir "$1" --listen "$2" --access-log off >>"$work/serve.log" 2>&1 &
+  started=$!
+}
+serve_registry() {
+  docker-registry serve "$1" >>"$work/peer/registry.log" 2>&1 &
+  started=$!
+}
+wait_https() { for _ in $(seq 100); do curl -s -o /dev/null -k "https://$1/v2/" && return; sleep 0.1; done; }
 
 # The distribution registry with htpasswd auth, on the storage in $work/peer/data.
 peer_port=$(free_port)
@@ -61,9 +72,9 @@ auth:
     path: $work/peer/htpasswd
 YAML
 start_peer() {
-  docker-registry serve "$work/peer/registry.yml" >>"$work/peer/registry.log" 2>&1 &
-  peer_pid=$!
-  for _ in $(seq 100); do curl -s -o /dev/null --cacert "$work/peer/tls/ca.crt" "https://127.0.0.1:$peer_port/v2/" && return; sleep 0.1; done
+  serve_registry "$work/peer/registry.yml"
+  peer_pid=$started
+  wait_https "127.0.0.1:$peer_port"
 }
 stop_peer() { kill "$peer_pid"; wait "$peer_pid" 2>/dev/null || true; peer_pid=; }
 peer="127.0.0.1:$peer_port"
@@ -74,10 +85,9 @@ data="$work/appliance"
 ours_port=$(free_port)
 echo "$password" | "$bin/ferry-appliance" user add bench --password-stdin --role admin --data-dir "$data" >/dev/null
 start_ours() {
-  "$bin/ferry-appliance" serve --data-dir "$data" --listen "127.0.0.1:$ours_port" --access-log off \
-    >>"$work/serve.log" 2>&1 &
-  appliance_pid=$!
-  for _ in $(seq 100); do curl -s -o /dev/null --cacert "$data/tls/ca.crt" "https://127.0.0.1:$ours_port/v2/" && return; sleep 0.1; done
+  serve_appliance "$data" "127.0.0.1:$ours_port"
+  appliance_pid=$started
+  wait_https "127.0.0.1:$ours_port"
 }
 stop_ours() { kill "$appliance_pid"; wait "$appliance_pid" 2>/dev/null || true; }
 ours="127.0.0.1:$ours_port"
@@ -95,13 +105,12 @@ peer_small="127.0.0.1:$peer_small_port"
 sed -e "s#$work/peer/data#$work/peer-small/data#" -e "s#127.0.0.1:$peer_port#$peer_small#" \
   "$work/peer/registry.yml" >"$work/peer/small.yml"
 start_small() {
-  "$bin/ferry-appliance" serve --data-dir "$small" --listen "$ours_small" --access-log off >>"$work/serve.log" 2>&1 &
-  small_pid=$!
-  docker-registry serve "$work/peer/small.yml" >>"$work/peer/registry.log" 2>&1 &
-  peer_small_pid=$!
-  for address in "$ours_small" "$peer_small"; do
-    for _ in $(seq 100); do curl -s -o /dev/null -k "https://$address/v2/" && break; sleep 0.1; done
-  done
+  serve_appliance "$small" "$ours_small"
+  small_pid=$started
+  serve_registry "$work/peer/small.yml"
+  peer_small_pid=$started
+  wait_https "$ours_small"
+  wait_https "$peer_small"
 }
 
 echo "== (1) seeding one store of each with $repos x $per_repo manifests"
@@ -178,9 +187,9 @@ echo "== (5) import of $import_count images, gc and check at scale"
 stop_peer
 # The seeded storage, served without auth, is the export's source.
 sed '/^auth:/,$d' "$work/peer/registry.yml" >"$work/peer/open.yml"
-docker-registry serve "$work/peer/open.yml" >>"$work/peer/registry.log" 2>&1 &
-peer_pid=$!
-for _ in $(seq 100); do curl -s -o /dev/null --cacert "$peer_ca" "https://$peer/v2/" && break; sleep 0.1; done
+serve_registry "$work/peer/open.yml"
+peer_pid=$started
+wait_https "$peer"
 per_import=$((import_count / 500))
 "$PYTHON" Benchmarks/scale.py refs "$peer" 500 "$per_import" >"$work/images.txt"
 start=$(date +%s.%N)

@@ -6,40 +6,28 @@ public struct RepositoryName: Hashable, Sendable, Comparable, CustomStringConver
     public init(_ value: String) throws(ReferenceError) {
         guard !value.isEmpty else { throw .emptyRepository }
         guard value.utf8.count <= 255 else { throw .nameTooLong(value) }
-        // In place when the text is contiguous (it is for native strings); the error is worked out
-        // the slow way below.
-        let valid = value.utf8.withContiguousStorageIfAvailable { bytes in
+        // One pass over the bytes (contiguous for native strings; a bridged one is copied once).
+        var text = value
+        text.makeContiguousUTF8()
+        let invalid = text.utf8.withContiguousStorageIfAvailable { bytes -> Range<Int>? in
             var start = 0
             for i in 0...bytes.count where i == bytes.count || bytes[i] == UInt8(ascii: "/") {
                 guard Self.isValidComponent(bytes: UnsafeBufferPointer(rebasing: bytes[start..<i])) else {
-                    return false
+                    return start..<i
                 }
                 start = i + 1
             }
-            return true
+            return nil
         }
-        if valid == true {
-            self.value = value
-            return
-        }
-        for component in value.split(separator: "/", omittingEmptySubsequences: false) {
-            guard Self.isValidComponent(component) else {
-                if component.contains(where: { $0.isUppercase }) { throw .uppercaseRepository(value) }
-                throw .invalidRepositoryComponent(String(component), in: value)
-            }
+        if let bad = invalid ?? nil {
+            let component = String(Substring(text.utf8.dropFirst(bad.lowerBound).prefix(bad.count)))
+            if component.contains(where: { $0.isUppercase }) { throw .uppercaseRepository(value) }
+            throw .invalidRepositoryComponent(component, in: value)
         }
         self.value = value
     }
 
     /// `[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*`
-    static func isValidComponent(_ component: Substring) -> Bool {
-        // In place when the text is contiguous (it is for native strings): no copy per component.
-        if let valid = component.utf8.withContiguousStorageIfAvailable({ isValidComponent(bytes: $0) }) {
-            return valid
-        }
-        return Array(component.utf8).withUnsafeBufferPointer { isValidComponent(bytes: $0) }
-    }
-
     static func isValidComponent(bytes: UnsafeBufferPointer<UInt8>) -> Bool {
         guard !bytes.isEmpty else { return false }
         func isAlnum(_ b: UInt8) -> Bool { (b >= 0x61 && b <= 0x7a) || (b >= 0x30 && b <= 0x39) }

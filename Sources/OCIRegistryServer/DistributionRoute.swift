@@ -48,12 +48,11 @@ public enum DistributionRoute: Equatable, Sendable {
         let (before, last) = peel(path.dropFirst(4))
         guard let before, case let (name?, endpoint) = peel(before) else { self = .notFound; return }
         switch endpoint {
-        case "uploads" where peel(name).last == "blobs" && peel(name).rest != nil:
+        case "uploads":
             // `/v2/<name>/blobs/uploads/<session>`
+            guard case let (owner?, "blobs") = peel(name) else { self = .notFound; return }
             let session = String(last)
-            self = named(peel(name).rest ?? "") {
-                .blobUpload(repository: $0, session: session.isEmpty ? nil : session)
-            }
+            self = named(owner) { .blobUpload(repository: $0, session: session.isEmpty ? nil : session) }
         case "blobs" where last == "uploads":
             self = named(name) { .blobUpload(repository: $0, session: nil) }
         case "manifests" where !last.isEmpty:
