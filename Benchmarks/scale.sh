@@ -190,8 +190,12 @@ sed '/^auth:/,$d' "$work/peer/registry.yml" >"$work/peer/open.yml"
 serve_registry "$work/peer/open.yml"
 peer_pid=$started
 wait_https "$peer"
-per_import=$((import_count / 500))
-"$PYTHON" Benchmarks/scale.py refs "$peer" 500 "$per_import" >"$work/images.txt"
+# IMPORT images over the first 500 repositories (fewer when the store holds fewer images).
+import_repos=$((repos < 500 ? repos : 500))
+per_import=$((import_count / import_repos))
+per_import=$((per_import < per_repo ? per_import : per_repo))
+import_count=$((import_repos * per_import))
+"$PYTHON" Benchmarks/scale.py refs "$peer" "$import_repos" "$per_import" >"$work/images.txt"
 start=$(date +%s.%N)
 "$bin/ferry" export -f "$work/images.txt" -o "$work/import.tar" --ca-file "$peer_ca" --progress none >/dev/null
 export_s=$(bench_seconds "$start" "$(date +%s.%N)")
