@@ -194,6 +194,8 @@ final class PartialBundleFile {
     private var published = false
     /// Left in place when dropped unpublished: a resumable file is the resume point.
     var keep = false
+    /// Removed already (``discard()``): the name may be another writer's by now.
+    private var discarded = false
 
     init(for path: String) throws {
         self.path = path
@@ -238,7 +240,7 @@ final class PartialBundleFile {
 
     deinit {
         if fd >= 0 { close(fd) }
-        if !published && !keep {
+        if !published && !keep && !discarded {
             unlink(partialPath)
             unlink(checksumPartial)
         }
@@ -293,6 +295,16 @@ final class PartialBundleFile {
         }
         published = true
         BundleWriter.syncDirectory(of: path)
+    }
+
+    /// Removes the unpublished file at once (its content failed verification: nothing to resume).
+    /// Not left to `deinit`: a thread still finishing work on the file (a seal ahead, a download
+    /// being torn down) may hold this object when the process exits.
+    func discard() {
+        guard !published, !discarded else { return }
+        discarded = true
+        unlink(partialPath)
+        unlink(checksumPartial)
     }
 
     /// Takes a published bundle back (when the rest of its volume set failed to publish).

@@ -504,7 +504,7 @@ public final class PlacedBundle: @unchecked Sendable {
 
     /// Removes the partial file and its journal (content that failed verification: nothing to resume).
     public func discard() {
-        file.keep = false
+        file.discard()
         unlink(journalPath)
     }
 }

@@ -311,6 +311,28 @@ struct PlacedBundleTests {
         #expect(!journal.split(separator: "\n").contains("5"))
     }
 
+    /// Content that failed verification takes the partial file and its journal away at once, while
+    /// something (a seal ahead, a download being torn down) still holds the bundle: the process may
+    /// exit before the last reference goes.
+    @Test func aDiscardedBundleLeavesNothingWhileStillHeld() throws {
+        let fixture = try Fixture()
+        defer { try? FileManager.default.removeItem(atPath: fixture.dir) }
+        let output = "\(fixture.dir)/discarded.tar"
+        var bundle: PlacedBundle? = try PlacedBundle(path: output, plan: try fixture.plan())
+        if let bundle { try fixture.write([0, 1, 2], into: bundle) }
+        #expect(FileManager.default.fileExists(atPath: output + ".partial"))
+        bundle?.discard()
+        #expect(!FileManager.default.fileExists(atPath: output + ".partial"))
+        #expect(!FileManager.default.fileExists(atPath: output + ".partial.journal"))
+        // A new run starts over under the same name, and the old object going never removes it.
+        let next = try PlacedBundle(path: output, plan: try fixture.plan())
+        #expect(next.resumed.isEmpty)
+        bundle = nil
+        #expect(FileManager.default.fileExists(atPath: output + ".partial"))
+        #expect(FileManager.default.fileExists(atPath: output + ".partial.journal"))
+        withExtendedLifetime(next) {}
+    }
+
     /// A volume set planned and written in place is the set ``VolumeSetWriter`` streams, byte for
     /// byte (a blob in parts, a manifest in every volume, entries in any order, sha256 or sha512),
     /// a set left by a killed run resumes volume by volume, and a part an earlier run wrote that was
