@@ -11,7 +11,8 @@
 #   ferry cold    `ferry export` with an empty cache; --no-cache; warm (the cache full);
 #                 resumed (--no-cache, killed with SIGKILL when half the bytes were written, run again);
 #                 volumes (--no-cache --volume-size VOLUME_SIZE, default 100M: the large layer in parts)
-# Then SMALL images of one 1 MiB layer each: ferry export (--no-cache) against skopeo + tar.
+# Then SMALL images of one 1 MiB layer each: ferry export (--no-cache) against the wire (curl of
+# each image's manifest and blobs, 6 at once) and skopeo + tar.
 # Each timed row runs RUNS times (default 2); the table reports the best, with peak RSS and the bytes
 # written to storage (write_bytes of /proc/PID/io) against the bundle's size. ROWS picks rows
 # (default "wire skopeo cold nocache warm resumed volumes"). Each row starts with the previous row's
@@ -33,26 +34,36 @@ start_registry "$work/registry"
   "bench/large:1=$large" "bench/multi:1=base:32M,16M@linux/amd64+linux/arm64/v8" \
   bench/app-a:1=base:64M,8M bench/app-b:1=base:64M,8M bench/app-c:1=base:64M,8M >"$work/images.txt"
 
-# Every blob each repository links, once: the URLs the wire row downloads.
-: >"$work/urls.txt"
-declare -A seen=()
-for layers in "$work"/registry/data/docker/registry/v2/repositories/*/*/_layers/sha256; do
-  repo=${layers#"$work"/registry/data/docker/registry/v2/repositories/}
-  repo=${repo%/_layers/sha256}
-  for link in "$layers"/*; do
-    hex=$(basename "$link")
-    [ -n "${seen[$hex]-}" ] && continue
-    seen[$hex]=1
-    printf 'url = "https://%s/v2/%s/blobs/sha256:%s"\noutput = "%s/wire/%s"\n' "$REGISTRY" "$repo" "$hex" "$work" "$hex" >>"$work/urls.txt"
+# wire_urls OUTPUT PATTERN [TAG]: every blob the repositories named by PATTERN (a glob) link, once,
+# as curl config lines (the URLs a wire row downloads); with TAG, each one's manifest of that tag.
+wire_urls() {
+  local output=$1 pattern=$2 tag=${3:-} repositories=$work/registry/data/docker/registry/v2/repositories
+  local layers repo link hex
+  local -A seen=()
+  : >"$output"
+  # shellcheck disable=SC2231 # the pattern is a glob
+  for layers in "$repositories"/$pattern/_layers/sha256; do
+    repo=${layers#"$repositories"/}
+    repo=${repo%/_layers/sha256}
+    [ -n "$tag" ] && printf 'url = "https://%s/v2/%s/manifests/%s"\noutput = "%s/wire/m-%s"\n' \
+      "$REGISTRY" "$repo" "$tag" "$work" "${repo//\//-}" >>"$output"
+    for link in "$layers"/*; do
+      hex=$(basename "$link")
+      [ -n "${seen[$hex]-}" ] && continue
+      seen[$hex]=1
+      printf 'url = "https://%s/v2/%s/blobs/sha256:%s"\noutput = "%s/wire/%s"\n' "$REGISTRY" "$repo" "$hex" "$work" "$hex" >>"$output"
+    done
   done
-done
-echo "images: $(wc -l <"$work/images.txt"), blobs: ${#seen[@]}"
+}
+wire_urls "$work/urls.txt" '*/*'
+echo "images: $(wc -l <"$work/images.txt"), blobs: $(grep -c '^url' "$work/urls.txt")"
 
 measure() { "$PYTHON" Benchmarks/measure.py --out "$work/m" -- "$@" >/dev/null && cat "$work/m"; }
 
-run_wire() {
+run_wire() { # [URLS]
   rm -rf "$work/wire" && mkdir -p "$work/wire"
-  measure curl -sS --fail --parallel --parallel-max 6 --cacert "$REGISTRY_CA" -K "$work/urls.txt"
+  measure curl -sS --no-progress-meter --fail --parallel --parallel-max 6 --cacert "$REGISTRY_CA" -K "${1:-$work/urls.txt}" \
+    -H "Accept: application/vnd.oci.image.manifest.v1+json"
 }
 run_skopeo() {
   rm -rf "$work/oci" "$work/skopeo.tar"
@@ -150,11 +161,29 @@ if [ "$small" -gt 0 ]; then
   specs=()
   for i in $(seq "$small"); do specs+=("bench/small-$i:1=1M"); done
   "$PYTHON" scripts/make-images.py --registry "$REGISTRY" --cert-dir "$REGISTRY_CERTS" "${specs[@]}" >"$work/small.txt"
-  read -r fs fm _ < <(rm -f "$work/small.tar"*; ferry_export "$work/small.txt" "$work/small.tar" --no-cache)
+  # The wire for them: the same requests ferry makes (each image's manifest by tag, each blob),
+  # 6 at once.
+  wire_urls "$work/small-urls.txt" 'bench/small-*' 1
+  fs='' ws=''
+  for i in $(seq "$runs"); do
+    rm -rf "$work/wire" "$work/small.tar"*
+    sync
+    read -r s m _ < <(ferry_export "$work/small.txt" "$work/small.tar" --no-cache)
+    echo "run $i small ferry: ${s}s"
+    if [ -z "$fs" ] || "$PYTHON" -c "import sys; sys.exit(not $s < $fs)"; then fs=$s fm=$m; fi
+    rm -rf "$work/small.tar"*
+    sync
+    read -r s _ _ < <(run_wire "$work/small-urls.txt")
+    echo "run $i small wire: ${s}s"
+    if [ -z "$ws" ] || "$PYTHON" -c "import sys; sys.exit(not $s < $ws)"; then ws=$s; fi
+  done
+  rm -rf "$work/wire"
+  sync
   read -r ss _ _ < <(run_skopeo "$work/small.txt")
   echo
   echo "| $small images of 1 MiB | seconds | |"
   echo "|---|---|---|"
-  echo "| ferry export --no-cache | $fs | peak RSS $((fm / 1024)) MiB |"
+  echo "| curl --parallel of their manifests and blobs (the wire), best of $runs | $ws | |"
+  echo "| ferry export --no-cache, best of $runs | $fs | $(bench_ratio "$fs" "$ws")x the wire, peak RSS $((fm / 1024)) MiB |"
   echo "| skopeo copy + tar | $ss | ferry is $(bench_ratio "$ss" "$fs")x faster |"
 fi
