@@ -516,6 +516,9 @@ public struct Exporter: Sendable {
                         guard let (blob, place) = iterator.next(), let source = sources[blob] else { return }
                         group.addTask {
                             let sink = CachingSink(place, cache: cache, source.descriptor)
+                            // As the cache's own downloads do: a copy not kept goes now, not
+                            // when the HTTP client lets go of the sink (perhaps after exit).
+                            defer { sink.drop() }
                             // What an interrupted run wrote of it is read back and hashed, then
                             // the rest asked for.
                             _ = try await NIOThreadPool.singleton.runIfActive { sink.resume() }
@@ -701,7 +704,9 @@ final class CachingSink: BlobSink, @unchecked Sendable {
         _ = try? await NIOThreadPool.singleton.runIfActive { try cache.commit() }
     }
 
-    private func drop() {
+    /// Removes the cache's copy, unless ``keep()`` made it visible. Called once the download is
+    /// over (no batch writes into the sink after the fetch returns).
+    func drop() {
         cache?.cancel()
         cache = nil
     }
