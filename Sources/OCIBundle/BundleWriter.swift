@@ -192,13 +192,14 @@ final class PartialBundleFile {
     private(set) var fd: Int32
     private var hasher = DigestHasher(.sha256)
     private var published = false
-    /// Left in place when dropped unpublished: a resumable file is the resume point.
-    var keep = false
+    /// Left in place when dropped unpublished (unless discarded): a resumable file is the resume point.
+    private let keep: Bool
     /// Removed already (``discard()``): the name may be another writer's by now.
     private var discarded = false
 
     init(for path: String) throws {
         self.path = path
+        keep = false
         (fd, partialPath) = try Self.createPartial(for: path)
     }
 
