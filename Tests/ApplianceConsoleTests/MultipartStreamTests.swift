@@ -57,9 +57,10 @@ struct ConsoleEscapingTests {
     /// A quote followed by a combining mark is one grapheme; it must still be escaped, in a page
     /// template and in the layout around it.
     @Test func quotesWithCombiningMarksAreEscapedEverywhere() throws {
+        let root = NSTemporaryDirectory() + "/ferry-escape-\(UUID())"
+        defer { try? FileManager.default.removeItem(atPath: root) }
         let console = try Console(
-            content: RegistryContent(
-                storage: try RegistryStore(root: NSTemporaryDirectory() + "/ferry-escape-\(UUID())")),
+            content: RegistryContent(storage: try RegistryStore(root: root)),
             authenticator: nil,
             settings: .init(secureCookies: true, version: "1", dataDirectory: "/", certificateExpiry: nil))
         let hostile = "\"\u{301} autofocus onfocus=alert(1) x=\"<b>"

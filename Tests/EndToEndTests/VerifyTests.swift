@@ -2,9 +2,22 @@ import Foundation
 import OCICore
 import Testing
 
+/// Makes `VerifyTests`' corpus before the suite's first test and removes its directory (some 70 MB
+/// of bundles) after its last.
+struct VerifyCorpusScope: SuiteTrait, TestScoping {
+    func provideScope(
+        for test: Test, testCase: Test.Case?, performing function: @Sendable () async throws -> Void
+    ) async throws {
+        let directory = try Shell.temporaryDirectory("ferry-corpus")
+        defer { Shell.remove(directory) }
+        let corpus = Result { try VerifyTests.Corpus(directory: directory) }
+        try await VerifyTests.Corpus.$current.withValue(corpus, operation: function)
+    }
+}
+
 /// `ferry verify`, `inspect`, `keygen` and `sign` on a good bundle exported from the real registry,
 /// and on a corpus of broken copies of it.
-@Suite(.serialized)
+@Suite(.serialized, VerifyCorpusScope())
 struct VerifyTests {
     /// One good bundle (signed, and an unsigned copy) for all cases, exported once.
     final class Corpus: @unchecked Sendable {
@@ -14,8 +27,11 @@ struct VerifyTests {
         let key: String
         let publicKey: String
 
-        init() throws {
-            directory = try Shell.temporaryDirectory("ferry-corpus")
+        /// The corpus of the running suite (see `VerifyCorpusScope`).
+        @TaskLocal static var current: Result<Corpus, any Error>?
+
+        init(directory: String) throws {
+            self.directory = directory
             let registry = try RegistryFixture(tls: true)
             defer { registry.stop() }
             let seeded = try SeededRegistry.make(registry, largeLayer: 2 << 20)
@@ -42,7 +58,12 @@ struct VerifyTests {
         }
     }
 
-    static let corpus = Result { try Corpus() }
+    struct NoCorpus: Error {}
+
+    static func corpus() throws -> Corpus {
+        guard let made = Corpus.current else { throw NoCorpus() }
+        return try made.get()
+    }
 
     static let brokenCases: [(operation: String, message: String)] = [
         ("flip-layer", "content does not match its digest"),
@@ -68,7 +89,7 @@ struct VerifyTests {
 
     @Test(arguments: Self.brokenCases)
     func brokenBundleIsRefusedWithTheRightMessage(_ operation: String, _ message: String) throws {
-        let corpus = try Self.corpus.get()
+        let corpus = try Self.corpus()
         let bundle = try corpus.mutate(operation)
         let result = try Ferry.run(["verify", bundle], check: false)
         #expect(result.status == 65, "\(operation): \(result.stderr)")
@@ -77,7 +98,7 @@ struct VerifyTests {
     }
 
     @Test func layerProblemNamesEntryImageDigestExpectedAndFound() throws {
-        let corpus = try Self.corpus.get()
+        let corpus = try Self.corpus()
         let result = try Ferry.run(["verify", try corpus.mutate("flip-layer"), "--json"], check: false)
         #expect(result.status == 65)
         let report = try JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as? [String: Any]
@@ -91,7 +112,7 @@ struct VerifyTests {
     }
 
     @Test func cutAtEveryEntryBoundaryAndMidEntryIsRefused() throws {
-        let corpus = try Self.corpus.get()
+        let corpus = try Self.corpus()
         let offsets = try Shell.run([
             "python3", "\(Shell.supportDirectory)/bundle_mutator.py", corpus.unsigned, "/dev/null", "list-offsets",
         ]).stdout.split(separator: "\n").compactMap { Int($0) }
@@ -105,7 +126,7 @@ struct VerifyTests {
     }
 
     @Test func goodBundleVerifiesFromFileAndPipeAndChecksumFile() throws {
-        let corpus = try Self.corpus.get()
+        let corpus = try Self.corpus()
         let result = try Ferry.run(["verify", corpus.unsigned])
         #expect(result.stdout.contains("OK, 4 image(s)"))
         #expect(result.stdout.contains("unsigned"))
@@ -116,7 +137,7 @@ struct VerifyTests {
     }
 
     @Test func signatures() throws {
-        let corpus = try Self.corpus.get()
+        let corpus = try Self.corpus()
         // Good: signed at export, trusted key (a file or a directory of keys).
         #expect(try Ferry.run(["verify", corpus.good, "--trust-key", corpus.publicKey]).stdout.contains("(trusted)"))
         let keys = "\(corpus.directory)/trusted"
@@ -160,7 +181,7 @@ struct VerifyTests {
     }
 
     @Test func inspectShowsImagesAndSigner() throws {
-        let corpus = try Self.corpus.get()
+        let corpus = try Self.corpus()
         let text = try Ferry.run(["inspect", corpus.good]).stdout
         #expect(text.contains("/test/multi:1.0"))
         #expect(text.contains("linux/amd64, linux/arm64/v8"))

@@ -6,7 +6,7 @@ import Testing
 
 struct TrustPolicyTests {
     let directory: String = {
-        let path = NSTemporaryDirectory() + "trust-\(UUID().uuidString)"
+        let path = NSTemporaryDirectory() + "ferry-trust-\(UUID().uuidString)"
         try? FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
         return path
     }()

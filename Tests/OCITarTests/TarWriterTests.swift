@@ -7,10 +7,15 @@ struct TarWriterTests {
         let path = NSTemporaryDirectory() + "ferry-tar-\(UUID().uuidString).tar"
         let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
         defer { close(fd) }
-        let tar = try TarWriter(fileDescriptor: fd, modificationTime: 1_700_000_000)
-        try build(tar)
-        try tar.finish()
-        return (path, try Data(contentsOf: URL(fileURLWithPath: path)))
+        do {
+            let tar = try TarWriter(fileDescriptor: fd, modificationTime: 1_700_000_000)
+            try build(tar)
+            try tar.finish()
+            return (path, try Data(contentsOf: URL(fileURLWithPath: path)))
+        } catch {
+            unlink(path)  // a failed write is a test's expectation, not a file to keep
+            throw error
+        }
     }
 
     @Test func writesEntriesSystemTarReads() throws {

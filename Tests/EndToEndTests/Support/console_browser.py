@@ -9,6 +9,8 @@ through Debian's python3-selenium), over the appliance's own TLS: the server's k
 Prints one line per check; exits 1 at the first failure, with the page's text.
 """
 import argparse
+import atexit
+import shutil
 import ssl
 import sys
 import tempfile
@@ -29,6 +31,7 @@ def main() -> int:
         parser.add_argument(f"--{name}", required=True)
     args = parser.parse_args()
     profile = tempfile.mkdtemp(prefix="ferry-chromium-")
+    atexit.register(shutil.rmtree, profile, ignore_errors=True)  # after driver.quit(), on every exit
     options = webdriver.ChromeOptions()
     options.binary_location = "/usr/bin/chromium"
     for flag in ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
