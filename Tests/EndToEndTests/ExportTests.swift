@@ -229,7 +229,8 @@ struct ExportTests {
     }
 
     /// An unreachable registry fails fast with one line naming it: a name that does not resolve at
-    /// once, a registry that never accepts the connection after --connect-timeout.
+    /// once, a port nobody listens on after a few quick retries, a registry that never accepts the
+    /// connection after --connect-timeout.
     @Test func unreachableRegistriesFailFastNamingTheRegistry() throws {
         let work = try Shell.temporaryDirectory()
         defer { Shell.remove(work) }
@@ -241,6 +242,17 @@ struct ExportTests {
         #expect(Date().timeIntervalSince(started) < 8, "a name that does not resolve fails at once")
         #expect(unresolved.stderr.contains("registry.nowhere.invalid") && unresolved.stderr.contains("cannot resolve"))
         #expect(unresolved.stderr.split(separator: "\n").count == 1, "\(unresolved.stderr)")
+
+        // Nothing listens on the port: each attempt is refused at once, and the retries take
+        // seconds (they took the whole connect timeout each, 43 s in all).
+        let closed = "127.0.0.1:\(Shell.freePort())"
+        started = Date()
+        let refused = try Ferry.run(
+            ["export", "\(closed)/team/app:1", "-o", "\(work)/c.tar", "--progress", "none"], check: false)
+        #expect(refused.status != 0)
+        #expect(Date().timeIntervalSince(started) < 8, "a refused connection is not retried for the connect timeout")
+        #expect(refused.stderr.contains("\(closed): cannot reach") && refused.stderr.contains("connection refused"))
+        #expect(refused.stderr.split(separator: "\n").count == 1, "\(refused.stderr)")
 
         // A listener whose accept queue is full: the kernel drops further connection attempts.
         let listener = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
