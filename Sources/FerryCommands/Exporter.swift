@@ -163,7 +163,22 @@ public struct Exporter: Sendable {
         let scratch = options.cacheDirectory == nil ? options.output + ".partial.blobs" : nil
         let store = try BlobStore(root: options.cacheDirectory ?? scratch ?? "", durable: false)
         store.removeStaleIngests(olderThan: 24 * 3600)
+        do {
+            return try await export(options, store: store, started: started, scratch: scratch)
+        } catch let error as ExportError where error.isVerificationFailure {
+            if let scratch { try? FileManager.default.removeItem(atPath: scratch) }
+            throw error
+        } catch {
+            // Any other failure keeps what a resumed run reuses, but not a scratch store that
+            // holds nothing (a run that failed before it fetched anything).
+            if let scratch, store.isEmpty { try? FileManager.default.removeItem(atPath: scratch) }
+            throw error
+        }
+    }
 
+    private func export(_ options: Options, store: BlobStore, started: Date, scratch: String?) async throws
+        -> Summary
+    {
         // Every image must have a name the appliance can serve it under, before anything is fetched.
         for request in options.requests { _ = try request.carried.servedRepositoryName() }
 
@@ -185,14 +200,9 @@ public struct Exporter: Sendable {
                 try ImageRequest.checkNames(expanded.requests, charts: options.charts)
             }
         }
-        do {
-            let summary = try await export(expanded, charts: charts, store: store, started: started)
-            if let scratch { try? FileManager.default.removeItem(atPath: scratch) }
-            return summary
-        } catch let error as ExportError where error.isVerificationFailure {
-            if let scratch { try? FileManager.default.removeItem(atPath: scratch) }
-            throw error
-        }
+        let summary = try await export(expanded, charts: charts, store: store, started: started)
+        if let scratch { try? FileManager.default.removeItem(atPath: scratch) }
+        return summary
     }
 
     private func export(_ options: Options, charts: [FetchedChart], store: BlobStore, started: Date) async throws

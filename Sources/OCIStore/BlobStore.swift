@@ -68,6 +68,12 @@ public struct BlobStore: Sendable {
         try FileSystem.readSmallFile(path(of: digest), limit: limit)
     }
 
+    /// Whether the store holds nothing: no blob, nothing being ingested.
+    public var isEmpty: Bool {
+        FileSystem.list("\(root)/ingest").isEmpty
+            && DigestAlgorithm.allCases.allSatisfy { FileSystem.list("\(root)/blobs/\($0)").isEmpty }
+    }
+
     /// Removes temporary ingest files older than `age` seconds (left behind by killed processes).
     public func removeStaleIngests(olderThan age: Int) {
         let cutoff = time(nil) - age

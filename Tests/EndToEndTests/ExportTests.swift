@@ -248,11 +248,14 @@ struct ExportTests {
         let closed = "127.0.0.1:\(Shell.freePort())"
         started = Date()
         let refused = try Ferry.run(
-            ["export", "\(closed)/team/app:1", "-o", "\(work)/c.tar", "--progress", "none"], check: false)
+            ["export", "\(closed)/team/app:1", "-o", "\(work)/c.tar", "--progress", "none", "--no-cache"],
+            check: false)
         #expect(refused.status != 0)
         #expect(Date().timeIntervalSince(started) < 8, "a refused connection is not retried for the connect timeout")
         #expect(refused.stderr.contains("\(closed): cannot reach") && refused.stderr.contains("connection refused"))
         #expect(refused.stderr.split(separator: "\n").count == 1, "\(refused.stderr)")
+        // Nothing was fetched: no scratch store is left beside the output.
+        #expect(try FileManager.default.contentsOfDirectory(atPath: work).filter { $0.hasPrefix("c.tar") } == [])
 
         // A listener whose accept queue is full: the kernel drops further connection attempts.
         let listener = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
