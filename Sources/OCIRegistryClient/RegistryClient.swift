@@ -397,10 +397,33 @@ public final class RegistryClient: Sendable {
         return "\(host): \(String(cString: gai_strerror(status)))"
     }
 
+    /// BoringSSL's reasons in words ("certificate verify failed"), without its error codes and
+    /// the source file paths of the build.
+    static func tlsReason(_ error: BoringSSLError) -> String {
+        let stack: NIOBoringSSLErrorStack
+        switch error {
+        case .sslError(let errors), .unknownError(let errors): stack = errors
+        default: return "TLS: \(error)"
+        }
+        // Each reads "Error: CODE error:HEX:LIBRARY:FUNCTION:REASON at FILE:LINE".
+        var reasons: [String] = []
+        for entry in stack {
+            let text = entry.description
+            guard let start = text.range(of: "error:") else { continue }
+            var message = text[start.lowerBound...]
+            if let at = message.range(of: " at ") { message = message[..<at.lowerBound] }
+            guard let reason = message.split(separator: ":").last, !reason.isEmpty else { continue }
+            let words = reason.replacingOccurrences(of: "_", with: " ").lowercased()
+            if !reasons.contains(words) { reasons.append(words) }
+        }
+        return reasons.isEmpty ? "TLS handshake failed" : reasons.joined(separator: "; ")
+    }
+
     static func describe(_ error: any Error) -> String {
         if let error = error as? RegistryError { return error.description }
+        if case .handshakeFailed(let error) = error as? NIOSSLError { return tlsReason(error) }
         if let error = error as? NIOSSLError { return "TLS: \(error)" }
-        if let error = error as? BoringSSLError { return "TLS: \(error)" }
+        if let error = error as? BoringSSLError { return tlsReason(error) }
         // A socket's error, as the system names it ("connection refused"), without NIO's wrapping.
         if let error = error as? IOError {
             let text = String(cString: strerror(error.errnoCode))

@@ -34,6 +34,10 @@ public enum RegistryError: Error, CustomStringConvertible {
             "\(registry): cannot reach \(url): \(underlying)"
         case .unreachable(let registry, let url, let reason): "\(registry): cannot reach \(url): \(reason)"
         case .gaveUp(let error, let attempts): "\(error) (gave up after \(attempts) attempts)"
+        case .tls(let registry, let url, let underlying) where underlying.contains("wrong version number"):
+            // What a plain HTTP server's answer to a TLS hello reads as.
+            "\(registry): TLS failed for \(url): \(underlying) (a registry without TLS? --insecure-registry"
+                + " \(registry) uses plain HTTP)"
         case .tls(let registry, let url, let underlying):
             "\(registry): TLS failed for \(url): \(underlying) (trust its CA with --ca-file or"
                 + " /etc/containers/certs.d/\(registry)/ca.crt; --insecure-registry \(registry) skips verification)"

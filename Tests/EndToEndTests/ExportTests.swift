@@ -307,6 +307,9 @@ struct ExportTests {
             ["export", reference, "-o", "\(work)/a.tar", "--cache", "\(work)/cache"], check: false)
         #expect(refused.status == 1)
         #expect(refused.stderr.contains(registry.host))
+        #expect(
+            refused.stderr.contains("a registry without TLS? --insecure-registry \(registry.host)"), "\(refused.stderr)"
+        )
         #expect(!FileManager.default.fileExists(atPath: "\(work)/a.tar"))
         try Ferry.run(
             [
@@ -328,7 +331,8 @@ struct ExportTests {
             ["export", reference, "-o", "\(work)/a.tar", "--cache", "\(work)/cache", "--certs-dir", "\(work)/none"],
             check: false)
         #expect(untrusted.status == 1)
-        #expect(untrusted.stderr.contains("TLS failed"))
+        #expect(untrusted.stderr.contains("TLS failed") && untrusted.stderr.contains("certificate verify failed"))
+        #expect(!untrusted.stderr.contains(".swift") && !untrusted.stderr.contains(".cc"), "\(untrusted.stderr)")
         let certs = "\(work)/certs.d/\(registry.host)"
         try FileManager.default.createDirectory(atPath: certs, withIntermediateDirectories: true)
         try FileManager.default.copyItem(atPath: registry.tls?.caCertificate ?? "", toPath: "\(certs)/ca.crt")
