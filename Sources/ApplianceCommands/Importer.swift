@@ -89,7 +89,7 @@ public struct Importer: Sendable {
             } catch let error as LayoutArchiveError {
                 throw ImportError.archive(error)
             } catch {
-                throw ImportError.unreadable(path)
+                throw ImportError.unreadable(path, reason: "\(error)")
             }
         }
     }
@@ -141,7 +141,9 @@ public struct Importer: Sendable {
         _ report: VerificationReport, manifest: BundleManifest, path: String, sink: StoreSink, started: Date,
         volume: VolumeProgress? = nil
     ) throws -> Result {
-        guard let manifestDigest = report.manifestDigest else { throw ImportError.unreadable(path) }
+        guard let manifestDigest = report.manifestDigest else {
+            throw ImportError.unreadable(path, reason: "no bundle manifest")
+        }
         // A delta relies on blobs it does not carry: all must be here before anything is visible.
         let external = report.imageContents.values.reduce(into: Set<Digest>()) { $0.formUnion($1.external) }
         if !external.isEmpty {
@@ -348,7 +350,7 @@ public struct Importer: Sendable {
         do {
             return try reader.verify(path: path, sink: sink, stopAfterHeader: headerOnly)
         } catch {
-            throw ImportError.unreadable(path)
+            throw ImportError.unreadable(path, reason: "\(error)")
         }
     }
 }
@@ -439,7 +441,8 @@ final class StoreSink: BundleBlobSink {
 }
 
 public enum ImportError: Error, CustomStringConvertible {
-    case unreadable(String)
+    /// A bundle file that cannot be read; the reason is the reader's (it may name the file too).
+    case unreadable(String, reason: String)
     case invalid(bundle: String, [VerificationProblem])
     case badReference(String, ReferenceError)
     case storeChanged(String, Digest)
@@ -464,7 +467,8 @@ public enum ImportError: Error, CustomStringConvertible {
 
     public var description: String {
         switch self {
-        case .unreadable(let path): "cannot read bundle \(path)"
+        case .unreadable(let path, let reason):
+            reason.contains(path) ? "cannot read bundle: \(reason)" : "cannot read bundle \(path): \(reason)"
         case .uploadIncomplete(let name): "\(name): not imported, nothing changed: the upload did not complete"
         case .invalid(let bundle, let problems):
             (["\(bundle): not imported, nothing changed:"] + problems.map { "  \($0)" }).joined(separator: "\n")

@@ -69,7 +69,9 @@ public enum ImageList {
 
     /// `syncer`: image-syncer's images.json (also any `.json` list).
     public static func load(path: String, syncer: Bool = false) throws(ImageListError) -> Contents {
-        guard let data = FileManager.default.contents(atPath: path) else { throw .unreadable(path) }
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw .unreadable(path, SystemError.unreadable(path))
+        }
         guard let text = String(data: data, encoding: .utf8) else {
             throw .invalid([.init(file: path, line: nil, message: "not UTF-8 text")])
         }
@@ -378,13 +380,13 @@ public enum ImageListError: Error, Equatable, CustomStringConvertible {
             return "\(file): \(message)"
         }
     }
-    case unreadable(String)
+    case unreadable(String, String)
     case invalid([Problem])
     case empty
 
     public var description: String {
         switch self {
-        case .unreadable(let path): "cannot read image list \(path)"
+        case .unreadable(_, let why): "cannot read the image list: \(why)"
         case .invalid(let problems): problems.map(\.description).joined(separator: "\n")
         case .empty: "no images given: pass references as arguments or an image list with -f"
         }

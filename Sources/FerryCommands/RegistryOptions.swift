@@ -67,7 +67,7 @@ struct RegistryOptions: ParsableArguments {
     func syncerAuth() throws -> [String: SyncerAuth] {
         guard let authFile else { return [:] }
         guard let data = FileManager.default.contents(atPath: authFile) else {
-            throw CredentialError.unreadable(authFile)
+            throw CredentialError.unreadable(authFile, SystemError.unreadable(authFile))
         }
         do {
             return try JSONDecoder().decode([String: SyncerAuth].self, from: data)

@@ -70,7 +70,9 @@ public struct CredentialStore: Sendable {
 
     /// Parses a docker `config.json` or containers `auth.json` (`{"auths": {KEY: {...}}}`).
     public static func parseAuthFile(path: String) throws(CredentialError) -> [Entry] {
-        guard let data = FileManager.default.contents(atPath: path) else { throw .unreadable(path) }
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw .unreadable(path, SystemError.unreadable(path))
+        }
         return try parseAuthFile(data: data, source: path)
     }
 
@@ -155,12 +157,12 @@ public struct CredentialStore: Sendable {
 }
 
 public enum CredentialError: Error, Equatable, CustomStringConvertible {
-    case unreadable(String)
+    case unreadable(String, String)
     case malformed(String, String)
 
     public var description: String {
         switch self {
-        case .unreadable(let path): "cannot read credentials file \(path)"
+        case .unreadable(let path, let why): "cannot read credentials file \(path): \(why)"
         case .malformed(let source, let why): "\(source): \(why)"
         }
     }

@@ -425,10 +425,7 @@ public final class RegistryClient: Sendable {
         if let error = error as? NIOSSLError { return "TLS: \(error)" }
         if let error = error as? BoringSSLError { return tlsReason(error) }
         // A socket's error, as the system names it ("connection refused"), without NIO's wrapping.
-        if let error = error as? IOError {
-            let text = String(cString: strerror(error.errnoCode))
-            return text.prefix(1).lowercased() + text.dropFirst()
-        }
+        if let error = error as? IOError { return SystemError.words(error.errnoCode) }
         return String(describing: error)
     }
 }

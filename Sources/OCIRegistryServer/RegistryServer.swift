@@ -5,6 +5,7 @@ import HummingbirdTLS
 import Logging
 import NIOCore
 import NIOSSL
+import OCICore
 
 /// Serves a registry store over HTTPS (or plain HTTP when asked) until SIGTERM or SIGINT, then
 /// finishes the requests in flight and stops.
@@ -54,9 +55,17 @@ public struct RegistryServer: Sendable {
 
     /// The TLS settings for a certificate chain and key in PEM files.
     public static func tlsConfiguration(certificateChain: String, privateKey: String) throws -> TLSConfiguration {
-        let chain = try NIOSSLCertificate.fromPEMFile(certificateChain)
+        try ServerError.checkReadable(certificateChain, what: "certificate chain")
+        try ServerError.checkReadable(privateKey, what: "private key")
+        let chain: [NIOSSLCertificate]
+        do { chain = try NIOSSLCertificate.fromPEMFile(certificateChain) } catch {
+            throw ServerError.unusableTLSFile(certificateChain, "not a PEM certificate chain")
+        }
         guard !chain.isEmpty else { throw ServerError.noCertificate(certificateChain) }
-        let key = try NIOSSLPrivateKey(file: privateKey, format: .pem)
+        let key: NIOSSLPrivateKey
+        do { key = try NIOSSLPrivateKey(file: privateKey, format: .pem) } catch {
+            throw ServerError.unusableTLSFile(privateKey, "not a PEM private key (or one protected by a passphrase)")
+        }
         var configuration = TLSConfiguration.makeServerConfiguration(
             certificateChain: chain.map { .certificate($0) }, privateKey: .privateKey(key))
         configuration.minimumTLSVersion = .tlsv12
@@ -109,15 +118,37 @@ public struct RegistryServer: Sendable {
             }
         }
         defer { expiry.cancel() }
-        try await application.runService()
+        do {
+            try await application.runService()
+        } catch let error as IOError where error.errnoCode != 0 {
+            // Binding is the only socket call that fails the server itself.
+            throw ServerError.cannotListen(host: host, port: port, reason: SystemError.words(error.errnoCode))
+        } catch is SocketAddressError.UnknownHost {
+            throw ServerError.cannotListen(host: host, port: port, reason: "the name does not resolve to an address")
+        } catch let error as SocketAddressError {
+            throw ServerError.cannotListen(host: host, port: port, reason: "\(error)")
+        }
     }
 }
 
 public enum ServerError: Error, CustomStringConvertible {
     case noCertificate(String)
+    case unusableTLSFile(String, String)
+    case cannotListen(host: String, port: Int, reason: String)
+
     public var description: String {
         switch self {
         case .noCertificate(let path): "\(path): no PEM certificate in the file"
+        case .unusableTLSFile(let path, let reason): "\(path): \(reason)"
+        case .cannotListen(let host, let port, let reason):
+            "cannot listen on \(host.contains(":") ? "[\(host)]" : host):\(port): \(reason)"
         }
+    }
+
+    /// A TLS file must be there and readable; said with the file's name and the system's reason.
+    static func checkReadable(_ path: String, what: String) throws {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw unusableTLSFile(path, "cannot read the \(what): \(SystemError.words(errno))") }
+        close(fd)
     }
 }

@@ -149,6 +149,10 @@ struct ServeTests {
             refusedCount += 1
         }
         #expect(refusedCount >= 10)
+        // A bundle that is not there: named, with the reason, exit 1.
+        let missing = try appliance.command(["import", "\(site.work)/missing.tar"], check: false)
+        #expect(missing.status == 1, "\(missing.stderr)")
+        #expect(missing.stderr.contains("\(site.work)/missing.tar: No such file or directory"), "\(missing.stderr)")
 
         // A configuration that requires signed bundles: unsigned and tampered bundles are refused
         // (a bad configuration is a usage error), the signed one lands.
@@ -334,6 +338,27 @@ struct ServeTests {
         let refused = try Shell.run(
             ["curl", "-sS", "--cacert", appliance.caCertificate, "https://\(appliance.host)/v2/"], check: false)
         #expect(refused.status != 0)
+
+        // What keeps serve from starting is said in one line naming the address or the file.
+        for (arguments, message) in [
+            (["--listen", appliance.host], "cannot listen on \(appliance.host): address already in use"),
+            (["--listen", "nowhere.invalid:5000"], "cannot listen on nowhere.invalid:5000: the name does not resolve"),
+            (
+                ["--tls-cert", "\(work)/missing.crt", "--tls-key", operatorCA.serverKey],
+                "\(work)/missing.crt: cannot read the certificate chain: no such file or directory"
+            ),
+            (
+                ["--tls-cert", operatorCA.serverCertificate, "--tls-key", operatorCA.serverCertificate],
+                "\(operatorCA.serverCertificate): not a PEM private key"
+            ),
+        ] {
+            let listen = arguments.contains("--listen") ? [] : ["--listen", "127.0.0.1:\(Shell.freePort())"]
+            let failed = try Shell.run(
+                [ApplianceFixture.binary, "serve", "--data-dir", "\(work)/other"] + listen + arguments, check: false)
+            #expect(failed.status == 1, "\(arguments): \(failed.stderr)")
+            #expect(failed.stderr.contains(message), "\(arguments): \(failed.stderr)")
+            #expect(failed.stderr.split(separator: "\n").count == 1, "\(arguments): \(failed.stderr)")
+        }
         appliance.stop()
     }
 }

@@ -1,0 +1,22 @@
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// The system's words for what went wrong with a file or a socket, for one-line errors.
+public enum SystemError {
+    /// `errno`'s meaning, lower case as it reads inside a sentence ("no such file or directory").
+    public static func words(_ code: Int32) -> String {
+        let text = String(cString: strerror(code))
+        return text.prefix(1).lowercased() + text.dropFirst()
+    }
+
+    /// Why the file at `path` cannot be read: it is missing, not allowed, or a directory.
+    public static func unreadable(_ path: String) -> String {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return words(errno) }
+        defer { close(fd) }
+        var info = stat()
+        if fstat(fd, &info) == 0, info.st_mode & S_IFMT == S_IFDIR { return words(EISDIR) }
+        return "cannot be read"
+    }
+}
