@@ -43,6 +43,10 @@ public struct ConvertCommand: AsyncParsableCommand {
 
     public init() {}
 
+    public func validate() throws {
+        if let problem = SystemError.notAFileToWrite(output) { throw ValidationError("--output \(problem)") }
+    }
+
     struct Summary: Codable {
         var archive: String
         var bundle: String

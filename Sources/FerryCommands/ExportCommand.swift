@@ -151,6 +151,7 @@ public struct ExportCommand: AsyncParsableCommand {
     public func validate() throws {
         guard parallel >= 1 && parallel <= 64 else { throw ValidationError("--parallel must be between 1 and 64") }
         guard !output.isEmpty else { throw ValidationError("--output must name a file") }
+        if let problem = SystemError.notAFileToWrite(output) { throw ValidationError("--output \(problem)") }
         if noReferrers && !signatureKeyFiles.isEmpty {
             throw ValidationError("--verify-signatures needs the signatures: drop --no-referrers")
         }

@@ -352,6 +352,11 @@ struct ExportTests {
         #expect(result.stderr.contains("\(work)/list.txt:2:"))
         #expect(result.stderr.contains("\(work)/list.txt:4:"))
         #expect(!FileManager.default.fileExists(atPath: "\(work)/cache"), "nothing was pulled")
+        // An output that is a directory is refused before anything is pulled, not at the rename.
+        let directory = try Ferry.run(["export", "nginx:1.25", "-o", work, "--cache", "\(work)/cache"], check: false)
+        #expect(directory.status == 64)
+        #expect(directory.stderr.contains("--output \(work) is a directory"), "\(directory.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: "\(work).partial"))
 
         let digest = "sha256:" + String(repeating: "a", count: 64)
         let clash = try Ferry.run(
