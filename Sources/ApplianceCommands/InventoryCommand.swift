@@ -35,6 +35,12 @@ struct InventoryCommand: AsyncParsableCommand {
         help: "Sign the inventory with this Ed25519 private key (`ferry keygen`); `ferry export --site-key` checks it.")
     var signKey: String?
 
+    func validate() throws {
+        if let problem = SystemError.notAFileToWrite(output, example: "inventory.json") {
+            throw ValidationError("--output \(problem)")
+        }
+    }
+
     func run() async throws {
         try await reportingApplianceErrors {
             let storage = try RegistryStore(root: try store.resolved)

@@ -58,7 +58,8 @@ struct UserCommand: AsyncParsableCommand {
     }
 
     struct Delete: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(commandName: "del", abstract: "Remove a user.")
+        static let configuration = CommandConfiguration(
+            commandName: "del", abstract: "Remove a user.", aliases: ["remove", "rm"])
 
         @Argument var name: String
         @OptionGroup var store: StoreOptions
@@ -74,7 +75,8 @@ struct UserCommand: AsyncParsableCommand {
     }
 
     struct List: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(commandName: "list", abstract: "List users and their roles.")
+        static let configuration = CommandConfiguration(
+            commandName: "list", abstract: "List users and their roles.", aliases: ["ls"])
 
         @OptionGroup var store: StoreOptions
         @Flag(help: "Print JSON (without password hashes).") var json = false

@@ -22,10 +22,10 @@ public enum SystemError {
 
     /// What is wrong with `path` as a file to write, or nil: a directory is not (checked where the
     /// path is given, before anything is fetched for it).
-    public static func notAFileToWrite(_ path: String) -> String? {
+    public static func notAFileToWrite(_ path: String, example: String = "bundle.tar") -> String? {
         var info = stat()
         guard stat(path, &info) == 0, info.st_mode & S_IFMT == S_IFDIR else { return nil }
         let base = path.hasSuffix("/") ? String(path.dropLast()) : path
-        return "\(path) is a directory: name the file to write in it (e.g. \(base)/bundle.tar)"
+        return "\(path) is a directory: name the file to write in it (e.g. \(base)/\(example))"
     }
 }

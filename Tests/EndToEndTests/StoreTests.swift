@@ -234,6 +234,12 @@ struct StoreTests {
         let mode = try FileManager.default.attributesOfItem(atPath: data)[.posixPermissions] as? Int
         #expect(mode == 0o750)
         #expect(try Shell.run([Self.appliance, "user", "list", "--data-dir", data]).stdout.contains("ci"))
+        // `del` answers to the names people try first, as `list` does to `ls`.
+        try Shell.run([Self.appliance, "user", "rm", "ci", "--data-dir", data])
+        #expect(try !Shell.run([Self.appliance, "user", "ls", "--data-dir", data]).stdout.contains("ci"))
+        // An inventory written over a directory is refused before it is made.
+        let inventory = try Shell.run([Self.appliance, "inventory", "-o", work, "--data-dir", data], check: false)
+        #expect(inventory.status == 64 && inventory.stderr.contains("--output \(work) is a directory"))
     }
 
     /// `ca` run while the first `serve` starts on a new data directory: one CA, and the server's
