@@ -11,13 +11,16 @@ public enum SystemError {
     }
 
     /// Why the file at `path` cannot be read: it is missing, not allowed, or a directory.
-    public static func unreadable(_ path: String) -> String {
+    public static func unreadable(_ path: String) -> String { whyUnreadable(path) ?? "cannot be read" }
+
+    /// Why the file at `path` cannot be read, or nil when it can be opened and is not a directory.
+    public static func whyUnreadable(_ path: String) -> String? {
         let fd = open(path, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else { return words(errno) }
         defer { close(fd) }
         var info = stat()
         if fstat(fd, &info) == 0, info.st_mode & S_IFMT == S_IFDIR { return words(EISDIR) }
-        return "cannot be read"
+        return nil
     }
 
     /// What is wrong with `path` as a file to write, or nil: a directory is not (checked where the

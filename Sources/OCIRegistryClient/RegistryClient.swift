@@ -49,14 +49,11 @@ public final class RegistryClient: Sendable {
     public static func makeHTTPClient(connectTimeout: Int = 10) -> HTTPClient {
         var configuration = HTTPClient.Configuration(
             redirectConfiguration: .disallow,
-            // Bounds each connection attempt: a registry that never answers (a firewall that
-            // drops) is given up after it.
+            // AsyncHTTPClient retries a failed connection attempt until the connect timeout runs
+            // out (a busy server that closes new connections, a restart), so this bounds each
+            // attempt of ours. A port where nothing listens is found out before, by `probe`.
             timeout: .init(connect: .seconds(Int64(connectTimeout)), read: .seconds(120)))
         configuration.connectionPool = .init(idleTimeout: .seconds(60), concurrentHTTP1ConnectionsPerHostSoftLimit: 16)
-        // A refused connection fails its request at once, and `RetryPolicy` decides what to try
-        // again. AsyncHTTPClient's own retries would repeat a refused connection for the whole
-        // connect timeout, so a wrong port took 4 x 10 s to report.
-        configuration.connectionPool.retryConnectionEstablishment = false
         // HTTP/1.1 only: over HTTP/2 (which Go registries offer by ALPN) a blob's bytes move in
         // small flow-controlled frames, and a 1 GiB copy between two distribution registries took
         // 1.4x the time and twice the CPU of one over HTTP/1.1 connections (Benchmarks/sync.sh).
@@ -325,7 +322,9 @@ public final class RegistryClient: Sendable {
                     request.headers.add(name: "User-Agent", value: configuration.userAgent)
                     let response: HTTPClientResponse
                     do {
-                        response = try await http.execute(request, timeout: timeout)
+                        response = try await pingOrRefusal(request, timeout: timeout, registry: registry)
+                    } catch let error as RegistryError {
+                        throw error
                     } catch {
                         throw Self.connectionError(
                             error, registry: registry, url: candidate.baseURL + "/v2/",
@@ -383,6 +382,60 @@ public final class RegistryClient: Sendable {
         return .connection(registry: registry, url: url, underlying: describe(error))
     }
 
+    /// The discovery ping, and, when it has not answered within a second, a `probe` beside it: a
+    /// port where nothing listens is then said so in a round trip (a retryable connection error,
+    /// for `RetryPolicy`'s few seconds of backoff), where AsyncHTTPClient tries a refused
+    /// connection again for its whole connect timeout, on each attempt (a wrong port took 43 s to
+    /// report). A registry that answers is never probed (a probe's bare connection shows as a TLS
+    /// handshake error in a registry's log).
+    private func pingOrRefusal(_ request: HTTPClientRequest, timeout: TimeAmount, registry: String) async throws
+        -> HTTPClientResponse
+    {
+        let http = self.http
+        let connectTimeout = configuration.connectTimeout
+        return try await withThrowingTaskGroup(of: HTTPClientResponse?.self) { group in
+            group.addTask { try await http.execute(request, timeout: timeout) }
+            group.addTask {
+                try await Task.sleep(for: .seconds(1))
+                try await Self.probe(request.url, registry: registry, timeout: connectTimeout)
+                return nil
+            }
+            while let next = try await group.next() {
+                guard let response = next else { continue }
+                group.cancelAll()
+                return response
+            }
+            throw CancellationError()
+        }
+    }
+
+    /// One TCP connection to the host of `url`, closed at once: throws a retryable connection
+    /// error when it is refused. Any other outcome is left to the request it goes beside.
+    static func probe(_ url: String, registry: String, timeout: Int) async throws {
+        guard let components = URLComponents(string: url), var host = components.host else { return }
+        if host.hasPrefix("[") { host = String(host.dropFirst().dropLast()) }
+        let port = components.port ?? (components.scheme == "http" ? 80 : 443)
+        let refused: Bool
+        do {
+            let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+                .connectTimeout(.seconds(Int64(timeout)))
+                .connect(host: host, port: port).get()
+            try? await channel.close()
+            return
+        } catch let error as IOError {
+            refused = error.errnoCode == ECONNREFUSED
+        } catch let error as NIOConnectionError {
+            refused =
+                !error.connectionErrors.isEmpty
+                && error.connectionErrors.allSatisfy { ($0.error as? IOError)?.errnoCode == ECONNREFUSED }
+        } catch {
+            return
+        }
+        if refused {
+            throw RegistryError.connection(registry: registry, url: url, underlying: "connection refused")
+        }
+    }
+
     /// Why `host` does not resolve (host name part only), or nil when it does or is an address.
     static func resolutionFailure(_ hostPort: String) -> String? {
         var host = Substring(hostPort)
@@ -409,7 +462,12 @@ public final class RegistryClient: Sendable {
         var reasons: [String] = []
         for entry in stack {
             let text = entry.description
-            guard let start = text.range(of: "error:") else { continue }
+            guard let start = text.range(of: "error:") else {
+                // NIO's own ("Error:  EOF during handshake"): its words as they are.
+                let own = text.replacingOccurrences(of: "Error:", with: "").trimmingCharacters(in: .whitespaces)
+                if !own.isEmpty && !reasons.contains(own) { reasons.append(own) }
+                continue
+            }
             var message = text[start.lowerBound...]
             if let at = message.range(of: " at ") { message = message[..<at.lowerBound] }
             guard let reason = message.split(separator: ":").last, !reason.isEmpty else { continue }
@@ -426,6 +484,9 @@ public final class RegistryClient: Sendable {
         if let error = error as? BoringSSLError { return tlsReason(error) }
         // A socket's error, as the system names it ("connection refused"), without NIO's wrapping.
         if let error = error as? IOError { return SystemError.words(error.errnoCode) }
+        if let error = error as? NIOConnectionError, let first = error.connectionErrors.first {
+            return describe(first.error)
+        }
         return String(describing: error)
     }
 }

@@ -38,6 +38,9 @@ public enum RegistryError: Error, CustomStringConvertible {
             // What a plain HTTP server's answer to a TLS hello reads as.
             "\(registry): TLS failed for \(url): \(underlying) (a registry without TLS? --insecure-registry"
                 + " \(registry) uses plain HTTP)"
+        case .tls(let registry, let url, let underlying) where underlying.contains("EOF during handshake"):
+            "\(registry): TLS failed for \(url): \(underlying) (the server closed the connection: busy, or not"
+                + " a TLS server?)"
         case .tls(let registry, let url, let underlying):
             "\(registry): TLS failed for \(url): \(underlying) (trust its CA with --ca-file or"
                 + " /etc/containers/certs.d/\(registry)/ca.crt; --insecure-registry \(registry) skips verification)"

@@ -147,8 +147,6 @@ public enum ServerError: Error, CustomStringConvertible {
 
     /// A TLS file must be there and readable; said with the file's name and the system's reason.
     static func checkReadable(_ path: String, what: String) throws {
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { throw unusableTLSFile(path, "cannot read the \(what): \(SystemError.words(errno))") }
-        close(fd)
+        if let why = SystemError.whyUnreadable(path) { throw unusableTLSFile(path, "cannot read the \(what): \(why)") }
     }
 }
