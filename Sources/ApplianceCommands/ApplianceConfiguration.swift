@@ -167,6 +167,10 @@ public struct ApplianceConfiguration: Codable, Equatable, Sendable {
             self = try YAMLDecoder().decode(ApplianceConfiguration.self, from: yaml)
         } catch let error as DecodingError {
             switch error {
+            case .dataCorrupted(let context) where context.underlyingError is YamlError:
+                // libyaml's message, first line only ("1:9: error: parser: ... "; the rest draws a caret).
+                let message = "\(context.underlyingError.map { "\($0)" } ?? "")".split(separator: "\n").first
+                throw .invalid(path: path, "not valid YAML: \(message.map(String.init) ?? context.debugDescription)")
             case .typeMismatch(_, let context), .valueNotFound(_, let context), .keyNotFound(_, let context),
                 .dataCorrupted(let context):
                 throw .invalid(path: path, Self.describe(context))
@@ -176,6 +180,61 @@ public struct ApplianceConfiguration: Codable, Equatable, Sendable {
         } catch {
             throw .invalid(path: path, "\(error)")
         }
+        // A key the file has and no setting reads is a mistake (a typo such as `readonly:` would
+        // otherwise be ignored without a word).
+        if let node = try? Yams.compose(yaml: yaml), let unknown = Self.unknownKey(in: node, of: self) {
+            throw .invalid(path: path, unknown)
+        }
+    }
+
+    /// The first key of `node` (a mapping) that no property of `value` has, with its line and the
+    /// closest known name; the same for nested mappings and lists, property by property.
+    static func unknownKey(in node: Node, of value: Any, at prefix: String = "") -> String? {
+        var mirror = Mirror(reflecting: value)
+        if mirror.displayStyle == .optional {
+            guard let wrapped = mirror.children.first?.value else { return nil }
+            mirror = Mirror(reflecting: wrapped)
+        }
+        switch node {
+        case .mapping(let mapping):
+            let properties = Dictionary(
+                mirror.children.compactMap { child in child.label.map { ($0, child.value) } },
+                uniquingKeysWith: { first, _ in first })
+            for (key, child) in mapping {
+                guard let name = key.string else { continue }
+                guard let property = properties[name] else {
+                    let line = key.mark.map { "line \($0.line): " } ?? ""
+                    let closest = properties.keys.min { editDistance($0, name) < editDistance($1, name) }
+                    let hint =
+                        closest.map { editDistance($0, name) <= 3 ? " (did you mean \(prefix)\($0)?)" : "" } ?? ""
+                    return "\(line)unknown setting \(prefix)\(name)\(hint)"
+                }
+                if let found = unknownKey(in: child, of: property, at: "\(prefix)\(name).") { return found }
+            }
+        case .sequence(let sequence):
+            let elements = mirror.children.map(\.value)
+            for (index, child) in sequence.enumerated() where index < elements.count {
+                if let found = unknownKey(in: child, of: elements[index], at: prefix) { return found }
+            }
+        default:
+            break
+        }
+        return nil
+    }
+
+    /// Levenshtein distance, case-insensitive (for "did you mean").
+    static func editDistance(_ a: String, _ b: String) -> Int {
+        let a = Array(a.lowercased()), b = Array(b.lowercased())
+        guard !a.isEmpty else { return b.count }
+        var previous = Array(0...b.count)
+        for i in 1...a.count {
+            var current = [i] + Array(repeating: 0, count: b.count)
+            for j in stride(from: 1, through: b.count, by: 1) {
+                current[j] = min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1))
+            }
+            previous = current
+        }
+        return previous[b.count]
     }
 
     static func describe(_ context: DecodingError.Context) -> String {

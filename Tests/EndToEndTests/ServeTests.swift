@@ -359,6 +359,21 @@ struct ServeTests {
             #expect(failed.stderr.contains(message), "\(arguments): \(failed.stderr)")
             #expect(failed.stderr.split(separator: "\n").count == 1, "\(arguments): \(failed.stderr)")
         }
+        // A configuration with a setting no one reads (a typo), or that is not YAML: a usage error
+        // naming the file, the line and the setting.
+        for (yaml, message) in [
+            ("listen: \":0\"\nreadonly: true\n", "line 2: unknown setting readonly (did you mean readOnly?)"),
+            ("auth:\n  anonymous: pull\n  htpasswdrole: push\n", "line 3: unknown setting auth.htpasswdrole"),
+            ("listen: [1, 2\n", "not valid YAML: 2:1: error: parser:"),
+        ] {
+            let config = "\(work)/bad.yml"
+            try yaml.write(toFile: config, atomically: true, encoding: .utf8)
+            let failed = try Shell.run(
+                [ApplianceFixture.binary, "serve", "--data-dir", "\(work)/other", "--config", config], check: false)
+            #expect(failed.status == 64, "\(yaml): \(failed.stderr)")
+            #expect(failed.stderr.contains("\(config): \(message)"), "\(yaml): \(failed.stderr)")
+            #expect(failed.stderr.split(separator: "\n").count == 1, "\(yaml): \(failed.stderr)")
+        }
         appliance.stop()
     }
 }
