@@ -1,4 +1,5 @@
 import Foundation
+import OCICore
 import Yams
 
 /// `appliance.yml`: settings an operator keeps in a file (`--config`, `$FERRY_CONFIG`, or
@@ -254,27 +255,32 @@ public struct ApplianceConfiguration: Codable, Equatable, Sendable {
     }
 
     static func read(_ path: String) throws(ConfigurationError) -> ApplianceConfiguration {
-        guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { throw .unreadable(path) }
+        guard let text = try? String(contentsOfFile: path, encoding: .utf8) else {
+            throw .unreadable(path, SystemError.whyUnreadable(path) ?? "not UTF-8 text")
+        }
         return try ApplianceConfiguration(yaml: text, path: path)
     }
 }
 
 public enum ConfigurationError: Error, Equatable, CustomStringConvertible {
-    case unreadable(String)
+    case unreadable(String, String)
     case invalid(path: String, String)
     case requireSignatureWithoutKeys(String?)
     case badListen(String)
     case badValue(path: String?, key: String, String)
+    /// A command-line option's value, as `badValue` is a file's.
+    case badOption(String, String)
 
     public var description: String {
         switch self {
-        case .unreadable(let path): "\(path): cannot read the configuration file"
+        case .unreadable(let path, let why): "\(path): cannot read the configuration file: \(why)"
         case .invalid(let path, let why): "\(path): \(why)"
         case .requireSignatureWithoutKeys(let path):
             "\(path ?? "configuration"): import.requireSignature is set but no trusted key is configured "
                 + "(import.trustedKeys or --trust-key)"
         case .badListen(let value): "listen address \(value): expected HOST:PORT, :PORT or [IPV6]:PORT"
         case .badValue(let path, let key, let why): "\(path ?? "configuration"): \(key): \(why)"
+        case .badOption(let option, let why): "\(option): \(why)"
         }
     }
 }

@@ -346,6 +346,11 @@ extension ServeCommand {
         case let other: throw .badValue(path: path, key: "auth.anonymous", "\(other): expected none or pull")
         }
         policy.htpasswdPath = htpasswd ?? auth?.htpasswd
+        // Read again whenever it changes while serving; it must be there to start with.
+        if let file = policy.htpasswdPath, let why = SystemError.whyUnreadable(file) {
+            if htpasswd != nil { throw .badOption("--htpasswd \(file)", why) }
+            throw .badValue(path: path, key: "auth.htpasswd", "\(file): \(why)")
+        }
         if let role = auth?.htpasswdRole {
             guard let parsed = Role(rawValue: role) else {
                 throw .badValue(path: path, key: "auth.htpasswdRole", "\(role): expected pull, push, delete or admin")

@@ -365,6 +365,7 @@ struct ServeTests {
             ("listen: \":0\"\nreadonly: true\n", "line 2: unknown setting readonly (did you mean readOnly?)"),
             ("auth:\n  anonymous: pull\n  htpasswdrole: push\n", "line 3: unknown setting auth.htpasswdrole"),
             ("listen: [1, 2\n", "not valid YAML: 2:1: error: parser:"),
+            ("auth:\n  htpasswd: \(work)/missing\n", "auth.htpasswd: \(work)/missing: no such file or directory"),
         ] {
             let config = "\(work)/bad.yml"
             try yaml.write(toFile: config, atomically: true, encoding: .utf8)
