@@ -220,10 +220,11 @@ extension ServeCommand {
                 username = String(credentials[..<colon])
                 password = String(credentials[credentials.index(after: colon)...])
             }
-            upstreams.append(
-                .init(
-                    upstream: try ProxyUpstream(url: url, isDefault: true, ttl: ttl), username: username,
-                    password: password, caFile: options.proxyCA))
+            let upstream: ProxyUpstream
+            do { upstream = try ProxyUpstream(url: url, isDefault: true, ttl: ttl) } catch {
+                throw ConfigurationError.badOption("--proxy", error.description)
+            }
+            upstreams.append(.init(upstream: upstream, username: username, password: password, caFile: options.proxyCA))
         } else if options.proxyCredentials != nil || options.proxyCA != nil {
             throw ValidationError("--proxy-creds and --proxy-ca go with --proxy")
         }
@@ -232,7 +233,8 @@ extension ServeCommand {
             if let file = entry.passwordFile {
                 guard let text = try? String(contentsOfFile: file, encoding: .utf8) else {
                     throw ConfigurationError.badValue(
-                        path: path, key: "proxy.upstreams.passwordFile", "cannot read \(file)")
+                        path: path, key: "proxy.upstreams.passwordFile",
+                        "cannot read \(file): \(SystemError.unreadable(file))")
                 }
                 password = text.trimmingCharacters(in: .newlines)
             }
