@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import OCIBundle
+import OCICore
 
 /// `ferry keygen`: an Ed25519 key pair for signing bundles.
 public struct KeygenCommand: AsyncParsableCommand {
@@ -31,10 +32,9 @@ public struct KeygenCommand: AsyncParsableCommand {
             }
             let key = try SigningKey.generate()
             // Create the private key file with 0600 before any byte is written.
-            guard
-                FileManager.default.createFile(
-                    atPath: privatePath, contents: nil, attributes: [.posixPermissions: 0o600])
-            else { throw ValidationError("cannot create \(privatePath)") }
+            let fd = open(privatePath, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
+            guard fd >= 0 else { throw ValidationError("cannot create \(privatePath): \(SystemError.words(errno))") }
+            close(fd)
             try FileManager.default.setAttributes([.posixPermissions: 0o600], ofItemAtPath: privatePath)
             try Data(try key.pem().utf8).write(to: URL(fileURLWithPath: privatePath))
             try Data(key.publicKey.pem.utf8).write(to: URL(fileURLWithPath: publicPath))

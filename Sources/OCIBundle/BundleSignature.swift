@@ -193,7 +193,7 @@ public final class SigningKey: @unchecked Sendable {
 /// Reads the key file at `path` with one of OpenSSL's PEM readers; the caller frees the key.
 func readPEMKey(_ path: String, kind: String, read: (OpaquePointer?) -> OpaquePointer?) throws -> OpaquePointer {
     guard let data = FileManager.default.contents(atPath: path) else {
-        throw SigningError.unreadableKey(path, "cannot read")
+        throw SigningError.unreadableKey(path, SystemError.unreadable(path))
     }
     let key = data.withUnsafeBytes { bytes -> OpaquePointer? in
         let bio = BIO_new_mem_buf(bytes.baseAddress, Int32(bytes.count))
