@@ -169,9 +169,7 @@ public struct ApplianceConfiguration: Codable, Equatable, Sendable {
         } catch let error as DecodingError {
             switch error {
             case .dataCorrupted(let context) where context.underlyingError is YamlError:
-                // libyaml's message, first line only ("1:9: error: parser: ... "; the rest draws a caret).
-                let message = "\(context.underlyingError.map { "\($0)" } ?? "")".split(separator: "\n").first
-                throw .invalid(path: path, "not valid YAML: \(message.map(String.init) ?? context.debugDescription)")
+                throw .invalid(path: path, "not valid YAML: \(Self.describe(context.underlyingError))")
             case .typeMismatch(_, let context), .valueNotFound(_, let context), .keyNotFound(_, let context),
                 .dataCorrupted(let context):
                 throw .invalid(path: path, Self.describe(context))
@@ -188,8 +186,22 @@ public struct ApplianceConfiguration: Codable, Equatable, Sendable {
         }
     }
 
+    /// libyaml's problem in one line, with where it is and what it was in
+    /// ("line 2, column 1: did not find expected ',' or ']' (while parsing a flow sequence at line 1)").
+    static func describe(_ error: (any Error)?) -> String {
+        switch error as? YamlError {
+        case .scanner(let context, let problem, let mark, _), .parser(let context, let problem, let mark, _),
+            .composer(let context, let problem, let mark, _):
+            let within = context.map { " (\($0.text) at line \($0.mark.line))" } ?? ""
+            return "line \(mark.line), column \(mark.column): \(problem)\(within)"
+        default:
+            return error.map { "\($0)".split(separator: "\n").first.map(String.init) ?? "" } ?? ""
+        }
+    }
+
     /// The first key of `node` (a mapping) that no property of `value` has, with its line and the
-    /// closest known name; the same for nested mappings and lists, property by property.
+    /// closest known name; the same for nested mappings and lists, property by property. A merge
+    /// key (`<<: *defaults`) is checked as the mapping it merges.
     static func unknownKey(in node: Node, of value: Any, at prefix: String = "") -> String? {
         var mirror = Mirror(reflecting: value)
         if mirror.displayStyle == .optional {
@@ -203,9 +215,18 @@ public struct ApplianceConfiguration: Codable, Equatable, Sendable {
                 uniquingKeysWith: { first, _ in first })
             for (key, child) in mapping {
                 guard let name = key.string else { continue }
+                if name == "<<" {
+                    // The mapping merged in, or each of a list of them, against the same settings.
+                    for merged in child.sequence.map(Array.init) ?? [child] {
+                        if let found = unknownKey(in: merged, of: value, at: prefix) { return found }
+                    }
+                    continue
+                }
                 guard let property = properties[name] else {
                     let line = key.mark.map { "line \($0.line): " } ?? ""
-                    let closest = properties.keys.min { editDistance($0, name) < editDistance($1, name) }
+                    let closest = properties.keys.min {
+                        (editDistance($0, name), $0) < (editDistance($1, name), $1)
+                    }
                     let hint =
                         closest.map { editDistance($0, name) <= 3 ? " (did you mean \(prefix)\($0)?)" : "" } ?? ""
                     return "\(line)unknown setting \(prefix)\(name)\(hint)"

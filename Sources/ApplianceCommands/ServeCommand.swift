@@ -112,6 +112,8 @@ struct ServeCommand: AsyncParsableCommand {
             let (configuration, configPath) = try store.configuration()
             let dataDirectory = store.resolved(configuration)
             let listen = try ListenAddress(self.listen ?? configuration.listen ?? ApplianceConfiguration.defaultListen)
+            // Checked before anything is made on disk (certificates, the access log).
+            let policy = try Self.policy(configuration.auth, anonymous: anonymous, htpasswd: htpasswd, path: configPath)
             let registry = try RegistryStore(root: dataDirectory)
             let transport: RegistryServer.Transport
             let certificate = tlsCertificate ?? configuration.tls?.cert
@@ -143,7 +145,6 @@ struct ServeCommand: AsyncParsableCommand {
                 return handler
             }
             let logger = Logger(label: "ferry-appliance")
-            let policy = try Self.policy(configuration.auth, anonymous: anonymous, htpasswd: htpasswd, path: configPath)
             let authenticator = try Authenticator(dataDirectory: dataDirectory, policy: policy, logger: logger)
             var server = RegistryServer(
                 content: RegistryContent(storage: registry), host: listen.host, port: listen.port, transport: transport,
@@ -234,7 +235,7 @@ extension ServeCommand {
                 guard let text = try? String(contentsOfFile: file, encoding: .utf8) else {
                     throw ConfigurationError.badValue(
                         path: path, key: "proxy.upstreams.passwordFile",
-                        "cannot read \(file): \(SystemError.unreadable(file))")
+                        "cannot read \(file): \(SystemError.whyUnreadable(file) ?? "not UTF-8 text")")
                 }
                 password = text.trimmingCharacters(in: .newlines)
             }
@@ -395,7 +396,9 @@ extension ServeCommand {
         settings.bindDN = ldap.bindDN
         if let file = ldap.bindPasswordFile {
             guard let text = try? String(contentsOfFile: file, encoding: .utf8) else {
-                throw .badValue(path: path, key: "auth.ldap.bindPasswordFile", "\(file): cannot read it")
+                throw .badValue(
+                    path: path, key: "auth.ldap.bindPasswordFile",
+                    "\(file): \(SystemError.whyUnreadable(file) ?? "not UTF-8 text")")
             }
             settings.bindPassword = text.trimmingCharacters(in: .newlines)
             // An empty password is an anonymous bind, which some directories accept silently.

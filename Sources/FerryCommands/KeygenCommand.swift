@@ -31,12 +31,17 @@ public struct KeygenCommand: AsyncParsableCommand {
                 throw ValidationError("\(path) exists; pass --force to overwrite it")
             }
             let key = try SigningKey.generate()
-            // Create the private key file with 0600 before any byte is written.
-            let fd = open(privatePath, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
+            // The private key goes into a new file, 0600 from its creation: an old file (--force)
+            // is removed first, so no descriptor opened on it while it was readable sees the new
+            // key, and a symbolic link in its place is not followed.
+            if force { unlink(privatePath) }
+            let fd = open(privatePath, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600)
             guard fd >= 0 else { throw ValidationError("cannot create \(privatePath): \(SystemError.words(errno))") }
+            let pem = Array(try key.pem().utf8)
+            let written = pem.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+            let failure = written == pem.count ? (fsync(fd) == 0 ? nil : errno) : (written < 0 ? errno : EIO)
             close(fd)
-            try FileManager.default.setAttributes([.posixPermissions: 0o600], ofItemAtPath: privatePath)
-            try Data(try key.pem().utf8).write(to: URL(fileURLWithPath: privatePath))
+            if let failure { throw ValidationError("cannot write \(privatePath): \(SystemError.words(failure))") }
             try Data(key.publicKey.pem.utf8).write(to: URL(fileURLWithPath: publicPath))
             print("private key \(privatePath) (keep it secret)")
             print("public key  \(publicPath)")

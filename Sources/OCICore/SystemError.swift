@@ -15,7 +15,7 @@ public enum SystemError {
 
     /// Why the file at `path` cannot be read, or nil when it can be opened and is not a directory.
     public static func whyUnreadable(_ path: String) -> String? {
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        let fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC)  // a FIFO must not hang the check
         guard fd >= 0 else { return words(errno) }
         defer { close(fd) }
         var info = stat()

@@ -364,7 +364,7 @@ struct ServeTests {
         for (yaml, message) in [
             ("listen: \":0\"\nreadonly: true\n", "line 2: unknown setting readonly (did you mean readOnly?)"),
             ("auth:\n  anonymous: pull\n  htpasswdrole: push\n", "line 3: unknown setting auth.htpasswdrole"),
-            ("listen: [1, 2\n", "not valid YAML: 2:1: error: parser:"),
+            ("listen: [1, 2\n", "not valid YAML: line 2, column 1: did not find expected ',' or ']'"),
             ("auth:\n  htpasswd: \(work)/missing\n", "auth.htpasswd: \(work)/missing: no such file or directory"),
         ] {
             let config = "\(work)/bad.yml"
@@ -375,6 +375,17 @@ struct ServeTests {
             #expect(failed.stderr.contains("\(config): \(message)"), "\(yaml): \(failed.stderr)")
             #expect(failed.stderr.split(separator: "\n").count == 1, "\(yaml): \(failed.stderr)")
         }
+        // Anchors and merge keys are YAML: a merged mapping's keys are checked, not the `<<`.
+        let merged = "\(work)/merged.yml"
+        try """
+        proxy:
+          upstreams:
+            - &hub {url: "https://registry-1.docker.io", ttl: 600}
+            - {<<: *hub, url: "https://quay.io"}
+        """.write(toFile: merged, atomically: true, encoding: .utf8)
+        let images = try Shell.run(
+            [ApplianceFixture.binary, "images", "--data-dir", "\(work)/other", "--config", merged], check: false)
+        #expect(images.status == 0, "\(images.stderr)")
         appliance.stop()
     }
 }
