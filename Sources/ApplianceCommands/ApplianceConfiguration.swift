@@ -160,9 +160,20 @@ public struct ApplianceConfiguration: Codable, Equatable, Sendable {
     public init() {}
 
     public init(yaml: String, path: String) throws(ConfigurationError) {
-        guard !yaml.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty else {
+        let node: Node?
+        do { node = try Yams.compose(yaml: yaml) } catch {
+            throw .invalid(path: path, "not valid YAML: \(Self.describe(error))")
+        }
+        // An empty file, or one whose every line is a comment (a template with all of it
+        // commented out), sets nothing.
+        guard let node, node.null == nil else {
             self.init()
             return
+        }
+        guard node.mapping != nil else {
+            throw .invalid(
+                path: path, "expected settings (key: value lines), found \(node.sequence != nil ? "a list" : "a value")"
+            )
         }
         do {
             self = try YAMLDecoder().decode(ApplianceConfiguration.self, from: yaml)
@@ -181,7 +192,7 @@ public struct ApplianceConfiguration: Codable, Equatable, Sendable {
         }
         // A key the file has and no setting reads is a mistake (a typo such as `readonly:` would
         // otherwise be ignored without a word).
-        if let node = try? Yams.compose(yaml: yaml), let unknown = Self.unknownKey(in: node, of: self) {
+        if let unknown = Self.unknownKey(in: node, of: self) {
             throw .invalid(path: path, unknown)
         }
     }

@@ -386,6 +386,11 @@ struct ServeTests {
         let images = try Shell.run(
             [ApplianceFixture.binary, "images", "--data-dir", "\(work)/other", "--config", merged], check: false)
         #expect(images.status == 0, "\(images.stderr)")
+        // A template with every line commented out sets nothing, as an empty file.
+        try "# listen: \":5000\"\n# readOnly: true\n".write(toFile: merged, atomically: true, encoding: .utf8)
+        let commented = try Shell.run(
+            [ApplianceFixture.binary, "images", "--data-dir", "\(work)/other", "--config", merged], check: false)
+        #expect(commented.status == 0, "\(commented.stderr)")
         appliance.stop()
     }
 }
