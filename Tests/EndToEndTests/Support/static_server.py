@@ -11,7 +11,18 @@ import base64
 import functools
 import ssl
 import sys
+import threading
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+LOG_LOCK = threading.Lock()
+
+
+def log_line(line):
+    """One write per line, under a lock: print() from the server's threads writes the line and its
+    newline separately, and two requests' lines could run together."""
+    with LOG_LOCK:
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()
 
 
 def main() -> None:
@@ -59,7 +70,7 @@ def main() -> None:
 
         def log_request(self, code="-", size="-"):
             auth = "yes" if self.headers.get("Authorization") else "no"
-            print(f"{self.command} {self.path} {code} auth={auth}", flush=True)
+            log_line(f"{self.command} {self.path} {code} auth={auth}")
 
         def log_message(self, format, *arguments):
             pass

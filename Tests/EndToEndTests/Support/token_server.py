@@ -9,6 +9,7 @@ import base64
 import datetime
 import json
 import sys
+import threading
 import time
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -19,6 +20,16 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from cryptography.x509.oid import NameOID
+
+LOG_LOCK = threading.Lock()
+
+
+def log_line(line):
+    """One write per line, under a lock: print() from the server's threads writes the line and its
+    newline separately, and two requests' lines could run together."""
+    with LOG_LOCK:
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()
 
 
 def b64url(data: bytes) -> str:
@@ -86,7 +97,7 @@ def main() -> None:
             r, s = decode_dss_signature(key.sign(signing_input.encode(), ec.ECDSA(hashes.SHA256())))
             token = signing_input + "." + b64url(r.to_bytes(32, "big") + s.to_bytes(32, "big"))
             body = json.dumps({"token": token, "access_token": token, "expires_in": 300}).encode()
-            print(f"issued token for {query.get('scope', [])}", flush=True)
+            log_line(f"issued token for {query.get('scope', [])}")
             self.send_response(200)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(body)))

@@ -57,8 +57,14 @@ def main() -> None:
                 f.write(str(left - 1))
             return True
 
+    log_lock = threading.Lock()
+
     def log(line):
-        print(line, flush=True)
+        # One write per line, under a lock: print() from the server's threads writes the line and
+        # its newline separately, and two requests' lines could run together.
+        with log_lock:
+            sys.stdout.write(line + "\n")
+            sys.stdout.flush()
 
     def forward(handler, path, head_only=False, cut=False, corrupt=False, blob=False):
         conn = http.client.HTTPConnection(args.backend, timeout=60)
