@@ -14,15 +14,7 @@ import sys
 import threading
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 
-LOG_LOCK = threading.Lock()
-
-
-def log_line(line):
-    """One write per line, under a lock: print() from the server's threads writes the line and its
-    newline separately, and two requests' lines could run together."""
-    with LOG_LOCK:
-        sys.stdout.write(line + "\n")
-        sys.stdout.flush()
+from serverlog import log_line
 
 
 def main() -> None:

@@ -21,15 +21,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from cryptography.x509.oid import NameOID
 
-LOG_LOCK = threading.Lock()
-
-
-def log_line(line):
-    """One write per line, under a lock: print() from the server's threads writes the line and its
-    newline separately, and two requests' lines could run together."""
-    with LOG_LOCK:
-        sys.stdout.write(line + "\n")
-        sys.stdout.flush()
+from serverlog import log_line
 
 
 def b64url(data: bytes) -> str:

@@ -25,6 +25,8 @@ import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from serverlog import log_line
+
 
 def main() -> None:
     parser = argparse.ArgumentParser()
@@ -57,14 +59,7 @@ def main() -> None:
                 f.write(str(left - 1))
             return True
 
-    log_lock = threading.Lock()
-
-    def log(line):
-        # One write per line, under a lock: print() from the server's threads writes the line and
-        # its newline separately, and two requests' lines could run together.
-        with log_lock:
-            sys.stdout.write(line + "\n")
-            sys.stdout.flush()
+    log = log_line
 
     def forward(handler, path, head_only=False, cut=False, corrupt=False, blob=False):
         conn = http.client.HTTPConnection(args.backend, timeout=60)
