@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import OCIBundle
 import OCICore
+import OCIStore
 
 /// `ferry keygen`: an Ed25519 key pair for signing bundles.
 public struct KeygenCommand: AsyncParsableCommand {
@@ -31,18 +32,15 @@ public struct KeygenCommand: AsyncParsableCommand {
                 throw ValidationError("\(path) exists; pass --force to overwrite it")
             }
             let key = try SigningKey.generate()
-            // The private key goes into a new file, 0600 from its creation: an old file (--force)
-            // is removed first, so no descriptor opened on it while it was readable sees the new
-            // key, and a symbolic link in its place is not followed.
-            if force { unlink(privatePath) }
-            let fd = open(privatePath, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600)
-            guard fd >= 0 else { throw ValidationError("cannot create \(privatePath): \(SystemError.words(errno))") }
-            let pem = Array(try key.pem().utf8)
-            let written = pem.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
-            let failure = written == pem.count ? (fsync(fd) == 0 ? nil : errno) : (written < 0 ? errno : EIO)
-            close(fd)
-            if let failure { throw ValidationError("cannot write \(privatePath): \(SystemError.words(failure))") }
-            try Data(key.publicKey.pem.utf8).write(to: URL(fileURLWithPath: publicPath))
+            // Each file is written whole under a temporary name with its mode (0600 for the
+            // private key) and renamed over the old one (--force): a new file, never an old one
+            // rewritten or a symbolic link followed.
+            do {
+                try FileSystem.replace(privatePath, with: Array(try key.pem().utf8), mode: 0o600)
+                try FileSystem.replace(publicPath, with: Array(key.publicKey.pem.utf8), mode: 0o644)
+            } catch let error as StoreError {
+                throw ValidationError("cannot write the key: \(error)")
+            }
             print("private key \(privatePath) (keep it secret)")
             print("public key  \(publicPath)")
             print("key id      \(key.publicKey.keyID)")
